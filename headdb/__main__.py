@@ -1,0 +1,3 @@
+from headdb.cli import main
+
+main()

@@ -1,0 +1,133 @@
+"""The `headdb` command: a thin typer layer over the Python API."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+import headdb
+from headdb.errors import UserError
+from headdb.output import emit, rich_table
+
+app = typer.Typer(help="A warehouse for attention-head circuits across training checkpoints.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+err = Console(stderr=True)
+
+
+class Options:
+    db: str
+    lock_timeout: Optional[float]
+
+    def connect(self, *, create: bool = False) -> headdb.Warehouse:
+        return headdb.connect(self.db, create=create, lock_timeout=self.lock_timeout)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"headdb {headdb.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    db: str = typer.Option("headdb.duckdb", "--db", envvar="HEADDB_DB", help="Warehouse file."),
+    lock_timeout: Optional[float] = typer.Option(
+        None, "--lock-timeout", help="Seconds to wait for another writer (default 300, env HEADDB_LOCK_TIMEOUT)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    opts = Options()
+    opts.db, opts.lock_timeout = db, lock_timeout
+    ctx.obj = opts
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create a warehouse (schema v1 and later migrations)."""
+    opts: Options = ctx.obj
+    existed = Path(opts.db).exists()
+    db = opts.connect(create=True)
+    version = db.schema_version()
+    err.print(f"{'warehouse already at' if existed else 'created warehouse'} {db.location} (schema v{version})")
+
+
+@app.command()
+def migrate(ctx: typer.Context) -> None:
+    """Apply pending schema migrations in order, in one transaction."""
+    opts: Options = ctx.obj
+    from headdb.sinks import DuckDBSink
+    from headdb.warehouse import Warehouse, default_lock_timeout
+
+    sink = DuckDBSink(opts.db, lock_timeout=opts.lock_timeout or default_lock_timeout())
+    sink.check_path(create=False)
+    applied = Warehouse(sink).migrate()
+    err.print(f"applied migrations {applied}" if applied else "warehouse is up to date")
+
+
+def _is_stale(row: dict) -> bool:
+    if row["status"] != "running" or row["host"] != socket.gethostname() or row["pid"] is None:
+        return False
+    try:
+        os.kill(row["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@app.command()
+def runs(ctx: typer.Context,
+         fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+         out: Optional[Path] = typer.Option(None, "--out", help="Write to this file.")) -> None:
+    """List runs: id, kind, checkpoint, task, status, duration."""
+    import polars as pl
+
+    df = ctx.obj.connect().runs()
+    stale = [_is_stale(r) for r in df.iter_rows(named=True)]
+    df = df.with_columns(
+        pl.when(pl.Series(stale, dtype=pl.Boolean)).then(pl.lit("running (stale)"))
+        .otherwise(pl.col("status")).alias("status")
+    ) if df.height else df
+    if fmt == "table":
+        df = df.select("id", "kind", "checkpoint", "task", "status", "duration_s", "intervened")
+    emit(df, fmt, out, title="runs")
+
+
+@app.command()
+def checkpoints(ctx: typer.Context,
+                fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+                out: Optional[Path] = typer.Option(None, "--out")) -> None:
+    """List registered checkpoints with lineage, regime, step and parent."""
+    emit(ctx.obj.connect().checkpoints(), fmt, out, title="checkpoints")
+
+
+@app.command("sql")
+def sql_command(ctx: typer.Context,
+                query: str = typer.Argument(..., help="SQL text; read-only unless --write."),
+                write: bool = typer.Option(False, "--write", help="Allow statements that modify the warehouse."),
+                fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+                out: Optional[Path] = typer.Option(None, "--out", help="Output file (required for parquet).")) -> None:
+    """Run SQL against the warehouse."""
+    if fmt == "parquet" and out is None:
+        raise UserError("--format parquet needs --out FILE")
+    df = ctx.obj.connect().sql(query, write=write)
+    emit(df, fmt, out)
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"[bold red]headdb: error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The run lifecycle: a job's facts and its `ok` status land in one transaction.
+
+    run = db.start_run("attribution", checkpoint_id=c, task_id=t, config={...})
+    if run.skipped:            # an ok run with the same config_hash exists
+        return run
+    with run:                  # an exception marks the run failed, writes no facts, re-raises
+        run.add("edge_scores", table)
+        run.metric("completeness_residual", r)
+
+`start_run` records a `running` row at once (so `headdb runs` shows work in progress); facts are
+held in memory as Arrow tables and written, with the status change, by one transaction on exit.
+A process killed mid-job leaves its `running` row and no facts; the next start of the same
+config replaces it.
+"""
+from __future__ import annotations
+
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from headdb.statements import sql
+
+if TYPE_CHECKING:
+    from headdb.warehouse import Warehouse
+
+# Fact tables a run may write; all but the circuit children carry run_id.
+RUN_TABLES = ("edge_scores", "head_scores", "circuits", "faithfulness_curve", "run_metrics",
+              "generations", "interventions", "eval_metrics")
+CIRCUIT_CHILDREN = ("circuit_edges", "circuit_heads")
+FACT_TABLES = RUN_TABLES + CIRCUIT_CHILDREN
+
+
+def _arrow(data: pa.Table | pl.DataFrame) -> pa.Table:
+    return data.to_arrow() if isinstance(data, pl.DataFrame) else data
+
+
+class Run:
+    def __init__(self, db: "Warehouse", run_id: int, *, skipped: bool = False,
+                 replaces: tuple[int, ...] = (), config_hash: str = ""):
+        self.db = db
+        self.run_id = run_id
+        self.skipped = skipped
+        self.replaces = replaces
+        self.config_hash = config_hash
+        self.status = "ok" if skipped else "running"
+        self._facts: dict[str, list[pa.Table]] = {}
+        self._metrics: dict[str, float] = {}
+
+    def add(self, table: str, data: pa.Table | pl.DataFrame) -> None:
+        """Queue facts for `table`. circuit_id values are local to the run; commit makes them global."""
+        if table not in FACT_TABLES:
+            raise ValueError(f"{table!r} is not a run fact table ({', '.join(FACT_TABLES)})")
+        self._facts.setdefault(table, []).append(_arrow(data))
+
+    def metric(self, key: str, value: float) -> None:
+        self._metrics[key] = float(value)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.skipped:
+            return False
+        if exc_type is None:
+            self.commit()
+        else:
+            message = "interrupted" if exc_type is KeyboardInterrupt else (
+                f"{exc_type.__name__}: {exc}\n" + "".join(traceback.format_tb(tb)[-3:]))
+            self.fail(message)
+        return False
+
+    def commit(self) -> None:
+        facts = {name: pa.concat_tables(parts, promote_options="default") for name, parts in self._facts.items()}
+        if self._metrics:
+            facts["run_metrics"] = pa.concat_tables(
+                ([facts["run_metrics"]] if "run_metrics" in facts else [])
+                + [pa.table({"key": list(self._metrics), "value": list(self._metrics.values())})],
+                promote_options="default")
+        with self.db.sink.write() as s:
+            for old in self.replaces:
+                _delete_run(s, old)
+            if "circuits" in facts:
+                facts = _globalise_circuit_ids(s, facts)
+            for name, table in facts.items():
+                if name in RUN_TABLES:
+                    table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.int64()))
+                s.insert(name, table)
+            s.execute(sql("warehouse", "finish_run"), [self.run_id])
+        self.status = "ok"
+        self._facts.clear()
+
+    def fail(self, error: str) -> None:
+        with self.db.sink.write() as s:
+            s.execute(sql("warehouse", "fail_run"), [error[:20000], self.run_id])
+        self.status = "failed"
+        self._facts.clear()
+
+
+def _delete_run(s, run_id: int) -> None:
+    s.execute(sql("warehouse", "delete_circuit_children_edges"), [run_id])
+    s.execute(sql("warehouse", "delete_circuit_children_heads"), [run_id])
+    for table in RUN_TABLES:
+        s.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    s.execute(sql("warehouse", "delete_run"), [run_id])
+
+
+def _globalise_circuit_ids(s, facts: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    base = s.scalar(sql("warehouse", "next_circuit_id"))
+    out = dict(facts)
+    for name in ("circuits",) + CIRCUIT_CHILDREN:
+        if name in out:
+            table = out[name]
+            i = table.schema.get_field_index("circuit_id")
+            shifted = pc.add(table.column(i).cast(pa.int64()), pa.scalar(base, pa.int64()))
+            out[name] = table.set_column(i, "circuit_id", shifted)
+    return out
+
+
+def delete_run(s, run_id: int) -> None:
+    """Remove a run and all its facts inside the caller's transaction."""
+    _delete_run(s, run_id)
+
+
+def make_run(db: "Warehouse", run_id: int, **kw: Any) -> Run:
+    return Run(db, run_id, **kw)

@@ -1,0 +1,145 @@
+"""Where warehouse reads and writes go.
+
+Job code never talks to a sink: it hands Arrow tables to the Warehouse, which writes them through
+`Sink.write()` in one transaction. The default sink is a local DuckDB file. A DuckLake sink
+(catalog on PostgreSQL, Parquet data files) can be added by implementing the same two context
+managers; nothing above this module changes.
+
+DuckDB lets one process open a file for writing at a time. Connections are therefore opened per
+operation and closed at once, so a long ingest holds the lock only while it commits; a process
+that finds the lock held waits and retries until `lock_timeout` runs out, and says it is waiting.
+"""
+from __future__ import annotations
+
+import random
+import re
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from headdb.errors import UserError, WarehouseLocked
+
+_LOCK_MESSAGE = "Could not set lock on file"
+_PID = re.compile(r"PID (\d+)")
+
+
+class Session:
+    """One open DuckDB connection: statements with bound parameters and Arrow in and out."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+
+    def fetch(self, sql: str, params: Any = None) -> pa.Table:
+        return self.execute(sql, params).to_arrow_table()
+
+    def rows(self, sql: str, params: Any = None) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        row = self.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    def insert(self, table: str, data: pa.Table) -> int:
+        """Append an Arrow table to `table`, matching columns by name (one bulk insert)."""
+        if not table.isidentifier():
+            raise ValueError(f"bad table name {table!r}")
+        view = f"__headdb_insert_{table}"
+        self.con.register(view, data)
+        try:
+            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
+        finally:
+            self.con.unregister(view)
+        return data.num_rows
+
+
+class Sink(Protocol):
+    location: str
+
+    def exists(self) -> bool: ...
+
+    def read(self) -> Any: ...  # context manager yielding a read-only Session
+
+    def write(self) -> Any: ...  # context manager yielding a Session inside one transaction
+
+
+def _say_waiting(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class DuckDBSink:
+    """A local DuckDB file."""
+
+    def __init__(self, path: str | Path, *, lock_timeout: float = 300.0,
+                 on_wait: Callable[[str], None] = _say_waiting):
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.lock_timeout = lock_timeout
+        self.on_wait = on_wait
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def check_path(self, *, create: bool) -> None:
+        """Turn an unusable --db path into one clear line before DuckDB sees it."""
+        if self.path.is_dir():
+            raise UserError(f"--db {self.path} is a directory; give a file path such as {self.path / 'headdb.duckdb'}")
+        if not self.path.exists():
+            if not create:
+                raise UserError(f"no warehouse at {self.path}; create one with `headdb --db {self.path} init`")
+            if not self.path.parent.is_dir():
+                raise UserError(f"cannot create warehouse {self.path}: folder {self.path.parent} does not exist")
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        delay, told = 0.05, False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                message = str(exc)
+                if _LOCK_MESSAGE not in message:
+                    raise UserError(f"cannot open warehouse {self.path}: {message.splitlines()[0]}") from None
+                holder = _PID.search(message)
+                holder_text = f"process {holder.group(1)}" if holder else "another process"
+                if time.monotonic() >= deadline:
+                    raise WarehouseLocked(
+                        f"warehouse {self.path} stayed locked by {holder_text} for {self.lock_timeout:g} s; "
+                        "wait for it to finish or raise --lock-timeout / HEADDB_LOCK_TIMEOUT"
+                    ) from None
+                if not told:
+                    self.on_wait(f"headdb: waiting for the warehouse lock on {self.path} (held by {holder_text}) ...")
+                    told = True
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.5, 1.0)
+            except duckdb.Error as exc:
+                raise UserError(f"cannot open warehouse {self.path}: {str(exc).splitlines()[0]}") from None
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        con = self._connect(read_only=True)
+        try:
+            yield Session(con)
+        finally:
+            con.close()
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        con = self._connect(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield Session(con)
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()

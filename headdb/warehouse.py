@@ -1,0 +1,243 @@
+"""The warehouse: schema checks, migrations, registration of models/checkpoints/tasks, runs, SQL.
+
+`headdb.connect(path)` is the one entry point. All writes go through the sink (sinks.py) as
+Arrow tables inside single transactions; every read returns a polars DataFrame.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from headdb import provenance
+from headdb.errors import UserError
+from headdb.migrations import apply_pending, check_compatible, code_version, current_version
+from headdb.runs import Run
+from headdb.sinks import DuckDBSink, Sink
+from headdb.statements import sql
+
+DEFAULT_DB = "headdb.duckdb"
+RUN_KINDS = ("attribution", "generation", "import")
+REGIMES = ("base", "sft", "grpo", "distill", "other")
+TASK_KINDS = ("circuit", "benchmark")
+TASK_MODES = ("plain", "think_on", "think_off")
+READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
+                        duckdb.StatementType.CALL)
+
+
+def default_path() -> str:
+    return os.environ.get("HEADDB_DB") or DEFAULT_DB
+
+
+def default_lock_timeout() -> float:
+    value = os.environ.get("HEADDB_LOCK_TIMEOUT", "300")
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"HEADDB_LOCK_TIMEOUT={value!r} is not a number of seconds") from None
+
+
+def connect(path: str | Path | None = None, *, create: bool = True, lock_timeout: float | None = None,
+            sink: Sink | None = None, schemas: Path | None = None) -> "Warehouse":
+    """Open (and with create=True, initialise) the warehouse at `path`.
+
+    A warehouse whose schema is newer than this code is refused; an older one must be upgraded
+    with `headdb migrate` first (never silently, since other users may share the file).
+    """
+    if sink is None:
+        sink = DuckDBSink(path or default_path(),
+                          lock_timeout=default_lock_timeout() if lock_timeout is None else lock_timeout)
+        sink.check_path(create=create)
+    db = Warehouse(sink, schemas=schemas)
+    if not sink.exists():
+        db.init()
+    else:
+        db.check_schema()
+    return db
+
+
+def config_hash(kind: str, config: dict, identity: dict) -> str:
+    """Key of a job for idempotency: what it ran on, how, and with which headdb."""
+    payload = {"kind": kind, "config": config, "identity": identity,
+               "headdb": provenance.headdb_version()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _check_value(what: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+
+
+class Warehouse:
+    def __init__(self, sink: Sink, *, schemas: Path | None = None):
+        self.sink = sink
+        self.schemas = schemas  # the migrations folder; None means the packaged schemas/
+
+    @property
+    def location(self) -> str:
+        return self.sink.location
+
+    # -- schema --------------------------------------------------------------------------------
+    def init(self) -> list[int]:
+        """Create the schema (a no-op on an up-to-date warehouse)."""
+        with self.sink.write() as s:
+            version = current_version(s)
+            if version is not None:
+                check_compatible(version, Path(self.location), self.schemas)
+                return []
+            return apply_pending(s, self.schemas)
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations in order, all in one transaction."""
+        with self.sink.write() as s:
+            version = current_version(s)
+            if version is None:
+                raise UserError(f"{self.location} is not a headdb warehouse; create one with `headdb init`")
+            if version > code_version(self.schemas):
+                check_compatible(version, Path(self.location), self.schemas)
+            return apply_pending(s, self.schemas)
+
+    def schema_version(self) -> int | None:
+        with self.sink.read() as s:
+            return current_version(s)
+
+    def check_schema(self) -> None:
+        check_compatible(self.schema_version(), Path(self.location), self.schemas)
+
+    # -- reading -------------------------------------------------------------------------------
+    def sql(self, query: str, params: list | dict | None = None, *, write: bool = False) -> pl.DataFrame:
+        """Run SQL and return the last statement's result. Read-only unless write=True."""
+        opener = self.sink.write if write else self.sink.read
+        with opener() as s:
+            try:
+                statements = s.con.extract_statements(query)
+            except duckdb.Error as exc:
+                raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
+            if not statements:
+                raise UserError("no SQL statement given")
+            if not write:
+                for statement in statements:
+                    if statement.type not in READ_ONLY_STATEMENTS:
+                        kind = statement.type.name.replace("_", " ")
+                        raise UserError(f"{kind} refused: `headdb sql` is read-only; add --write to modify the warehouse")
+            try:
+                result = None
+                for i, statement in enumerate(statements):
+                    last = i == len(statements) - 1
+                    result = s.execute(statement.query, params if last else None)
+                if result is None or s.con.description is None:
+                    return pl.DataFrame()
+                return pl.from_arrow(result.to_arrow_table())
+            except duckdb.Error as exc:
+                raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
+
+    def table(self, name: str) -> pl.DataFrame:
+        if not name.isidentifier():
+            raise UserError(f"bad table name {name!r}")
+        return self.sql(f"SELECT * FROM {name}")
+
+    def runs(self) -> pl.DataFrame:
+        with self.sink.read() as s:
+            return pl.from_arrow(s.fetch(sql("warehouse", "list_runs")))
+
+    def checkpoints(self) -> pl.DataFrame:
+        with self.sink.read() as s:
+            return pl.from_arrow(s.fetch(sql("warehouse", "list_checkpoints")))
+
+    # -- registration (idempotent) ------------------------------------------------------------
+    def register_model(self, shape: dict[str, Any], nodes: pa.Table, edges: pa.Table) -> str:
+        """Record an architecture shape and its graph layout once per model_key."""
+        key = shape["model_key"]
+        with self.sink.write() as s:
+            if not s.rows(sql("warehouse", "find_model"), [key]):
+                row = {c: [shape.get(c)] for c in ("model_key", "architecture", "n_layers", "n_heads",
+                                                   "n_kv_heads", "d_model", "d_head", "vocab_size")}
+                row["config_json"] = [json.dumps(shape.get("config", {}), sort_keys=True, default=str)]
+                s.insert("models", pa.table(row))
+            if not s.scalar(sql("warehouse", "count_graph_nodes"), [key]):
+                s.insert("graph_nodes", _with_key(nodes, key))
+                s.insert("graph_edges", _with_key(edges, key))
+        return key
+
+    def register_checkpoint(self, *, model_key: str, path: str | Path, weights_digest: str,
+                            name: str | None = None, lineage: str | None = None, regime: str = "other",
+                            step: int = 0, parent_id: int | None = None) -> int:
+        """A checkpoint is identified by (path, weights digest); re-registering updates its labels."""
+        _check_value("regime", regime, REGIMES)
+        path = str(Path(path).resolve())
+        name = name or Path(path).name
+        lineage = lineage or name
+        with self.sink.write() as s:
+            found = s.rows(sql("warehouse", "find_checkpoint"), [path, weights_digest])
+            if found:
+                checkpoint_id = found[0][0]
+                s.execute(sql("warehouse", "update_checkpoint"),
+                          [name, lineage, regime, step, parent_id, checkpoint_id])
+                return checkpoint_id
+            checkpoint_id = s.scalar(sql("warehouse", "next_checkpoint_id"))
+            s.execute(sql("warehouse", "insert_checkpoint"),
+                      [checkpoint_id, model_key, name, path, weights_digest, lineage, regime, step, parent_id])
+            return checkpoint_id
+
+    def register_task(self, *, name: str, kind: str, digest: str, items: pa.Table | pl.DataFrame,
+                      source: str | None = None, template: str | None = None, mode: str = "plain") -> int:
+        """A task is identified by (content digest, kind, mode, name); its items are stored once."""
+        _check_value("task kind", kind, TASK_KINDS)
+        _check_value("task mode", mode, TASK_MODES)
+        items = items.to_arrow() if isinstance(items, pl.DataFrame) else items
+        with self.sink.write() as s:
+            found = s.rows(sql("warehouse", "find_task"), [digest, kind, mode, name])
+            if found:
+                return found[0][0]
+            task_id = s.scalar(sql("warehouse", "next_task_id"))
+            s.execute(sql("warehouse", "insert_task"),
+                      [task_id, name, kind, source, digest, items.num_rows, template, mode])
+            s.insert("task_items", items.append_column("task_id", pa.array([task_id] * items.num_rows, pa.int64())))
+            return task_id
+
+    def add_training_metrics(self, lineage: str, metrics: pa.Table | pl.DataFrame) -> int:
+        """Store (step, key, value) rows for a lineage, replacing rows of the same steps."""
+        table = metrics.to_arrow() if isinstance(metrics, pl.DataFrame) else metrics
+        table = table.append_column("lineage", pa.array([lineage] * table.num_rows, pa.string()))
+        with self.sink.write() as s:
+            s.con.register("__headdb_new_metrics", table)
+            try:
+                s.execute(sql("warehouse", "delete_training_metrics"), [lineage])
+            finally:
+                s.con.unregister("__headdb_new_metrics")
+            return s.insert("training_metrics", table)
+
+    # -- runs ----------------------------------------------------------------------------------
+    def start_run(self, kind: str, *, config: dict[str, Any], checkpoint_id: int | None = None,
+                  task_id: int | None = None, identity: dict[str, Any] | None = None,
+                  device: str | None = None, dtype: str | None = None, seed: int | None = None,
+                  force: bool = False) -> Run:
+        """Open a run, or return a skipped Run when an ok run with the same config_hash exists."""
+        _check_value("run kind", kind, RUN_KINDS)
+        with self.sink.read() as s:
+            ck_digest, task_digest = s.rows(sql("warehouse", "run_identity"), [checkpoint_id, task_id])[0]
+        ident = {"checkpoint": ck_digest, "task": task_digest, **(identity or {})}
+        digest = config_hash(kind, config, ident)
+        versions = provenance.versions()
+        with self.sink.write() as s:
+            previous = s.rows(sql("warehouse", "find_run_by_hash"), [digest])
+            ok = [r[0] for r in previous if r[1] == "ok"]
+            if ok and not force:
+                return Run(self, ok[-1], skipped=True, config_hash=digest)
+            run_id = s.scalar(sql("warehouse", "next_run_id"))
+            s.execute(sql("warehouse", "insert_run"), [
+                run_id, kind, checkpoint_id, task_id, json.dumps(config, sort_keys=True, default=str),
+                digest, json.dumps(versions, sort_keys=True), provenance.git_sha(), provenance.host(),
+                device, dtype, seed, provenance.headdb_version(), os.getpid()])
+        # Earlier runs of this config (failed, abandoned, or ok when forced) go when this one lands.
+        return Run(self, run_id, replaces=tuple(r[0] for r in previous), config_hash=digest)
+
+
+def _with_key(table: pa.Table, key: str) -> pa.Table:
+    return table.append_column("model_key", pa.array([key] * table.num_rows, pa.string()))
