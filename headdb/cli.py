@@ -100,14 +100,6 @@ def runs(ctx: typer.Context,
     emit(df, fmt, out, title="runs")
 
 
-@app.command()
-def checkpoints(ctx: typer.Context,
-                fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
-                out: Optional[Path] = typer.Option(None, "--out")) -> None:
-    """List registered checkpoints with lineage, regime, step and parent."""
-    emit(ctx.obj.connect().checkpoints(), fmt, out, title="checkpoints")
-
-
 @app.command("sql")
 def sql_command(ctx: typer.Context,
                 query: str = typer.Argument(..., help="SQL text; read-only unless --write."),
@@ -119,6 +111,16 @@ def sql_command(ctx: typer.Context,
         raise UserError("--format parquet needs --out FILE")
     df = ctx.obj.connect().sql(query, write=write)
     emit(df, fmt, out)
+
+
+def _mount() -> None:
+    from headdb import cli_checkpoints, cli_ingest
+
+    app.add_typer(cli_ingest.app, name="ingest")
+    app.add_typer(cli_checkpoints.app, name="checkpoints")
+
+
+_mount()
 
 
 def main() -> None:

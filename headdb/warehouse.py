@@ -214,16 +214,27 @@ class Warehouse:
             return s.insert("training_metrics", table)
 
     # -- runs ----------------------------------------------------------------------------------
+    def _config_hash(self, kind: str, config: dict, checkpoint_id: int | None, task_id: int | None,
+                     identity: dict | None) -> str:
+        with self.sink.read() as s:
+            ck_digest, task_digest = s.rows(sql("warehouse", "run_identity"), [checkpoint_id, task_id])[0]
+        return config_hash(kind, config, {"checkpoint": ck_digest, "task": task_digest, **(identity or {})})
+
+    def completed_run(self, kind: str, *, config: dict[str, Any], checkpoint_id: int | None = None,
+                      task_id: int | None = None, identity: dict[str, Any] | None = None) -> int | None:
+        """The ok run of exactly this job, if there is one (lets callers skip loading a model)."""
+        digest = self._config_hash(kind, config, checkpoint_id, task_id, identity)
+        with self.sink.read() as s:
+            ok = [r[0] for r in s.rows(sql("warehouse", "find_run_by_hash"), [digest]) if r[1] == "ok"]
+        return ok[-1] if ok else None
+
     def start_run(self, kind: str, *, config: dict[str, Any], checkpoint_id: int | None = None,
                   task_id: int | None = None, identity: dict[str, Any] | None = None,
                   device: str | None = None, dtype: str | None = None, seed: int | None = None,
                   force: bool = False) -> Run:
         """Open a run, or return a skipped Run when an ok run with the same config_hash exists."""
         _check_value("run kind", kind, RUN_KINDS)
-        with self.sink.read() as s:
-            ck_digest, task_digest = s.rows(sql("warehouse", "run_identity"), [checkpoint_id, task_id])[0]
-        ident = {"checkpoint": ck_digest, "task": task_digest, **(identity or {})}
-        digest = config_hash(kind, config, ident)
+        digest = self._config_hash(kind, config, checkpoint_id, task_id, identity)
         versions = provenance.versions()
         with self.sink.write() as s:
             previous = s.rows(sql("warehouse", "find_run_by_hash"), [digest])

@@ -1,0 +1,96 @@
+"""headdb's attribution engine: edge scores, head scores, circuits and their faithfulness.
+
+Modules (one concern each):
+    graph         node/edge layout per model shape (EAP-IG names, GQA k/v ports)
+    metrics       kl | logit-diff | logprob at the last real token
+    batches       right-padded clean/corrupted batches
+    probe         where nodes and ports live in a TransformerBridge
+    eap           EAP and EAP-IG scores (einsum per destination block)
+    exact         exact node/edge activation patching (validation on small models)
+    circuit       top-n / threshold / greedy selection and input->logits pruning
+    faithfulness  edge-patched circuit evaluation, MIB curve, CPR/CMD
+
+Typical use (what `headdb ingest attribution` does):
+
+    loaded = headdb.loading.load_model(ckpt_dir)
+    task = headdb.tasks.load_task(task_file, mode="plain")
+    pairs = headdb.tasks.encode_pairs(task, loaded.tokenizer)
+    d = discover(loaded, pairs, method="eap-ig", metric="kl", steps=5)
+    nodes, edges = layout(loaded.shape)            # graph_nodes / graph_edges, once per model_key
+    d.result.edges_table()                         # edge_scores
+    d.result.heads_table()                         # head_scores
+    [c.edges_table(), c.heads_table()] for c in d.circuits   # circuits, circuit_edges, circuit_heads
+    d.curve.table()                                # faithfulness_curve
+    d.run_metrics()                                # run_metrics
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from headdb.attribution.circuit import (Circuit, prune, rank, select_greedy, select_threshold,
+                                        select_topn)
+from headdb.attribution.eap import METHODS, AttributionResult, Ticker, attribute, passes
+from headdb.attribution.exact import exact_scores
+from headdb.attribution.faithfulness import (MIB_PERCENTS, CircuitEval, FaithfulnessCurve,
+                                             curve_from, curve_masks, evaluate_circuits,
+                                             faithfulness_curve)
+from headdb.attribution.graph import GraphLayout, build_layout, layout
+from headdb.attribution.metrics import METRICS
+
+__all__ = [
+    "AttributionResult", "Circuit", "CircuitEval", "Discovery", "FaithfulnessCurve", "GraphLayout",
+    "METHODS", "METRICS", "MIB_PERCENTS", "attribute", "build_layout", "discover",
+    "evaluate_circuits", "exact_scores", "faithfulness_curve", "layout", "prune", "rank",
+    "select_greedy", "select_threshold", "select_topn",
+]
+
+
+@dataclass
+class Discovery:
+    """Everything one attribution run produces."""
+
+    result: AttributionResult
+    circuits: list[Circuit]          # topn, then threshold, then greedy (those requested)
+    curve: FaithfulnessCurve | None  # the MIB curve, when requested
+
+    def run_metrics(self) -> dict[str, float]:
+        out = self.result.run_metrics()
+        if self.curve is not None:
+            out["cpr"] = self.curve.cpr
+            out["cmd"] = self.curve.cmd
+        return out
+
+
+def discover(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
+             topn: int = 5000, threshold: float | None = 0.1, greedy: int | None = None,
+             curve: bool = True, batch_size: int = 8, progress=None) -> Discovery:
+    """Score every edge, select circuits, and measure their faithfulness.
+
+    Circuits: top-`topn` (pruned); the threshold circuit (tau=`threshold`, within the top-n;
+    None to skip); a greedy circuit of `greedy` edges when given. Each gets `faithfulness`.
+    curve: also evaluate the MIB curve (10 more patched passes per batch).
+    progress: optional callable(done, total), counted in forward passes over all phases.
+    """
+    g = build_layout(loaded.shape)
+    n_batches = -(-len(pairs) // max(1, int(batch_size)))
+    n_masks = 1 + (threshold is not None) + (greedy is not None) + (len(MIB_PERCENTS) if curve else 0)
+    attrib = passes(method, steps, n_batches, g.n_edges if method == "exact" else 0, g.n_nodes - 2)
+    tick = Ticker(progress, attrib + n_batches * (2 + n_masks))
+    result = attribute(loaded, pairs, method=method, metric=metric, steps=steps,
+                       batch_size=batch_size, ticker=tick)
+    circuits = [select_topn(g, result.edge_scores, topn)]
+    if threshold is not None:
+        circuits.append(select_threshold(g, result.edge_scores, threshold, topn))
+    if greedy is not None:
+        circuits.append(select_greedy(g, result.edge_scores, greedy))
+    masks = [c.edge_mask for c in circuits]
+    counts: list[int] = []
+    if curve:
+        counts, curve_m = curve_masks(g, result.edge_scores)
+        masks += curve_m
+    ev = evaluate_circuits(loaded, pairs, masks, metric=metric, batch_size=batch_size, ticker=tick)
+    faith = ev.faithfulness()
+    for c, f in zip(circuits, faith):
+        c.faithfulness = f
+    fc = curve_from(MIB_PERCENTS, counts, faith[len(circuits):]) if curve else None
+    return Discovery(result=result, circuits=circuits, curve=fc)

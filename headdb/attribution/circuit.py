@@ -1,0 +1,192 @@
+"""Circuit selection from edge scores: top-n, threshold, greedy; pruning to input->logits paths.
+
+Ranking is by |mean edge score|, ties broken by the lower edge id (deterministic).
+
+    topn(n)        the n highest-ranked edges (default n = 5000), then pruned.
+    threshold(tau) the edges of the top-n circuit whose |score| >= tau * max_e |score| (max over
+                   ALL edges of the graph) and whose score is not 0, then pruned again: the
+                   study's "simplified" circuit (default tau = 0.1).
+    greedy(n)      grown from logits as in EAP-IG's greedy search: keep a frontier of the edges
+                   entering the nodes reached so far (starting with logits); repeatedly take the
+                   highest-ranked frontier edge, and when its source is new, add the source's
+                   incoming edges to the frontier; stop at n edges; then pruned.
+
+Pruning keeps exactly the edges that lie on some path input -> ... -> logits made of selected
+edges, and the nodes on those paths. Under GQA a k/v port of kv head g (see graph.py) is an
+input of every query head of g: a path may enter head h through its own q port or through
+the k/v port of its kv head. A circuit's heads are its surviving head nodes; n_nodes counts
+input and logits too (0 for an empty circuit).
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from headdb.attribution.graph import GraphLayout
+
+SELECTIONS = ("topn", "threshold", "greedy")
+
+
+@dataclass
+class Circuit:
+    selection: str          # topn | threshold | greedy
+    param: float            # n, tau or n
+    edge_mask: np.ndarray   # bool [n_edges]
+    node_mask: np.ndarray   # bool [n_nodes]
+    layout: GraphLayout
+    faithfulness: float | None = None
+
+    @property
+    def edge_ids(self) -> np.ndarray:
+        return np.flatnonzero(self.edge_mask).astype(np.int32)
+
+    @property
+    def node_ids(self) -> np.ndarray:
+        return np.flatnonzero(self.node_mask).astype(np.int32)
+
+    @property
+    def heads(self) -> list[tuple[int, int]]:
+        g = self.layout
+        return [(int(g.node_layer[n]), int(g.node_head[n])) for n in self.node_ids
+                if g.node_kind[n] == "attn"]
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_mask.sum())
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_mask.sum())
+
+    def edges_table(self) -> pa.Table:
+        return pa.table({"edge_id": pa.array(self.edge_ids)})
+
+    def heads_table(self) -> pa.Table:
+        h = self.heads
+        return pa.table({"layer": pa.array([x[0] for x in h], pa.int32()),
+                         "head": pa.array([x[1] for x in h], pa.int32())})
+
+
+def rank(scores: np.ndarray) -> np.ndarray:
+    """Edge ids ordered by descending |score|, ties by ascending edge id."""
+    mag = np.abs(np.nan_to_num(scores.astype(np.float64), nan=0.0))
+    return np.lexsort((np.arange(len(mag)), -mag))
+
+
+def _group_of_port(g: GraphLayout, port_index: int) -> np.ndarray:
+    """Query heads (within the layer) that read a port: q -> itself, k/v -> its kv group."""
+    H, KV = g.n_heads, g.n_kv_heads
+    if port_index < H:
+        return np.array([port_index])
+    kv = (port_index - H) % KV
+    return np.arange(kv * g.n_rep, (kv + 1) * g.n_rep)
+
+
+def prune(g: GraphLayout, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(edge mask, node mask) of the selected edges on input -> logits paths."""
+    mask = np.asarray(mask, dtype=bool)
+    src = g.edge_src
+    # Forward pass: which nodes a selected path from input reaches.
+    reached = np.zeros(g.n_nodes, dtype=bool)
+    reached[0] = True
+    for L in range(g.n_layers):
+        n, P = g.n_src_attn(L), g.n_ports
+        blk = mask[g.attn_offset[L]: g.attn_offset[L] + P * n].reshape(P, n) & reached[:n]
+        port_hit = blk.any(axis=1)
+        for p in np.flatnonzero(port_hit):
+            reached[g.head_node(L, 0) + _group_of_port(g, p)] = True
+        nm = g.n_src_mlp(L)
+        reached[g.mlp_node(L)] = (mask[g.mlp_offset[L]: g.mlp_offset[L] + nm] & reached[:nm]).any()
+    nl = g.n_src_logits
+    reached[g.logits_node] = (mask[g.logits_offset:] & reached[:nl]).any()
+    # Backward pass: which nodes reach logits through selected edges.
+    alive = np.zeros(g.n_nodes, dtype=bool)
+    alive[g.logits_node] = True
+    useful = np.zeros(g.n_edges, dtype=bool)  # selected edge whose destination reaches logits
+    useful[g.logits_offset:] = mask[g.logits_offset:]
+    alive[:nl] |= mask[g.logits_offset:]
+    for L in reversed(range(g.n_layers)):
+        nm, off = g.n_src_mlp(L), g.mlp_offset[L]
+        if alive[g.mlp_node(L)]:
+            useful[off: off + nm] = mask[off: off + nm]
+            alive[:nm] |= mask[off: off + nm]
+        n, P, off = g.n_src_attn(L), g.n_ports, g.attn_offset[L]
+        heads_alive = alive[g.head_node(L, 0): g.head_node(L, 0) + g.n_heads]
+        port_ok = np.array([heads_alive[_group_of_port(g, p)].any() for p in range(P)])
+        blk = mask[off: off + P * n].reshape(P, n) & port_ok[:, None]
+        useful[off: off + P * n] = blk.reshape(-1)
+        alive[:n] |= blk.any(axis=0)
+    live = useful & reached[src]
+    nodes = reached & alive
+    if not live.any():
+        nodes[:] = False
+    return live, nodes
+
+
+def _make(g, selection, param, mask) -> Circuit:
+    edges, nodes = prune(g, mask)
+    return Circuit(selection=selection, param=float(param), edge_mask=edges, node_mask=nodes, layout=g)
+
+
+def topn_mask(scores: np.ndarray, n: int) -> np.ndarray:
+    mask = np.zeros(len(scores), dtype=bool)
+    mask[rank(scores)[: max(0, int(n))]] = True
+    return mask
+
+
+def select_topn(g: GraphLayout, scores: np.ndarray, n: int = 5000) -> Circuit:
+    return _make(g, "topn", n, topn_mask(scores, n))
+
+
+def select_threshold(g: GraphLayout, scores: np.ndarray, tau: float = 0.1, n: int = 5000) -> Circuit:
+    mag = np.abs(np.nan_to_num(scores.astype(np.float64), nan=0.0))
+    base, _ = prune(g, topn_mask(scores, n))
+    peak = mag.max() if len(mag) else 0.0
+    keep = base & (mag >= tau * peak) & (mag > 0)
+    return _make(g, "threshold", tau, keep)
+
+
+def _in_edges(g: GraphLayout, node: int) -> list[np.ndarray]:
+    """Edge id ranges entering a node (for heads: its q port and its kv group's k/v ports)."""
+    kind = g.node_kind[node]
+    if kind == "logits":
+        return [np.arange(g.logits_offset, g.n_edges)]
+    L = int(g.node_layer[node])
+    if kind == "mlp":
+        return [np.arange(g.mlp_offset[L], g.mlp_offset[L] + g.n_src_mlp(L))]
+    if kind == "attn":
+        h, n, off = int(g.node_head[node]), g.n_src_attn(L), g.attn_offset[L]
+        kv = h // g.n_rep
+        ports = [h, g.n_heads + kv, g.n_heads + g.n_kv_heads + kv]
+        return [np.arange(off + p * n, off + (p + 1) * n) for p in ports]
+    return []
+
+
+def select_greedy(g: GraphLayout, scores: np.ndarray, n: int = 5000) -> Circuit:
+    mag = np.abs(np.nan_to_num(scores.astype(np.float64), nan=0.0))
+    chosen = np.zeros(g.n_edges, dtype=bool)
+    in_frontier = np.zeros(g.n_edges, dtype=bool)
+    have = np.zeros(g.n_nodes, dtype=bool)
+    heap: list = []
+
+    def add_node(node):
+        have[node] = True
+        for ids in _in_edges(g, node):
+            fresh = ids[~in_frontier[ids]]
+            in_frontier[fresh] = True
+            for e in fresh:
+                heapq.heappush(heap, (-mag[e], int(e)))
+
+    add_node(g.logits_node)
+    count = 0
+    while heap and count < int(n):
+        _, e = heapq.heappop(heap)
+        chosen[e] = True
+        count += 1
+        s = int(g.edge_src[e])
+        if not have[s]:
+            add_node(s)
+    return _make(g, "greedy", n, chosen)

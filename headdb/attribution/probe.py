@@ -1,0 +1,127 @@
+"""Where graph nodes and ports live in a TransformerBridge, and runs that read or write them.
+
+Node outputs (what a node writes into the residual stream):
+    input     `hook_embed`                      token embeddings            [B, S, D]
+    a{L}.h{h} `blocks.L.attn.hook_result`[..,h] the head's o_proj write      [B, S, H, D]
+    m{L}      `blocks.L.mlp.hook_out`           the MLP output              [B, S, D]
+The residual stream is exactly their sum (Qwen2/Qwen3/Llama have no o_proj or MLP bias), so
+a destination's input is the sum of its in-edges' sources.
+
+Destination ports (the residual as ONE reader sees it, before its norm):
+    a{L} q/k/v  `blocks.L.attn.hook_{q,k,v}_input`  the bridge's per-head forks of the pre-LN
+                residual, [B, S, H, D] for q and [B, S, KV, D] for k and v (GQA: one per kv
+                head); each fork is then normed and projected for that head only
+    m{L}        `blocks.L.ln2.hook_in`              the input of the MLP's pre-norm only (the
+                residual skip around it reads the tensor before this hook)
+    logits      `ln_final.hook_in`                  the input of the final norm
+Because each port tensor feeds exactly one reader, the gradient at it is dL/d(that reader's
+input) and editing it patches only that reader. `use_attn_result` and `use_split_qkv_input`
+make the bridge fire these hooks; `graph_mode()` switches them on for the run (and freezes the
+parameters so no weight gradients are built) and restores the previous state afterwards.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from headdb.attribution.graph import GraphLayout, build_layout
+
+EMBED = "hook_embed"
+LOGITS_IN = "ln_final.hook_in"
+
+
+def q_in(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_q_input"
+
+
+def k_in(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_k_input"
+
+
+def v_in(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_v_input"
+
+
+def result(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_result"
+
+
+def mlp_in(layer: int) -> str:
+    return f"blocks.{layer}.ln2.hook_in"
+
+
+def mlp_out(layer: int) -> str:
+    return f"blocks.{layer}.mlp.hook_out"
+
+
+class Probe:
+    """A loaded model seen as a graph: runs with hooks, captures node outputs."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+        self.bridge = loaded.bridge
+        self.layout: GraphLayout = build_layout(loaded.shape)
+        self.device = torch.device(loaded.device)
+        self.dtype = loaded.dtype
+
+    @contextmanager
+    def graph_mode(self):
+        cfg = self.bridge.cfg
+        before = (bool(getattr(cfg, "use_attn_result", False)),
+                  bool(getattr(cfg, "use_split_qkv_input", False)))
+        params = list(self.bridge.parameters())
+        grads = [p.requires_grad for p in params]
+        try:
+            self.bridge.set_use_attn_result(True)
+            self.bridge.set_use_split_qkv_input(True)
+            for p in params:
+                p.requires_grad_(False)
+            yield self
+        finally:
+            for p, g in zip(params, grads):
+                p.requires_grad_(g)
+            self.bridge.set_use_split_qkv_input(before[1])
+            self.bridge.set_use_attn_result(before[0])
+
+    def run(self, ids: torch.Tensor, hooks: list) -> torch.Tensor:
+        """Logits [B, S, V] of a forward pass with `hooks` [(hook name, fn(tensor, hook))]."""
+        # Token ids as a tensor and no attention mask: batches are right-padded, and under
+        # causal attention real tokens never see the pads after them (see batches.py).
+        with self.bridge.hooks(fwd_hooks=hooks):
+            return self.bridge(ids)
+
+    def capture(self, ids: torch.Tensor, embed: torch.Tensor | None = None):
+        """(node outputs [N_src, B, S, D] float32 in node order, embeddings, logits [B, S, V]).
+
+        N_src = every node but logits. `embed`, when given, replaces the token embeddings.
+        The outputs are written straight into one preallocated buffer (no second copy).
+        """
+        g = self.layout
+        B, S = ids.shape
+        out = torch.empty((g.n_nodes - 1, B, S, self.loaded.shape.d_model), dtype=torch.float32,
+                          device=ids.device)
+        store: dict = {}
+
+        def set_embed(x, hook):
+            store["embed"] = (embed if embed is not None else x).detach()
+            out[0] = store["embed"]
+            return embed
+
+        def heads(L):
+            def hook(x, hook):
+                a = g.head_node(L, 0)
+                out[a: a + g.n_heads] = x.detach().permute(2, 0, 1, 3)
+            return hook
+
+        def mlp(L):
+            def hook(x, hook):
+                out[g.mlp_node(L)] = x.detach()
+            return hook
+
+        hooks = [(EMBED, set_embed)]
+        for L in range(g.n_layers):
+            hooks += [(result(L), heads(L)), (mlp_out(L), mlp(L))]
+        with torch.no_grad():
+            logits = self.run(ids, hooks)
+        return out, store["embed"], logits
