@@ -22,9 +22,12 @@ err = Console(stderr=True)
 class Options:
     db: str
     lock_timeout: Optional[float]
+    queries: list[str]
 
     def connect(self, *, create: bool = False) -> headdb.Warehouse:
-        return headdb.connect(self.db, create=create, lock_timeout=self.lock_timeout)
+        db = headdb.connect(self.db, create=create, lock_timeout=self.lock_timeout)
+        db.query_dirs = tuple(self.queries)
+        return db
 
 
 def _version(value: bool) -> None:
@@ -39,11 +42,12 @@ def main_options(
     db: str = typer.Option("headdb.duckdb", "--db", envvar="HEADDB_DB", help="Warehouse file."),
     lock_timeout: Optional[float] = typer.Option(
         None, "--lock-timeout", help="Seconds to wait for another writer (default 300, env HEADDB_LOCK_TIMEOUT)."),
+    queries: list[str] = typer.Option([], "--queries", help="Extra folder of named queries (repeatable; env HEADDB_QUERIES)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
     opts = Options()
-    opts.db, opts.lock_timeout = db, lock_timeout
+    opts.db, opts.lock_timeout, opts.queries = db, lock_timeout, queries
     ctx.obj = opts
 
 
@@ -114,10 +118,15 @@ def sql_command(ctx: typer.Context,
 
 
 def _mount() -> None:
-    from headdb import cli_checkpoints, cli_ingest
+    from headdb import cli_analysis, cli_checkpoints, cli_ingest, cli_study
 
+    app.add_typer(cli_analysis.query_app, name="query")
+    app.add_typer(cli_analysis.report_app, name="report")
+    app.add_typer(cli_analysis.export_app, name="export")
+    cli_ingest.app.command("graph-json")(cli_analysis.ingest_graph_json)
     app.add_typer(cli_ingest.app, name="ingest")
     app.add_typer(cli_checkpoints.app, name="checkpoints")
+    app.command("study")(cli_study.study)
 
 
 _mount()

@@ -147,7 +147,7 @@ def ablation(
     if control:
         control_set = random_control(head_set, loaded.shape.n_heads, control_seed)
         err.print(f"control set (seed {control_seed}): {format_heads(control_set)}")
-        interventions.append(Intervention(kind, control_set, factor=factor))
+        interventions.append(Intervention(kind, control_set, factor=factor, label="control"))
     with progress_bar(loaded.path.name) as progress:
         runs = ingest_generations(db, loaded, benchmark, settings, interventions=interventions, force=force,
                                   placement=Placement(lineage=lineage, regime=regime, step=step), progress=progress)

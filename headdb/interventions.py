@@ -79,6 +79,7 @@ class Intervention:
     # mean ablation: layer -> tensor [n_heads, d_head] of mean z over the reference task
     means: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     reference: str | None = None  # what the means were taken over (recorded in the run config)
+    label: str | None = None      # e.g. "control" for a random matched set; shown by ablation_table
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -90,8 +91,11 @@ class Intervention:
 
     def spec(self) -> dict:
         """The part of a run's config that names this intervention."""
-        return {"kind": self.kind, "heads": format_heads(self.heads), "factor": self.factor,
+        spec = {"kind": self.kind, "heads": format_heads(self.heads), "factor": self.factor,
                 "reference": self.reference}
+        if self.label is not None:
+            spec["label"] = self.label
+        return spec
 
     def table(self) -> pa.Table:
         """Rows for the `interventions` table (run_id is added when the run commits)."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from headdb.errors import UserError
@@ -18,7 +19,7 @@ def _cell(value) -> str:
         return "[dim]–[/dim]"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return escape(str(value))
 
 
 def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200) -> Table:

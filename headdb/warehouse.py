@@ -78,6 +78,7 @@ class Warehouse:
     def __init__(self, sink: Sink, *, schemas: Path | None = None):
         self.sink = sink
         self.schemas = schemas  # the migrations folder; None means the packaged schemas/
+        self.query_dirs: tuple[str, ...] = ()  # the user's extra query folders (--queries)
 
     @property
     def location(self) -> str:
@@ -136,6 +137,12 @@ class Warehouse:
                 return pl.from_arrow(result.to_arrow_table())
             except duckdb.Error as exc:
                 raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
+
+    def query(self, name: str, /, **params: Any) -> pl.DataFrame:
+        """Run a named query of the catalogue (queries/*.sql) with bound parameters."""
+        from headdb.queries import run_query
+
+        return run_query(self, name, params, self.query_dirs)
 
     def table(self, name: str) -> pl.DataFrame:
         if not name.isidentifier():
@@ -214,11 +221,16 @@ class Warehouse:
             return s.insert("training_metrics", table)
 
     # -- runs ----------------------------------------------------------------------------------
+    @staticmethod
+    def _hash_in(s, kind: str, config: dict, checkpoint_id: int | None, task_id: int | None,
+                 identity: dict | None) -> str:
+        ck_digest, task_digest = s.rows(sql("warehouse", "run_identity"), [checkpoint_id, task_id])[0]
+        return config_hash(kind, config, {"checkpoint": ck_digest, "task": task_digest, **(identity or {})})
+
     def _config_hash(self, kind: str, config: dict, checkpoint_id: int | None, task_id: int | None,
                      identity: dict | None) -> str:
         with self.sink.read() as s:
-            ck_digest, task_digest = s.rows(sql("warehouse", "run_identity"), [checkpoint_id, task_id])[0]
-        return config_hash(kind, config, {"checkpoint": ck_digest, "task": task_digest, **(identity or {})})
+            return self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
 
     def completed_run(self, kind: str, *, config: dict[str, Any], checkpoint_id: int | None = None,
                       task_id: int | None = None, identity: dict[str, Any] | None = None) -> int | None:
@@ -234,9 +246,9 @@ class Warehouse:
                   force: bool = False) -> Run:
         """Open a run, or return a skipped Run when an ok run with the same config_hash exists."""
         _check_value("run kind", kind, RUN_KINDS)
-        digest = self._config_hash(kind, config, checkpoint_id, task_id, identity)
         versions = provenance.versions()
         with self.sink.write() as s:
+            digest = self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
             previous = s.rows(sql("warehouse", "find_run_by_hash"), [digest])
             ok = [r[0] for r in previous if r[1] == "ok"]
             if ok and not force:

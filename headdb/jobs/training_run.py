@@ -113,7 +113,8 @@ def _distinct(found: list[FoundCheckpoint], say: Callable[[str], None]) -> list[
 
 
 def ingest_training_run(db: Warehouse, run_dir: str | Path, *, regime: str, lineage: str,
-                        base: str | Path | None = None, jobs: Sequence[Job] = (), device: str | None = None,
+                        base: str | Path | None = None, base_placement: Placement | None = None,
+                        jobs: Sequence[Job] = (), device: str | None = None,
                         dtype: str = "auto", force: bool = False, progress: Progress = no_progress,
                         say: Callable[[str], None] = _say) -> Outcome:
     if regime not in RUN_REGIMES:
@@ -132,9 +133,8 @@ def ingest_training_run(db: Warehouse, run_dir: str | Path, *, regime: str, line
     if base is not None:
         base_path = Path(base).expanduser()
         base_name = base_path.resolve().name
-        base_id, shape = process_checkpoint(
-            db, Target(base_path, Placement(lineage=base_name, regime="base", step=0, name=base_name)),
-            jobs, outcome, **common)
+        placement = base_placement or Placement(lineage=base_name, regime="base", step=0, name=base_name)
+        base_id, shape = process_checkpoint(db, Target(base_path, placement), jobs, outcome, **common)
     for ck in _distinct(found, say):
         name = f"{lineage}/final" if ck.final else f"{lineage}/checkpoint-{ck.step}"
         placement = Placement(lineage=lineage, regime=regime, step=ck.step, parent_id=base_id, name=name)

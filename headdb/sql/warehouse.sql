@@ -44,7 +44,7 @@ ORDER BY r.run_id;
 
 -- name: run_identity
 SELECT (SELECT weights_digest FROM checkpoints WHERE checkpoint_id = ?) AS checkpoint_digest,
-       (SELECT digest FROM tasks WHERE task_id = ?) AS task_digest;
+       (SELECT digest || ':' || kind || ':' || mode FROM tasks WHERE task_id = ?) AS task_digest;
 
 -- name: find_model
 SELECT model_key FROM models WHERE model_key = ?;

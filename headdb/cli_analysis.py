@@ -1,0 +1,256 @@
+"""Typer sub-apps for the analysis side of the CLI: `query`, `report`, `export`, `ingest graph-json`.
+
+headdb/cli.py mounts them:
+
+    from headdb.cli_analysis import export_app, ingest_graph_json, query_app, report_app
+    app.add_typer(query_app, name="query")
+    app.add_typer(report_app, name="report")
+    app.add_typer(export_app, name="export")
+    ingest_app.command("graph-json")(ingest_graph_json)     # or app.command("ingest-graph-json")
+
+Conventions as in cli.py: ctx.obj is the global Options (`.connect()`), user mistakes raise
+UserError (one line, exit 2), tables go through headdb.output.emit.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from headdb.errors import UserError
+from headdb.output import emit
+
+err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+PARAM_HELP = "A query param as NAME=VALUE; repeat for several (see `headdb query list`)."
+QUERIES_HELP = "Extra folder of named queries (also $HEADDB_QUERIES); repeatable."
+
+
+def parse_params(items: list[str] | None) -> dict[str, str]:
+    """['base=a', 'task=b'] -> {'base': 'a', 'task': 'b'}; a malformed item is a UserError."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--param expects NAME=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise UserError(f"--param expects NAME=VALUE, got {item!r}")
+        if key in out:
+            raise UserError(f"--param {key} is given twice")
+        out[key] = value
+    return out
+
+
+def _extra_dirs(ctx: typer.Context, queries: list[Path] | None) -> list[Path]:
+    """Query folders from the command, plus a global `--queries` the main app may define."""
+    dirs = list(getattr(ctx.obj, "queries", None) or [])
+    return [*map(Path, dirs), *(queries or [])]
+
+
+# ------------------------------------------------------------------------------------ query
+
+class _QueryGroup(TyperGroup):
+    """`headdb query NAME ...` where NAME is any query of the catalogue (packaged or a user's)."""
+
+    def list_commands(self, ctx):
+        try:
+            from headdb.queries import catalogue
+            names = catalogue().names()
+        except UserError:
+            names = []
+        return ["list"] + names
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        command = copy.copy(typer.main.get_command(_named_query_app))
+        command.name = name
+        try:
+            from headdb.queries import catalogue
+            query = catalogue().get(name)
+            command.help = query.description + "\n\nParams: " + (
+                "; ".join(f"{p.signature()}" + (f" {{{'|'.join(map(str, p.choices))}}}" if p.choices else "")
+                          + (f" - {p.help}" if p.help else "") for p in query.params) or "none")
+            command.short_help = query.description.split(". ")[0][:90]
+        except UserError:
+            command.help = "A query from a --queries folder."
+        return command
+
+
+query_app = typer.Typer(cls=_QueryGroup, no_args_is_help=True, add_completion=False,
+                        pretty_exceptions_enable=False,
+                        help="Run a named query: `headdb query list`, `headdb query NAME --param k=v`.")
+
+
+@query_app.command("list")
+def query_list(ctx: typer.Context,
+               queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+               fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+               out: Optional[Path] = typer.Option(None, "--out", help="Write to this file.")) -> None:
+    """List the named queries with their params."""
+    from headdb.queries import list_queries
+    emit(list_queries(_extra_dirs(ctx, queries)), fmt, out, title="queries")
+
+
+_named_query_app = typer.Typer(add_completion=False)
+
+
+@_named_query_app.command()
+def _run_named_query(ctx: typer.Context,
+                     param: Optional[List[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+                     queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+                     fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+                     out: Optional[Path] = typer.Option(None, "--out", help="Output file (required for parquet).")) -> None:
+    from headdb.queries import run_query
+    name = ctx.info_name
+    if fmt == "parquet" and out is None:
+        raise UserError("--format parquet needs --out FILE")
+    params = parse_params(param)
+    dirs = _extra_dirs(ctx, queries)
+    from headdb.queries import catalogue
+    catalogue(dirs).get(name).bind(params)  # check the params before opening the warehouse
+    df = run_query(ctx.obj.connect(), name, params, dirs)
+    emit(df, fmt, out, title=name)
+
+
+# ------------------------------------------------------------------------------------ report
+
+report_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                         help="Terminal reports (tables, heatmaps, curves) with optional --png figures.")
+
+
+def _report_console(colour: Optional[bool]) -> Console:
+    if colour is None:
+        return Console()
+    return Console(force_terminal=colour, no_color=not colour, color_system="truecolor" if colour else None)
+
+
+def _make_report_command(name: str, description: str):
+    def command(ctx: typer.Context,
+                param: Optional[List[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+                png: Optional[Path] = typer.Option(None, "--png", help="Also draw the figure into this PNG file."),
+                queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+                colour: Optional[bool] = typer.Option(None, "--color/--no-color",
+                                                      help="Force colour on or off (default: when a terminal).")) -> None:
+        from headdb.reports import run_report
+        run_report(ctx.obj.connect(), name, parse_params(param), _report_console(colour), png,
+                   _extra_dirs(ctx, queries))
+    command.__doc__ = description
+    command.__name__ = f"report_{name}"
+    return command
+
+
+def _register_reports() -> None:
+    from headdb.reports import REPORTS
+    for report in REPORTS.values():
+        if report.name == "circuit":
+            continue
+        report_app.command(report.name, help=report.description + " Params: those of "
+                           + ", ".join(report.queries) + " (`headdb query list`).")(
+            _make_report_command(report.name, report.description))
+
+
+@report_app.command("circuit")
+def report_circuit(ctx: typer.Context,
+                   run: int = typer.Argument(..., help="run_id of an attribution or import run."),
+                   selection: str = typer.Option("threshold", "--selection", help="Which circuit of the run."),
+                   out: Optional[Path] = typer.Option(None, "--out", help="The .dot file (default circuit-runRUN.dot)."),
+                   png: Optional[Path] = typer.Option(None, "--png", help="PNG file (default: next to the .dot)."),
+                   queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP)) -> None:
+    """A run's circuit as a graphviz .dot file, and a PNG when graphviz `dot` is installed."""
+    from headdb.reports import run_report
+    run_report(ctx.obj.connect(), "circuit", {"run": run, "selection": selection}, Console(), png,
+               _extra_dirs(ctx, queries), out=out)
+
+
+_register_reports()
+
+
+# ------------------------------------------------------------------------------------ export
+
+export_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                         help="Export the warehouse (Parquet) or one run (EAP-IG JSON).")
+
+
+@export_app.command("parquet")
+def export_parquet_command(ctx: typer.Context,
+                           directory: Path = typer.Argument(..., help="Folder to create (hive-partitioned Parquet)."),
+                           overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty folder.")) -> None:
+    """Every table as Parquet; edge_scores partitioned by model_key and run_id."""
+    from headdb.interop import export_parquet
+    counts = export_parquet(ctx.obj.connect(), directory, overwrite=overwrite)
+    err.print(f"exported {len(counts)} tables ({sum(counts.values())} rows, {counts.get('edge_scores', 0)} edge scores) "
+              f"to {directory}")
+
+
+@export_app.command("graph-json")
+def export_graph_json_command(ctx: typer.Context,
+                              run: int = typer.Argument(..., help="run_id with edge scores."),
+                              out: Optional[Path] = typer.Option(None, "--out", help="JSON file (default graph-runRUN.json)."),
+                              selection: Optional[str] = typer.Option(
+                                  None, "--selection", help="Circuit marked in_graph (default threshold, else the last).")) -> None:
+    """One run as an EAP-IG JSON graph (cfg, nodes, edges with score and in_graph)."""
+    from headdb.interop import export_graph_json
+    out = out or Path(f"graph-run{run}.json")
+    counts = export_graph_json(ctx.obj.connect(), run, out, selection=selection)
+    err.print(f"wrote {out}: {counts['edges']} edges, {counts['in_graph']} in the circuit, "
+              f"{counts['heads_in_graph']} heads")
+
+
+# ------------------------------------------------------------------------------------ ingest
+
+def ingest_graph_json(ctx: typer.Context,
+                      files: List[Path] = typer.Argument(..., help="EAP-IG JSON graph file(s) of one checkpoint."),
+                      checkpoint: str = typer.Option(..., "--checkpoint",
+                                                     help="Checkpoint: id, lineage@step, name or registered directory."),
+                      task: str = typer.Option(..., "--task", help="Task id or name."),
+                      mode: Optional[str] = typer.Option(None, "--mode", help="Task mode when the name has several "
+                                                         "(plain | think_on | think_off); for --new, the new task's mode."),
+                      selection: str = typer.Option("threshold", "--selection",
+                                                    help="Selection the file's in_graph circuit is stored under."),
+                      param: Optional[float] = typer.Option(None, "--param", help="The selection's parameter (tau or n)."),
+                      new: bool = typer.Option(False, "--new", help="Register the checkpoint and/or task when unknown."),
+                      lineage: Optional[str] = typer.Option(None, "--lineage", help="With --new: the checkpoint's lineage."),
+                      step: Optional[int] = typer.Option(None, "--step", help="With --new: its training step."),
+                      regime: str = typer.Option("other", "--regime", help="With --new: base | sft | grpo | distill | other."),
+                      parent: Optional[str] = typer.Option(None, "--parent", help="With --new: the parent checkpoint."),
+                      model_key: Optional[str] = typer.Option(None, "--model-key", help="With --new: the model shape key."),
+                      force: bool = typer.Option(False, "--force", help="Import again even if imported before.")) -> None:
+    """Import EAP-IG JSON graphs made elsewhere as runs of kind `import`."""
+    from headdb.interop import (import_graph_json, new_import_checkpoint, new_import_task, read_graph_json,
+                                resolve_checkpoint, resolve_task)
+    db = ctx.obj.connect(create=new)
+    data = read_graph_json(files[0])[0]
+    checkpoint_id = resolve_checkpoint(db, checkpoint)
+    if checkpoint_id is None:
+        if not new:
+            raise UserError(f"no checkpoint {checkpoint}; register it with --new --lineage NAME --step N "
+                            "(see `headdb checkpoints`)")
+        if lineage is None or step is None:
+            raise UserError("--new needs --lineage and --step to register the checkpoint")
+        parent_id = None
+        if parent is not None:
+            parent_id = resolve_checkpoint(db, parent)
+            if parent_id is None:
+                raise UserError(f"no parent checkpoint {parent}; see `headdb checkpoints`")
+        checkpoint_id = new_import_checkpoint(db, name=checkpoint, lineage=lineage, step=step, regime=regime,
+                                              parent_id=parent_id, model_key=model_key, data=data)
+        err.print(f"registered checkpoint {checkpoint} ({lineage}@{step}) as id {checkpoint_id}")
+    task_id = resolve_task(db, task, mode)
+    if task_id is None:
+        if not new:
+            raise UserError(f"no task {task}; register it with --new (see `headdb sql \"select * from tasks\"`)")
+        task_id = new_import_task(db, name=task, mode=mode or "plain")
+        err.print(f"registered task {task} ({mode or 'plain'}) as id {task_id}")
+    for file in files:
+        run = import_graph_json(db, file, checkpoint_id, task_id, selection=selection, param=param, force=force)
+        if run.skipped:
+            err.print(f"{file}: already imported as run {run.run_id} (use --force to import again)")
+        else:
+            err.print(f"{file}: imported as run {run.run_id}")

@@ -1,0 +1,142 @@
+"""PNG figures with matplotlib (Agg backend, no display needed): heatmaps, curves and bars."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from headdb.errors import UserError
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _check(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.parent.exists():
+        raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
+    return path
+
+
+def _size(n_rows: int, n_cols: int, panels: int) -> tuple[float, float]:
+    w = min(3.0 + 0.28 * n_cols, 14.0)
+    h = min(1.5 + 0.25 * n_rows, 12.0)
+    return w * panels, h
+
+
+def heatmaps(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], *, kind: str = "sequential",
+             label: str = "", vmin: float | None = None, vmax: float | None = None,
+             row_label: str = "layer", col_label: str = "head",
+             categories: dict | None = None, col_ticks: Sequence[str] | None = None) -> Path:
+    """One layer x head heatmap per panel (title, values). kind: sequential | diverging | categorical
+    (values then hold category keys; categories: key -> (label, colour, glyph))."""
+    plt = _plt()
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    path = _check(path)
+    n_rows, n_cols = panels[0][1].shape
+    fig, axes = plt.subplots(1, len(panels), figsize=_size(n_rows, n_cols, len(panels)), squeeze=False)
+    for ax, (title, values) in zip(axes[0], panels):
+        if kind == "categorical":
+            keys = list(categories)
+            index = {k: i for i, k in enumerate(keys)}
+            data = np.full(values.shape, np.nan)
+            for (r, c), v in np.ndenumerate(values):
+                if v in index:
+                    data[r, c] = index[v]
+            cmap = ListedColormap([categories[k][1] for k in keys]).with_extremes(bad="#eeeeee")
+            ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-0.5, vmax=len(keys) - 0.5,
+                      aspect="auto", interpolation="nearest")
+            ax.legend(handles=[Patch(color=categories[k][1], label=categories[k][0]) for k in keys],
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        else:
+            data = np.asarray(values, dtype=float)
+            finite = data[np.isfinite(data)]
+            if kind == "diverging":
+                m = float(np.max(np.abs(finite))) if finite.size else 1.0
+                lo, hi, cmap = (vmin if vmin is not None else -m), (vmax if vmax is not None else m), "RdBu_r"
+            else:
+                lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+                hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+                cmap = "viridis"
+            if hi <= lo:
+                hi = lo + 1.0
+            image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, aspect="auto",
+                              interpolation="nearest")
+            fig.colorbar(image, ax=ax, label=label, fraction=0.046, pad=0.02)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(col_label)
+        ax.set_ylabel(row_label)
+        step = max(1, n_cols // 16)
+        ax.set_xticks(range(0, n_cols, step))
+        if col_ticks is not None:
+            ax.set_xticklabels([col_ticks[i] for i in range(0, n_cols, step)], rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(0, n_rows, max(1, n_rows // 18)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def curves(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "",
+           xlabel: str = "", ylabel: str = "", twin: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+           twin_label: str = "", bars: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+           logx: bool = False) -> Path:
+    """Lines (and optional bars) on one axis, optional lines on a second y axis."""
+    plt = _plt()
+    path = _check(path)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if bars:
+        n = len(bars)
+        xs_all = sorted({x for xs, _ in bars.values() for x in xs})
+        gap = min(np.diff(xs_all)) if len(xs_all) > 1 else 1.0
+        width = 0.8 * gap / n
+        for i, (name, (xs, ys)) in enumerate(bars.items()):
+            ax.bar(np.asarray(xs, float) + (i - (n - 1) / 2) * width, ys, width=width, label=name, alpha=0.8)
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=name)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    handles, labels = ax.get_legend_handles_labels()
+    if twin:
+        ax2 = ax.twinx()
+        for name, (xs, ys) in twin.items():
+            ax2.plot(xs, ys, color="black", linestyle="--", marker="s", label=name)
+        ax2.set_ylabel(twin_label)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def barh(path: str | Path, labels: Sequence[str], values: Sequence[float], *, title: str = "",
+         xlabel: str = "") -> Path:
+    plt = _plt()
+    path = _check(path)
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.35 * max(len(labels), 1)))
+    colours = ["#b2182b" if v < 0 else "#2166ac" for v in values]
+    ax.barh(range(len(labels)), values, color=colours)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

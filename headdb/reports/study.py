@@ -1,0 +1,509 @@
+"""One report per analysis of the study: run the named queries, draw tables, heatmaps and curves.
+
+Every report function has the signature `(db, params, console, png=None, extra_dirs=())`:
+params are the query params (strings from the command line are fine), console a rich Console,
+png an optional path for a matplotlib figure. It returns the main query result (a polars
+DataFrame) so callers and tests can check what was drawn.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from headdb.errors import UserError
+from headdb.output import rich_table
+from headdb.queries import run_query
+from headdb.reports import plots
+from headdb.reports.terminal import Scale, bar, grid, heatmap, sparkline
+
+CHANGE = {"gained": ("gained", "#1a9850", "+"), "lost": ("lost", "#d73027", "-")}
+SIDES = {"off_only": ("think-off only (compensatory)", "#d73027", "F"),
+         "on_only": ("think-on only", "#4575b4", "N"),
+         "both": ("both", "#fee090", "B")}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _q(db, name: str, params: Mapping[str, Any], extra_dirs: Iterable = (), **only) -> pl.DataFrame:
+    """Run `name` with the subset of `params` it declares (plus `only` overrides)."""
+    from headdb.queries import catalogue
+    query = catalogue(extra_dirs).get(name)
+    known = {p.name for p in query.params}
+    use = {k: v for k, v in {**params, **only}.items() if k in known and v is not None}
+    return run_query(db, name, use, extra_dirs)
+
+
+def _check_params(report: str, params: Mapping[str, Any], queries: Iterable[str], extra_dirs=()) -> None:
+    """A param no query of the report knows is a typo: say so rather than ignore it."""
+    from headdb.queries import catalogue
+    cat = catalogue(extra_dirs)
+    known = {p.name for q in queries for p in cat.get(q).params}
+    for key in params:
+        if key not in known:
+            raise UserError(f"report {report} has no param {key!r}; its params are {', '.join(sorted(known))}")
+
+
+def shape_of(db, df: pl.DataFrame | None = None, extra_dirs=(), **ref) -> tuple[int, int]:
+    """(n_layers, n_heads) of the model behind a checkpoint/lineage/run, else from the data."""
+    try:
+        found = _q(db, "model_shape", ref, extra_dirs)
+    except UserError:
+        found = pl.DataFrame()
+    if found.height:
+        return int(found["n_layers"][0]), int(found["n_heads"][0])
+    if df is not None and df.height and "layer" in df.columns:
+        return int(df["layer"].max()) + 1, int(df["head"].max()) + 1
+    return 1, 1
+
+
+def _empty(console: Console, report: str, hint: str) -> None:
+    console.print(Text(f"{report}: no rows. {hint}", style="yellow"))
+
+
+def _groups(df: pl.DataFrame, by: list[str]) -> list[tuple[tuple, pl.DataFrame]]:
+    if df.is_empty():
+        return []
+    keys = df.select(by).unique(maintain_order=True).rows()
+    return [(key, df.filter(pl.all_horizontal([pl.col(c) == v for c, v in zip(by, key)]))) for key in keys]
+
+
+def _wrote(console: Console, path) -> None:
+    console.print(Text(f"wrote {path}", style="dim"))
+
+
+def _no_png(console: Console, png) -> None:
+    if png:
+        console.print(Text(f"nothing to draw, so {png} was not written", style="yellow"))
+
+
+# ---------------------------------------------------------------------- analysis 1
+
+def report_heads_gained(db, params, console, png=None, extra_dirs=()):
+    _check_params("heads_gained", params, ["heads_gained"], extra_dirs)
+    df = _q(db, "heads_gained", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "heads_gained", "Both checkpoints need a circuit on a common task with that selection "
+                                        "(see `headdb query circuit_faithfulness`).")
+        _no_png(console, png)
+        return df
+    n_layers, n_heads = shape_of(db, df, extra_dirs, checkpoint=params.get("target"))
+    console.print(rich_table(df.drop("task_id", "head_label"), title=f"heads gained and lost: {params.get('base')} -> {params.get('target')}"))
+    panels = []
+    for (task, mode), part in _groups(df, ["task", "mode"]):
+        values = grid(part, n_layers, n_heads, "change", categorical=True)
+        title = f"{task} ({mode}): +{(part['change'] == 'gained').sum()} / -{(part['change'] == 'lost').sum()}"
+        console.print(heatmap(values, scale=Scale("categorical", categories=CHANGE, label="change"),
+                              console=console, title=title))
+        panels.append((title, values))
+    if png:
+        _wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=CHANGE))
+    return df
+
+
+def report_regime_compare(db, params, console, png=None, extra_dirs=()):
+    names = ["regime_compare", "regime_overlap", "regime_layers"]
+    _check_params("regime_compare", params, names, extra_dirs)
+    sizes = _q(db, "regime_compare", params, extra_dirs)
+    if sizes.is_empty():
+        _empty(console, "regime_compare", "The base needs a circuit on the task, and other lineages too.")
+        _no_png(console, png)
+        return sizes
+    console.print(rich_table(sizes.drop("task_id"), title=f"emergent heads over {params.get('base')}"))
+    overlap = _q(db, "regime_overlap", params, extra_dirs)
+    layers = _q(db, "regime_layers", params, extra_dirs)
+    for (task,), part in _groups(sizes, ["task"]):
+        lineages = part["lineage"].to_list()
+        table = Table(title=f"{task}: Jaccard of emergent head sets", header_style="bold")
+        table.add_column("")
+        for name in lineages:
+            table.add_column(name, justify="right")
+        ov = overlap.filter(pl.col("task") == task)
+        lookup = {}
+        for r in ov.iter_rows(named=True):
+            lookup[(r["lineage_a"], r["lineage_b"])] = lookup[(r["lineage_b"], r["lineage_a"])] = r
+        for a in lineages:
+            cells = []
+            for b in lineages:
+                if a == b:
+                    cells.append("[dim]1[/dim]")
+                    continue
+                r = lookup.get((a, b))
+                j = None if r is None else r["jaccard"]
+                cells.append("–" if j is None else f"{j:.2f} ({r['shared']})")
+            table.add_row(a, *cells)
+        console.print(table)
+        lay = layers.filter(pl.col("task") == task)
+        if lay.height:
+            n_layers = int(lay["layer"].max()) + 1
+            values = np.zeros((n_layers, len(lineages)))
+            for r in lay.iter_rows(named=True):
+                values[r["layer"], lineages.index(r["lineage"])] = r["emergent"]
+            console.print(heatmap(values, console=console, title=f"{task}: emergent heads per layer",
+                                  scale=Scale.for_values(values, label="emergent heads", vmin=0),
+                                  col_labels=[str(i) for i in range(len(lineages))], col_title="lineage"))
+            console.print(Text("lineages: " + ", ".join(f"{i}={n}" for i, n in enumerate(lineages)), style="dim"))
+    if png and layers.height:
+        first = layers["task"][0]
+        lay = layers.filter(pl.col("task") == first)
+        bars = {name: (g["layer"].to_list(), g["emergent"].to_list())
+                for (name,), g in _groups(lay, ["lineage"])}
+        _wrote(console, plots.curves(png, {}, bars=bars, title=f"{first}: emergent heads per layer",
+                                     xlabel="layer", ylabel="emergent heads"))
+    return sizes
+
+
+# ---------------------------------------------------------------------- analysis 2
+
+def report_head_frequency(db, params, console, png=None, extra_dirs=()):
+    _check_params("head_frequency", params, ["head_frequency"], extra_dirs)
+    df = _q(db, "head_frequency", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "head_frequency", "The lineage has no checkpoint with a circuit on that task.")
+        _no_png(console, png)
+        return df
+    n_layers, n_heads = shape_of(db, df, extra_dirs, lineage=params.get("lineage"))
+    panels = []
+    for (task,), part in _groups(df, ["task"]):
+        total = int(part["n_checkpoints"][0])
+        values = grid(part, n_layers, n_heads, "n_in_circuit", fill=0.0)
+        title = f"{params.get('lineage')} / {task}: circuits containing each head (of {total} checkpoints)"
+        console.print(heatmap(values, console=console, title=title,
+                              scale=Scale("sequential", 0, max(total, 1), label="checkpoints")))
+        top = part.head(10).select("head_label", "n_in_circuit", "frequency", "first_step", "last_step")
+        console.print(rich_table(top, title=f"{task}: most frequent heads"))
+        panels.append((title, values))
+    if png:
+        _wrote(console, plots.heatmaps(png, panels, label="checkpoints", vmin=0))
+    return df
+
+
+def report_head_cohorts(db, params, console, png=None, extra_dirs=()):
+    _check_params("head_cohorts", params, ["head_cohorts"], extra_dirs)
+    df = _q(db, "head_cohorts", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "head_cohorts", "The lineage has no checkpoint with a circuit on that task.")
+        _no_png(console, png)
+        return df
+    n_layers, n_heads = shape_of(db, df, extra_dirs, lineage=params.get("lineage"))
+    panels = []
+    for (task,), part in _groups(df, ["task"]):
+        summary = (part.group_by("first_step").agg(pl.len().alias("heads"), pl.col("still_active").sum().alias("still_active"),
+                                                  pl.col("in_base").sum().alias("in_base"))
+                   .sort("first_step"))
+        console.print(rich_table(summary, title=f"{params.get('lineage')} / {task}: cohorts by first step"))
+        values = grid(part, n_layers, n_heads, "first_step")
+        title = f"{task}: step at which each head first joins the circuit"
+        console.print(heatmap(values, console=console, title=title, scale=Scale.for_values(values, label="first step")))
+        panels.append((title, values))
+    if png:
+        _wrote(console, plots.heatmaps(png, panels, label="first step"))
+    return df
+
+
+# ---------------------------------------------------------------------- analysis 3
+
+def report_head_dynamics(db, params, console, png=None, extra_dirs=()):
+    _check_params("head_dynamics", params, ["head_dynamics", "dynamics_correlation"], extra_dirs)
+    df = _q(db, "head_dynamics", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "head_dynamics", "The lineage has no checkpoint with a circuit on that task.")
+        _no_png(console, png)
+        return df
+    corr = _q(db, "dynamics_correlation", params, extra_dirs)
+    metric = df["metric"][0]
+    for (task,), part in _groups(df, ["task"]):
+        top_change = max([v or 0 for v in part["new"].to_list()] + [v or 0 for v in part["pruned"].to_list()] + [1])
+        top_active = max(part["active"].max() or 1, part["cumulative"].max() or 1, 1)
+        mvals = [v for v in part["metric_value"].to_list() if v is not None]
+        lo, hi = (min(mvals), max(mvals)) if mvals else (0.0, 1.0)
+        table = Table(title=f"{params.get('lineage')} / {task}: head dynamics beside {metric}", header_style="bold")
+        for name, justify in [("step", "right"), ("checkpoint", "left"), ("active", "right"), ("", "left"),
+                              ("new", "right"), ("", "left"), ("pruned", "right"), ("", "left"),
+                              ("cumul.", "right"), (metric, "right"), ("", "left")]:
+            table.add_column(name, justify=justify)
+        for r in part.iter_rows(named=True):
+            m = r["metric_value"]
+            table.add_row(str(r["step"]), r["checkpoint"], str(r["active"]), bar(r["active"], top_active, 8, style="blue"),
+                          "–" if r["new"] is None else str(r["new"]), bar(r["new"], top_change, 8, style="green"),
+                          "–" if r["pruned"] is None else str(r["pruned"]), bar(r["pruned"], top_change, 8, style="red"),
+                          str(r["cumulative"]), "–" if m is None else f"{m:.3g}",
+                          bar(None if m is None else (m - lo) + (hi - lo) * 0.05, (hi - lo) * 1.05 or 1.0, 12, style="yellow"))
+        console.print(table)
+        line = Text()
+        line.append("new     ", style="green")
+        line.append(sparkline([float(v) if v is not None else None for v in part["new"].to_list()]))
+        line.append("\npruned  ", style="red")
+        line.append(sparkline([float(v) if v is not None else None for v in part["pruned"].to_list()]))
+        line.append(f"\n{metric[:7]:<8}", style="yellow")
+        line.append(sparkline(part["metric_value"].to_list()))
+        console.print(line)
+        c = corr.filter(pl.col("task") == task)
+        if c.height:
+            row = c.row(0, named=True)
+            def f(v):
+                return "n/a" if v is None else f"{v:+.2f}"
+            console.print(Text(f"correlation with {metric} over {row['n']} checkpoints: new {f(row['corr_new'])}, "
+                               f"pruned {f(row['corr_pruned'])}, active {f(row['corr_active'])}; "
+                               f"with its mean since the previous checkpoint: new {f(row['corr_new_window'])}",
+                               style="bold"))
+    if png:
+        task = df["task"][0]
+        part = df.filter(pl.col("task") == task)
+        steps = part["step"].to_list()
+        bars = {"new": (steps, [v or 0 for v in part["new"].to_list()]),
+                "pruned": (steps, [v or 0 for v in part["pruned"].to_list()])}
+        series = {"active": (steps, part["active"].to_list()), "cumulative": (steps, part["cumulative"].to_list())}
+        mv = part.filter(pl.col("metric_value").is_not_null())
+        twin = {metric: (mv["step"].to_list(), mv["metric_value"].to_list())} if mv.height else None
+        _wrote(console, plots.curves(png, series, bars=bars, twin=twin, twin_label=metric,
+                                     title=f"{params.get('lineage')} / {task}: head dynamics", xlabel="step",
+                                     ylabel="heads"))
+    return df
+
+
+# ---------------------------------------------------------------------- analysis 4
+
+def report_benchmark_trajectory(db, params, console, png=None, extra_dirs=()):
+    _check_params("benchmark_trajectory", params, ["benchmark_trajectory"], extra_dirs)
+    df = _q(db, "benchmark_trajectory", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "benchmark_trajectory", "No plain generation runs on the lineage's checkpoints for that metric.")
+        _no_png(console, png)
+        return df
+    df = df.with_columns(pl.when(pl.col("k").is_null()).then(pl.col("task"))
+                         .otherwise(pl.col("task") + "@" + pl.col("k").cast(pl.Utf8)).alias("series"))
+    wide = (df.select("step", "checkpoint", "is_base", "series", "value")
+            .pivot(on="series", index=["step", "checkpoint", "is_base"], values="value")
+            .sort(["is_base", "step"], descending=[True, False]))
+    console.print(rich_table(wide, title=f"{params.get('lineage')}: {df['metric'][0]} per benchmark"))
+    for (series,), part in _groups(df, ["series"]):
+        console.print(Text(f"{series:>16} ", style="bold") + Text(sparkline(part["value"].to_list()), style="cyan")
+                      + Text(f"  {part['value'][0]:.3g} -> {part['value'][-1]:.3g}", style="dim"))
+    if png:
+        series = {name: (g["step"].to_list(), g["value"].to_list()) for (name,), g in _groups(df, ["series"])}
+        _wrote(console, plots.curves(png, series, title=f"{params.get('lineage')}: benchmark trajectory",
+                                     xlabel="step", ylabel=df["metric"][0]))
+    return df
+
+
+# ---------------------------------------------------------------------- analysis 5
+
+def report_effect_map(db, params, console, png=None, extra_dirs=()):
+    _check_params("effect_map", params, ["effect_map"], extra_dirs)
+    df = _q(db, "effect_map", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "effect_map", "Checkpoints and their base/parent need head_scores on a common task.")
+        _no_png(console, png)
+        return df
+    n_layers, n_heads = shape_of(db, df, extra_dirs, lineage=params.get("lineage"))
+    panels = []
+    for (task,), part in _groups(df, ["task"]):
+        values = grid(part, n_layers, n_heads, "effect")
+        title = f"{params.get('lineage')} / {task}: E(l,h) over {part['n_pairs'][0]} checkpoints"
+        console.print(heatmap(values, console=console, title=title,
+                              scale=Scale("diverging", -1.0, 1.0, label="effect")))
+        ranked = part.sort("effect", descending=True)
+        console.print(rich_table(pl.concat([ranked.head(5), ranked.tail(5)]).unique(maintain_order=True)
+                                 .select("head_label", "effect", "effect_min", "effect_max",
+                                         "mean_importance_pre", "mean_importance_post"),
+                                 title=f"{task}: strongest gains and losses"))
+        panels.append((title, values))
+    if png:
+        _wrote(console, plots.heatmaps(png, panels, kind="diverging", vmin=-1, vmax=1, label="E(l,h)"))
+    return df
+
+
+# ---------------------------------------------------------------------- analysis 6
+
+def report_think_compensatory(db, params, console, png=None, extra_dirs=()):
+    _check_params("think_compensatory", params, ["think_compensatory", "think_sizes"], extra_dirs)
+    sizes = _q(db, "think_sizes", params, extra_dirs)
+    if sizes.is_empty():
+        _empty(console, "think_compensatory", "Needs circuits of one checkpoint on a think_on and a think_off "
+                                              "task with the same name.")
+        _no_png(console, png)
+        return sizes
+    console.print(rich_table(sizes.drop("checkpoint_id"), title="circuit size with thinking on vs off"))
+    heads = _q(db, "think_compensatory", params, extra_dirs, side="all")
+    panels = []
+    for (ck, task), part in _groups(heads, ["checkpoint", "task"]):
+        n_layers, n_heads = shape_of(db, part, extra_dirs, checkpoint=str(part["checkpoint_id"][0]))
+        values = grid(part, n_layers, n_heads, "side", categorical=True)
+        title = f"{ck} / {task}: {(part['side'] == 'off_only').sum()} compensatory heads"
+        console.print(heatmap(values, console=console, title=title,
+                              scale=Scale("categorical", categories=SIDES, label="circuit")))
+        panels.append((title, values))
+    if png and panels:
+        _wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=SIDES))
+    return sizes
+
+
+# ---------------------------------------------------------------------- analysis 7, 8
+
+def report_ablation_table(db, params, console, png=None, extra_dirs=()):
+    _check_params("ablation_table", params, ["ablation_table"], extra_dirs)
+    df = _q(db, "ablation_table", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "ablation_table", "No ok generation runs with interventions match those params.")
+        _no_png(console, png)
+        return df
+    table = Table(title="benchmark accuracy with and without each head set", header_style="bold")
+    for name in ("checkpoint", "task", "head set", "kind", "heads", "metric", "without", "with", "delta", "n"):
+        table.add_column(name, justify="right" if name in ("without", "with", "delta", "n") else "left")
+    for r in df.iter_rows(named=True):
+        metric = r["metric"] + (f"@{r['k']}" if r["k"] is not None else "")
+        kind = r["kind"] + (f" x{r['factor']:g}" if r["kind"] == "scale" and r["factor"] is not None else "")
+        delta = r["delta"]
+        delta_text = Text("no baseline", style="yellow") if delta is None else Text(
+            f"{delta:+.3f}", style="red" if delta < 0 else "green" if delta > 0 else "")
+        table.add_row(r["checkpoint"], r["task"], r["head_set"], kind, r["heads"], metric,
+                      "–" if r["baseline"] is None else f"{r['baseline']:.3f}", f"{r['value']:.3f}", delta_text,
+                      str(r["n"]))
+    console.print(table)
+    if png:
+        have = df.filter(pl.col("delta").is_not_null())
+        if have.height:
+            labels = [f"{r['checkpoint']} {r['task']} {r['head_set']} {r['metric']}" for r in have.iter_rows(named=True)]
+            _wrote(console, plots.barh(png, labels, have["delta"].to_list(), title="effect of interventions",
+                                       xlabel="delta vs matching baseline"))
+        else:
+            _no_png(console, png)
+    return df
+
+
+def report_passk_curve(db, params, console, png=None, extra_dirs=()):
+    _check_params("passk_curve", params, ["passk_curve"], extra_dirs)
+    df = _q(db, "passk_curve", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "passk_curve", "No generation runs with that metric (runs need ks > 1 for a curve).")
+        _no_png(console, png)
+        return df
+    df = df.with_columns((pl.col("checkpoint") + " " + pl.col("task") + " (" + pl.col("intervention") + ") run "
+                          + pl.col("run_id").cast(pl.Utf8)).alias("curve"))
+    wide = df.select("curve", "k", "value").with_columns(pl.col("k").cast(pl.Utf8).alias("k")) \
+        .pivot(on="k", index="curve", values="value")
+    console.print(rich_table(wide, title=f"{df['metric'][0]} by k"))
+    if png:
+        series = {name: (g["k"].to_list(), g["value"].to_list()) for (name,), g in _groups(df, ["curve"])}
+        _wrote(console, plots.curves(png, series, title=f"{df['metric'][0]} curves", xlabel="k",
+                                     ylabel=df["metric"][0], logx=True))
+    return df
+
+
+# ---------------------------------------------------------------------- analysis 9
+
+def report_newly_solved_missed(db, params, console, png=None, extra_dirs=()):
+    _check_params("newly_solved_missed", params, ["newly_solved_missed"], extra_dirs)
+    df = _q(db, "newly_solved_missed", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "newly_solved_missed", "No item changed, or the checkpoints or the base lack plain "
+                                               "generation runs on a common benchmark.")
+        _no_png(console, png)
+        return df
+    summary = (df.with_columns(pl.col("failure_tag").fill_null("untagged"))
+               .group_by("task", "step", "checkpoint", "change", "failure_tag").agg(pl.len().alias("items"))
+               .pivot(on="failure_tag", index=["task", "step", "checkpoint", "change"], values="items")
+               .fill_null(0).sort("task", "step", "change"))
+    console.print(rich_table(summary, title=f"{params.get('lineage')}: items newly solved / missed vs base, by failure tag"))
+    console.print(rich_table(df.select("task", "step", "checkpoint", "change", "item_id", "level", "rate", "base_rate",
+                                       "failure_tag"), title="items", max_rows=40))
+    if png:
+        missed = df.filter(pl.col("change") == "newly_missed").with_columns(pl.col("failure_tag").fill_null("untagged"))
+        solved = df.filter(pl.col("change") == "newly_solved")
+        bars = {f"missed: {tag}": (g["step"].to_list(), [1] * g.height)
+                for (tag,), g in _groups(missed, ["failure_tag"])}
+        bars = {name: _count_by_step(xs) for name, (xs, _) in bars.items()}
+        if solved.height:
+            bars["solved"] = _count_by_step(solved["step"].to_list())
+        _wrote(console, plots.curves(png, {}, bars=bars, title="newly solved / missed per checkpoint",
+                                     xlabel="step", ylabel="items"))
+    return df
+
+
+def _count_by_step(steps):
+    values, counts = np.unique(np.asarray(steps), return_counts=True)
+    return values.tolist(), counts.tolist()
+
+
+# ---------------------------------------------------------------------- faithfulness, top heads
+
+def report_circuit_faithfulness(db, params, console, png=None, extra_dirs=()):
+    _check_params("circuit_faithfulness", params, ["circuit_faithfulness"], extra_dirs)
+    df = _q(db, "circuit_faithfulness", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "circuit_faithfulness", "No circuits match.")
+        _no_png(console, png)
+        return df
+    console.print(rich_table(df.drop("circuit_id"), title="circuit faithfulness"))
+    if png:
+        runs = df["run_id"].unique().to_list()
+        if len(runs) == 1:
+            curve = _q(db, "faithfulness_curve", {"run": runs[0]}, extra_dirs)
+            if curve.height:
+                _wrote(console, plots.curves(png, {f"run {runs[0]}": (curve["percent"].to_list(),
+                                                                    curve["faithfulness"].to_list())},
+                                             title="faithfulness vs circuit size", xlabel="% of edges kept",
+                                             ylabel="faithfulness", logx=True))
+                return df
+        have = df.filter(pl.col("faithfulness").is_not_null())
+        if not have.height:
+            _no_png(console, png)
+            return df
+        series = {f"{lin} {task} {sel}": (g["step"].to_list(), g["faithfulness"].to_list())
+                  for (lin, task, sel), g in _groups(have, ["lineage", "task", "selection"])}
+        _wrote(console, plots.curves(png, series, title="faithfulness per checkpoint", xlabel="step",
+                                     ylabel="faithfulness"))
+    return df
+
+
+def report_top_heads(db, params, console, png=None, extra_dirs=()):
+    _check_params("top_heads", params, ["top_heads"], extra_dirs)
+    df = _q(db, "top_heads", params, extra_dirs)
+    if df.is_empty():
+        _empty(console, "top_heads", "No head_scores for that run / checkpoint.")
+        _no_png(console, png)
+        return df
+    for (run_id,), part in _groups(df, ["run_id"]):
+        top = part["importance"].max() or 1.0
+        table = Table(title=f"run {run_id}: {part['checkpoint'][0]} / {part['task'][0]}", header_style="bold")
+        for name in ("rank", "head", "importance", "", "in circuit"):
+            table.add_column(name, justify="right" if name in ("rank", "importance") else "left")
+        for r in part.iter_rows(named=True):
+            table.add_row(str(r["rank"]), r["head_label"], f"{r['importance']:.4f}", bar(r["importance"], top, 20),
+                          {True: "yes", False: "no", None: "–"}[r["in_circuit"]])
+        console.print(table)
+    if png:
+        first = df.filter(pl.col("run_id") == df["run_id"][0])
+        _wrote(console, plots.barh(png, first["head_label"].to_list(), first["importance"].to_list(),
+                                   title=f"top heads of run {df['run_id'][0]}", xlabel="importance"))
+    return df
+
+
+# ---------------------------------------------------------------------- analysis 10
+
+def report_circuit(db, params, console, png=None, extra_dirs=(), out: str | Path | None = None):
+    """Write run `params['run']`'s circuit as a graphviz .dot file (and a PNG when `dot` exists)."""
+    from headdb.reports.circuit import write_circuit
+
+    _check_params("circuit", params, ["circuit_graph"], extra_dirs)
+    if params.get("run") is None:
+        raise UserError("report circuit needs a run id: `headdb report circuit RUN`")
+    df = _q(db, "circuit_graph", params, extra_dirs)
+    found = df["circuit_id"][0] if df.height else None
+    selection = params.get("selection") or "threshold"
+    if found is None:
+        raise UserError(f"run {params['run']} has no {selection} circuit with edges; "
+                        "see `headdb query circuit_faithfulness` for the circuits that exist")
+    dot_path = Path(out) if out else Path(f"circuit-run{params['run']}.dot")
+    title = f"run {params['run']}: {selection} circuit, {df.height} edges"
+    dot, png_path, note = write_circuit(df, dot_path, png, name=f"circuit_run{params['run']}", title=title)
+    n_heads = df.filter(pl.col("dst_kind") == "attn")["dst"].n_unique()
+    console.print(Text(f"{title}; {n_heads} heads receive edges", style="bold"))
+    console.print(Text(note, style="dim" if png_path else "yellow"))
+    return df

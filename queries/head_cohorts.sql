@@ -1,0 +1,43 @@
+-- name: head_cohorts
+-- description: The cohort of every head of a lineage: the step of the first checkpoint (in step
+--   order) whose circuit contains it, how long it stayed, whether the last checkpoint still has
+--   it, and whether the lineage's base already had it.
+-- param: lineage: str                  Lineage name.
+-- param: task: str = NULL              Task id or name; NULL: every task.
+-- param: selection: str = 'threshold'  Circuit selection.
+-- param: base: str = NULL              Base checkpoint for in_base; NULL: the parent of the
+--   lineage's earliest checkpoint.
+-- returns: task_id, task, layer, head, head_label, first_step, first_checkpoint, last_step,
+--   n_in_circuit, n_checkpoints, still_active, in_base
+WITH cs AS (
+    SELECT c.task_id, c.circuit_id, c.checkpoint_id, k.step, k.name,
+           row_number() OVER (PARTITION BY c.task_id ORDER BY k.step DESC, k.checkpoint_id DESC) AS from_last
+    FROM hd_circuits($selection) c
+    JOIN checkpoints k USING (checkpoint_id)
+    WHERE k.lineage = $lineage AND c.task_id IN (SELECT task_id FROM hd_tasks($task))
+),
+totals AS (SELECT task_id, count(*) AS n_checkpoints FROM cs GROUP BY task_id),
+hits AS (
+    SELECT cs.task_id, h.layer, h.head,
+           min(cs.step) AS first_step,
+           arg_min(cs.name, cs.step) AS first_checkpoint,
+           max(cs.step) AS last_step,
+           count(DISTINCT cs.checkpoint_id) AS n_in_circuit,
+           bool_or(cs.from_last = 1) AS still_active
+    FROM cs JOIN circuit_heads h USING (circuit_id)
+    GROUP BY ALL
+),
+base_circuit AS (
+    SELECT b.task_id, b.circuit_id FROM hd_circuits($selection) b
+    WHERE b.checkpoint_id = CASE WHEN $base IS NULL THEN hd_lineage_base($lineage) ELSE hd_checkpoint($base) END
+)
+SELECT x.task_id, t.name AS task, x.layer, x.head, hd_head(x.layer, x.head) AS head_label,
+       x.first_step, x.first_checkpoint, x.last_step, x.n_in_circuit, n.n_checkpoints, x.still_active,
+       CASE WHEN bc.circuit_id IS NULL THEN NULL
+            ELSE EXISTS (SELECT 1 FROM circuit_heads bh
+                         WHERE bh.circuit_id = bc.circuit_id AND bh.layer = x.layer AND bh.head = x.head) END AS in_base
+FROM hits x
+JOIN totals n USING (task_id)
+JOIN tasks t USING (task_id)
+LEFT JOIN base_circuit bc USING (task_id)
+ORDER BY t.name, x.task_id, x.first_step, x.layer, x.head;

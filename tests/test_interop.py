@@ -1,0 +1,224 @@
+"""Parquet export and EAP-IG JSON import/export round trips."""
+from __future__ import annotations
+
+import json
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+import headdb
+from headdb.errors import UserError
+from headdb.interop import (export_graph_json, export_parquet, import_graph_json, new_import_checkpoint,
+                            new_import_task, resolve_checkpoint, resolve_task)
+from headdb.queries import run_query
+from warehouse_builders import MODEL_KEY, N_HEADS, N_LAYERS, layout_tables, register_tiny_model, shared_study
+
+
+def eapig_graph(n_layers=N_LAYERS, n_heads=N_HEADS, *, seed=0, circuit_heads=((0, 1), (2, 0)),
+                node_dicts=False) -> dict:
+    """An EAP-IG JSON graph: every edge scored (heavy-tailed), a small circuit marked in_graph."""
+    layout, _, _ = layout_tables(n_layers, n_heads)
+    rng = np.random.default_rng(seed)
+    scores = (rng.standard_t(2, layout.n_edges) * 0.01).astype(np.float32)
+    chain = ["input"] + [f"a{l}.h{h}" for l, h in circuit_heads] + ["logits"]
+    wanted = set()
+    for a, b in zip(chain, chain[1:]):
+        wanted.add(f"{a}->{b}<q>" if b.startswith("a") else f"{a}->{b}")
+    edges = {name: {"score": float(s), "in_graph": name in wanted}
+             for name, s in zip(layout.edge_names, scores)}
+    nodes = {}
+    for name in layout.node_names:
+        flag = name in chain
+        nodes[name] = {"in_graph": flag, "score": None} if node_dicts else flag
+    return {"cfg": {"n_layers": n_layers, "n_heads": n_heads, "d_model": 16, "parallel_attn_mlp": False},
+            "nodes": nodes, "edges": edges}
+
+
+@pytest.fixture
+def db(tmp_path):
+    db = headdb.connect(tmp_path / "w.duckdb")
+    register_tiny_model(db)
+    return db
+
+
+def _checkpoint(db, name="ck", lineage="l", step=0, parent=None):
+    return db.register_checkpoint(model_key=MODEL_KEY, path=f"/ckpt/{lineage}/{name}", weights_digest=name,
+                                  name=name, lineage=lineage, step=step, parent_id=parent)
+
+
+def _write(tmp_path, graph, name="g.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(graph))
+    return path
+
+
+def test_import_stores_scores_circuit_heads_and_importance(db, tmp_path):
+    graph = eapig_graph()
+    ck = _checkpoint(db)
+    task = new_import_task(db, name="ioi")
+    run = import_graph_json(db, _write(tmp_path, graph), ck, task)
+    layout, _, _ = layout_tables()
+    got = db.sql("SELECT e.name, s.score FROM edge_scores s JOIN graph_edges e USING (edge_id) "
+                 "WHERE s.run_id = ? ORDER BY s.edge_id", [run.run_id])
+    assert got.height == layout.n_edges == len(graph["edges"])
+    expected = np.array([graph["edges"][n]["score"] for n in got["name"]], dtype=np.float32)
+    assert np.array_equal(got["score"].to_numpy(), expected)
+    circuit = db.sql("SELECT * FROM circuits WHERE run_id = ?", [run.run_id]).row(0, named=True)
+    assert circuit["selection"] == "threshold" and circuit["n_edges"] == 3 and circuit["n_nodes"] == 4
+    heads = db.sql("SELECT layer, head FROM circuit_heads ORDER BY 1, 2").rows()
+    assert heads == [(0, 1), (2, 0)]
+    imp = db.sql("SELECT layer, head, importance FROM head_scores WHERE run_id = ? ORDER BY 1, 2", [run.run_id])
+    assert imp.height == N_LAYERS * N_HEADS and imp["importance"].sum() == pytest.approx(1.0, abs=1e-5)
+    # I(l,h) = sum |score| of the edges leaving a{l}.h{h}, normalised over heads
+    out = {f"a{l}.h{h}": 0.0 for l in range(N_LAYERS) for h in range(N_HEADS)}
+    for name, e in graph["edges"].items():
+        src = name.split("->")[0]
+        if src in out:
+            out[src] += abs(np.float32(e["score"]))
+    total = sum(out.values())
+    for l, h, value in imp.rows():
+        assert value == pytest.approx(out[f"a{l}.h{h}"] / total, rel=1e-4)
+    # the catalogue sees the imported circuit as the checkpoint's circuit
+    top = run_query(db, "top_heads", {"run": run.run_id, "n": 1})
+    assert top.height >= 1 and top["importance"][0] == pytest.approx(imp["importance"].max())
+
+
+def test_round_trip_keeps_rows_and_values(db, tmp_path):
+    graph = eapig_graph(node_dicts=True)
+    ck, task = _checkpoint(db), new_import_task(db, name="ioi")
+    run = import_graph_json(db, _write(tmp_path, graph), ck, task)
+    out = tmp_path / "back.json"
+    counts = export_graph_json(db, run.run_id, out)
+    back = json.loads(out.read_text())
+    assert counts["edges"] == len(graph["edges"]) == len(back["edges"])
+    assert back["edges"].keys() == graph["edges"].keys()
+    for name, e in graph["edges"].items():
+        assert np.float32(back["edges"][name]["score"]) == np.float32(e["score"])
+        assert back["edges"][name]["in_graph"] == e["in_graph"]
+    assert back["nodes"] == {name: v["in_graph"] for name, v in graph["nodes"].items()}
+    assert back["cfg"]["n_layers"] == N_LAYERS and back["cfg"]["n_heads"] == N_HEADS
+    # and back in again: same rows, same values
+    ck2 = _checkpoint(db, "ck2")
+    again = import_graph_json(db, out, ck2, task)
+    a = db.sql("SELECT edge_id, score FROM edge_scores WHERE run_id = ? ORDER BY edge_id", [run.run_id])
+    b = db.sql("SELECT edge_id, score FROM edge_scores WHERE run_id = ? ORDER BY edge_id", [again.run_id])
+    assert a.equals(b)
+    same_heads = run_query(db, "heads_gained", {"base": str(ck), "target": str(ck2)})
+    assert same_heads.height == 0
+
+
+def test_repeat_import_is_skipped_and_force_replaces(db, tmp_path):
+    path = _write(tmp_path, eapig_graph())
+    ck, task = _checkpoint(db), new_import_task(db, name="ioi")
+    first = import_graph_json(db, path, ck, task)
+    assert import_graph_json(db, path, ck, task).skipped
+    forced = import_graph_json(db, path, ck, task, force=True)
+    assert not forced.skipped and forced.run_id != first.run_id
+    assert db.sql("SELECT count(DISTINCT run_id) AS n FROM edge_scores")["n"][0] == 1
+
+
+def test_import_onto_an_unregistered_model_builds_the_layout_from_cfg(tmp_path):
+    db = headdb.connect(tmp_path / "w.duckdb")
+    graph = eapig_graph(3, 2, seed=4, circuit_heads=((1, 1),))
+    ck = new_import_checkpoint(db, name="checkpoint-100", lineage="grpo", step=100, regime="grpo", data=graph)
+    task = new_import_task(db, name="gsm8k-circuit")
+    run = import_graph_json(db, _write(tmp_path, graph), ck, task)
+    model = db.sql("SELECT * FROM models").row(0, named=True)
+    assert (model["model_key"], model["n_layers"], model["n_heads"], model["n_kv_heads"]) == ("eapig-L3-H2-KV2", 3, 2, 2)
+    n = db.sql("SELECT count(*) AS n FROM edge_scores WHERE run_id = ?", [run.run_id])["n"][0]
+    assert n == len(graph["edges"]) == db.sql("SELECT count(*) AS n FROM graph_edges")["n"][0]
+    assert resolve_checkpoint(db, "grpo@100") == ck and resolve_task(db, "gsm8k-circuit") == task
+    # a second graph of the same checkpoint lands on the same checkpoint row
+    assert new_import_checkpoint(db, name="checkpoint-100", lineage="grpo", step=100, regime="grpo",
+                                 data=graph) == ck
+
+
+def test_import_errors_are_one_line(db, tmp_path):
+    ck, task = _checkpoint(db), new_import_task(db, name="ioi")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="is not JSON"):
+        import_graph_json(db, bad, ck, task)
+    with pytest.raises(UserError, match="needs top-level 'cfg' and 'edges'"):
+        import_graph_json(db, _write(tmp_path, {"edges": {}}), ck, task)
+    with pytest.raises(UserError, match="graph has 5 layers x 3 heads but model tiny-L4-H3 has 4 x 3"):
+        import_graph_json(db, _write(tmp_path, eapig_graph(5, 3)), ck, task)
+    graph = eapig_graph()
+    graph["edges"]["a9.h9->logits"] = {"score": 1.0, "in_graph": False}
+    with pytest.raises(UserError, match="edge 'a9.h9->logits' is not in the graph of model tiny-L4-H3"):
+        import_graph_json(db, _write(tmp_path, graph), ck, task)
+    with pytest.raises(UserError, match="does not exist"):
+        import_graph_json(db, tmp_path / "missing.json", ck, task)
+    assert db.sql("SELECT count(*) AS n FROM runs")["n"][0] == 0
+
+
+def test_export_graph_json_errors(db, tmp_path):
+    with pytest.raises(UserError, match="no run 42"):
+        export_graph_json(db, 42, tmp_path / "x.json")
+    run = db.start_run("attribution", config={}, checkpoint_id=_checkpoint(db))
+    with run:
+        pass
+    with pytest.raises(UserError, match="has no edge scores"):
+        export_graph_json(db, run.run_id, tmp_path / "x.json")
+
+
+# -- Parquet ----------------------------------------------------------------------------------------
+
+def test_parquet_export_round_trips_every_table(tmp_path):
+    st = shared_study()
+    out = tmp_path / "export"
+    counts = export_parquet(st.db, out)
+    assert counts["edge_scores"] > 0 and counts["runs"] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"] == counts and manifest["schema_version"] == 1
+    for table, n in counts.items():
+        glob = str(out / table / "**" / "*.parquet")
+        assert pl.scan_parquet(glob, hive_partitioning=True).select(pl.len()).collect().item() == n, table
+        assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true)").fetchone()[0] == n
+    # edge_scores: partitioned by model_key and run_id, values kept exactly
+    parts = sorted(p.relative_to(out / "edge_scores").parts[:2] for p in (out / "edge_scores").rglob("*.parquet"))
+    assert parts == [(f"model_key={ 'tiny-L4-H3' }", f"run_id={st.run['grpo@400']}")]
+    exported = (pl.scan_parquet(str(out / "edge_scores" / "**" / "*.parquet"), hive_partitioning=True)
+                .select("run_id", "edge_id", "score", "model_key").collect().sort("edge_id"))
+    stored = st.db.sql("SELECT run_id, edge_id, score FROM edge_scores ORDER BY edge_id")
+    assert exported.select("run_id", "edge_id", "score").equals(stored.select(
+        pl.col("run_id"), pl.col("edge_id"), pl.col("score")))
+    assert set(exported["model_key"]) == {MODEL_KEY}
+    # empty tables keep their columns
+    empty = pl.read_parquet(out / "faithfulness_curve" / "data_0.parquet")
+    assert empty.height == 0 and "percent" in empty.columns
+
+
+def test_parquet_export_refuses_a_non_empty_folder_and_overwrites_on_request(tmp_path):
+    db = headdb.connect(tmp_path / "w.duckdb")
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(UserError, match="add --overwrite"):
+        export_parquet(db, out)
+    assert (out / "keep.txt").exists()
+    export_parquet(db, out, overwrite=True)
+    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export.tmp")]
+
+
+def test_parquet_export_of_runs_without_checkpoint_and_several_models(tmp_path):
+    import pyarrow as pa
+    db = headdb.connect(tmp_path / "w.duckdb")
+    register_tiny_model(db)
+    register_tiny_model(db, model_key="tiny-L2-H2", n_layers=2, n_heads=2)
+    a = _checkpoint(db, "a")
+    b = db.register_checkpoint(model_key="tiny-L2-H2", path="/ckpt/b", weights_digest="b", name="b")
+    for ck, n in ((a, 30), (b, 20), (None, 10)):
+        run = db.start_run("attribution", config={"n": n}, checkpoint_id=ck)
+        with run:
+            run.add("edge_scores", pa.table({"edge_id": pa.array(range(n), pa.int32()),
+                                             "score": pa.array(np.linspace(-1, 1, n), pa.float32())}))
+    export_parquet(db, tmp_path / "out")
+    df = pl.scan_parquet(str(tmp_path / "out" / "edge_scores" / "**" / "*.parquet"), hive_partitioning=True).collect()
+    counts = dict(df.group_by("model_key").len().iter_rows())
+    assert counts == {MODEL_KEY: 30, "tiny-L2-H2": 20, None: 10}
+    edges = pl.scan_parquet(str(tmp_path / "out" / "graph_edges" / "**" / "*.parquet"), hive_partitioning=True)
+    assert set(edges.select("model_key").unique().collect()["model_key"]) == {MODEL_KEY, "tiny-L2-H2"}

@@ -1,0 +1,270 @@
+"""Terminal reports, heatmaps, PNG figures, the circuit .dot file and the analysis CLI sub-apps."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import polars as pl
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+import headdb
+from headdb import cli
+from headdb.cli_analysis import export_app, ingest_graph_json, parse_params, query_app, report_app
+from headdb.errors import UserError
+from headdb.reports import REPORTS, get_report, run_report
+from headdb.reports.circuit import circuit_dot
+from headdb.reports.terminal import Scale, heatmap, sparkline
+from warehouse_builders import shared_study
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def st():
+    return shared_study()
+
+
+def colour_console(width: int = 120) -> Console:
+    return Console(record=True, force_terminal=True, color_system="truecolor", width=width)
+
+
+def plain_console(width: int = 120) -> Console:
+    return Console(record=True, color_system=None, width=width)
+
+
+# -- heatmaps ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_layers, n_heads", [(28, 12), (36, 32)])
+@pytest.mark.parametrize("kind", ["sequential", "diverging"])
+def test_heatmap_renders_readably_at_study_sizes(n_layers, n_heads, kind):
+    rng = np.random.default_rng(0)
+    values = rng.random((n_layers, n_heads)) * (2 if kind == "diverging" else 1) - (1 if kind == "diverging" else 0)
+    values[3, 5] = np.nan
+    for console in (colour_console(), plain_console()):
+        console.print(heatmap(values, scale=Scale.for_values(values, kind), console=console, title="t"))
+        text = console.export_text()
+        lines = text.splitlines()
+        assert lines[0] == "t"
+        rows = [line for line in lines if line.lstrip().startswith("L")]
+        assert len(rows) == n_layers and rows[0].lstrip().startswith("L0") and rows[-1].lstrip().startswith(f"L{n_layers - 1}")
+        cell = 3 if n_heads <= 16 else 2
+        assert max(len(r.rstrip()) for r in rows) <= 4 + cell * n_heads
+        assert max(len(line) for line in lines) <= 120
+        assert "no value" in lines[-1]
+    ansi = colour_console()
+    ansi.print(heatmap(values, scale=Scale.for_values(values, kind), console=ansi))
+    styled = ansi.export_text(styles=True)
+    assert "48;2;" in styled  # truecolor background cells
+
+
+def test_categorical_heatmap_and_glyph_fallback():
+    values = np.full((4, 3), None, dtype=object)
+    values[1, 1], values[2, 0] = "gained", "lost"
+    scale = Scale("categorical", categories={"gained": ("gained", "#1a9850", "+"), "lost": ("lost", "#d73027", "-")})
+    console = plain_console()
+    console.print(heatmap(values, scale=scale, console=console))
+    rows = [line for line in console.export_text().splitlines() if line.lstrip().startswith("L")]
+    assert "+" in rows[1] and "-" in rows[2] and "+" not in rows[0]
+
+
+def test_sparkline():
+    assert sparkline([0, 1, 2, None, 2]) == "▁▅█ █"
+    assert sparkline([None, None]) == "  "
+    assert sparkline([3, 3]) == "▅▅"
+
+
+# -- every report on the study, with a PNG ---------------------------------------------------------------
+
+REPORT_PARAMS = {
+    "heads_gained": {"base": "qwen-math", "target": "grpo-gsm8k@400"},
+    "regime_compare": {"base": "qwen-math"},
+    "head_frequency": {"lineage": "grpo-gsm8k"},
+    "head_cohorts": {"lineage": "grpo-gsm8k"},
+    "head_dynamics": {"lineage": "grpo-gsm8k", "metric": "reward"},
+    "benchmark_trajectory": {"lineage": "grpo-gsm8k"},
+    "effect_map": {"lineage": "grpo-gsm8k"},
+    "think_compensatory": {},
+    "ablation_table": {},
+    "passk_curve": {},
+    "newly_solved_missed": {"lineage": "grpo-gsm8k"},
+    "circuit_faithfulness": {"lineage": "grpo-gsm8k"},
+    "top_heads": {"checkpoint": "grpo-gsm8k@100", "n": "2"},
+}
+EXPECT_TEXT = {
+    "heads_gained": "+1 / -2", "regime_compare": "Jaccard", "head_frequency": "of 3 checkpoints",
+    "head_cohorts": "cohorts by first step", "head_dynamics": "correlation with reward over 3 checkpoints",
+    "benchmark_trajectory": "gsm8k", "effect_map": "E(l,h) over 3 checkpoints",
+    "think_compensatory": "2 compensatory heads", "ablation_table": "no baseline", "passk_curve": "emergent",
+    "newly_solved_missed": "newly_missed", "circuit_faithfulness": "threshold", "top_heads": "L3H0",
+}
+
+
+def test_every_report_has_params_for_this_test():
+    assert set(REPORT_PARAMS) | {"circuit"} == set(REPORTS)
+
+
+@pytest.mark.parametrize("name", sorted(REPORT_PARAMS))
+def test_report_renders_and_writes_png(st, tmp_path, name):
+    console = colour_console(160)
+    png = tmp_path / f"{name}.png"
+    df = run_report(st.db, name, REPORT_PARAMS[name], console, png)
+    assert df.height > 0
+    text = console.export_text()
+    assert EXPECT_TEXT[name] in text
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_head_dynamics_report_shows_bars_beside_the_reward(st):
+    console = plain_console(160)
+    run_report(st.db, "head_dynamics", {"lineage": "grpo-gsm8k"}, console)
+    text = console.export_text()
+    rows = [line for line in text.splitlines() if "checkpoint-" in line]
+    assert len(rows) == 3 and all("█" in r for r in rows)
+    assert "new -0.72" in text
+
+
+def test_empty_report_says_so_and_writes_no_png(st, tmp_path):
+    console = plain_console()
+    png = tmp_path / "none.png"
+    df = run_report(st.db, "heads_gained", {"base": "qwen-math", "target": "qwen-math"}, console, png)
+    assert df.height == 0 and "no rows" in console.export_text() and not png.exists()
+
+
+def test_report_errors(st):
+    with pytest.raises(UserError, match="unknown report 'effect_mp'; did you mean effect_map"):
+        get_report("effect_mp")
+    with pytest.raises(UserError, match="report head_frequency has no param 'linage'"):
+        run_report(st.db, "head_frequency", {"linage": "x"}, plain_console())
+    with pytest.raises(UserError, match="param lineage needs a value"):
+        run_report(st.db, "head_frequency", {}, plain_console())
+
+
+# -- circuit pictures --------------------------------------------------------------------------------------
+
+def test_circuit_report_writes_dot_and_explains_missing_graphviz(st, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    console = plain_console(200)
+    out = tmp_path / "c.dot"
+    df = run_report(st.db, "circuit", {"run": st.run["grpo@400"]}, console, None, out=out)
+    dot = out.read_text()
+    assert dot.startswith("digraph circuit_run") and dot.rstrip().endswith("}")
+    assert dot.count("\" -> \"") == df.height == 4
+    assert '"a0.h0" -> "a3.h1"' in dot and 'label="v"' in dot and "rank=same" in dot
+    assert "graphviz `dot` is not installed" in console.export_text()
+    assert not (tmp_path / "c.png").exists()
+
+
+def test_circuit_report_runs_dot_when_installed(st, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dot"  # stands in for graphviz: copies a PNG header to the -o file
+    fake.write_text("#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ \"$1\" = -o ]; then shift; printf '\\211PNG\\r\\n\\032\\n' > \"$1\"; fi; shift; done\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ.get("PATH", ""))
+    console = plain_console(200)
+    run_report(st.db, "circuit", {"run": st.run["grpo@400"]}, console, tmp_path / "pic.png", out=tmp_path / "c.dot")
+    assert (tmp_path / "pic.png").read_bytes()[:8] == PNG_MAGIC
+    assert "wrote" in console.export_text()
+
+
+def test_circuit_report_without_a_circuit(st):
+    with pytest.raises(UserError, match="has no threshold circuit with edges"):
+        run_report(st.db, "circuit", {"run": st.run["grpo@100"]}, plain_console())
+
+
+def test_circuit_dot_quotes_names():
+    df = pl.DataFrame({"edge": ['a"b->c'], "src": ['a"b'], "dst": ["c"], "port": [""], "src_kind": ["attn"],
+                       "dst_kind": ["logits"], "src_layer": [0], "dst_layer": [None], "score": [None]},
+                      schema_overrides={"dst_layer": pl.Int32, "score": pl.Float32})
+    assert '"a\\"b" -> "c"' in circuit_dot(df)
+
+
+# -- the CLI sub-apps ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def app():
+    """The sub-apps mounted the way headdb/cli.py mounts them."""
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    app.callback()(cli.main_options)
+    app.add_typer(query_app, name="query")
+    app.add_typer(report_app, name="report")
+    app.add_typer(export_app, name="export")
+    ingest = typer.Typer(no_args_is_help=True)
+    ingest.command("graph-json")(ingest_graph_json)
+    app.add_typer(ingest, name="ingest")
+    return app
+
+
+def invoke(app, *args):
+    return CliRunner().invoke(app, list(map(str, args)))
+
+
+def test_cli_query_list_and_run(app, st):
+    db = st.db.location
+    listed = invoke(app, "--db", db, "query", "list", "--format", "json")
+    assert listed.exit_code == 0 and "heads_gained" in {r["name"] for r in json.loads(listed.stdout)}
+    out = invoke(app, "--db", db, "query", "heads_gained", "--param", "base=qwen-math",
+                 "-p", "target=grpo-gsm8k@400", "--format", "csv")
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[0].startswith("task_id,task,mode,change,layer,head")
+    assert len(out.stdout.splitlines()) == 4
+    help_text = invoke(app, "query", "--help").stdout
+    assert "heads_gained" in help_text and "effect_map" in help_text
+
+
+@pytest.mark.parametrize("args, message", [
+    (("query", "nope"), "unknown query 'nope'"),
+    (("query", "heads_gained", "-p", "base"), "--param expects NAME=VALUE"),
+    (("query", "heads_gained", "-p", "base=a"), "param target needs a value"),
+    (("query", "top_heads", "-p", "n=many"), "param n must be an integer"),
+    (("query", "heads_gained", "-p", "base=a", "-p", "target=b", "--format", "parquet"), "--out FILE"),
+])
+def test_cli_query_errors_are_user_errors(app, st, args, message):
+    result = invoke(app, "--db", st.db.location, *args)
+    assert isinstance(result.exception, UserError) and message in str(result.exception)
+
+
+def test_cli_report_with_png(app, st, tmp_path):
+    png = tmp_path / "f.png"
+    result = invoke(app, "--db", st.db.location, "report", "head_frequency", "-p", "lineage=grpo-gsm8k",
+                    "--png", png, "--no-color")
+    assert result.exit_code == 0, result.output
+    assert "of 3 checkpoints" in result.stdout and png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cli_export_and_ingest_graph_json(app, st, tmp_path):
+    graph_file = tmp_path / "g.json"
+    result = invoke(app, "--db", st.db.location, "export", "graph-json", st.run["grpo@400"], "--out", graph_file)
+    assert result.exit_code == 0, result.output
+    graph = json.loads(graph_file.read_text())
+    assert sum(e["in_graph"] for e in graph["edges"].values()) == 4
+    target = tmp_path / "other.duckdb"
+    headdb.connect(target)
+    result = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--checkpoint", "checkpoint-400",
+                    "--task", "math")
+    assert isinstance(result.exception, UserError) and "--new" in str(result.exception)
+    result = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--checkpoint", "checkpoint-400",
+                    "--task", "math", "--new", "--lineage", "grpo", "--step", "400", "--regime", "grpo")
+    assert result.exit_code == 0, result.output
+    again = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--checkpoint", "grpo@400", "--task", "math")
+    assert again.exit_code == 0 and "already imported" in again.output
+    db = headdb.connect(target)
+    assert db.sql("SELECT count(*) AS n FROM edge_scores")["n"][0] == len(graph["edges"])
+    heads = db.sql("SELECT layer, head FROM circuit_heads ORDER BY 1, 2").rows()
+    assert heads == [(0, 0), (3, 1)]
+    out = tmp_path / "parquet"
+    result = invoke(app, "--db", target, "export", "parquet", out)
+    assert result.exit_code == 0, result.output
+    assert pl.scan_parquet(str(out / "edge_scores" / "**" / "*.parquet"), hive_partitioning=True) \
+        .select(pl.len()).collect().item() == len(graph["edges"])
+
+
+def test_parse_params():
+    assert parse_params(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
+    with pytest.raises(UserError, match="given twice"):
+        parse_params(["a=1", "a=2"])
