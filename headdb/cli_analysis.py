@@ -248,9 +248,10 @@ def ingest_graph_json(ctx: typer.Context,
             raise UserError(f"no task {task}; register it with --new (see `headdb sql \"select * from tasks\"`)")
         task_id = new_import_task(db, name=task, mode=mode or "plain")
         err.print(f"registered task {task} ({mode or 'plain'}) as id {task_id}")
-    for file in files:
-        run = import_graph_json(db, file, checkpoint_id, task_id, selection=selection, param=param, force=force)
-        if run.skipped:
-            err.print(f"{file}: already imported as run {run.run_id} (use --force to import again)")
-        else:
-            err.print(f"{file}: imported as run {run.run_id}")
+    with db.batch():  # one connection for all files: no open/checkpoint per run
+        for file in files:
+            run = import_graph_json(db, file, checkpoint_id, task_id, selection=selection, param=param, force=force)
+            if run.skipped:
+                err.print(f"{file}: already imported as run {run.run_id} (use --force to import again)")
+            else:
+                err.print(f"{file}: imported as run {run.run_id}")

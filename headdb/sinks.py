@@ -69,6 +69,8 @@ class Sink(Protocol):
 
     def write(self) -> Any: ...  # context manager yielding a Session inside one transaction
 
+    def held(self) -> Any: ...  # context manager: reuse one connection for many operations
+
 
 def _say_waiting(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -83,6 +85,7 @@ class DuckDBSink:
         self.location = str(self.path)
         self.lock_timeout = lock_timeout
         self.on_wait = on_wait
+        self._held: duckdb.DuckDBPyConnection | None = None
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -123,7 +126,28 @@ class DuckDBSink:
                 raise UserError(f"cannot open warehouse {self.path}: {str(exc).splitlines()[0]}") from None
 
     @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep one read-write connection open for the block: reads and transactions reuse it.
+
+        Opening and closing (which checkpoints) the file costs tens of milliseconds per
+        operation; bulk ingest of many runs holds the connection instead, at the price of
+        holding the write lock for the whole block.
+        """
+        if self._held is not None:
+            yield
+            return
+        self._held = self._connect(read_only=False)
+        try:
+            yield
+        finally:
+            con, self._held = self._held, None
+            con.close()
+
+    @contextmanager
     def read(self) -> Iterator[Session]:
+        if self._held is not None:
+            yield Session(self._held)
+            return
         con = self._connect(read_only=True)
         try:
             yield Session(con)
@@ -132,7 +156,7 @@ class DuckDBSink:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        con = self._connect(read_only=False)
+        con = self._held if self._held is not None else self._connect(read_only=False)
         try:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -142,4 +166,5 @@ class DuckDBSink:
                 raise
             con.execute("COMMIT")
         finally:
-            con.close()
+            if con is not self._held:
+                con.close()

@@ -144,6 +144,11 @@ class Warehouse:
 
         return run_query(self, name, params, self.query_dirs)
 
+    def batch(self):
+        """`with db.batch():` many runs share one open connection (faster bulk ingest; holds the
+        write lock for the whole block, so other processes wait)."""
+        return self.sink.held()
+
     def table(self, name: str) -> pl.DataFrame:
         if not name.isidentifier():
             raise UserError(f"bad table name {name!r}")

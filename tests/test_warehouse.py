@@ -198,3 +198,18 @@ def test_training_metrics_replace_same_steps(db):
     db.add_training_metrics("grpo1", pl.DataFrame({"step": [2, 3], "key": ["loss", "loss"], "value": [0.8, 0.7]}))
     got = db.sql("SELECT step, key, value FROM training_metrics ORDER BY step, key").rows()
     assert got == [(1, "loss", 1.0), (1, "reward", 0.1), (2, "loss", 0.8), (3, "loss", 0.7)]
+
+
+def test_batch_reuses_one_connection_and_keeps_atomicity(db):
+    with db.batch():
+        ok = db.start_run("attribution", config={"b": 1})
+        with ok:
+            ok.add("edge_scores", scores(3))
+        bad = db.start_run("attribution", config={"b": 2})
+        with pytest.raises(RuntimeError):
+            with bad:
+                bad.add("edge_scores", scores(3))
+                raise RuntimeError("boom")
+        assert db.sql("SELECT count(*) AS n FROM edge_scores")["n"][0] == 3
+    assert db.sql("SELECT status FROM runs ORDER BY run_id")["status"].to_list() == ["ok", "failed"]
+    assert db.sql("SELECT count(*) AS n FROM edge_scores")["n"][0] == 3
