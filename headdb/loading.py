@@ -11,11 +11,12 @@ clear line when the user pointed at the wrong thing:
 - config.json names an architecture headdb does not support (the supported ones are listed).
 
 It then loads the model with transformers (`local_files_only=True`, eager attention) and the
-tokenizer with `AutoTokenizer`, and wraps the loaded model in a bridge built from the module
-(`build_bridge_from_module`, the documented way to bridge an already-loaded HF model: the
-bridge swaps its components into the model in place, so `loaded.hf_model` and `loaded.bridge`
-run the same weights). The bridge starts in its default mode; the attribution engine turns on
-`use_attn_result` / `use_split_qkv_input` only while it runs.
+tokenizer with `AutoTokenizer`. On first use of `loaded.bridge` the model is wrapped in a bridge
+built from the module (`build_bridge_from_module`, the documented way to bridge an
+already-loaded HF model: the bridge swaps its components into the model in place, so
+`loaded.hf_model` and `loaded.bridge` run the same weights). The bridge starts in its default
+mode; the attribution engine turns on `use_attn_result` / `use_split_qkv_input` only while it
+runs. Generation never runs through the bridge (see `LoadedModel`).
 
 `weights_digest(path)` identifies a checkpoint's content cheaply, also for multi-GB weights;
 see its docstring for exactly what it covers.
@@ -89,19 +90,74 @@ class ModelShape:
 
 @dataclass
 class LoadedModel:
-    """A loaded checkpoint: the bridge (hooks), the HF model under it, its tokenizer and shape."""
+    """A loaded checkpoint: the HF model, its tokenizer and shape, and (built on first use) the
+    TransformerLens bridge that attribution hooks into.
+
+    The bridge swaps its components into the HF model in place, and a model wrapped that way
+    generates wrongly with HF's KV cache (seen with transformer-lens 4.3: correct with
+    use_cache=False, garbage with it). So the bridge is built only when attribution asks for it,
+    and generation uses `generation_model()`: the HF model itself while it is unwrapped, else a
+    fresh copy loaded from disk.
+    """
 
     path: Path
-    bridge: Any
     hf_model: Any
     tokenizer: Any
     shape: ModelShape
     device: str
     dtype: Any  # torch.dtype
+    _bridge: Any = field(default=None, repr=False)
+    _plain: Any = field(default=None, repr=False)
 
     @property
     def model_key(self) -> str:
         return self.shape.model_key
+
+    @property
+    def bridged(self) -> bool:
+        return self._bridge is not None
+
+    @property
+    def bridge(self) -> Any:
+        if self._bridge is None:
+            from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+            # The bridge normalises the tokenizer it is given in place (sets a missing bos to
+            # eos, may reload it with add_bos_token=True), so it gets a copy: `self.tokenizer`
+            # stays exactly what AutoTokenizer returned, and task prompts tokenise as in the study.
+            self._bridge = build_bridge_from_module(
+                self.hf_model, self.shape.architecture, hf_config=self.hf_model.config,
+                tokenizer=copy.deepcopy(self.tokenizer), dtype=self.dtype, device=self.device,
+                model_name=str(self.path))
+            self._bridge.eval()
+        return self._bridge
+
+    def generation_model(self) -> Any:
+        """An HF model safe for `generate()` (never one wrapped by the bridge)."""
+        if self._bridge is None:
+            return self.hf_model
+        if self._plain is None:
+            self._plain = _load_hf(self.path, self.dtype, self.device)
+        return self._plain
+
+
+def _load_hf(directory: Path, torch_dtype, device: str):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # older safetensors: the error type lives in the rust module only
+        SafetensorError = OSError
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, local_files_only=True, dtype=torch_dtype, attn_implementation="eager")
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        raise UserError(f"cannot load the weights in {directory}: {first} "
+                        "(truncated or mismatched checkpoint? re-save or re-download it)") from None
+    model.to(device)
+    model.eval()
+    return model
 
 
 def _not_found(raw: str) -> UserError:
@@ -185,15 +241,14 @@ def _resolve_dtype(dtype, device: str):
 
 
 def load_model(path, *, dtype="auto", device: str | None = None) -> LoadedModel:
-    """Load a local checkpoint directory offline and wrap it in a `TransformerBridge`.
+    """Load a local checkpoint directory offline (the `TransformerBridge` comes on first use).
 
     dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16" or a
     torch.dtype. device: default "cuda" when available, else "cpu".
     """
     directory, config = read_config(path)
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+    from transformers import AutoTokenizer
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -203,28 +258,9 @@ def load_model(path, *, dtype="auto", device: str | None = None) -> LoadedModel:
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the tokenizer from {directory} ({exc.__class__.__name__}); "
                         "the checkpoint directory must include its tokenizer files") from None
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # older safetensors: the error type lives in the rust module only
-        SafetensorError = OSError
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, dtype=torch_dtype, attn_implementation="eager")
-    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-        raise UserError(f"cannot load the weights in {directory}: {first} "
-                        "(truncated or mismatched checkpoint? re-save or re-download it)") from None
-    model.to(device)
-    model.eval()
-    # The bridge normalises the tokenizer it is given in place (sets a missing bos to eos,
-    # may reload it with add_bos_token=True), so it gets a copy: `loaded.tokenizer` stays
-    # exactly what AutoTokenizer returned, and task prompts tokenise as in the study.
-    bridge = build_bridge_from_module(
-        model, config["architectures"][0], hf_config=model.config, tokenizer=copy.deepcopy(tokenizer),
-        dtype=torch_dtype, device=device, model_name=str(directory))
-    bridge.eval()
-    return LoadedModel(path=directory, bridge=bridge, hf_model=model, tokenizer=tokenizer,
-                       shape=shape_from_config(config), device=str(device), dtype=torch_dtype)
+    model = _load_hf(directory, torch_dtype, device)
+    return LoadedModel(path=directory, hf_model=model, tokenizer=tokenizer, shape=shape_from_config(config),
+                       device=str(device), dtype=torch_dtype)
 
 
 # ---------------------------------------------------------------------------- digest

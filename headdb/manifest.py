@@ -9,6 +9,8 @@
     [[models]]                   name, path, regime, lineage, step, base (a [[models]] name)
     [[runs]]                     name, dir, regime, lineage, base      (training output directories)
     [[ablations]]                checkpoint, heads | heads_query, kind, factor, control, benchmarks, ...
+                                 heads_query = {name, params, where = {col = value}, order_by = col
+                                 (descending), limit}: the heads are the query's layer/head columns
     [[reports]]                  name, params
 
 Paths are relative to the manifest's folder (or to `root` when given). Every problem is
@@ -228,7 +230,8 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
         if (heads is None) == (query is None):
             raise where.fail(key, "give exactly one of heads = \"L5H1,L7H3\" or heads_query = {name = ..., params = {...}}")
         if query is not None:
-            _no_unknown(query, {"name", "params", "limit"}, f"{key}.heads_query", where)
+            _no_unknown(query, {"name", "params", "limit", "where", "order_by"}, f"{key}.heads_query", where)
+            _get(query, "where", f"{key}.heads_query", where, dict, {})
             _get(query, "name", f"{key}.heads_query", where, str)
         kind = _get(a, "kind", key, where, str, "zero", choices=("zero", "mean", "scale"))
         factor = _get(a, "factor", key, where, (int, float), None)

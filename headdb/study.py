@@ -188,6 +188,15 @@ def _ablation(db, m: Manifest, p: Plan, a, outcome: Outcome, *, device, dtype, f
         rows = run_query(db, q["name"], q.get("params", {}))
         if not {"layer", "head"} <= set(rows.columns):
             raise UserError(f"{m.file}: {a.key}.heads_query: query {q['name']} returns no layer/head columns")
+        for column, value in q.get("where", {}).items():
+            if column not in rows.columns:
+                raise UserError(f"{m.file}: {a.key}.heads_query.where: query {q['name']} has no column {column!r}")
+            rows = rows.filter(rows[column] == value)
+        if "order_by" in q:
+            if q["order_by"] not in rows.columns:
+                raise UserError(f"{m.file}: {a.key}.heads_query.order_by: query {q['name']} has no column "
+                                f"{q['order_by']!r}")
+            rows = rows.sort(q["order_by"], descending=True, nulls_last=True, maintain_order=True)
         if "limit" in q:
             rows = rows.head(int(q["limit"]))
         heads = sorted({(int(l), int(h)) for l, h in rows.select("layer", "head").iter_rows()})

@@ -8,8 +8,9 @@
 --
 -- Naming: every macro starts with hd_.
 
--- A checkpoint reference, as users type it: its id ('12'), 'lineage@step' ('grpo-gsm8k@400')
--- or its name ('checkpoint-400'). Precedence: id, then lineage@step, then name. NULL when
+-- A checkpoint reference, as users type it: its id ('12'), 'lineage@step' ('grpo-gsm8k@400'),
+-- 'lineage@last' (the lineage's highest step; of two at that step, the later registered) or its
+-- name ('checkpoint-400'). Precedence: id, then lineage@step / @last, then name. NULL when
 -- nothing matches (queries then return no rows); an error when the reference matches several
 -- checkpoints at the same precedence (names repeat across lineages: checkpoint-100 ...).
 CREATE OR REPLACE TEMP MACRO hd_checkpoint(ref) AS (
@@ -22,6 +23,9 @@ CREATE OR REPLACE TEMP MACRO hd_checkpoint(ref) AS (
         FROM (SELECT checkpoint_id,
                      CASE WHEN CAST(checkpoint_id AS VARCHAR) = ref THEN 1
                           WHEN lineage || '@' || CAST(step AS VARCHAR) = ref THEN 2
+                          WHEN lineage || '@last' = ref
+                               AND row_number() OVER (PARTITION BY lineage ORDER BY step DESC, checkpoint_id DESC) = 1
+                               THEN 2
                           WHEN name = ref THEN 3 END AS how
               FROM checkpoints)
         WHERE how IS NOT NULL

@@ -111,3 +111,21 @@ def test_chat_prompts_modes(tiny):
     off = chat_prompts(tok, ["1+1="], mode="think_off")[0]
     assert "<|im_start|>user" in on and "</think>" in off and "</think>" not in on
     assert chat_prompts(tok, ["1+1="], chat="off") == ["1+1="]
+
+
+def test_generation_never_runs_through_the_bridge(tmp_path):
+    """A bridge-wrapped model generates wrongly with HF's KV cache; LoadedModel must avoid it."""
+    from headdb.loading import load_model
+
+    path = build_tiny_model(tmp_path / "m", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64,
+                            init_std=0.2, seed=4)
+    plain = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    s = Sampling(samples=1, temperature=0, max_new_tokens=12, batch_size=4)
+    expected = generate(plain, tok, PROMPTS[:8], s)["completion"].to_list()
+    loaded = load_model(path, dtype="float32", device="cpu")
+    assert not loaded.bridged
+    assert generate(loaded.generation_model(), loaded.tokenizer, PROMPTS[:8], s)["completion"].to_list() == expected
+    loaded.bridge  # attribution wraps the model in place
+    assert loaded.bridged and loaded.generation_model() is not loaded.hf_model
+    assert generate(loaded.generation_model(), loaded.tokenizer, PROMPTS[:8], s)["completion"].to_list() == expected

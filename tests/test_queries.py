@@ -65,6 +65,12 @@ def test_the_circuit_is_the_latest_ok_plain_run(st):
     assert q(st, "heads_gained", base=str(st.ck["base"]), target=st.ck["grpo@400"]).height == 3
 
 
+def test_lineage_at_last_names_the_highest_step(st):
+    last = q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@last", task="math")
+    assert last.equals(q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@400", task="math"))
+    assert q(st, "heads_gained", base="qwen-math", target="nosuch@last").height == 0
+
+
 def test_heads_gained_selection(st):
     df = q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@400", selection="topn")
     assert heads(df, change="gained") == {(1, 2)} and heads(df, change="lost") == set()

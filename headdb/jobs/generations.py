@@ -73,8 +73,9 @@ def generation_run(db: Warehouse, loaded: LoadedModel, checkpoint_id: int, task_
     with run:
         prompts = chat_prompts(loaded.tokenizer, bench.items["prompt"].to_list(), chat=settings.chat,
                                mode=settings.mode)
-        with applied(loaded.hf_model, intervention):
-            samples = generate(loaded.hf_model, loaded.tokenizer, prompts, settings.sampling, resume_dir=parts,
+        model = loaded.generation_model()
+        with applied(model, intervention):
+            samples = generate(model, loaded.tokenizer, prompts, settings.sampling, resume_dir=parts,
                                progress=lambda d, t: progress("generate", d, t))
         graded = grade_samples(bench.items, samples)
         run.add("generations", graded.drop("style"))
@@ -111,7 +112,7 @@ def mean_reference(loaded: LoadedModel, bench: Benchmark, settings: GenerationSe
             enc = tok(prompts[k:k + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             yield {n: enc[n].to(loaded.device) for n in ("input_ids", "attention_mask")}
 
-    return head_means(loaded.hf_model, batches())
+    return head_means(loaded.generation_model(), batches())
 
 
 def ingest_generations(db: Warehouse, loaded: LoadedModel, bench: Benchmark, settings: GenerationSettings, *,

@@ -60,6 +60,9 @@ def process_checkpoint(db: Warehouse, target: Target, jobs: Sequence[Job], outco
             pending.append(job)
         else:
             outcome.skipped.append(done)
+    # Generation before attribution: attribution wraps the model in the TransformerLens bridge,
+    # after which generation would need a second, unwrapped copy of the weights.
+    pending.sort(key=lambda job: job.kind != "generation")
     if not pending:
         say(f"{label}: nothing to do ({len(jobs)} job(s) already in the warehouse)")
         return checkpoint_id, shape
