@@ -127,12 +127,21 @@ def _mount() -> None:
     app.add_typer(cli_ingest.app, name="ingest")
     app.add_typer(cli_checkpoints.app, name="checkpoints")
     app.command("study")(cli_study.study)
+    app.command("demo")(cli_study.demo)
 
 
 _mount()
 
 
+def _quiet_libraries() -> None:
+    """headdb draws its own progress bars; the libraries' per-file bars are noise around them."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # (transformers reads the hub's setting)
+
+
 def main() -> None:
+    _quiet_libraries()
     try:
         app()
     except UserError as exc:
