@@ -43,7 +43,7 @@ LEFT JOIN tasks t USING (task_id)
 ORDER BY r.run_id;
 
 -- name: run_identity
-SELECT (SELECT weights_digest FROM checkpoints WHERE checkpoint_id = ?) AS checkpoint_digest,
+SELECT (SELECT weights_digest || ':' || checkpoint_id FROM checkpoints WHERE checkpoint_id = ?) AS checkpoint_digest,
        (SELECT digest || ':' || kind || ':' || mode FROM tasks WHERE task_id = ?) AS task_digest;
 
 -- name: find_model
