@@ -51,3 +51,40 @@ def print_reports(db, m) -> None:
     for spec in m.reports:
         console.rule(f"[bold]{spec.name}[/bold] {spec.params or ''}")
         run_report(db, spec.name, spec.params, console)
+
+
+def demo(
+    ctx: typer.Context,
+    quick: bool = typer.Option(False, "--quick", help="Smaller models, runs and benchmarks (about 3 minutes)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for models, runs and tasks "
+                                       "(default ./headdb-demo, or ./headdb-demo-quick)."),
+    seed: int = typer.Option(0, "--seed"),
+    reports: bool = typer.Option(True, "--reports/--no-reports"),
+) -> None:
+    """The whole study in miniature, offline on a CPU: pretrain a tiny model, post-train it with
+    trl (SFT and GRPO), ingest every checkpoint and print the study's reports."""
+    import time
+
+    from headdb.progress import progress_bar
+    from headdb.study import run_study
+    from headdb.training.demo import FULL, QUICK, build_models, demo_study
+
+    started = time.monotonic()
+    settings = QUICK if quick else FULL
+    root = out or Path("headdb-demo-quick" if quick else "headdb-demo")
+    root.mkdir(parents=True, exist_ok=True)
+    db = ctx.obj.connect(create=True)
+    build_models(root, settings, seed=seed, say=err.print)
+    built = time.monotonic()
+    m = demo_study(root, settings)
+    with progress_bar("demo") as progress:
+        outcome = run_study(db, m, device="cpu", dtype="float32", progress=progress, say=err.print)
+    ingested = time.monotonic()
+    if reports:
+        print_reports(db, m)
+    err.print(f"demo: models {built - started:.0f} s, ingest {ingested - built:.0f} s, "
+              f"total {time.monotonic() - started:.0f} s; {len(outcome.done)} run(s) added, "
+              f"{len(outcome.skipped)} already there, {len(outcome.failed)} failed; warehouse {db.location}")
+    err.print(f"next: headdb --db {db.location} runs | headdb --db {db.location} query list")
+    if not outcome.ok:
+        raise typer.Exit(1)

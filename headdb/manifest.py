@@ -6,8 +6,10 @@
                                  k, chat, mode, limit
     [[tasks]]                    name, file, mode                      (circuit tasks)
     [[benchmarks]]               name, source, preset, fields, limit   (file or built-in name)
-    [[models]]                   name, path, regime, lineage, step, base (a [[models]] name)
-    [[runs]]                     name, dir, regime, lineage, base      (training output directories)
+    [[models]]                   name, path, regime, lineage, step, base (a [[models]] name),
+                                 tasks, benchmarks (names; default: all of them)
+    [[runs]]                     name, dir, regime, lineage, base, tasks, benchmarks
+                                 (training output directories)
     [[ablations]]                checkpoint, heads | heads_query, kind, factor, control, benchmarks, ...
                                  heads_query = {name, params, where = {col = value}, order_by = col
                                  (descending), limit}: the heads are the query's layer/head columns
@@ -68,6 +70,8 @@ class ModelSpec:
     lineage: str
     step: int = 0
     base: str | None = None
+    tasks: tuple[str, ...] | None = None       # None: every [[tasks]] entry
+    benchmarks: tuple[str, ...] | None = None  # None: every [[benchmarks]] entry
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class RunSpec:
     regime: str
     lineage: str
     base: str | None = None
+    tasks: tuple[str, ...] | None = None
+    benchmarks: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,24 +196,39 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
             source = str(resolve(source))
         benchmarks.append(BenchSpec(_get(b, "name", key, where, str), source, _get(b, "preset", key, where, str, None),
                                     _get(b, "fields", key, where, str, None), _get(b, "limit", key, where, int, None)))
+    task_names = {t.name for t in tasks}
+    bench_names = {b.name for b in benchmarks}
+
+    def subset(entry: dict, key: str, field_name: str, known: set) -> tuple[str, ...] | None:
+        names = _get(entry, field_name, key, where, list, None)
+        if names is None:
+            return None
+        for n in names:
+            if n not in known:
+                raise where.fail(f"{key}.{field_name}", f"{n!r} is not the name of a [[{field_name}]] entry")
+        return tuple(names)
+
     models = []
     for i, m in enumerate(_table_list(data, "models", where)):
         key = f"models[{i}]"
-        _no_unknown(m, {"name", "path", "regime", "lineage", "step", "base"}, key, where)
+        _no_unknown(m, {"name", "path", "regime", "lineage", "step", "base", "tasks", "benchmarks"}, key, where)
         name = _get(m, "name", key, where, str)
         models.append(ModelSpec(name, resolve(_get(m, "path", key, where, str)),
                                 _get(m, "regime", key, where, str, choices=REGIMES),
                                 _get(m, "lineage", key, where, str, name), _get(m, "step", key, where, int, 0),
-                                _get(m, "base", key, where, str, None)))
+                                _get(m, "base", key, where, str, None), subset(m, key, "tasks", task_names),
+                                subset(m, key, "benchmarks", bench_names)))
     runs = []
     for i, r in enumerate(_table_list(data, "runs", where)):
         key = f"runs[{i}]"
-        _no_unknown(r, {"name", "dir", "regime", "lineage", "base"}, key, where)
+        _no_unknown(r, {"name", "dir", "regime", "lineage", "base", "tasks", "benchmarks"}, key, where)
         name = _get(r, "name", key, where, str)
         runs.append(RunSpec(name, resolve(_get(r, "dir", key, where, str)),
                             _get(r, "regime", key, where, str, choices=("sft", "grpo", "distill", "other")),
-                            _get(r, "lineage", key, where, str, name), _get(r, "base", key, where, str, None)))
-    _unique([t.name for t in tasks], "tasks", where)
+                            _get(r, "lineage", key, where, str, name), _get(r, "base", key, where, str, None),
+                            subset(r, key, "tasks", task_names), subset(r, key, "benchmarks", bench_names)))
+    # a task name may appear twice with different modes: thinking on and off of one task
+    _unique([f"{t.name} ({t.mode})" for t in tasks], "tasks", where)
     _unique([b.name for b in benchmarks], "benchmarks", where)
     _unique([m.name for m in models] + [r.name for r in runs], "models/runs", where)
 
@@ -219,7 +240,6 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
         if r.base is not None and r.base not in model_names:
             raise where.fail(f"runs[{i}].base", f"{r.base!r} is not the name of a [[models]] entry")
 
-    bench_names = {b.name for b in benchmarks}
     ablations = []
     for i, a in enumerate(_table_list(data, "ablations", where)):
         key = f"ablations[{i}]"

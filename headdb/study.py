@@ -5,7 +5,7 @@ reports. Every ingest step is idempotent, so a re-run does only what is missing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from headdb.errors import UserError
@@ -55,8 +55,8 @@ def plan(m: Manifest) -> Plan:
     attribution = attribution_settings(m)
     generation = generation_settings(m)
     limit = m.generation.get("limit")
-    benches = {b.name: Benchmark.load(b.source, fields=b.fields, preset=b.preset, limit=b.limit or limit,
-                                      seed=m.seed) for b in m.benchmarks}
+    benches = {b.name: replace(Benchmark.load(b.source, fields=b.fields, preset=b.preset, limit=b.limit or limit,
+                                              seed=m.seed), name=b.name) for b in m.benchmarks}
     jobs: list[Job] = [AttributionJob(load_task(t.file, mode=t.mode, name=t.name), attribution) for t in m.tasks]
     jobs += [GenerationJob(b, generation) for b in benches.values()]
     return Plan(m, jobs, benches)
@@ -107,6 +107,15 @@ def check(m: Manifest) -> list[str]:
     return lines
 
 
+def jobs_for(p: Plan, tasks: tuple[str, ...] | None, benchmarks: tuple[str, ...] | None) -> list[Job]:
+    """The jobs of one model or run: the named tasks and benchmarks (all when not given)."""
+    def wanted(job) -> bool:
+        names = tasks if job.kind == "attribution" else benchmarks
+        name = job.task.name if job.kind == "attribution" else job.bench.name
+        return names is None or name in names
+    return [job for job in p.jobs if wanted(job)]
+
+
 def run_study(db: Warehouse, m: Manifest, *, device: str | None = None, dtype: str = "auto", force: bool = False,
               progress: Progress = no_progress, say: Say = print) -> Outcome:
     p = plan(m)
@@ -119,16 +128,16 @@ def run_study(db: Warehouse, m: Manifest, *, device: str | None = None, dtype: s
     for model in _bases_first(m):
         placement = Placement(lineage=model.lineage, regime=model.regime, step=model.step,
                               parent_id=ids.get(model.base) if model.base else None, name=model.name)
-        ids[model.name], shapes[model.name] = process_checkpoint(db, Target(model.path, placement), p.jobs, outcome,
-                                                                 **common)
+        ids[model.name], shapes[model.name] = process_checkpoint(
+            db, Target(model.path, placement), jobs_for(p, model.tasks, model.benchmarks), outcome, **common)
     by_name = {model.name: model for model in m.models}
     for run in m.runs:
         base = by_name.get(run.base) if run.base else None
         base_placement = None if base is None else Placement(lineage=base.lineage, regime=base.regime, step=base.step,
                                                             name=base.name)
         sub = ingest_training_run(db, run.dir, regime=run.regime, lineage=run.lineage,
-                                  base=base.path if base else None, base_placement=base_placement, jobs=p.jobs,
-                                  **common)
+                                  base=base.path if base else None, base_placement=base_placement,
+                                  jobs=jobs_for(p, run.tasks, run.benchmarks), **common)
         _merge(outcome, sub)
     for a in m.ablations:
         _ablation(db, m, p, a, outcome, device=device, dtype=dtype, force=force, progress=progress, say=say)

@@ -1,0 +1,112 @@
+"""`headdb demo`: the study in miniature, offline, on a CPU.
+
+1. pretrain a tiny Qwen2-architecture model with grouped-query attention from scratch on
+   synthetic arithmetic (`recipes.pretrain_base`) into `models/base`;
+2. post-train two lineages from it with real trl: SFT on step-by-step solutions
+   (`runs/sft`) and GRPO with a math-verify accuracy reward (`runs/grpo`), saving checkpoints;
+3. write the circuit task (`tasks/arith.jsonl`);
+4. run the study manifest `ingest/demo.toml` over that folder: attribution of the base and every
+   checkpoint, generations by difficulty level, and an ablation of GRPO's emergent heads beside
+   a random layer-matched control; then print its reports.
+
+Every stage is skipped when its output is complete, so an interrupted demo resumes; every
+number is printed as measured. `--quick` uses smaller settings (and a separate folder).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from headdb.resources import package_dir
+
+DONE = ".headdb-done"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    pretrain_steps: int = 600
+    sft_steps: int = 60
+    sft_save_steps: int = 15
+    grpo_steps: int = 40
+    grpo_save_steps: int = 10
+    grpo_generations: int = 8
+    task_items: int = 24
+    bench_items: int = 48
+    samples: int = 4
+    max_new_tokens: int = 96
+
+
+FULL = DemoSettings()
+QUICK = DemoSettings(pretrain_steps=300, sft_steps=20, sft_save_steps=10, grpo_steps=10, grpo_save_steps=5,
+                     grpo_generations=4, task_items=12, bench_items=16, samples=2, max_new_tokens=64)
+
+
+def demo_manifest() -> Path:
+    return package_dir("manifests") / "demo.toml"
+
+
+def circuit_task_items(n: int, seed: int) -> list[dict]:
+    """Clean/corrupted pairs in the models' own chat format: the benchmark question, then the
+    start of the answer "a + b = "; the corrupted pair changes both operands (same number of
+    digits, so the same token length) and its sum has a different first digit."""
+    from headdb.benchmarks import build_prompt
+
+    rng = random.Random(f"headdb-demo-task:{seed}")
+    items = []
+    while len(items) < n:
+        digits = 1 if len(items) % 2 == 0 else 2
+        lo, hi = (1, 4) if digits == 1 else (10, 49)
+        a, b, c, d = (rng.randint(lo, hi) for _ in range(4))
+        if str(a + b)[0] == str(c + d)[0] or len(str(a + b)) != len(str(c + d)):
+            continue
+        items.append({
+            "id": f"t{len(items):03d}",
+            "clean": build_prompt(f"What is {a} + {b}?"), "clean_prefix": f"{a} + {b} = ",
+            "corrupted": build_prompt(f"What is {c} + {d}?"), "corrupted_prefix": f"{c} + {d} = ",
+            "answer": str(a + b)[0], "wrong_answer": str(c + d)[0], "level": str(digits),
+        })
+    return items
+
+
+def _stage(path: Path, say: Callable[[str], None], what: str, build: Callable[[], object]) -> None:
+    """Run `build` unless `path` holds a finished result (a marker written after it succeeds)."""
+    if (path / DONE).exists():
+        say(f"{what}: already built in {path}")
+        return
+    if path.exists():
+        shutil.rmtree(path)  # an interrupted stage starts over
+    say(f"{what} ...")
+    build()
+    (path / DONE).write_text("ok\n")
+
+
+def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, say: Callable[[str], None] = print) -> None:
+    from headdb.training import recipes
+
+    base, sft, grpo = root / "models" / "base", root / "runs" / "sft", root / "runs" / "grpo"
+    _stage(base, say, "pretraining the base model from scratch",
+           lambda: recipes.pretrain_base(base, steps=settings.pretrain_steps, seed=seed))
+    _stage(sft, say, "SFT with trl (step-by-step solutions)",
+           lambda: recipes.train_sft(base, sft, steps=settings.sft_steps, save_steps=settings.sft_save_steps,
+                                     seed=seed))
+    _stage(grpo, say, "GRPO with trl (math-verify accuracy reward)",
+           lambda: recipes.train_grpo(base, grpo, steps=settings.grpo_steps, save_steps=settings.grpo_save_steps,
+                                      num_generations=settings.grpo_generations, seed=seed))
+    tasks = root / "tasks"
+    tasks.mkdir(parents=True, exist_ok=True)
+    (tasks / "arith.jsonl").write_text(
+        "".join(json.dumps(item) + "\n" for item in circuit_task_items(settings.task_items, seed)))
+
+
+def demo_study(root: Path, settings: DemoSettings):
+    """The demo manifest resolved against `root`, sized by `settings`."""
+    from headdb.manifest import load_manifest
+
+    m = load_manifest(demo_manifest(), root=root)
+    m.generation = {**m.generation, "samples": settings.samples, "max_new_tokens": settings.max_new_tokens}
+    m.benchmarks = [replace(b, limit=settings.bench_items) for b in m.benchmarks]
+    return m

@@ -1,0 +1,147 @@
+"""Study manifests: validation messages, --check of the paper's manifest, a small study run."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import headdb
+from headdb.errors import UserError
+from headdb.manifest import load_manifest
+from headdb.tiny import build_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, db=None):
+    prefix = ["--db", str(db)] if db else []
+    return subprocess.run([sys.executable, "-m", "headdb", *prefix, *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+TASK = [{"clean": "12+35=", "corrupted": "19+38=", "answer": "4", "wrong_answer": "5"},
+        {"clean": "21+13=", "corrupted": "29+17=", "answer": "3", "wrong_answer": "4"}]
+
+
+@pytest.fixture(scope="module")
+def paper_root(tmp_path_factory):
+    """The folder layout ingest/thinking-sparks.toml expects, filled with tiny stand-ins."""
+    root = tmp_path_factory.mktemp("paper")
+    base = build_tiny_model(root / "models" / "Qwen2.5-Math-1.5B", arch="qwen2", seed=1)
+    shutil.copytree(base, root / "models" / "DeepSeek-R1-Distill-Qwen-1.5B")
+    build_tiny_model(root / "models" / "Qwen3-8B", arch="qwen3", seed=2)
+    for run in ("sft-openr1", "grpo-openr1", "grpo-gsm8k"):
+        for step in (100, 200):
+            shutil.copytree(base, root / "runs" / run / f"checkpoint-{step}")
+    for name in ("math-circuit", "math-circuit-qwen3", "trivia-circuit"):
+        write_jsonl(root / "tasks" / f"{name}.jsonl", TASK)
+    write_jsonl(root / "bench" / "aime24.jsonl", [{"ID": "2024-I-1", "Problem": "1+1?", "Answer": "2", "Solution": "."}])
+    write_jsonl(root / "bench" / "aime25.jsonl", [{"id": 1, "problem": "2+2?", "answer": "4", "solution": ".", "url": "u",
+                                                   "year": 2025}])
+    write_jsonl(root / "bench" / "amc.jsonl", [{"question": "3+3?", "answer": 6.0}])
+    write_jsonl(root / "bench" / "math500.jsonl", [{"problem": "4+4?", "answer": "8", "level": 1, "subject": "Algebra",
+                                                    "unique_id": "a"}])
+    write_jsonl(root / "bench" / "gsm8k.jsonl", [{"question": "5+5?", "answer": "5 and 5 is 10\n#### 10"}])
+    write_jsonl(root / "bench" / "triviaqa.jsonl", [{"question": "Capital of France?",
+                                                     "answer": {"value": "Paris", "aliases": ["Paris", "paris"]}}])
+    (root / "bench" / "gpqa_diamond.csv").write_text(
+        "Question,Correct Answer,Incorrect Answer 1,Incorrect Answer 2,Incorrect Answer 3\nWhich?,a,b,c,d\n")
+    return root
+
+
+def test_the_papers_manifest_passes_check(paper_root):
+    out = cli("study", "--check", str(ROOT / "ingest" / "thinking-sparks.toml"), "--root", str(paper_root))
+    assert out.returncode == 0, out.stderr
+    assert "manifest ok" in out.stderr and "run grpo-gsm8k (grpo): 2 checkpoint(s)" in out.stderr
+
+
+def test_the_demo_manifest_parses():
+    m = load_manifest(ROOT / "ingest" / "demo.toml", root="/nonexistent")
+    assert {r.regime for r in m.runs} == {"sft", "grpo"} and m.ablations[0].control
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[[models]]\nname='a'\npath='x'\nregime='rlhf'\n", "models[0].regime: 'rlhf' is not one of"),
+    ("[[models]]\nname='a'\nregime='base'\n", "models[0].path: is required"),
+    ("[[models]]\nname='a'\npath='x'\nregime='base'\nstep='ten'\n", "models[0].step: must be a int"),
+    ("[[runs]]\nname='r'\ndir='d'\nregime='sft'\nbase='nope'\n", "runs[0].base: 'nope' is not the name"),
+    ("[attribution]\nsteps=5\nmetod='eap'\n", "attribution.metod: unknown key"),
+    ("[[ablations]]\ncheckpoint='a@last'\nkind='scale'\nheads='L0H1'\n", "ablations[0].factor: is required"),
+    ("[[ablations]]\ncheckpoint='a@last'\n", "ablations[0]: give exactly one of heads"),
+    ("[studdy]\nname='x'\n", "studdy: unknown section"),
+    ("[[tasks]]\nname='t'\nfile='a'\n[[tasks]]\nname='t'\nfile='b'\n", "tasks[1].name: 't (plain)' is used twice"),
+    ("name = [", "not valid TOML"),
+])
+def test_validation_names_the_key_and_the_problem(tmp_path, text, message):
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as err:
+        load_manifest(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    out = cli("study", "--check", str(path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr and message in out.stderr.replace("\n", "")
+
+
+def test_check_reports_a_missing_model_directory(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text("[[models]]\nname='a'\npath='models/a'\nregime='base'\n")
+    out = cli("study", "--check", str(path))
+    assert out.returncode == 2 and "models[0].path" in out.stderr
+
+
+def test_a_small_study_runs_and_resumes(tmp_path):
+    build_tiny_model(tmp_path / "models" / "base", arch="qwen2", init_std=0.2, seed=3)
+    build_tiny_model(tmp_path / "models" / "distilled", arch="qwen2", init_std=0.2, seed=4)
+    write_jsonl(tmp_path / "tasks" / "t.jsonl", TASK)
+    (tmp_path / "study.toml").write_text("""
+[attribution]
+steps = 3
+topn = 50
+[generation]
+samples = 1
+temperature = 0.0
+max_new_tokens = 4
+[[tasks]]
+name = "t"
+file = "tasks/t.jsonl"
+[[benchmarks]]
+name = "arith"
+source = "synthetic-arithmetic:n=2"
+[[models]]
+name = "base"
+path = "models/base"
+regime = "base"
+[[models]]
+name = "distilled"
+path = "models/distilled"
+regime = "distill"
+base = "base"
+[[ablations]]
+checkpoint = "distilled"
+heads = "L0H1"
+benchmarks = ["arith"]
+[[reports]]
+name = "heads_gained"
+params = { base = "base", target = "distilled" }
+""")
+    db = tmp_path / "w.duckdb"
+    out = cli("study", str(tmp_path / "study.toml"), db=db)
+    assert out.returncode == 0, out.stderr
+    assert "heads gained and lost" in out.stdout or "heads_gained: no rows" in out.stdout
+    w = headdb.connect(db, create=False)
+    kinds = w.sql("SELECT kind, count(*) AS n FROM runs WHERE status = 'ok' GROUP BY 1 ORDER BY 1").rows()
+    assert kinds == [("attribution", 2), ("generation", 3)]  # 2 plain + 1 ablated (its baseline reused)
+    parent = w.sql("SELECT p.name FROM checkpoints c JOIN checkpoints p ON p.checkpoint_id = c.parent_id "
+                   "WHERE c.name = 'distilled'")["name"].to_list()
+    assert parent == ["base"]
+    again = cli("study", str(tmp_path / "study.toml"), "--no-reports", db=db)
+    assert again.returncode == 0 and "0 run(s) added" in again.stderr
