@@ -12,7 +12,8 @@
                                  (training output directories)
     [[ablations]]                checkpoint, heads | heads_query, kind, factor, control, benchmarks, ...
                                  heads_query = {name, params, where = {col = value}, order_by = col
-                                 (descending), limit}: the heads are the query's layer/head columns
+                                 (descending), limit, fallback = {another such query, used (and
+                                 said) when the first finds no heads}}: the query's layer/head columns
     [[reports]]                  name, params
 
 Paths are relative to the manifest's folder (or to `root` when given). Every problem is
@@ -155,6 +156,16 @@ def _unique(names: list[str], section: str, where: Where) -> None:
         seen.add(name)
 
 
+def _check_heads_query(query: Any, key: str, where: Where) -> None:
+    if not isinstance(query, dict):
+        raise where.fail(key, "must be a table such as { name = \"heads_gained\", params = { ... } }")
+    allowed = {"name", "params", "limit", "where", "order_by"} | ({"fallback"} if not key.endswith("fallback") else set())
+    _no_unknown(query, allowed, key, where)
+    _get(query, "name", key, where, str)
+    _get(query, "params", key, where, dict, {})
+    _get(query, "where", key, where, dict, {})
+
+
 def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manifest:
     """Parse and validate a manifest; relative paths resolve against `root` or the file's folder."""
     path = Path(file)
@@ -250,8 +261,9 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
         if (heads is None) == (query is None):
             raise where.fail(key, "give exactly one of heads = \"L5H1,L7H3\" or heads_query = {name = ..., params = {...}}")
         if query is not None:
-            _no_unknown(query, {"name", "params", "limit", "where", "order_by"}, f"{key}.heads_query", where)
-            _get(query, "where", f"{key}.heads_query", where, dict, {})
+            _check_heads_query(query, f"{key}.heads_query", where)
+            if "fallback" in query:
+                _check_heads_query(query["fallback"], f"{key}.heads_query.fallback", where)
             _get(query, "name", f"{key}.heads_query", where, str)
         kind = _get(a, "kind", key, where, str, "zero", choices=("zero", "mean", "scale"))
         factor = _get(a, "factor", key, where, (int, float), None)

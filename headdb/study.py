@@ -187,35 +187,26 @@ def resolve_checkpoint(db: Warehouse, ref: str) -> tuple[int, str]:
 def _ablation(db, m: Manifest, p: Plan, a, outcome: Outcome, *, device, dtype, force, progress, say) -> None:
     from headdb.jobs.common import resolve_device_dtype
     from headdb.loading import load_model
-    from headdb.queries import run_query
 
     checkpoint_id, path = resolve_checkpoint(db, a.checkpoint)
+    label = None
     if a.heads is not None:
         heads = parse_heads(a.heads)
     else:
-        q = a.heads_query
-        rows = run_query(db, q["name"], q.get("params", {}))
-        if not {"layer", "head"} <= set(rows.columns):
-            raise UserError(f"{m.file}: {a.key}.heads_query: query {q['name']} returns no layer/head columns")
-        for column, value in q.get("where", {}).items():
-            if column not in rows.columns:
-                raise UserError(f"{m.file}: {a.key}.heads_query.where: query {q['name']} has no column {column!r}")
-            rows = rows.filter(rows[column] == value)
-        if "order_by" in q:
-            if q["order_by"] not in rows.columns:
-                raise UserError(f"{m.file}: {a.key}.heads_query.order_by: query {q['name']} has no column "
-                                f"{q['order_by']!r}")
-            rows = rows.sort(q["order_by"], descending=True, nulls_last=True, maintain_order=True)
-        if "limit" in q:
-            rows = rows.head(int(q["limit"]))
-        heads = sorted({(int(l), int(h)) for l, h in rows.select("layer", "head").iter_rows()})
+        heads = _query_heads(db, m, a, a.heads_query)
+        if not heads and "fallback" in a.heads_query:
+            fallback = a.heads_query["fallback"]
+            say(f"{a.key}: the query {a.heads_query['name']} found no heads; using the fallback query "
+                f"{fallback['name']} instead")
+            heads = _query_heads(db, m, a, fallback)
+            label = f"fallback: {fallback['name']}"  # shown by ablation_table, so no one mistakes it
         if not heads:
-            say(f"{a.key}: the query {q['name']} found no heads; nothing to ablate")
+            say(f"{a.key}: the query found no heads; nothing to ablate")
             return
     device, dtype_str = resolve_device_dtype(device, dtype)
     loaded = load_model(path, dtype=dtype_str, device=device)
     heads = parse_heads(format_heads(heads), loaded.shape.n_layers, loaded.shape.n_heads)
-    interventions = [Intervention(a.kind, heads, factor=a.factor)]
+    interventions = [Intervention(a.kind, heads, factor=a.factor, label=label)]
     if a.control:
         interventions.append(Intervention(a.kind, random_control(heads, loaded.shape.n_heads, a.control_seed),
                                           factor=a.factor, label="control"))
@@ -228,6 +219,27 @@ def _ablation(db, m: Manifest, p: Plan, a, outcome: Outcome, *, device, dtype, f
                                   progress=lambda s, d, t: progress(f"{a.key} {s}", d, t))
         for run in runs:
             (outcome.skipped if run.skipped else outcome.done).append(run.run_id)
+
+
+def _query_heads(db, m: Manifest, a, q: dict) -> list[tuple[int, int]]:
+    """The (layer, head) pairs a heads_query selects: its rows, filtered, ordered, limited."""
+    from headdb.queries import run_query
+
+    rows = run_query(db, q["name"], q.get("params", {}))
+    if not {"layer", "head"} <= set(rows.columns):
+        raise UserError(f"{m.file}: {a.key}.heads_query: query {q['name']} returns no layer/head columns")
+    for column, value in q.get("where", {}).items():
+        if column not in rows.columns:
+            raise UserError(f"{m.file}: {a.key}.heads_query.where: query {q['name']} has no column {column!r}")
+        rows = rows.filter(rows[column] == value)
+    if "order_by" in q:
+        if q["order_by"] not in rows.columns:
+            raise UserError(f"{m.file}: {a.key}.heads_query.order_by: query {q['name']} has no column "
+                            f"{q['order_by']!r}")
+        rows = rows.sort(q["order_by"], descending=True, nulls_last=True, maintain_order=True)
+    if "limit" in q:
+        rows = rows.head(int(q["limit"]))
+    return sorted({(int(l), int(h)) for l, h in rows.select("layer", "head").iter_rows()})
 
 
 def _placement_of(db: Warehouse, checkpoint_id: int) -> Placement:
