@@ -10,7 +10,7 @@ What is measured, in one process, after one warm-up call of each side:
     engine    headdb.attribution.attribute(loaded, pairs, method="eap-ig", steps=m, metric="kl",
               batch_size=--batch) on one batch of --batch random pairs of --seq tokens: two
               captured forwards (clean, corrupted), m hooked forward+backward IG steps, the
-              einsum scoring.
+              scoring (one GEMM per layer, see eap.block_scores).
     baseline  m plain forward+backward passes of an UNWRAPPED copy of the same HF model
               (AutoModelForCausalLM loaded from the same directory, same dtype, same eager
               attention that headdb.loading uses; no bridge, no hooks) on the same clean batch:
@@ -544,7 +544,7 @@ def report(res: dict) -> None:
         each = ", ".join(f"{t:.3g}" for t in sp["ig_step_each_s"])
         print(f"split (instrumented call, {fs(sp['total_s'])}): capture clean {fs(sp['capture_clean_s'])}, "
               f"capture corrupted {fs(sp['capture_corrupted_s'])}, IG steps {fs(sp['ig_steps_s'])} "
-              f"[{each}], einsum scoring {fs(sp['scores_s'])}, other {fs(sp['other_s'])}")
+              f"[{each}], scoring {fs(sp['scores_s'])}, other {fs(sp['other_s'])}")
     if "bridge_default_s" in res:
         print(f"diagnose ({m} fwd+bwd, no hooks): bridge-wrapped default {fs(res['bridge_default_s'])}, "
               f"bridge-wrapped graph flags on {fs(res['bridge_graph_flags_s'])}")

@@ -187,3 +187,59 @@ def test_chat_mode_pairs_run_through_the_engine(qwen3_dir, arith_task_file, load
     assert "</think>" in loaded.tokenizer.decode(pairs.clean[0])
     r = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=4, batch_size=16)
     assert np.isfinite(r.edge_scores).all() and r.metric_corrupted > 0
+
+
+def test_logits_are_computed_only_at_each_rows_last_token(qwen2_strong, ragged_task_file):
+    """Every engine pass asks the model for one logit row per example (`logits_to_keep`), and
+    on a ragged, right-padded batch that row is the example's own last real token."""
+    from headdb.attribution.batches import make_batches, pad_id_of
+
+    pairs = encode_pairs(load_task(ragged_task_file), qwen2_strong.tokenizer)
+    batch = make_batches(pairs, 5, pad_id_of(qwen2_strong.tokenizer), torch.device("cpu"))[0]
+    assert len(set(batch.last.tolist())) > 1  # ragged: last tokens at different positions
+    probe = Probe(qwen2_strong)
+    with probe.graph_mode(), torch.no_grad():
+        full_out, _, full = probe.capture(batch.clean)
+        kept_out, _, kept = probe.capture(batch.clean, last=batch.last)
+    assert full.shape[:2] == batch.clean.shape and kept.shape == (5, full.shape[-1])
+    torch.testing.assert_close(kept, full[torch.arange(5), batch.last], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(kept_out, full_out)  # node outputs do not depend on it
+
+    bridge = qwen2_strong.bridge
+    seen = []
+    forward = bridge.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("logits_to_keep"))
+        out = forward(*args, **kwargs)
+        seen.append(tuple(out.shape))
+        return out
+
+    bridge.forward = spy
+    try:
+        attribute(qwen2_strong, pairs, method="eap-ig", metric="kl", steps=2, batch_size=3)
+        exact_scores(qwen2_strong, pairs, metric="logit-diff", batch_size=3, edges=False)
+        g = build_layout(qwen2_strong.shape)
+        evaluate_circuits(qwen2_strong, pairs, [np.arange(g.n_edges) % 2 == 0], metric="kl", batch_size=3)
+    finally:
+        del bridge.forward
+    keeps, shapes = seen[0::2], seen[1::2]
+    assert keeps and all(k is not None and k.ndim == 2 and k.shape[1] == 1 for k in keeps)
+    assert all(s[1] == 1 for s in shapes)  # [B, 1, V]: one logit row per example
+
+
+@pytest.mark.parametrize("metric", ["kl", "logit-diff"])
+def test_ragged_batches_score_like_single_examples(qwen2_strong, ragged_task_file, metric):
+    """Batch size 3 (ragged rows, logits kept at each row's own last token) gives the scores,
+    metrics and circuit metrics of batch size 1."""
+    pairs = encode_pairs(load_task(ragged_task_file), qwen2_strong.tokenizer)
+    one = attribute(qwen2_strong, pairs, method="eap-ig", metric=metric, steps=3, batch_size=1)
+    three = attribute(qwen2_strong, pairs, method="eap-ig", metric=metric, steps=3, batch_size=3)
+    np.testing.assert_allclose(three.edge_scores, one.edge_scores, rtol=1e-4, atol=1e-6)
+    assert three.metric_clean == pytest.approx(one.metric_clean, rel=1e-5, abs=1e-7)
+    assert three.metric_corrupted == pytest.approx(one.metric_corrupted, rel=1e-5)
+    mask = [select_topn(one.layout, one.edge_scores, 40).edge_ids]
+    masks = [np.isin(np.arange(one.layout.n_edges), m) for m in mask]
+    e1 = evaluate_circuits(qwen2_strong, pairs, masks, metric=metric, batch_size=1)
+    e3 = evaluate_circuits(qwen2_strong, pairs, masks, metric=metric, batch_size=3)
+    assert e3.metric_circuits[0] == pytest.approx(e1.metric_circuits[0], rel=1e-4, abs=1e-6)

@@ -92,3 +92,34 @@ def test_cpr_cmd_use_the_trapezoid_rule():
     x = np.array([0.001, 0.01, 1.0])
     assert c.cpr == np.trapezoid([0.0, 0.5, 1.0], x)
     assert c.cmd == np.trapezoid([1.0, 0.5, 0.0], x)
+
+
+def test_block_scores_match_the_per_edge_definition():
+    """score(u -> port) = sum over batch, positions and d_model of delta[u] * dL/d(port)."""
+    import torch
+
+    from headdb.attribution.eap import block_scores
+
+    g = build_layout((3, 4, 2))
+    B, S, D = 2, 5, 8
+    gen = torch.Generator().manual_seed(0)
+    delta = torch.randn(g.n_nodes - 1, B, S, D, generator=gen)
+    grads = {"l": torch.randn(B, S, D, generator=gen)}
+    for L in range(g.n_layers):
+        grads[("q", L)] = torch.randn(B, S, g.n_heads, D, generator=gen)
+        for kind in ("k", "v"):
+            grads[(kind, L)] = torch.randn(B, S, g.n_kv_heads, D, generator=gen)
+        grads[("m", L)] = torch.randn(B, S, D, generator=gen)
+    ref = np.empty(g.n_edges)
+    for e in range(g.n_edges):
+        dst, port = int(g.edge_dst[e]), g.edge_port[e]
+        if g.node_kind[dst] == "logits":
+            grad = grads["l"]
+        elif port == "":
+            grad = grads[("m", int(g.node_layer[dst]))]
+        else:  # q: query head h; k/v: kv head g (the node named in the edge carries it)
+            grad = grads[(port, int(g.node_layer[dst]))][:, :, int(g.node_head[dst])]
+        ref[e] = float((delta[int(g.edge_src[e])].double() * grad.double()).sum())
+    got = block_scores(g, delta, grads)
+    assert got.dtype == torch.float32 and got.shape == (g.n_edges,)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-4)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from headdb.attribution.batches import at_last, make_batches, pad_id_of
+from headdb.attribution.batches import make_batches, pad_id_of
 from headdb.attribution.metrics import check_metric, metric_values
 from headdb.attribution.probe import LOGITS_IN, Probe, k_in, mlp_in, mlp_out, q_in, result, v_in
 from headdb.errors import UserError
@@ -91,21 +91,22 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
 
     def measure(batch, hook, clean_lp, base):
         with torch.no_grad():
-            logits = probe.run(batch.clean, [hook])
+            logits = probe.run(batch.clean, [hook], batch.last)  # [B, V] at the last tokens
         tick()
-        m = metric_values(metric, at_last(logits, batch), clean_lp, batch.answer, batch.wrong)
+        m = metric_values(metric, logits, clean_lp, batch.answer, batch.wrong)
         return float((base - m).sum())
 
     with probe.graph_mode():
         for batch in batches:
-            out_c, _, logits_c = probe.capture(batch.clean)
+            # Logits only at each example's last real token: [B, V].
+            out_c, _, logits_c = probe.capture(batch.clean, last=batch.last)
             tick()
-            out_k, _, logits_k = probe.capture(batch.corrupted)
+            out_k, _, logits_k = probe.capture(batch.corrupted, last=batch.last)
             tick()
-            last_c = at_last(logits_c, batch).float()
+            last_c = logits_c.float()
             clean_lp = torch.log_softmax(last_c, dim=-1)
             base = metric_values(metric, last_c, clean_lp, batch.answer, batch.wrong)
-            corr = metric_values(metric, at_last(logits_k, batch), clean_lp, batch.answer, batch.wrong)
+            corr = metric_values(metric, logits_k, clean_lp, batch.answer, batch.wrong)
             m_clean += float(base.sum())
             m_corr += float(corr.sum())
             node_sum[0] += float((base - corr).sum())

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from headdb.attribution.batches import at_last, make_batches, pad_id_of
+from headdb.attribution.batches import make_batches, pad_id_of
 from headdb.attribution.circuit import prune, topn_mask
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import check_metric, metric_values
@@ -150,21 +150,20 @@ def evaluate_circuits(loaded, pairs, masks: list[np.ndarray], *, metric: str = "
     m_circ = [0.0] * len(masks)
     with probe.graph_mode(), torch.no_grad():
         for batch in batches:
-            _, _, logits_c = probe.capture(batch.clean)
+            # Every run computes logits only at each example's last real token: [B, V].
+            _, _, logits_c = probe.capture(batch.clean, last=batch.last)
             tick()
-            out_k, _, logits_k = probe.capture(batch.corrupted)
+            out_k, _, logits_k = probe.capture(batch.corrupted, last=batch.last)
             tick()
-            last_c = at_last(logits_c, batch).float()
-            clean_lp = torch.log_softmax(last_c, dim=-1)
+            clean_lp = torch.log_softmax(logits_c.float(), dim=-1)
 
             def value(logits):
-                return float(metric_values(metric, at_last(logits, batch), clean_lp,
-                                           batch.answer, batch.wrong).sum())
+                return float(metric_values(metric, logits, clean_lp, batch.answer, batch.wrong).sum())
             m_clean += value(logits_c)
             m_corr += value(logits_k)
             for i, mask in enumerate(masks):
                 hooks = _patched_hooks(g, mask, out_k, probe.dtype)
-                m_circ[i] += value(probe.run(batch.clean, hooks)) if hooks else value(logits_c)
+                m_circ[i] += value(probe.run(batch.clean, hooks, batch.last)) if hooks else value(logits_c)
                 tick()
             del out_k
     n = len(pairs)

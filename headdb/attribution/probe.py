@@ -84,18 +84,26 @@ class Probe:
             self.bridge.set_use_split_qkv_input(before[1])
             self.bridge.set_use_attn_result(before[0])
 
-    def run(self, ids: torch.Tensor, hooks: list) -> torch.Tensor:
-        """Logits [B, S, V] of a forward pass with `hooks` [(hook name, fn(tensor, hook))]."""
+    def run(self, ids: torch.Tensor, hooks: list, last: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of a forward pass with `hooks` [(hook name, fn(tensor, hook))].
+
+        Without `last`: [B, S, V], every position. With `last` ([B], each row's evaluated
+        position, `Batch.last`): [B, V], each row's logits at its own position only.
+        """
         # Token ids as a tensor and no attention mask: batches are right-padded, and under
         # causal attention real tokens never see the pads after them (see batches.py).
+        kwargs = {} if last is None else {"logits_to_keep": keep_positions(last)}
         with self.bridge.hooks(fwd_hooks=hooks):
-            return self.bridge(ids)
+            logits = self.bridge(ids, **kwargs)
+        return logits if last is None else logits_at(logits, last)
 
-    def capture(self, ids: torch.Tensor, embed: torch.Tensor | None = None):
-        """(node outputs [N_src, B, S, D] float32 in node order, embeddings, logits [B, S, V]).
+    def capture(self, ids: torch.Tensor, embed: torch.Tensor | None = None,
+                last: torch.Tensor | None = None):
+        """(node outputs [N_src, B, S, D] float32 in node order, embeddings, logits).
 
         N_src = every node but logits. `embed`, when given, replaces the token embeddings.
         The outputs are written straight into one preallocated buffer (no second copy).
+        logits: [B, S, V], or [B, V] at each row's position `last` (see `run`).
         """
         g = self.layout
         B, S = ids.shape
@@ -122,6 +130,48 @@ class Probe:
         hooks = [(EMBED, set_embed)]
         for L in range(g.n_layers):
             hooks += [(result(L), heads(L)), (mlp_out(L), mlp(L))]
-        with torch.no_grad():
-            logits = self.run(ids, hooks)
+        with torch.no_grad(), self._without_port_forks():
+            logits = self.run(ids, hooks, last)
         return out, store["embed"], logits
+
+    @contextmanager
+    def _without_port_forks(self):
+        """Switch `use_split_qkv_input` off for a run that reads no q/k/v port.
+
+        A capture only reads node outputs (embeddings, per-head results, MLP outputs). The
+        per-head forks repeat, normalise and project the residual once per head (n_heads +
+        2 * n_kv_heads copies per layer) and cost a few percent of a forward pass, so a capture
+        runs the dense q/k/v path instead; its head results equal the forked ones up to float
+        rounding. `use_attn_result` stays on (the capture needs it).
+        """
+        bridge = self.bridge
+        forked = bool(getattr(bridge.cfg, "use_split_qkv_input", False))
+        if forked:
+            bridge.set_use_split_qkv_input(False)
+        try:
+            yield
+        finally:
+            if forked:
+                bridge.set_use_split_qkv_input(True)
+
+
+# Logits only where the metric reads them. The unembedding (d_model x vocab, e.g. 896 x 151936
+# for Qwen2.5-0.5B) is about a quarter of a small model's FLOPs, and the metric reads one
+# position per example, so computing it at every position (and its backward in the IG steps)
+# is wasted work. HF causal LMs take `logits_to_keep` and the bridge passes it through; a 2-D
+# integer tensor [B, 1] keeps each row's OWN position (take_along_dim), which is what ragged,
+# right-padded batches need. Nothing upstream changes: the final norm is per position and its
+# input (the `logits` port) is hooked before the slice, so node outputs and port gradients are
+# those of the full run (the gradient at unread positions was zero before too).
+
+def keep_positions(last: torch.Tensor) -> torch.Tensor:
+    """`logits_to_keep` value selecting position last[b] in row b."""
+    return last.reshape(-1, 1).long()
+
+
+def logits_at(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """[B, V] logits at each row's position `last` from a run given `keep_positions(last)`:
+    [B, 1, V]; a model that ignored it returns all positions [B, S, V], so index those."""
+    if logits.shape[1] == 1:
+        return logits[:, 0]
+    return logits[torch.arange(logits.shape[0], device=logits.device), last]
