@@ -69,6 +69,11 @@ def demo(
     from headdb.study import run_study
     from headdb.training.demo import FULL, QUICK, build_models, demo_study
 
+    import torch
+
+    from headdb.training.demo import THREADS
+
+    torch.set_num_threads(THREADS)
     started = time.monotonic()
     settings = QUICK if quick else FULL
     root = out or Path("headdb-demo-quick" if quick else "headdb-demo")

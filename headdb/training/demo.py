@@ -14,7 +14,9 @@ number is printed as measured. `--quick` uses smaller settings (and a separate f
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import random
 import shutil
 from dataclasses import dataclass, replace
@@ -24,25 +26,40 @@ from typing import Callable
 from headdb.resources import package_dir
 
 DONE = ".headdb-done"
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning
+# threads slow each small matmul down many times over: one thread is faster and predictable.
+THREADS = 1
 
 
 @dataclass(frozen=True)
 class DemoSettings:
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 2          # grouped-query attention, as in Qwen2.5
+    d_model: int = 64
     pretrain_steps: int = 600
-    sft_steps: int = 60
-    sft_save_steps: int = 15
-    grpo_steps: int = 40
-    grpo_save_steps: int = 10
+    sft_steps: int = 200
+    sft_save_steps: int = 50
+    sft_lr: float = 1e-3
+    grpo_steps: int = 150
+    grpo_save_steps: int = 50
+    grpo_lr: float = 5e-5
     grpo_generations: int = 8
+    grpo_prompts_per_step: int = 4
+    grpo_temperature: float = 0.7
+    levels: tuple[int, ...] = (1, 2, 3)
     task_items: int = 24
     bench_items: int = 48
     samples: int = 4
     max_new_tokens: int = 96
 
 
+# Sizes measured on a 2-core CPU (benchmarks/RESULTS.md, "Demo"): the full demo fits 15 minutes,
+# --quick 3 minutes.
 FULL = DemoSettings()
-QUICK = DemoSettings(pretrain_steps=300, sft_steps=20, sft_save_steps=10, grpo_steps=10, grpo_save_steps=5,
-                     grpo_generations=4, task_items=12, bench_items=16, samples=2, max_new_tokens=64)
+QUICK = DemoSettings(pretrain_steps=400, sft_steps=40, sft_save_steps=20, grpo_steps=30, grpo_save_steps=15,
+                     grpo_lr=2e-4, grpo_generations=4, grpo_prompts_per_step=2, task_items=12, bench_items=24, samples=2,
+                     max_new_tokens=64)
 
 
 def demo_manifest() -> Path:
@@ -80,7 +97,8 @@ def _stage(path: Path, say: Callable[[str], None], what: str, build: Callable[[]
     if path.exists():
         shutil.rmtree(path)  # an interrupted stage starts over
     say(f"{what} ...")
-    build()
+    with contextlib.redirect_stdout(sys.stderr):  # trainer logs are progress, not results
+        build()
     (path / DONE).write_text("ok\n")
 
 
@@ -89,13 +107,18 @@ def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, say: Call
 
     base, sft, grpo = root / "models" / "base", root / "runs" / "sft", root / "runs" / "grpo"
     _stage(base, say, "pretraining the base model from scratch",
-           lambda: recipes.pretrain_base(base, steps=settings.pretrain_steps, seed=seed))
+           lambda: recipes.pretrain_base(base, steps=settings.pretrain_steps, n_layers=settings.n_layers,
+                                         n_heads=settings.n_heads, n_kv_heads=settings.n_kv_heads,
+                                         d_model=settings.d_model, threads=THREADS, seed=seed))
     _stage(sft, say, "SFT with trl (step-by-step solutions)",
            lambda: recipes.train_sft(base, sft, steps=settings.sft_steps, save_steps=settings.sft_save_steps,
-                                     seed=seed))
+                                     lr=settings.sft_lr, levels=settings.levels, threads=THREADS, seed=seed))
     _stage(grpo, say, "GRPO with trl (math-verify accuracy reward)",
            lambda: recipes.train_grpo(base, grpo, steps=settings.grpo_steps, save_steps=settings.grpo_save_steps,
-                                      num_generations=settings.grpo_generations, seed=seed))
+                                      num_generations=settings.grpo_generations, lr=settings.grpo_lr,
+                                      prompts_per_step=settings.grpo_prompts_per_step,
+                                      temperature=settings.grpo_temperature, levels=settings.levels,
+                                      threads=THREADS, seed=seed))
     tasks = root / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
     (tasks / "arith.jsonl").write_text(

@@ -494,6 +494,7 @@ def train_grpo(
     levels: Sequence[int] = (1, 2),
     scheduler: str = "constant_with_warmup",
     warmup_steps: int = 10,
+    reward_funcs: Optional[list] = None,
     threads: Optional[int] = None,
     callbacks: Optional[list] = None,
 ) -> Path:
@@ -502,7 +503,8 @@ def train_grpo(
     Each step samples ``num_generations`` completions (at most ``max_completion_length``
     tokens, ``temperature``) for each of ``prompts_per_step`` prompts from `grpo_dataset`
     (``n_prompts``, default steps * prompts_per_step), one optimiser step per generation
-    batch. ``beta`` > 0 keeps a reference model, so trl logs ``kl``. Saves checkpoint-<step>/
+    batch. ``beta`` > 0 keeps a reference model, so trl logs ``kl``. ``reward_funcs`` replaces
+    the reward (trl logs each as ``rewards/<function name>/mean``). Saves checkpoint-<step>/
     every ``save_steps`` and the final model + trainer_state.json in ``out_dir``; returns it.
     """
     from trl import GRPOConfig, GRPOTrainer
@@ -523,7 +525,7 @@ def train_grpo(
         log_completions=False,
     )
     with _keep_global_rng(), _threads(threads):
-        trainer = GRPOTrainer(model=model, reward_funcs=[accuracy_reward], args=config,
+        trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs or [accuracy_reward]), args=config,
                               train_dataset=ds, processing_class=tok,
                               callbacks=list(callbacks or []))
         trainer.train()
