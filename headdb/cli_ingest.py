@@ -101,7 +101,13 @@ def ablation(
     ctx: typer.Context,
     checkpoint: str = typer.Option(..., "--checkpoint", help="Local checkpoint directory."),
     bench: str = typer.Option(..., "--bench", help="Benchmark file or built-in name."),
-    heads: str = typer.Option(..., "--heads", help="Head set, e.g. L5H1,L7H3."),
+    heads: Optional[str] = typer.Option(None, "--heads", help="Head set, e.g. L5H1,L7H3."),
+    heads_query: Optional[str] = typer.Option(None, "--heads-query",
+                                              help="Take the head set from a named query, e.g. heads_gained."),
+    param: list[str] = typer.Option([], "--param", help="A --heads-query param, NAME=VALUE (repeatable)."),
+    where: list[str] = typer.Option([], "--where", help="Keep query rows with COLUMN=VALUE, e.g. change=gained."),
+    order_by: Optional[str] = typer.Option(None, "--order-by", help="Order query rows by this column, largest first."),
+    top: Optional[int] = typer.Option(None, "--top", help="Keep the first N query rows."),
     kind: str = typer.Option("zero", "--kind", help="zero | mean | scale."),
     factor: Optional[float] = typer.Option(None, "--factor", help="Scale factor (kind scale), e.g. 1.3 or 0.5."),
     control: bool = typer.Option(False, "--control", help="Also run a random head set matched by layer."),
@@ -134,6 +140,8 @@ def ablation(
     from headdb.loading import load_model, read_config
     from headdb.progress import progress_bar
 
+    if (heads is None) == (heads_query is None):
+        raise UserError("give --heads L5H1,L7H3 or --heads-query NAME (with --param k=v), not both or neither")
     settings = GenerationSettings(
         sampling=Sampling(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                           seed=seed, batch_size=batch_size),
@@ -142,8 +150,18 @@ def ablation(
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
     db = ctx.obj.connect(create=True)
     loaded = load_model(checkpoint, dtype=dtype, device=device)
+    if heads_query is not None:
+        from headdb.cli_analysis import parse_params
+        from headdb.headsets import heads_from_query
+
+        found = heads_from_query(db, heads_query, parse_params(param), where=parse_params(where),
+                                 order_by=order_by, limit=top, extra_dirs=db.query_dirs)
+        if not found:
+            raise UserError(f"the query {heads_query} returned no heads; check its params (`headdb query {heads_query}`)")
+        heads = format_heads(found)
+        err.print(f"head set from {heads_query}: {heads}")
     head_set = parse_heads(heads, loaded.shape.n_layers, loaded.shape.n_heads)
-    interventions = [Intervention(kind, head_set, factor=factor)]
+    interventions = [Intervention(kind, head_set, factor=factor, label=heads_query)]
     if control:
         control_set = random_control(head_set, loaded.shape.n_heads, control_seed)
         err.print(f"control set (seed {control_seed}): {format_heads(control_set)}")

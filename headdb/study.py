@@ -222,24 +222,14 @@ def _ablation(db, m: Manifest, p: Plan, a, outcome: Outcome, *, device, dtype, f
 
 
 def _query_heads(db, m: Manifest, a, q: dict) -> list[tuple[int, int]]:
-    """The (layer, head) pairs a heads_query selects: its rows, filtered, ordered, limited."""
-    from headdb.queries import run_query
+    """The (layer, head) pairs a manifest's heads_query selects."""
+    from headdb.headsets import heads_from_query
 
-    rows = run_query(db, q["name"], q.get("params", {}))
-    if not {"layer", "head"} <= set(rows.columns):
-        raise UserError(f"{m.file}: {a.key}.heads_query: query {q['name']} returns no layer/head columns")
-    for column, value in q.get("where", {}).items():
-        if column not in rows.columns:
-            raise UserError(f"{m.file}: {a.key}.heads_query.where: query {q['name']} has no column {column!r}")
-        rows = rows.filter(rows[column] == value)
-    if "order_by" in q:
-        if q["order_by"] not in rows.columns:
-            raise UserError(f"{m.file}: {a.key}.heads_query.order_by: query {q['name']} has no column "
-                            f"{q['order_by']!r}")
-        rows = rows.sort(q["order_by"], descending=True, nulls_last=True, maintain_order=True)
-    if "limit" in q:
-        rows = rows.head(int(q["limit"]))
-    return sorted({(int(l), int(h)) for l, h in rows.select("layer", "head").iter_rows()})
+    try:
+        return heads_from_query(db, q["name"], q.get("params", {}), where=q.get("where"),
+                                order_by=q.get("order_by"), limit=q.get("limit"))
+    except UserError as exc:
+        raise UserError(f"{m.file}: {a.key}.heads_query: {exc}") from None
 
 
 def _placement_of(db: Warehouse, checkpoint_id: int) -> Placement:

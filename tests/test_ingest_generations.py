@@ -81,3 +81,24 @@ def test_not_a_model_directory(tmp_path):
               "synthetic-arithmetic:n=2")
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_head_set_from_a_named_query(tmp_path, checkpoint, arith_task_file):
+    db_path = tmp_path / "w.duckdb"
+    out = cli(db_path, "ingest", "attribution", "--checkpoint", str(checkpoint), "--task", str(arith_task_file),
+              "--steps", "2", "--no-curve")
+    assert out.returncode == 0, out.stderr
+    db = headdb.connect(db_path, create=False)
+    top = db.query("top_heads", checkpoint="model", n=2)
+    expected = sorted(zip(top["layer"].to_list(), top["head"].to_list()))[:2]
+    out = cli(db_path, "ingest", "ablation", "--checkpoint", str(checkpoint), "--bench", "synthetic-arithmetic:n=2",
+              "--heads-query", "top_heads", "--param", "checkpoint=model", "--param", "n=2",
+              "--order-by", "importance", "--top", "2", "--samples", "1", "--max-new-tokens", "4")
+    assert out.returncode == 0, out.stderr
+    got = db.sql("SELECT layer, head FROM interventions ORDER BY 1, 2").rows()
+    assert got == expected and len(got) == 2
+    label = db.sql("SELECT config FROM runs r WHERE EXISTS (SELECT 1 FROM interventions i WHERE i.run_id = r.run_id)")
+    assert '"label": "top_heads"' in label["config"][0]
+    none = cli(db_path, "ingest", "ablation", "--checkpoint", str(checkpoint), "--bench", "synthetic-arithmetic:n=2",
+               "--heads-query", "top_heads", "--param", "checkpoint=nosuch")
+    assert none.returncode == 2 and "returned no heads" in none.stderr

@@ -1,0 +1,31 @@
+"""Head sets from named queries: "the emergent heads of B over A" as a list of (layer, head)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from headdb.errors import UserError
+
+
+def heads_from_query(db, name: str, params: Mapping[str, Any] | None = None, *,
+                     where: Mapping[str, Any] | None = None, order_by: str | None = None,
+                     limit: int | None = None, extra_dirs=()) -> list[tuple[int, int]]:
+    """Run query `name`, keep rows matching `where` (column = value), order by `order_by`
+    (descending: the strongest first), keep `limit` rows; return its (layer, head) pairs."""
+    from headdb.queries import run_query
+
+    rows = run_query(db, name, dict(params or {}), extra_dirs)
+    if not {"layer", "head"} <= set(rows.columns):
+        raise UserError(f"query {name} returns no layer/head columns, so it cannot name a head set")
+    for column, value in (where or {}).items():
+        if column not in rows.columns:
+            raise UserError(f"query {name} has no column {column!r} to filter on "
+                            f"(columns: {', '.join(rows.columns)})")
+        rows = rows.filter(rows[column].cast(str) == str(value))
+    if order_by is not None:
+        if order_by not in rows.columns:
+            raise UserError(f"query {name} has no column {order_by!r} to order by "
+                            f"(columns: {', '.join(rows.columns)})")
+        rows = rows.sort(order_by, descending=True, nulls_last=True, maintain_order=True)
+    if limit is not None:
+        rows = rows.head(int(limit))
+    return sorted({(int(l), int(h)) for l, h in rows.select("layer", "head").iter_rows()})
