@@ -12,7 +12,7 @@ from rich.console import Console
 
 import headdb
 from headdb.errors import UserError
-from headdb.output import emit, rich_table
+from headdb.output import emit
 
 app = typer.Typer(help="A warehouse for attention-head circuits across training checkpoints.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)

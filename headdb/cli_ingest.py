@@ -28,6 +28,31 @@ def _report_runs(runs, what: str) -> None:
             err.print(f"{what} run {run.run_id}: {run.status}")
 
 
+def _flag_intervention(ablate: Optional[str], scale: Optional[str], shape):
+    """The intervention named by --ablate HEADS or --scale HEADS=FACTOR (at most one)."""
+    from headdb.interventions import Intervention, parse_heads
+
+    if ablate and scale:
+        raise UserError("give --ablate or --scale, not both")
+    if ablate:
+        return Intervention("zero", parse_heads(ablate, shape.n_layers, shape.n_heads))
+    if scale:
+        heads, factor = _scale_spec(scale)
+        return Intervention("scale", parse_heads(heads, shape.n_layers, shape.n_heads), factor=factor)
+    return None
+
+
+def _generate_and_report(db, loaded, benchmark, settings, interventions, *, force, lineage, regime, step) -> None:
+    from headdb.jobs.common import Placement
+    from headdb.jobs.generations import ingest_generations
+    from headdb.progress import progress_bar
+
+    with progress_bar(loaded.path.name) as progress:
+        runs = ingest_generations(db, loaded, benchmark, settings, interventions=interventions, force=force,
+                                  placement=Placement(lineage=lineage, regime=regime, step=step), progress=progress)
+    _report_runs(runs, "generation")
+
+
 def _scale_spec(text: str) -> tuple[str, float]:
     heads, sep, factor = text.rpartition("=")
     try:
@@ -67,11 +92,8 @@ def generations(
     """Sample a benchmark, grade every sample, store generations and pass@k (a plain run; with
     --ablate/--scale also the intervened run)."""
     from headdb.generation import Sampling
-    from headdb.interventions import Intervention, parse_heads
-    from headdb.jobs.common import Placement
-    from headdb.jobs.generations import Benchmark, GenerationSettings, ingest_generations
+    from headdb.jobs.generations import Benchmark, GenerationSettings
     from headdb.loading import load_model, read_config
-    from headdb.progress import progress_bar
 
     if ablate and scale:
         raise UserError("give --ablate or --scale, not both")
@@ -83,17 +105,9 @@ def generations(
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
     db = ctx.obj.connect(create=True)
     loaded = load_model(checkpoint, dtype=dtype, device=device)
-    shape = loaded.shape
-    interventions = []
-    if ablate:
-        interventions.append(Intervention("zero", parse_heads(ablate, shape.n_layers, shape.n_heads)))
-    if scale:
-        heads, factor = _scale_spec(scale)
-        interventions.append(Intervention("scale", parse_heads(heads, shape.n_layers, shape.n_heads), factor=factor))
-    with progress_bar(loaded.path.name) as progress:
-        runs = ingest_generations(db, loaded, benchmark, settings, interventions=interventions, force=force,
-                                  placement=Placement(lineage=lineage, regime=regime, step=step), progress=progress)
-    _report_runs(runs, "generation")
+    intervention = _flag_intervention(ablate, scale, loaded.shape)
+    _generate_and_report(db, loaded, benchmark, settings, [intervention] if intervention else [], force=force,
+                         lineage=lineage, regime=regime, step=step)
 
 
 @app.command()
@@ -135,10 +149,8 @@ def ablation(
     sampling settings (run or reused) and, with --control, a random layer-matched head set."""
     from headdb.generation import Sampling
     from headdb.interventions import Intervention, format_heads, parse_heads, random_control
-    from headdb.jobs.common import Placement
-    from headdb.jobs.generations import Benchmark, GenerationSettings, ingest_generations
+    from headdb.jobs.generations import Benchmark, GenerationSettings
     from headdb.loading import load_model, read_config
-    from headdb.progress import progress_bar
 
     if (heads is None) == (heads_query is None):
         raise UserError("give --heads L5H1,L7H3 or --heads-query NAME (with --param k=v), not both or neither")
@@ -166,10 +178,8 @@ def ablation(
         control_set = random_control(head_set, loaded.shape.n_heads, control_seed)
         err.print(f"control set (seed {control_seed}): {format_heads(control_set)}")
         interventions.append(Intervention(kind, control_set, factor=factor, label="control"))
-    with progress_bar(loaded.path.name) as progress:
-        runs = ingest_generations(db, loaded, benchmark, settings, interventions=interventions, force=force,
-                                  placement=Placement(lineage=lineage, regime=regime, step=step), progress=progress)
-    _report_runs(runs, "generation")
+    _generate_and_report(db, loaded, benchmark, settings, interventions, force=force, lineage=lineage,
+                         regime=regime, step=step)
 
 
 @app.command()
@@ -197,8 +207,7 @@ def attribution(
     force: bool = typer.Option(False, "--force"),
 ) -> None:
     """Edge and head attributions, circuits and their faithfulness for one checkpoint and task."""
-    from headdb.interventions import Intervention, parse_heads
-    from headdb.jobs.attribution import AttributionSettings, ingest_attribution
+    from headdb.jobs.attribution import ingest_attribution
     from headdb.jobs.common import Placement
     from headdb.loading import load_model, read_config
     from headdb.progress import progress_bar
@@ -211,13 +220,7 @@ def attribution(
     circuit_task = load_task(task, mode=mode)
     db = ctx.obj.connect(create=True)
     loaded = load_model(checkpoint, dtype=dtype, device=device)
-    intervention = None
-    if ablate:
-        intervention = Intervention("zero", parse_heads(ablate, loaded.shape.n_layers, loaded.shape.n_heads))
-    elif scale:
-        heads, factor = _scale_spec(scale)
-        intervention = Intervention("scale", parse_heads(heads, loaded.shape.n_layers, loaded.shape.n_heads),
-                                    factor=factor)
+    intervention = _flag_intervention(ablate, scale, loaded.shape)
     with progress_bar(loaded.path.name) as progress:
         run = ingest_attribution(db, loaded, circuit_task, settings, intervention=intervention, force=force,
                                  placement=Placement(lineage=lineage, regime=regime, step=step), progress=progress)

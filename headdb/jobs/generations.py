@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 
 from headdb.benchmarks import items_digest, load_benchmark
 from headdb.generation import Sampling, chat_prompts, generate

@@ -443,6 +443,7 @@ def train_sft(
     batch_size: int = 16,
     n_examples: Optional[int] = None,
     levels: Sequence[int] = (1, 2),
+    style: str = "steps",
     scheduler: str = "constant",
     warmup_steps: int = 0,
     max_length: int = 384,
@@ -451,8 +452,9 @@ def train_sft(
 ) -> Path:
     """Supervised fine-tuning of ``base_dir`` on step-by-step solutions with `trl.SFTTrainer`.
 
-    Data: `sft_dataset` (``n_examples``, default steps * batch_size, seed ``seed``); loss on
-    the completion only (trl's default for prompt/completion data). Saves checkpoint-<step>/
+    Data: `sft_dataset` (``n_examples``, default steps * batch_size, seed ``seed``, solution
+    ``style`` "steps" or "direct"); loss on the completion only (trl's default for
+    prompt/completion data). Saves checkpoint-<step>/
     every ``save_steps`` and the final model + trainer_state.json in ``out_dir``; returns it.
     """
     from trl import SFTConfig, SFTTrainer
@@ -461,7 +463,7 @@ def train_sft(
     out = Path(out_dir)
     model, tok = _load(Path(base_dir))
     _end_of_turn_eos(model, tok)
-    ds = sft_dataset(n_examples or steps * batch_size, seed, levels=levels)
+    ds = sft_dataset(n_examples or steps * batch_size, seed, levels=levels, style=style)
     config = SFTConfig(
         **_cpu_args(out, steps=steps, save_steps=save_steps, seed=seed, lr=lr,
                     batch_size=batch_size, scheduler=scheduler, warmup_steps=warmup_steps,
