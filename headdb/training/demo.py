@@ -58,7 +58,7 @@ class DemoSettings:
 # --quick 3 minutes.
 FULL = DemoSettings()
 QUICK = DemoSettings(pretrain_steps=400, sft_steps=40, sft_save_steps=20, grpo_steps=30, grpo_save_steps=15,
-                     grpo_lr=2e-4, grpo_generations=4, grpo_prompts_per_step=2, task_items=12, bench_items=24, samples=2,
+                     grpo_lr=2e-4, grpo_generations=4, grpo_prompts_per_step=2, task_items=12, bench_items=48, samples=4,
                      max_new_tokens=64)
 
 
