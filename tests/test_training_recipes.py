@@ -154,3 +154,13 @@ def test_grpo_run_writes_checkpoints_and_trl_metrics(base, tmp_path):
     assert all(0.0 <= h["reward"] <= 1.0 for h in logged)
     assert any("reward" in h for h in _history(out / "checkpoint-2"))
     assert (out / "checkpoint-4" / "tokenizer.json").exists()
+
+
+def test_grpo_is_deterministic_under_seed(base, tmp_path):
+    kw = dict(steps=2, save_steps=2, seed=5, num_generations=4, prompts_per_step=1,
+              max_completion_length=12, temperature=1.0, lr=1e-3)
+    a = recipes.train_grpo(base, tmp_path / "a", **kw)
+    b = recipes.train_grpo(base, tmp_path / "b", **kw)
+    assert _weights_digest(a) == _weights_digest(b)
+    rewards = [[h.get("reward"), h.get("completions/mean_length")] for h in _history(a) if "reward" in h]
+    assert rewards == [[h.get("reward"), h.get("completions/mean_length")] for h in _history(b) if "reward" in h]

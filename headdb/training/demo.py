@@ -38,6 +38,8 @@ class DemoSettings:
     n_kv_heads: int = 2          # grouped-query attention, as in Qwen2.5
     d_model: int = 64
     pretrain_steps: int = 600
+    pretrain_batch_size: int = 32
+    pretrain_lr: float = 3e-3
     sft_steps: int = 200
     sft_save_steps: int = 50
     sft_lr: float = 1e-3
@@ -47,6 +49,9 @@ class DemoSettings:
     grpo_generations: int = 8
     grpo_prompts_per_step: int = 4
     grpo_temperature: float = 0.7
+    grpo_max_completion_length: int = 64
+    grpo_beta: float = 0.04
+    sft_batch_size: int = 16
     levels: tuple[int, ...] = (1, 2, 3)
     task_items: int = 24
     bench_items: int = 48
@@ -54,8 +59,8 @@ class DemoSettings:
     max_new_tokens: int = 96
 
 
-# Sizes measured on a 2-core CPU (benchmarks/RESULTS.md, "Demo"): the full demo fits 15 minutes,
-# --quick 3 minutes.
+# Every training setting is pinned here (not left to the recipes' defaults), so the demo's numbers
+# change only when this file does. Timings on a 2-core CPU: benchmarks/RESULTS.md, "Demo".
 FULL = DemoSettings()
 QUICK = DemoSettings(pretrain_steps=400, sft_steps=40, sft_save_steps=20, grpo_steps=30, grpo_save_steps=15,
                      grpo_lr=2e-4, grpo_generations=4, grpo_prompts_per_step=2, task_items=12, bench_items=48, samples=4,
@@ -109,16 +114,19 @@ def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, say: Call
     _stage(base, say, "pretraining the base model from scratch",
            lambda: recipes.pretrain_base(base, steps=settings.pretrain_steps, n_layers=settings.n_layers,
                                          n_heads=settings.n_heads, n_kv_heads=settings.n_kv_heads,
-                                         d_model=settings.d_model, threads=THREADS, seed=seed))
+                                         d_model=settings.d_model, batch_size=settings.pretrain_batch_size,
+                                         lr=settings.pretrain_lr, threads=THREADS, seed=seed))
     _stage(sft, say, "SFT with trl (step-by-step solutions)",
            lambda: recipes.train_sft(base, sft, steps=settings.sft_steps, save_steps=settings.sft_save_steps,
-                                     lr=settings.sft_lr, levels=settings.levels, threads=THREADS, seed=seed))
+                                     lr=settings.sft_lr, batch_size=settings.sft_batch_size, levels=settings.levels,
+                                     threads=THREADS, seed=seed))
     _stage(grpo, say, "GRPO with trl (math-verify accuracy reward)",
            lambda: recipes.train_grpo(base, grpo, steps=settings.grpo_steps, save_steps=settings.grpo_save_steps,
                                       num_generations=settings.grpo_generations, lr=settings.grpo_lr,
                                       prompts_per_step=settings.grpo_prompts_per_step,
                                       temperature=settings.grpo_temperature, levels=settings.levels,
-                                      threads=THREADS, seed=seed))
+                                      max_completion_length=settings.grpo_max_completion_length,
+                                      beta=settings.grpo_beta, threads=THREADS, seed=seed))
     tasks = root / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
     (tasks / "arith.jsonl").write_text(
