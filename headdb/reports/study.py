@@ -88,7 +88,8 @@ def report_heads_gained(db, params, console, png=None, extra_dirs=()):
     _check_params("heads_gained", params, ["heads_gained"], extra_dirs)
     df = _q(db, "heads_gained", params, extra_dirs)
     if df.is_empty():
-        _empty(console, "heads_gained", "Both checkpoints need a circuit on a common task with that selection "
+        _empty(console, "heads_gained", "No head was gained or lost: the two circuits have the same heads, or "
+                                        "the checkpoints lack circuits on a common task with that selection "
                                         "(see `headdb query circuit_faithfulness`).")
         _no_png(console, png)
         return df
