@@ -28,6 +28,17 @@ def _report_runs(runs, what: str) -> None:
             err.print(f"{what} run {run.run_id}: {run.status}")
 
 
+def _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode, *,
+                         top_k=None, min_p=None):
+    from headdb.generation import Sampling
+    from headdb.jobs.generations import GenerationSettings
+
+    return GenerationSettings(
+        sampling=Sampling(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                          max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size),
+        chat=chat, mode=mode, ks=_ks(k))
+
+
 def _flag_intervention(ablate: Optional[str], scale: Optional[str], shape):
     """The intervention named by --ablate HEADS or --scale HEADS=FACTOR (at most one)."""
     from headdb.interventions import Intervention, parse_heads
@@ -91,16 +102,13 @@ def generations(
 ) -> None:
     """Sample a benchmark, grade every sample, store generations and pass@k (a plain run; with
     --ablate/--scale also the intervened run)."""
-    from headdb.generation import Sampling
-    from headdb.jobs.generations import Benchmark, GenerationSettings
+    from headdb.jobs.generations import Benchmark
     from headdb.loading import load_model, read_config
 
     if ablate and scale:
         raise UserError("give --ablate or --scale, not both")
-    settings = GenerationSettings(
-        sampling=Sampling(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                          max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size),
-        chat=chat, mode=mode, ks=_ks(k))
+    settings = _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode,
+                                    top_k=top_k, min_p=min_p)
     read_config(checkpoint)  # fail on a bad directory before anything else
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
     db = ctx.obj.connect(create=True)
@@ -147,17 +155,13 @@ def ablation(
 ) -> None:
     """Benchmark accuracy with a head set ablated or scaled, beside the plain run with the same
     sampling settings (run or reused) and, with --control, a random layer-matched head set."""
-    from headdb.generation import Sampling
     from headdb.interventions import Intervention, format_heads, parse_heads, random_control
-    from headdb.jobs.generations import Benchmark, GenerationSettings
+    from headdb.jobs.generations import Benchmark
     from headdb.loading import load_model, read_config
 
     if (heads is None) == (heads_query is None):
         raise UserError("give --heads L5H1,L7H3 or --heads-query NAME (with --param k=v), not both or neither")
-    settings = GenerationSettings(
-        sampling=Sampling(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                          seed=seed, batch_size=batch_size),
-        chat=chat, mode=mode, ks=_ks(k))
+    settings = _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode)
     read_config(checkpoint)
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
     db = ctx.obj.connect(create=True)
@@ -277,16 +281,12 @@ def training_run(
 ) -> None:
     """Ingest every checkpoint of a training run (and its base) with its trainer logs; resumable:
     a re-run does only the missing work. Exit code 1 when some checkpoint failed."""
-    from headdb.generation import Sampling
-    from headdb.jobs.generations import Benchmark, GenerationSettings
+    from headdb.jobs.generations import Benchmark
     from headdb.jobs.plan import GenerationJob
     from headdb.jobs.training_run import ingest_training_run
     from headdb.progress import progress_bar
 
-    settings = GenerationSettings(
-        sampling=Sampling(samples=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                          seed=seed, batch_size=batch_size),
-        chat=chat, mode=mode, ks=_ks(k))
+    settings = _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode)
     from headdb.jobs.attribution import AttributionJob
     from headdb.tasks import load_task
 

@@ -226,7 +226,7 @@ def shape_from_config(config: dict) -> ModelShape:
     )
 
 
-def _resolve_dtype(dtype, device: str):
+def resolve_dtype(dtype, device: str):
     import torch
 
     if dtype is None or dtype == "auto":
@@ -252,7 +252,7 @@ def load_model(path, *, dtype="auto", device: str | None = None) -> LoadedModel:
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch_dtype = _resolve_dtype(dtype, device)
+    torch_dtype = resolve_dtype(dtype, device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as exc:

@@ -15,7 +15,7 @@ config replaces it.
 from __future__ import annotations
 
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 import pyarrow as pa
@@ -118,12 +118,3 @@ def _globalise_circuit_ids(s, facts: dict[str, pa.Table]) -> dict[str, pa.Table]
             shifted = pc.add(table.column(i).cast(pa.int64()), pa.scalar(base, pa.int64()))
             out[name] = table.set_column(i, "circuit_id", shifted)
     return out
-
-
-def delete_run(s, run_id: int) -> None:
-    """Remove a run and all its facts inside the caller's transaction."""
-    _delete_run(s, run_id)
-
-
-def make_run(db: "Warehouse", run_id: int, **kw: Any) -> Run:
-    return Run(db, run_id, **kw)

@@ -149,11 +149,6 @@ class Warehouse:
         write lock for the whole block, so other processes wait)."""
         return self.sink.held()
 
-    def table(self, name: str) -> pl.DataFrame:
-        if not name.isidentifier():
-            raise UserError(f"bad table name {name!r}")
-        return self.sql(f"SELECT * FROM {name}")
-
     def runs(self) -> pl.DataFrame:
         with self.sink.read() as s:
             return pl.from_arrow(s.fetch(sql("warehouse", "list_runs")))

@@ -70,8 +70,8 @@ def no_progress(stage: str, done: int, total: int) -> None:
 
 def resolve_device_dtype(device: str | None, dtype) -> tuple[str, str]:
     """The device and dtype a load will use, known before loading (they key runs)."""
-    from headdb.loading import _resolve_dtype  # the loader's own rule, so the two never disagree
+    from headdb.loading import resolve_dtype  # the loader's own rule, so the two never disagree
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device, dtype_name(_resolve_dtype(dtype, device))
+    return device, dtype_name(resolve_dtype(dtype, device))
