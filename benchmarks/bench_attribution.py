@@ -13,7 +13,7 @@ What is measured, in one process, after one warm-up call of each side:
               scoring (one GEMM per layer, see eap.block_scores).
     baseline  m plain forward+backward passes of an UNWRAPPED copy of the same HF model
               (AutoModelForCausalLM loaded from the same directory, same dtype, same eager
-              attention that headdb.loading uses; no bridge, no hooks) on the same clean batch:
+              attention that headdb.checkpoints.discovery.loading uses; no bridge, no hooks) on the same clean batch:
               model(inputs_embeds=x).logits -> the same KL metric at the last position ->
               .backward(), with x = the token embeddings, requires_grad=True (what IG
               differentiates). Parameters have requires_grad=False on BOTH sides (the engine's
@@ -44,8 +44,8 @@ with --fit-only (one engine call at batch 1, --seq tokens, default 512, no basel
 reports which fit; skipped on CPU unless --force.
 
 The model is a randomly initialised Qwen2-architecture checkpoint written to a temporary
-directory (config.json, safetensors shards, the headdb.tiny tokenizer) and loaded with
-headdb.loading.load_model; token ids are random below the model vocabulary.
+directory (config.json, safetensors shards, the headdb.demo.tiny tokenizer) and loaded with
+headdb.checkpoints.discovery.loading.load_model; token ids are random below the model vocabulary.
 """
 from __future__ import annotations
 
@@ -83,11 +83,11 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 def write_model(out: Path, shape: dict, dtype: torch.dtype, *, seed: int = 0, gen_device: str = "cpu",
                 shard_bytes: int = 2 << 30) -> Path:
-    """Write config.json, random safetensors shards and the headdb.tiny tokenizer to `out`."""
+    """Write config.json, random safetensors shards and the headdb.demo.tiny tokenizer to `out`."""
     from safetensors.torch import save_file
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from headdb.tiny import build_tokenizer
+    from headdb.demo.tiny import build_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer()
@@ -135,7 +135,7 @@ def write_model(out: Path, shape: dict, dtype: torch.dtype, *, seed: int = 0, ge
 def make_pairs(n: int, seq: int, vocab: int, seed: int = 0):
     """EncodedPairs of n random clean prompts of `seq` ids; the corrupted prompt differs from
     the clean one at about 1 in 8 positions (always at least at one position)."""
-    from headdb.tasks import EncodedPairs
+    from headdb.attribution.tasks import EncodedPairs
 
     g = torch.Generator().manual_seed(seed)
     clean = torch.randint(3, vocab, (n, seq), generator=g)  # above the special ids 0..2
@@ -439,7 +439,7 @@ def fmt_mem(d: dict) -> str:
 
 
 def bench(args) -> dict:
-    from headdb.loading import load_model
+    from headdb.checkpoints.discovery.loading import load_model
 
     device, dtype = args.device, DTYPES[args.dtype]
     shape = shape_of(args)

@@ -15,8 +15,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from headdb.generation import Sampling, generate
-from headdb.tiny import build_tiny_model
+from headdb.evals.generation import Sampling, generate
+from headdb.demo.tiny import build_tiny_model
 
 
 def main() -> None:

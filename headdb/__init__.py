@@ -1,6 +1,6 @@
 """headdb: a warehouse for attention-head circuits across training checkpoints."""
 from headdb.errors import UserError
-from headdb.warehouse import Warehouse, connect
+from headdb.warehouse.store import Warehouse, connect
 
 __all__ = ["connect", "Warehouse", "UserError", "__version__"]
 

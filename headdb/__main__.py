@@ -1,3 +1,3 @@
-from headdb.cli import main
+from headdb.cli.app import main
 
 main()

@@ -24,4 +24,4 @@ def queries_dir() -> Path:
 
 
 def statements_file(name: str) -> Path:
-    return package_dir("sql") / f"{name}.sql"
+    return package_dir("warehouse/sql") / f"{name}.sql"

@@ -61,7 +61,7 @@ def ragged_task_file(tmp_path_factory):
 
 
 def _build(tmp_path_factory, name, **kw):
-    from headdb.tiny import build_tiny_model
+    from headdb.demo.tiny import build_tiny_model
     return build_tiny_model(tmp_path_factory.mktemp(name) / "model", **kw)
 
 
@@ -121,7 +121,7 @@ def planted_dir(tmp_path_factory):
 
 
 def _load(path, **kw):
-    from headdb.loading import load_model
+    from headdb.checkpoints.loading import load_model
     return load_model(path, device="cpu", **kw)
 
 

@@ -10,7 +10,7 @@ from headdb.attribution import (MIB_PERCENTS, attribute, build_layout, discover,
                                 exact_scores, select_threshold, select_topn)
 from headdb.attribution.probe import LOGITS_IN, Probe
 from headdb.errors import UserError
-from headdb.tasks import encode_pairs, load_task
+from headdb.attribution.tasks import encode_pairs, load_task
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 import polars as pl
 import pytest
 
-from headdb.benchmarks import (
+from headdb.evals.benchmarks import (
     COLUMNS,
     PROMPT_SUFFIX,
     build_prompt,
@@ -17,7 +17,7 @@ from headdb.benchmarks import (
     synthetic_arithmetic,
 )
 from headdb.errors import UserError
-from headdb.grading import grade
+from headdb.evals.grading import grade
 
 
 def write_jsonl(path, rows):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from headdb.queries import catalogue
+from headdb.warehouse.queries import catalogue
 from headdb.reports import REPORTS
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -6,9 +6,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from headdb.errors import UserError
-from headdb.generation import Sampling, chat_prompts, generate
-from headdb.interventions import Intervention, applied, head_means, parse_heads, random_control
-from headdb.tiny import build_tiny_model
+from headdb.evals.generation import Sampling, chat_prompts, generate
+from headdb.evals.interventions import Intervention, applied, head_means, parse_heads, random_control
+from headdb.demo.tiny import build_tiny_model
 
 PROMPTS = [f"{a}+{b}=" for a in range(5) for b in range(1, 5)] + ["12+345=", "7*8="]
 
@@ -115,7 +115,7 @@ def test_chat_prompts_modes(tiny):
 
 def test_generation_never_runs_through_the_bridge(tmp_path):
     """A bridge-wrapped model generates wrongly with HF's KV cache; LoadedModel must avoid it."""
-    from headdb.loading import load_model
+    from headdb.checkpoints.loading import load_model
 
     path = build_tiny_model(tmp_path / "m", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64,
                             init_std=0.2, seed=4)

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from headdb import grading
+from headdb.evals import grading
 from headdb.errors import UserError
-from headdb.grading import (
+from headdb.evals.grading import (
     Grade,
     GradingTimeout,
     answers_equivalent,

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import headdb
-from headdb.tiny import build_tiny_model
+from headdb.demo.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from headdb.errors import UserError
-from headdb.loading import load_model, read_config, weights_digest
-from headdb.tiny import build_tiny_model, build_tokenizer
+from headdb.checkpoints.loading import load_model, read_config, weights_digest
+from headdb.demo.tiny import build_tiny_model, build_tokenizer
 
 
 def test_missing_path(tmp_path):

@@ -16,7 +16,7 @@ def test_installed_wheel_finds_schemas_and_statements(tmp_path):
     (wheel,) = wheels.glob("headdb-*.whl")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)
-    probe = ("import headdb.resources as r, headdb.statements as s;"
+    probe = ("import headdb.resources as r, headdb.warehouse.statements as s;"
              "print(r.schemas_dir());"
              "assert (r.schemas_dir() / '0001_init.sql').is_file();"
              "assert sorted(p.name for p in r.queries_dir().glob('*.sql')) == "

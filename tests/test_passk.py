@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from headdb.errors import UserError
-from headdb.passk import (
+from headdb.evals.passk import (
     METRICS_SCHEMA,
     accuracy,
     eval_metrics_frame,

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from headdb.errors import UserError
-from headdb.queries import catalogue, list_queries, parse_query, run_query
+from headdb.warehouse.queries import catalogue, list_queries, parse_query, run_query
 from warehouse_builders import (CIRCUITS, IMPORTANCE, REWARD, THINK_OFF, THINK_ON,
                                 shared_study)
 
@@ -378,7 +378,7 @@ def test_empty_warehouse_gives_empty_frames(tmp_path):
 
 
 def test_query_session_runs_many_queries_on_one_connection(st):
-    from headdb.queries import query_session
+    from headdb.warehouse.queries import query_session
     with query_session(st.db) as session:
         a = session.run("heads_gained", {"base": "qwen-math", "target": "grpo-gsm8k@400"})
         b = session.run("head_frequency", {"lineage": "grpo-gsm8k"})

@@ -13,8 +13,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import headdb
-from headdb import cli
-from headdb.cli_analysis import export_app, ingest_graph_json, parse_params, query_app, report_app
+from headdb.cli import app as cli
+from headdb.cli.analysis import export_app, ingest_graph_json, parse_params, query_app, report_app
 from headdb.errors import UserError
 from headdb.reports import REPORTS, get_report, run_report
 from headdb.reports.circuit import circuit_dot

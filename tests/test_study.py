@@ -11,8 +11,8 @@ import pytest
 
 import headdb
 from headdb.errors import UserError
-from headdb.manifest import load_manifest
-from headdb.tiny import build_tiny_model
+from headdb.jobs.manifest import load_manifest
+from headdb.demo.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

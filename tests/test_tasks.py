@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from headdb.errors import UserError
-from headdb.tasks import THINK_OFF_PREFIX, encode_pairs, load_task, render_prompt
-from headdb.tiny import build_tokenizer
+from headdb.attribution.tasks import THINK_OFF_PREFIX, encode_pairs, load_task, render_prompt
+from headdb.demo.tiny import build_tokenizer
 
 ITEMS = [
     {"id": "a", "clean": "12+35=", "corrupted": "19+38=", "answer": "4", "wrong_answer": "5", "source": "gsm"},

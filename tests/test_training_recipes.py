@@ -59,7 +59,7 @@ def base(tmp_path_factory):
 
 
 def test_solution_text_is_correct_arithmetic():
-    from headdb.benchmarks import synthetic_arithmetic
+    from headdb.evals.benchmarks import synthetic_arithmetic
 
     df = synthetic_arithmetic(40, levels=(1, 2, 3, 4), seed=5)
     for row in df.iter_rows(named=True):

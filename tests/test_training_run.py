@@ -10,8 +10,8 @@ import sys
 import pytest
 
 import headdb
-from headdb.checkpoints import discover, training_metrics
-from headdb.tiny import build_tiny_model
+from headdb.checkpoints.discovery import discover, training_metrics
+from headdb.demo.tiny import build_tiny_model
 
 LOG_HISTORY = [
     {"step": 1, "loss": 2.5, "learning_rate": 1e-4, "epoch": 0.1, "reward": 0.25, "rewards/accuracy_reward/mean": 0.25,

@@ -5,16 +5,18 @@ Modules (one concern each):
     metrics       kl | logit-diff | logprob at the last real token
     batches       right-padded clean/corrupted batches
     probe         where nodes and ports live in a TransformerBridge
-    eap           EAP and EAP-IG scores (einsum per destination block)
+    result        AttributionResult (what every method returns) and the progress ticker
+    eap           EAP and EAP-IG scores (one matrix product per destination block)
     exact         exact node/edge activation patching (validation on small models)
     circuit       top-n / threshold / greedy selection and input->logits pruning
     faithfulness  edge-patched circuit evaluation, MIB curve, CPR/CMD
+    tasks         circuit tasks (clean/corrupted pairs) and their encoding
 
 Typical use (what `headdb ingest attribution` does):
 
-    loaded = headdb.loading.load_model(ckpt_dir)
-    task = headdb.tasks.load_task(task_file, mode="plain")
-    pairs = headdb.tasks.encode_pairs(task, loaded.tokenizer)
+    loaded = headdb.checkpoints.loading.load_model(ckpt_dir)
+    task = headdb.attribution.tasks.load_task(task_file, mode="plain")
+    pairs = headdb.attribution.tasks.encode_pairs(task, loaded.tokenizer)
     d = discover(loaded, pairs, method="eap-ig", metric="kl", steps=5)
     nodes, edges = layout(loaded.shape)            # graph_nodes / graph_edges, once per model_key
     d.result.edges_table()                         # edge_scores
@@ -29,13 +31,17 @@ from dataclasses import dataclass
 
 from headdb.attribution.circuit import (Circuit, prune, rank, select_greedy, select_threshold,
                                         select_topn)
-from headdb.attribution.eap import METHODS, AttributionResult, Ticker, attribute, passes
-from headdb.attribution.exact import exact_scores
+from headdb.attribution.eap import eap_scores, passes
+from headdb.attribution.exact import exact_passes, exact_scores
 from headdb.attribution.faithfulness import (MIB_PERCENTS, CircuitEval, FaithfulnessCurve,
                                              curve_from, curve_masks, evaluate_circuits,
                                              faithfulness_curve)
 from headdb.attribution.graph import GraphLayout, build_layout, layout
 from headdb.attribution.metrics import METRICS
+from headdb.attribution.result import AttributionResult, Ticker
+from headdb.errors import UserError
+
+METHODS = ("eap-ig", "eap", "exact")
 
 __all__ = [
     "AttributionResult", "Circuit", "CircuitEval", "Discovery", "FaithfulnessCurve", "GraphLayout",
@@ -43,6 +49,22 @@ __all__ = [
     "evaluate_circuits", "exact_scores", "faithfulness_curve", "layout", "prune", "rank",
     "select_greedy", "select_threshold", "select_topn",
 ]
+
+
+def attribute(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
+              batch_size: int = 8, progress=None, ticker: Ticker | None = None) -> AttributionResult:
+    """Edge and node scores of one model on encoded pairs by `method` (eap | eap-ig | exact).
+
+    loaded: headdb.checkpoints.loading.LoadedModel; pairs: headdb.attribution.tasks.EncodedPairs.
+    progress: optional callable(done, total) in forward passes.
+    """
+    if method == "exact":
+        return exact_scores(loaded, pairs, metric=metric, batch_size=batch_size, progress=progress,
+                            ticker=ticker)
+    if method not in METHODS:
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return eap_scores(loaded, pairs, method=method, metric=metric, steps=steps, batch_size=batch_size,
+                      progress=progress, ticker=ticker)
 
 
 @dataclass
@@ -74,7 +96,8 @@ def discover(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps
     g = build_layout(loaded.shape)
     n_batches = -(-len(pairs) // max(1, int(batch_size)))
     n_masks = 1 + (threshold is not None) + (greedy is not None) + (len(MIB_PERCENTS) if curve else 0)
-    attrib = passes(method, steps, n_batches, g.n_edges if method == "exact" else 0, g.n_nodes - 2)
+    attrib = (exact_passes(n_batches, g.n_edges, g.n_nodes - 2) if method == "exact"
+              else passes(method, steps, n_batches))
     tick = Ticker(progress, attrib + n_batches * (2 + n_masks))
     result = attribute(loaded, pairs, method=method, metric=metric, steps=steps,
                        batch_size=batch_size, ticker=tick)

@@ -6,7 +6,7 @@ pads after an example's last real token cannot change any real position; positio
 their unpadded ids (0..n-1, so RoPE sees exactly the unpadded sequence); the metric reads the
 logits at the last real token (`last`). Pad positions are masked out (`mask` = 0) of every
 score sum, and their gradients are exactly zero anyway (nothing reads them).
-Clean and corrupted prompts of an item have equal length (headdb.tasks.encode_pairs), so one
+Clean and corrupted prompts of an item have equal length (headdb.attribution.tasks.encode_pairs), so one
 mask serves both. Items keep their task order; batch composition does not change the
 per-example numbers, only float summation order.
 """

@@ -25,116 +25,16 @@ n_nodes + n_ports float32 tensors of [B, S, d_model]; lower batch_size to fit.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
-import pyarrow as pa
 import torch
 
 from headdb.attribution.batches import Batch, make_batches, pad_id_of
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import check_metric, metric_values
+from headdb.attribution.result import AttributionResult, Ticker
 from headdb.attribution.probe import (EMBED, LOGITS_IN, Probe, k_in, mlp_in, q_in, v_in)
 from headdb.errors import UserError
 
-METHODS = ("eap-ig", "eap", "exact")
-
-
-@dataclass
-class AttributionResult:
-    """Scores of one (model, task, method, metric) run; all arrays are float32 numpy.
-
-    edge_scores[e]  mean over examples of the score of edge e (edge ids of `layout`)
-    node_scores[n]  the node's attribution: for eap/eap-ig the sum of its outgoing edge scores
-                    (= (z_clean - z_corrupted) . dL/dz_n, patching the node's whole output);
-                    for exact, the measured effect of patching the node's output to corrupted,
-                    L(clean) - L(node patched). NaN for logits.
-    metric_clean / metric_corrupted  mean metric over examples on the clean / corrupted prompts
-    """
-
-    layout: GraphLayout
-    method: str
-    metric: str
-    steps: int
-    n_examples: int
-    edge_scores: np.ndarray
-    node_scores: np.ndarray
-    metric_clean: float
-    metric_corrupted: float
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def metric_diff(self) -> float:
-        return self.metric_clean - self.metric_corrupted
-
-    @property
-    def input_sum(self) -> float:
-        """Sum of the scores of edges leaving `input`."""
-        return float(self.edge_scores[self.layout.edge_src == 0].astype(np.float64).sum())
-
-    @property
-    def completeness_residual(self) -> float:
-        """input_sum - (metric_clean - metric_corrupted); ~0 for eap-ig with enough steps."""
-        return self.input_sum - self.metric_diff
-
-    @property
-    def completeness_relative(self) -> float:
-        d = self.metric_diff
-        return abs(self.completeness_residual) / abs(d) if d != 0 else float("nan")
-
-    @property
-    def head_scores(self) -> np.ndarray:
-        """[n_layers, n_heads] node attribution of every head."""
-        g = self.layout
-        idx = [g.head_node(L, h) for L in range(g.n_layers) for h in range(g.n_heads)]
-        return self.node_scores[idx].reshape(g.n_layers, g.n_heads)
-
-    @property
-    def head_importance(self) -> np.ndarray:
-        """[n_layers, n_heads] I(l,h) = sum |edge score| over edges leaving the head, / total."""
-        g = self.layout
-        per_node = np.bincount(g.edge_src, weights=np.abs(self.edge_scores.astype(np.float64)),
-                               minlength=g.n_nodes)
-        idx = [g.head_node(L, h) for L in range(g.n_layers) for h in range(g.n_heads)]
-        heads = per_node[idx]
-        total = heads.sum()
-        heads = heads / total if total > 0 else heads
-        return heads.reshape(g.n_layers, g.n_heads).astype(np.float32)
-
-    def edges_table(self) -> pa.Table:
-        """edge_id, score: rows for `edge_scores` (add run_id when storing)."""
-        return pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
-                         "score": pa.array(self.edge_scores.astype(np.float32))})
-
-    def heads_table(self) -> pa.Table:
-        """layer, head, score, importance: rows for `head_scores` (add run_id)."""
-        g = self.layout
-        layer, head = np.divmod(np.arange(g.n_layers * g.n_heads, dtype=np.int32), g.n_heads)
-        return pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
-                         "score": pa.array(self.head_scores.reshape(-1).astype(np.float32)),
-                         "importance": pa.array(self.head_importance.reshape(-1))})
-
-    def run_metrics(self) -> dict[str, float]:
-        """Scalars for `run_metrics`."""
-        out = {"metric_clean": self.metric_clean, "metric_corrupted": self.metric_corrupted,
-               "metric_diff": self.metric_diff, "input_edge_sum": self.input_sum,
-               "completeness_residual": self.completeness_residual,
-               "completeness_relative": self.completeness_relative,
-               "n_examples": float(self.n_examples)}
-        out.update({k: float(v) for k, v in self.extra.items()})
-        return out
-
-
-class Ticker:
-    """Calls progress(done, total) after each forward/backward pass."""
-
-    def __init__(self, progress, total: int):
-        self.progress, self.total, self.done = progress, int(total), 0
-
-    def __call__(self, n: int = 1) -> None:
-        self.done += n
-        if self.progress is not None:
-            self.progress(min(self.done, self.total), self.total)
 
 
 def alphas_for(method: str, steps: int) -> list[float]:
@@ -145,10 +45,8 @@ def alphas_for(method: str, steps: int) -> list[float]:
     return [(k + 0.5) / steps for k in range(steps)]
 
 
-def passes(method: str, steps: int, n_batches: int, n_edges: int = 0, n_nodes: int = 0) -> int:
-    """Forward passes `attribute` / `exact_scores` make (for progress totals)."""
-    if method == "exact":
-        return n_batches * (2 + n_edges + n_nodes)
+def passes(method: str, steps: int, n_batches: int) -> int:
+    """Forward passes `eap_scores` makes (for progress totals)."""
     return n_batches * (2 + len(alphas_for(method, steps)))
 
 
@@ -231,18 +129,14 @@ def block_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> torch
     return out
 
 
-def attribute(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
-              batch_size: int = 8, progress=None, ticker: Ticker | None = None) -> AttributionResult:
+def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
+               batch_size: int = 8, progress=None, ticker: Ticker | None = None) -> AttributionResult:
     """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`, `steps` midpoints) scores of every edge.
 
-    loaded: headdb.loading.LoadedModel; pairs: headdb.tasks.EncodedPairs.
+    loaded: headdb.checkpoints.loading.LoadedModel; pairs: headdb.attribution.tasks.EncodedPairs.
     progress: optional callable(done, total) in forward passes.
     """
-    if method == "exact":
-        from headdb.attribution.exact import exact_scores
-        return exact_scores(loaded, pairs, metric=metric, batch_size=batch_size, progress=progress,
-                            ticker=ticker)
-    if method not in METHODS:
+    if method not in ("eap", "eap-ig"):
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if len(pairs) == 0:
         raise UserError("the task has no items")

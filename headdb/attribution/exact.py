@@ -20,6 +20,7 @@ import torch
 
 from headdb.attribution.batches import make_batches, pad_id_of
 from headdb.attribution.metrics import check_metric, metric_values
+from headdb.attribution.result import AttributionResult, Ticker
 from headdb.attribution.probe import LOGITS_IN, Probe, k_in, mlp_in, mlp_out, q_in, result, v_in
 from headdb.errors import UserError
 
@@ -66,6 +67,11 @@ def _edge_hook(layout, edge: int, delta: torch.Tensor, dtype):
     return name, patch
 
 
+def exact_passes(n_batches: int, n_edges: int, n_nodes: int) -> int:
+    """Forward passes `exact_scores` makes (for progress totals)."""
+    return n_batches * (2 + n_edges + n_nodes)
+
+
 def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int = 8,
                  edges: bool = True, max_edges: int = 20000, progress=None, ticker=None):
     """Exact node (and, with edges=True, edge) patching effects as an AttributionResult.
@@ -73,8 +79,6 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
     node_scores hold node-patching effects; edge_scores hold edge-patching effects (zeros
     when edges=False). Means over examples, same sign convention as EAP-IG.
     """
-    from headdb.attribution.eap import AttributionResult, Ticker, passes
-
     check_metric(metric, pairs.wrong)
     probe = Probe(loaded)
     g = probe.layout
@@ -84,7 +88,7 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
     batches = make_batches(pairs, batch_size, pad_id_of(loaded.tokenizer), probe.device)
     nodes = [n for n in range(1, g.n_nodes - 1)]
     edge_list = range(g.n_edges) if edges else range(0)
-    tick = ticker or Ticker(progress, passes("exact", 0, len(batches), len(edge_list), len(nodes)))
+    tick = ticker or Ticker(progress, exact_passes(len(batches), len(edge_list), len(nodes)))
     node_sum = np.zeros(g.n_nodes, dtype=np.float64)
     edge_sum = np.zeros(g.n_edges, dtype=np.float64)
     m_clean = m_corr = 0.0

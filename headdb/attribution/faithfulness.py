@@ -139,7 +139,7 @@ def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtyp
 def evaluate_circuits(loaded, pairs, masks: list[np.ndarray], *, metric: str = "kl",
                       batch_size: int = 8, progress=None, ticker=None) -> CircuitEval:
     """Mean metric on clean, corrupted and with each edge mask patched as above."""
-    from headdb.attribution.eap import Ticker
+    from headdb.attribution.result import Ticker
 
     check_metric(metric, pairs.wrong)
     probe = Probe(loaded)

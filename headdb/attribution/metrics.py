@@ -6,7 +6,7 @@
                 so plain `eap` (gradient at the clean point) scores ~0 with it; use eap-ig.
     logit-diff  logit[answer] - logit[wrong_answer] (needs wrong_answer in every item)
     logprob     log p(answer)
-answer / wrong_answer are the first tokens of those strings (see headdb.tasks).
+answer / wrong_answer are the first tokens of those strings (see headdb.attribution.tasks).
 
 All computed in float32 whatever the model dtype. Attribution scores use the sign convention
 score ~ L(clean) - L(corrupted), so for `kl` the input edges sum to about -KL(clean||corrupted).

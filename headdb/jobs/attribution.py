@@ -7,12 +7,12 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 
 from headdb.attribution import discover
-from headdb.interventions import Intervention, applied
+from headdb.evals.interventions import Intervention, applied
 from headdb.jobs.common import Placement, Progress, dtype_name, no_progress, register_loaded
-from headdb.loading import LoadedModel
-from headdb.runs import Run
-from headdb.tasks import Task, encode_pairs
-from headdb.warehouse import Warehouse
+from headdb.checkpoints.loading import LoadedModel
+from headdb.warehouse.runs import Run
+from headdb.attribution.tasks import Task, encode_pairs
+from headdb.warehouse.store import Warehouse
 
 
 @dataclass(frozen=True)

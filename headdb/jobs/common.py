@@ -9,8 +9,8 @@ import torch
 
 from headdb.attribution.graph import build_layout
 from headdb.errors import UserError
-from headdb.loading import LoadedModel, ModelShape, read_config, shape_from_config, weights_digest
-from headdb.warehouse import Warehouse
+from headdb.checkpoints.loading import LoadedModel, ModelShape, read_config, shape_from_config, weights_digest
+from headdb.warehouse.store import Warehouse
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def no_progress(stage: str, done: int, total: int) -> None:
 
 def resolve_device_dtype(device: str | None, dtype) -> tuple[str, str]:
     """The device and dtype a load will use, known before loading (they key runs)."""
-    from headdb.loading import resolve_dtype  # the loader's own rule, so the two never disagree
+    from headdb.checkpoints.loading import resolve_dtype  # the loader's own rule, so the two never disagree
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

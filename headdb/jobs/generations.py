@@ -9,15 +9,15 @@ from pathlib import Path
 
 import polars as pl
 
-from headdb.benchmarks import items_digest, load_benchmark
-from headdb.generation import Sampling, chat_prompts, generate
-from headdb.grading import grade
-from headdb.interventions import Intervention, applied, head_means
+from headdb.evals.benchmarks import items_digest, load_benchmark
+from headdb.evals.generation import Sampling, chat_prompts, generate
+from headdb.evals.grading import grade
+from headdb.evals.interventions import Intervention, applied, head_means
 from headdb.jobs.common import Placement, Progress, dtype_name, no_progress, register_loaded
-from headdb.loading import LoadedModel
-from headdb.passk import eval_metrics_frame
-from headdb.runs import Run
-from headdb.warehouse import Warehouse
+from headdb.checkpoints.loading import LoadedModel
+from headdb.evals.passk import eval_metrics_frame
+from headdb.warehouse.runs import Run
+from headdb.warehouse.store import Warehouse
 
 TASK_COLUMNS = ("item_id", "problem", "answer", "level", "meta")
 

@@ -11,9 +11,9 @@ from typing import Protocol
 
 from headdb.jobs.common import Progress, no_progress
 from headdb.jobs.generations import Benchmark, GenerationSettings, generation_config, generation_run, register_benchmark
-from headdb.loading import LoadedModel
-from headdb.runs import Run
-from headdb.warehouse import Warehouse
+from headdb.checkpoints.loading import LoadedModel
+from headdb.warehouse.runs import Run
+from headdb.warehouse.store import Warehouse
 
 
 class Job(Protocol):

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from headdb.checkpoints import FoundCheckpoint, discover, latest_trainer_state, training_metrics
+from headdb.checkpoints.discovery import FoundCheckpoint, discover, latest_trainer_state, training_metrics
 from headdb.errors import UserError
 from headdb.jobs.common import Placement, Progress, no_progress, register_checkpoint_dir, resolve_device_dtype
 from headdb.jobs.plan import Job
-from headdb.loading import ModelShape, load_model, weights_digest
-from headdb.warehouse import Warehouse
+from headdb.checkpoints.loading import ModelShape, load_model, weights_digest
+from headdb.warehouse.store import Warehouse
 
 RUN_REGIMES = ("sft", "grpo", "distill", "other")
 

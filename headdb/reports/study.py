@@ -17,8 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from headdb.errors import UserError
-from headdb.output import rich_table
-from headdb.queries import run_query
+from headdb.reports.output import rich_table
+from headdb.warehouse.queries import run_query
 from headdb.reports import plots
 from headdb.reports.terminal import Scale, bar, grid, heatmap, sparkline
 
@@ -32,7 +32,7 @@ SIDES = {"off_only": ("think-off only (compensatory)", "#d73027", "F"),
 
 def _q(db, name: str, params: Mapping[str, Any], extra_dirs: Iterable = (), **only) -> pl.DataFrame:
     """Run `name` with the subset of `params` it declares (plus `only` overrides)."""
-    from headdb.queries import catalogue
+    from headdb.warehouse.queries import catalogue
     query = catalogue(extra_dirs).get(name)
     known = {p.name for p in query.params}
     use = {k: v for k, v in {**params, **only}.items() if k in known and v is not None}
@@ -41,7 +41,7 @@ def _q(db, name: str, params: Mapping[str, Any], extra_dirs: Iterable = (), **on
 
 def _check_params(report: str, params: Mapping[str, Any], queries: Iterable[str], extra_dirs=()) -> None:
     """A param no query of the report knows is a typo: say so rather than ignore it."""
-    from headdb.queries import catalogue
+    from headdb.warehouse.queries import catalogue
     cat = catalogue(extra_dirs)
     known = {p.name for q in queries for p in cat.get(q).params}
     for key in params:

@@ -1,1 +1,1 @@
-"""Training helpers: demo recipes (tiny-model pretraining, trl SFT and GRPO) and trl callbacks."""
+"""The trl callback that ingests each checkpoint a trainer saves."""

@@ -30,7 +30,7 @@ def _report_runs(runs, what: str) -> None:
 
 def _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode, *,
                          top_k=None, min_p=None):
-    from headdb.generation import Sampling
+    from headdb.evals.generation import Sampling
     from headdb.jobs.generations import GenerationSettings
 
     return GenerationSettings(
@@ -41,7 +41,7 @@ def _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batc
 
 def _flag_intervention(ablate: Optional[str], scale: Optional[str], shape):
     """The intervention named by --ablate HEADS or --scale HEADS=FACTOR (at most one)."""
-    from headdb.interventions import Intervention, parse_heads
+    from headdb.evals.interventions import Intervention, parse_heads
 
     if ablate and scale:
         raise UserError("give --ablate or --scale, not both")
@@ -103,7 +103,7 @@ def generations(
     """Sample a benchmark, grade every sample, store generations and pass@k (a plain run; with
     --ablate/--scale also the intervened run)."""
     from headdb.jobs.generations import Benchmark
-    from headdb.loading import load_model, read_config
+    from headdb.checkpoints.loading import load_model, read_config
 
     if ablate and scale:
         raise UserError("give --ablate or --scale, not both")
@@ -155,9 +155,9 @@ def ablation(
 ) -> None:
     """Benchmark accuracy with a head set ablated or scaled, beside the plain run with the same
     sampling settings (run or reused) and, with --control, a random layer-matched head set."""
-    from headdb.interventions import Intervention, format_heads, parse_heads, random_control
+    from headdb.evals.interventions import Intervention, format_heads, parse_heads, random_control
     from headdb.jobs.generations import Benchmark
-    from headdb.loading import load_model, read_config
+    from headdb.checkpoints.loading import load_model, read_config
 
     if (heads is None) == (heads_query is None):
         raise UserError("give --heads L5H1,L7H3 or --heads-query NAME (with --param k=v), not both or neither")
@@ -167,8 +167,8 @@ def ablation(
     db = ctx.obj.connect(create=True)
     loaded = load_model(checkpoint, dtype=dtype, device=device)
     if heads_query is not None:
-        from headdb.cli_analysis import parse_params
-        from headdb.headsets import heads_from_query
+        from headdb.cli.analysis import parse_params
+        from headdb.evals.headsets import heads_from_query
 
         found = heads_from_query(db, heads_query, parse_params(param), where=parse_params(where),
                                  order_by=order_by, limit=top, extra_dirs=db.query_dirs)
@@ -213,9 +213,9 @@ def attribution(
     """Edge and head attributions, circuits and their faithfulness for one checkpoint and task."""
     from headdb.jobs.attribution import ingest_attribution
     from headdb.jobs.common import Placement
-    from headdb.loading import load_model, read_config
+    from headdb.checkpoints.loading import load_model, read_config
     from headdb.progress import progress_bar
-    from headdb.tasks import load_task
+    from headdb.attribution.tasks import load_task
 
     settings = _attribution_settings(method, steps, metric, topn, threshold, greedy, curve, align, batch_size)
     if ablate and scale:
@@ -288,7 +288,7 @@ def training_run(
 
     settings = _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode)
     from headdb.jobs.attribution import AttributionJob
-    from headdb.tasks import load_task
+    from headdb.attribution.tasks import load_task
 
     attribution_settings = _attribution_settings(method, steps, metric, topn, threshold, None, True, "truncate",
                                                  attribution_batch_size)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from headdb.errors import UserError
-from headdb.output import emit
+from headdb.reports.output import emit
 
 app = typer.Typer(help="List or register checkpoints.", invoke_without_command=True)
 err = Console(stderr=True)

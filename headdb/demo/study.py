@@ -75,7 +75,7 @@ def circuit_task_items(n: int, seed: int) -> list[dict]:
     """Clean/corrupted pairs in the models' own chat format: the benchmark question, then the
     start of the answer "a + b = "; the corrupted pair changes both operands (same number of
     digits, so the same token length) and its sum has a different first digit."""
-    from headdb.benchmarks import build_prompt
+    from headdb.evals.benchmarks import build_prompt
 
     rng = random.Random(f"headdb-demo-task:{seed}")
     items = []
@@ -135,7 +135,7 @@ def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, say: Call
 
 def demo_study(root: Path, settings: DemoSettings):
     """The demo manifest resolved against `root`, sized by `settings`."""
-    from headdb.manifest import load_manifest
+    from headdb.jobs.manifest import load_manifest
 
     m = load_manifest(demo_manifest(), root=root)
     m.generation = {**m.generation, "samples": settings.samples, "max_new_tokens": settings.max_new_tokens}

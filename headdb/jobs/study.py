@@ -9,15 +9,15 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from headdb.errors import UserError
-from headdb.generation import Sampling
-from headdb.interventions import Intervention, format_heads, parse_heads, random_control
+from headdb.evals.generation import Sampling
+from headdb.evals.interventions import Intervention, format_heads, parse_heads, random_control
 from headdb.jobs.attribution import AttributionJob, AttributionSettings
 from headdb.jobs.common import Placement, Progress, no_progress
 from headdb.jobs.generations import Benchmark, GenerationSettings, ingest_generations
 from headdb.jobs.plan import GenerationJob, Job
 from headdb.jobs.training_run import Outcome, Target, ingest_training_run, process_checkpoint
-from headdb.manifest import Manifest, ManifestError, Where
-from headdb.warehouse import Warehouse
+from headdb.jobs.manifest import Manifest, ManifestError, Where
+from headdb.warehouse.store import Warehouse
 
 Say = Callable[[str], None]
 
@@ -50,7 +50,7 @@ class Plan:
 
 def plan(m: Manifest) -> Plan:
     """Load every task and benchmark, build every job; raises on anything unresolvable."""
-    from headdb.tasks import load_task
+    from headdb.attribution.tasks import load_task
 
     attribution = attribution_settings(m)
     generation = generation_settings(m)
@@ -64,9 +64,9 @@ def plan(m: Manifest) -> Plan:
 
 def check(m: Manifest) -> list[str]:
     """Resolve everything that can be resolved without loading a model; lines describing the study."""
-    from headdb.checkpoints import discover
-    from headdb.loading import read_config, shape_from_config
-    from headdb.queries import catalogue
+    from headdb.checkpoints.discovery import discover
+    from headdb.checkpoints.loading import read_config, shape_from_config
+    from headdb.warehouse.queries import catalogue
     from headdb.reports import get_report
 
     where = Where(m.file)
@@ -186,7 +186,7 @@ def resolve_checkpoint(db: Warehouse, ref: str) -> tuple[int, str]:
 
 def _ablation(db, m: Manifest, p: Plan, a, outcome: Outcome, *, device, dtype, force, progress, say) -> None:
     from headdb.jobs.common import resolve_device_dtype
-    from headdb.loading import load_model
+    from headdb.checkpoints.loading import load_model
 
     checkpoint_id, path = resolve_checkpoint(db, a.checkpoint)
     label = None
@@ -223,7 +223,7 @@ def _ablation(db, m: Manifest, p: Plan, a, outcome: Outcome, *, device, dtype, f
 
 def _query_heads(db, m: Manifest, a, q: dict) -> list[tuple[int, int]]:
     """The (layer, head) pairs a manifest's heads_query selects."""
-    from headdb.headsets import heads_from_query
+    from headdb.evals.headsets import heads_from_query
 
     try:
         return heads_from_query(db, q["name"], q.get("params", {}), where=q.get("where"),

@@ -2,7 +2,7 @@
 
 `build_tiny_model(out_dir, arch=...)` writes a complete Hugging Face model directory
 (config.json, model.safetensors, tokenizer.json, tokenizer_config.json with a chat template)
-that `headdb.loading.load_model` loads like any real checkpoint. Everything is deterministic
+that `headdb.checkpoints.loading.load_model` loads like any real checkpoint. Everything is deterministic
 under `seed`: the same arguments give byte-identical weights.
 
 The tokenizer is character level (a byte-level BPE over printable ASCII with no merges), so

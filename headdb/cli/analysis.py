@@ -2,14 +2,14 @@
 
 headdb/cli.py mounts them:
 
-    from headdb.cli_analysis import export_app, ingest_graph_json, query_app, report_app
+    from headdb.cli.analysis import export_app, ingest_graph_json, query_app, report_app
     app.add_typer(query_app, name="query")
     app.add_typer(report_app, name="report")
     app.add_typer(export_app, name="export")
     ingest_app.command("graph-json")(ingest_graph_json)     # or app.command("ingest-graph-json")
 
 Conventions as in cli.py: ctx.obj is the global Options (`.connect()`), user mistakes raise
-UserError (one line, exit 2), tables go through headdb.output.emit.
+UserError (one line, exit 2), tables go through headdb.reports.output.emit.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from headdb.errors import UserError
-from headdb.output import emit
+from headdb.reports.output import emit
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -59,7 +59,7 @@ class _QueryGroup(TyperGroup):
 
     def list_commands(self, ctx):
         try:
-            from headdb.queries import catalogue
+            from headdb.warehouse.queries import catalogue
             names = catalogue().names()
         except UserError:
             names = []
@@ -72,7 +72,7 @@ class _QueryGroup(TyperGroup):
         command = copy.copy(typer.main.get_command(_named_query_app))
         command.name = name
         try:
-            from headdb.queries import catalogue
+            from headdb.warehouse.queries import catalogue
             query = catalogue().get(name)
             command.help = query.description + "\n\nParams: " + (
                 "; ".join(f"{p.signature()}" + (f" {{{'|'.join(map(str, p.choices))}}}" if p.choices else "")
@@ -94,7 +94,7 @@ def query_list(ctx: typer.Context,
                fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
                out: Optional[Path] = typer.Option(None, "--out", help="Write to this file.")) -> None:
     """List the named queries with their params."""
-    from headdb.queries import list_queries
+    from headdb.warehouse.queries import list_queries
     emit(list_queries(_extra_dirs(ctx, queries)), fmt, out, title="queries")
 
 
@@ -107,13 +107,13 @@ def _run_named_query(ctx: typer.Context,
                      queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
                      fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
                      out: Optional[Path] = typer.Option(None, "--out", help="Output file (required for parquet).")) -> None:
-    from headdb.queries import run_query
+    from headdb.warehouse.queries import run_query
     name = ctx.info_name
     if fmt == "parquet" and out is None:
         raise UserError("--format parquet needs --out FILE")
     params = parse_params(param)
     dirs = _extra_dirs(ctx, queries)
-    from headdb.queries import catalogue
+    from headdb.warehouse.queries import catalogue
     catalogue(dirs).get(name).bind(params)  # check the params before opening the warehouse
     df = run_query(ctx.obj.connect(), name, params, dirs)
     emit(df, fmt, out, title=name)
@@ -183,7 +183,7 @@ def export_parquet_command(ctx: typer.Context,
                            directory: Path = typer.Argument(..., help="Folder to create (hive-partitioned Parquet)."),
                            overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty folder.")) -> None:
     """Every table as Parquet; edge_scores partitioned by model_key and run_id."""
-    from headdb.interop import export_parquet
+    from headdb.interop.graph_json import export_parquet
     counts = export_parquet(ctx.obj.connect(), directory, overwrite=overwrite)
     err.print(f"exported {len(counts)} tables ({sum(counts.values())} rows, {counts.get('edge_scores', 0)} edge scores) "
               f"to {directory}")
@@ -196,7 +196,7 @@ def export_graph_json_command(ctx: typer.Context,
                               selection: Optional[str] = typer.Option(
                                   None, "--selection", help="Circuit marked in_graph (default threshold, else the last).")) -> None:
     """One run as an EAP-IG JSON graph (cfg, nodes, edges with score and in_graph)."""
-    from headdb.interop import export_graph_json
+    from headdb.interop.graph_json import export_graph_json
     out = out or Path(f"graph-run{run}.json")
     counts = export_graph_json(ctx.obj.connect(), run, out, selection=selection)
     err.print(f"wrote {out}: {counts['edges']} edges, {counts['in_graph']} in the circuit, "
@@ -223,7 +223,7 @@ def ingest_graph_json(ctx: typer.Context,
                       model_key: Optional[str] = typer.Option(None, "--model-key", help="With --new: the model shape key."),
                       force: bool = typer.Option(False, "--force", help="Import again even if imported before.")) -> None:
     """Import EAP-IG JSON graphs made elsewhere as runs of kind `import`."""
-    from headdb.interop import (import_graph_json, new_import_checkpoint, new_import_task, read_graph_json,
+    from headdb.interop.graph_json import (import_graph_json, new_import_checkpoint, new_import_task, read_graph_json,
                                 resolve_checkpoint, resolve_task)
     db = ctx.obj.connect(create=new)
     data = read_graph_json(files[0])[0]

@@ -21,10 +21,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from headdb.statements import sql
+from headdb.warehouse.statements import sql
 
 if TYPE_CHECKING:
-    from headdb.warehouse import Warehouse
+    from headdb.warehouse.store import Warehouse
 
 # Fact tables a run may write; all but the circuit children carry run_id.
 RUN_TABLES = ("edge_scores", "head_scores", "circuits", "faithfulness_curve", "run_metrics",

@@ -8,7 +8,7 @@
 choices), ``answer`` the gold answer as a string (GSM8K: the number after ``####``; multiple
 choice: the letter), ``level`` a string or null, ``meta`` a JSON object as a string (the file's
 other scalar fields plus preset extras such as TriviaQA ``aliases``), ``style`` the grading style
-for `headdb.grading.grade`, and ``prompt`` = `build_prompt(problem, style, suffix)`, the text a
+for `headdb.evals.grading.grade`, and ``prompt`` = `build_prompt(problem, style, suffix)`, the text a
 model is given: the problem, a blank line and the study's suffix "Let's think step by step and
 output the final answer within \\boxed{}." (``suffix=""`` leaves the problem as is).
 

@@ -17,10 +17,10 @@ import pyarrow as pa
 
 from headdb import provenance
 from headdb.errors import UserError
-from headdb.migrations import apply_pending, check_compatible, code_version, current_version
-from headdb.runs import Run
-from headdb.sinks import DuckDBSink, Sink
-from headdb.statements import sql
+from headdb.warehouse.migrations import apply_pending, check_compatible, code_version, current_version
+from headdb.warehouse.runs import Run
+from headdb.warehouse.sinks import DuckDBSink, Sink
+from headdb.warehouse.statements import sql
 
 DEFAULT_DB = "headdb.duckdb"
 RUN_KINDS = ("attribution", "generation", "import")
@@ -140,7 +140,7 @@ class Warehouse:
 
     def query(self, name: str, /, **params: Any) -> pl.DataFrame:
         """Run a named query of the catalogue (queries/*.sql) with bound parameters."""
-        from headdb.queries import run_query
+        from headdb.warehouse.queries import run_query
 
         return run_query(self, name, params, self.query_dirs)
 

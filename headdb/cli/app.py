@@ -12,7 +12,7 @@ from rich.console import Console
 
 import headdb
 from headdb.errors import UserError
-from headdb.output import emit
+from headdb.reports.output import emit
 
 app = typer.Typer(help="A warehouse for attention-head circuits across training checkpoints.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -65,8 +65,8 @@ def init(ctx: typer.Context) -> None:
 def migrate(ctx: typer.Context) -> None:
     """Apply pending schema migrations in order, in one transaction."""
     opts: Options = ctx.obj
-    from headdb.sinks import DuckDBSink
-    from headdb.warehouse import Warehouse, default_lock_timeout
+    from headdb.warehouse.sinks import DuckDBSink
+    from headdb.warehouse.store import Warehouse, default_lock_timeout
 
     sink = DuckDBSink(opts.db, lock_timeout=opts.lock_timeout or default_lock_timeout())
     sink.check_path(create=False)
@@ -118,7 +118,7 @@ def sql_command(ctx: typer.Context,
 
 
 def _mount() -> None:
-    from headdb import cli_analysis, cli_checkpoints, cli_ingest, cli_study
+    from headdb.cli import analysis as cli_analysis, checkpoints as cli_checkpoints, ingest as cli_ingest, study as cli_study
 
     app.add_typer(cli_analysis.query_app, name="query")
     app.add_typer(cli_analysis.report_app, name="report")

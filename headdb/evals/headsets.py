@@ -11,7 +11,7 @@ def heads_from_query(db, name: str, params: Mapping[str, Any] | None = None, *,
                      limit: int | None = None, extra_dirs=()) -> list[tuple[int, int]]:
     """Run query `name`, keep rows matching `where` (column = value), order by `order_by`
     (descending: the strongest first), keep `limit` rows; return its (layer, head) pairs."""
-    from headdb.queries import run_query
+    from headdb.warehouse.queries import run_query
 
     rows = run_query(db, name, dict(params or {}), extra_dirs)
     if not {"layer", "head"} <= set(rows.columns):

@@ -3,8 +3,8 @@
 Everything here runs on CPU in seconds to minutes and is deterministic under ``seed``:
 
 - `pretrain_base` builds a tiny Qwen2-architecture model with grouped-query attention
-  (`headdb.tiny`), trains it from scratch with `transformers.Trainer` on synthetic arithmetic
-  rendered in the exact chat format that `headdb.generation.chat_prompts` feeds a model (the
+  (`headdb.demo.tiny`), trains it from scratch with `transformers.Trainer` on synthetic arithmetic
+  rendered in the exact chat format that `headdb.evals.generation.chat_prompts` feeds a model (the
   benchmark prompt, with its "\\boxed{}" suffix, as the user turn), and saves a Hugging Face model
   directory. The pretraining corpus mixes raw arithmetic lines ("47 + 38 = 85"), chat examples
   answered directly ("47 + 38 = 85.\\n\\boxed{85}") and a small share of step-by-step answers, so
@@ -12,14 +12,14 @@ Everything here runs on CPU in seconds to minutes and is deterministic under ``s
   reward) something to improve.
 - `train_sft` runs `trl.SFTTrainer` on `sft_dataset` (conversational prompt/completion).
 - `train_grpo` runs `trl.GRPOTrainer` on `grpo_dataset` (conversational prompt + ``answer``)
-  with `accuracy_reward` (math-verify through `headdb.grading.grade`).
+  with `accuracy_reward` (math-verify through `headdb.evals.grading.grade`).
 
 Both trl recipes log every step and save ``out_dir/checkpoint-<step>/`` (model, tokenizer,
 generation config, trainer_state.json) every ``save_steps`` steps, and the final model plus
 ``trainer_state.json`` at the top of ``out_dir``: the layout ``headdb ingest run`` reads. Every
 function takes ``callbacks=`` (transformers ``TrainerCallback`` objects) for its trainer.
 
-Training items come from `headdb.benchmarks.synthetic_arithmetic` under seeds offset by
+Training items come from `headdb.evals.benchmarks.synthetic_arithmetic` under seeds offset by
 `TRAIN_SEED_OFFSET`, so a benchmark built with a small seed (0, 1, ...) is not the training
 stream (level 1 has only 36 distinct problems, so those repeat anyway).
 """
@@ -144,7 +144,7 @@ def arithmetic_items(n: int, seed: int, levels: Sequence[int] = (1, 2)) -> list[
     benchmark's (problem + the "\\boxed{}" suffix)."""
     import json
 
-    from headdb.benchmarks import synthetic_arithmetic
+    from headdb.evals.benchmarks import synthetic_arithmetic
 
     df = synthetic_arithmetic(n, levels=tuple(levels), seed=TRAIN_SEED_OFFSET + int(seed))
     out = []
@@ -201,12 +201,12 @@ def _completion_text(completion) -> str:
 
 def accuracy_reward(completions, answer, **kwargs) -> list[float]:
     """trl reward function: 1.0 when a completion's last ``\\boxed{}`` equals the gold
-    ``answer`` under math-verify (`headdb.grading.grade`, style "math"), else 0.0.
+    ``answer`` under math-verify (`headdb.evals.grading.grade`, style "math"), else 0.0.
 
     ``completions`` are strings or conversational message lists; ``answer`` is the dataset's
     column of the same length. Other keyword arguments from trl are ignored.
     """
-    from headdb.grading import grade
+    from headdb.evals.grading import grade
 
     return [1.0 if grade(str(gold), _completion_text(c), style="math").correct else 0.0
             for c, gold in zip(completions, answer)]
@@ -393,7 +393,7 @@ def pretrain_base(
     threads: Optional[int] = None,
     callbacks: Optional[list] = None,
 ) -> Path:
-    """Build a tiny model (`headdb.tiny.build_tiny_model`) and pretrain it from scratch on
+    """Build a tiny model (`headdb.demo.tiny.build_tiny_model`) and pretrain it from scratch on
     arithmetic (`pretraining_texts`) with `transformers.Trainer`; return ``out_dir``.
 
     ``out_dir`` ends up a Hugging Face model directory (config, weights, tokenizer with the
@@ -405,7 +405,7 @@ def pretrain_base(
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from headdb.tiny import build_tiny_model
+    from headdb.demo.tiny import build_tiny_model
 
     _quiet_env()
     out = Path(out_dir)
@@ -542,14 +542,14 @@ def evaluate_accuracy(model_dir, *, n: int = 64, levels: Sequence[int] = (1, 2),
                       max_new_tokens: int = 96, batch_size: int = 64, temperature: float = 0.0,
                       samples: int = 1, top_p: float = 1.0) -> dict[str, float]:
     """Accuracy of ``model_dir`` on ``synthetic_arithmetic(n, levels, seed)`` through the chat
-    template (`headdb.generation`), graded by `headdb.grading.grade`: {"all": ..., "level1":
+    template (`headdb.evals.generation`), graded by `headdb.evals.grading.grade`: {"all": ..., "level1":
     ...}. Greedy by default; ``temperature`` > 0 samples ``samples`` completions per problem
     (mean accuracy over samples, i.e. pass@1)."""
     import torch
 
-    from headdb.benchmarks import synthetic_arithmetic
-    from headdb.generation import Sampling, chat_prompts, generate
-    from headdb.grading import grade
+    from headdb.evals.benchmarks import synthetic_arithmetic
+    from headdb.evals.generation import Sampling, chat_prompts, generate
+    from headdb.evals.grading import grade
 
     model, tok = _load(Path(model_dir))
     model.eval()

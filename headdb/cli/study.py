@@ -21,9 +21,9 @@ def study(
     reports: bool = typer.Option(True, "--reports/--no-reports", help="Print the manifest's reports at the end."),
 ) -> None:
     """Run a whole study declared in a manifest; resumable (a re-run does only what is missing)."""
-    from headdb.manifest import load_manifest
+    from headdb.jobs.manifest import load_manifest
     from headdb.progress import progress_bar
-    from headdb.study import check as check_study, run_study
+    from headdb.jobs.study import check as check_study, run_study
 
     m = load_manifest(manifest, root=root)
     if check:
@@ -66,12 +66,12 @@ def demo(
     import time
 
     from headdb.progress import progress_bar
-    from headdb.study import run_study
-    from headdb.training.demo import FULL, QUICK, build_models, demo_study
+    from headdb.jobs.study import run_study
+    from headdb.demo.study import FULL, QUICK, build_models, demo_study
 
     import torch
 
-    from headdb.training.demo import THREADS
+    from headdb.demo.study import THREADS
 
     torch.set_num_threads(THREADS)
     started = time.monotonic()

@@ -30,7 +30,7 @@ from typing import Iterable, Optional, Sequence
 import polars as pl
 
 from headdb.errors import UserError
-from headdb.grading import STYLES, answers_equivalent, normalize_answer
+from headdb.evals.grading import STYLES, answers_equivalent, normalize_answer
 
 __all__ = [
     "pass_at_k",

@@ -1,0 +1,108 @@
+"""What an attribution method returns, and the progress ticker every method shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from headdb.attribution.graph import GraphLayout
+
+
+@dataclass
+class AttributionResult:
+    """Scores of one (model, task, method, metric) run; all arrays are float32 numpy.
+
+    edge_scores[e]  mean over examples of the score of edge e (edge ids of `layout`)
+    node_scores[n]  the node's attribution: for eap/eap-ig the sum of its outgoing edge scores
+                    (= (z_clean - z_corrupted) . dL/dz_n, patching the node's whole output);
+                    for exact, the measured effect of patching the node's output to corrupted,
+                    L(clean) - L(node patched). NaN for logits.
+    metric_clean / metric_corrupted  mean metric over examples on the clean / corrupted prompts
+    """
+
+    layout: GraphLayout
+    method: str
+    metric: str
+    steps: int
+    n_examples: int
+    edge_scores: np.ndarray
+    node_scores: np.ndarray
+    metric_clean: float
+    metric_corrupted: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def metric_diff(self) -> float:
+        return self.metric_clean - self.metric_corrupted
+
+    @property
+    def input_sum(self) -> float:
+        """Sum of the scores of edges leaving `input`."""
+        return float(self.edge_scores[self.layout.edge_src == 0].astype(np.float64).sum())
+
+    @property
+    def completeness_residual(self) -> float:
+        """input_sum - (metric_clean - metric_corrupted); ~0 for eap-ig with enough steps."""
+        return self.input_sum - self.metric_diff
+
+    @property
+    def completeness_relative(self) -> float:
+        d = self.metric_diff
+        return abs(self.completeness_residual) / abs(d) if d != 0 else float("nan")
+
+    @property
+    def head_scores(self) -> np.ndarray:
+        """[n_layers, n_heads] node attribution of every head."""
+        g = self.layout
+        idx = [g.head_node(L, h) for L in range(g.n_layers) for h in range(g.n_heads)]
+        return self.node_scores[idx].reshape(g.n_layers, g.n_heads)
+
+    @property
+    def head_importance(self) -> np.ndarray:
+        """[n_layers, n_heads] I(l,h) = sum |edge score| over edges leaving the head, / total."""
+        g = self.layout
+        per_node = np.bincount(g.edge_src, weights=np.abs(self.edge_scores.astype(np.float64)),
+                               minlength=g.n_nodes)
+        idx = [g.head_node(L, h) for L in range(g.n_layers) for h in range(g.n_heads)]
+        heads = per_node[idx]
+        total = heads.sum()
+        heads = heads / total if total > 0 else heads
+        return heads.reshape(g.n_layers, g.n_heads).astype(np.float32)
+
+    def edges_table(self) -> pa.Table:
+        """edge_id, score: rows for `edge_scores` (add run_id when storing)."""
+        return pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
+                         "score": pa.array(self.edge_scores.astype(np.float32))})
+
+    def heads_table(self) -> pa.Table:
+        """layer, head, score, importance: rows for `head_scores` (add run_id)."""
+        g = self.layout
+        layer, head = np.divmod(np.arange(g.n_layers * g.n_heads, dtype=np.int32), g.n_heads)
+        return pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
+                         "score": pa.array(self.head_scores.reshape(-1).astype(np.float32)),
+                         "importance": pa.array(self.head_importance.reshape(-1))})
+
+    def run_metrics(self) -> dict[str, float]:
+        """Scalars for `run_metrics`."""
+        out = {"metric_clean": self.metric_clean, "metric_corrupted": self.metric_corrupted,
+               "metric_diff": self.metric_diff, "input_edge_sum": self.input_sum,
+               "completeness_residual": self.completeness_residual,
+               "completeness_relative": self.completeness_relative,
+               "n_examples": float(self.n_examples)}
+        out.update({k: float(v) for k, v in self.extra.items()})
+        return out
+
+
+class Ticker:
+    """Calls progress(done, total) after each forward/backward pass."""
+
+    def __init__(self, progress, total: int):
+        self.progress, self.total, self.done = progress, int(total), 0
+
+    def __call__(self, n: int = 1) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+
+

@@ -1,0 +1,1 @@
+"""Local checkpoints: reading configs, weights digests, loading models, training output folders."""

@@ -1,0 +1,1 @@
+"""The `headdb` command: a thin typer layer over the Python API."""

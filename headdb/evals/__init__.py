@@ -1,0 +1,1 @@
+"""Evaluations: benchmarks, prompt rendering, generation, grading, pass@k, interventions."""

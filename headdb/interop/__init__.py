@@ -1,0 +1,1 @@
+"""Data in and out: Parquet export and EAP-IG JSON graph files."""
