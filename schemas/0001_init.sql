@@ -1,7 +1,12 @@
 -- headdb warehouse schema v1.
 -- The only place tables are defined. Core names are fixed (DESIGN.md); columns may be added by
--- later migrations, never renamed. No ENUM types (DuckLake rejects them): values are validated
--- in code. Large fact tables carry no indexes so that bulk Arrow inserts stay fast.
+-- later migrations, never renamed. The same DDL runs on a DuckDB file and on a DuckLake catalog,
+-- so it uses only what DuckLake accepts: no ENUM types, no PRIMARY KEY / UNIQUE / CHECK /
+-- REFERENCES constraints, no sequences, no indexes. Allowed values are validated in code, and
+-- ids (run_id, checkpoint_id, task_id, circuit_id: max + 1) and natural keys (a model_key, a
+-- checkpoint's path + digest, ...) are kept unique by the code that inserts them, inside the
+-- write transaction that checks for them (which concurrent lake writers cannot both commit:
+-- headdb/warehouse/lake.py). Large fact tables carry no indexes so bulk Arrow inserts stay fast.
 
 CREATE TABLE schema_version (
     version    INTEGER   NOT NULL,
@@ -10,7 +15,7 @@ CREATE TABLE schema_version (
 
 -- One row per architecture shape; checkpoints of one shape share one graph layout.
 CREATE TABLE models (
-    model_key    VARCHAR PRIMARY KEY,
+    model_key    VARCHAR NOT NULL,
     architecture VARCHAR NOT NULL,
     n_layers     INTEGER NOT NULL,
     n_heads      INTEGER NOT NULL,
@@ -23,7 +28,7 @@ CREATE TABLE models (
 
 -- regime: base | sft | grpo | distill | other. lineage: the training run a checkpoint belongs to.
 CREATE TABLE checkpoints (
-    checkpoint_id  BIGINT PRIMARY KEY,
+    checkpoint_id  BIGINT NOT NULL,
     model_key      VARCHAR NOT NULL,
     name           VARCHAR NOT NULL,
     path           VARCHAR NOT NULL,
@@ -45,7 +50,7 @@ CREATE TABLE training_metrics (
 
 -- kind: circuit | benchmark. mode: think_on | think_off | plain.
 CREATE TABLE tasks (
-    task_id  BIGINT PRIMARY KEY,
+    task_id  BIGINT NOT NULL,
     name     VARCHAR NOT NULL,
     kind     VARCHAR NOT NULL,
     source   VARCHAR,
@@ -69,7 +74,7 @@ CREATE TABLE task_items (
 -- kind: attribution | generation | import. status: running | ok | failed.
 -- An ablation or scaling run is a generation or attribution run with rows in `interventions`.
 CREATE TABLE runs (
-    run_id         BIGINT PRIMARY KEY,
+    run_id         BIGINT NOT NULL,
     kind           VARCHAR NOT NULL,
     checkpoint_id  BIGINT,
     task_id        BIGINT,
@@ -135,7 +140,7 @@ CREATE TABLE head_scores (
 
 -- selection: topn | threshold | greedy (param: n, tau or n).
 CREATE TABLE circuits (
-    circuit_id   BIGINT PRIMARY KEY,
+    circuit_id   BIGINT NOT NULL,
     run_id       BIGINT  NOT NULL,
     selection    VARCHAR NOT NULL,
     param        DOUBLE,

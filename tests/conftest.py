@@ -144,3 +144,28 @@ def qwen2_gqa(qwen2_gqa_dir):
 @pytest.fixture(scope="session")
 def qwen2_strong(qwen2_strong_dir):
     return _load(qwen2_strong_dir)
+
+
+# -- PostgreSQL for the DuckLake tests (tests/postgres_server.py, tests/test_lake.py) ----------
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One PostgreSQL server for the session, on a unix socket only; stopped and deleted after."""
+    from postgres_server import PostgresServer, find_bin
+
+    bin_dir = find_bin()
+    if bin_dir is None:
+        pytest.fail("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); "
+                    "`make test` installs it: apt-get install -y postgresql")
+    server = PostgresServer(bin_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lake(postgres_server, tmp_path):
+    """A new, empty lake: its --db spec and data path (a database of its own on the server)."""
+    from types import SimpleNamespace
+
+    spec = "ducklake:postgres:" + postgres_server.create_database()
+    return SimpleNamespace(spec=spec, data_path=tmp_path / "lake-data")

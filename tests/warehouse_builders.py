@@ -179,8 +179,9 @@ def _items(n: int, prefix: str = "q", levels=None) -> pa.Table:
                      "level": levels or ["easy"] * n})
 
 
-def build_study(path: str | Path) -> Study:
-    db = headdb.connect(path)
+def build_study(path: str | Path, **connect: object) -> Study:
+    """connect: extra headdb.connect() arguments (a lake's data_path)."""
+    db = headdb.connect(path, **connect)
     st = Study(db)
     register_tiny_model(db)
 

@@ -21,11 +21,12 @@ err = Console(stderr=True)
 
 class Options:
     db: str
+    data_path: Optional[str]
     lock_timeout: Optional[float]
     queries: list[str]
 
     def connect(self, *, create: bool = False) -> headdb.Warehouse:
-        db = headdb.connect(self.db, create=create, lock_timeout=self.lock_timeout)
+        db = headdb.connect(self.db, create=create, lock_timeout=self.lock_timeout, data_path=self.data_path)
         db.query_dirs = tuple(self.queries)
         return db
 
@@ -39,7 +40,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: str = typer.Option("headdb.duckdb", "--db", envvar="HEADDB_DB", help="Warehouse file."),
+    db: str = typer.Option("headdb.duckdb", "--db", envvar="HEADDB_DB",
+                           help="Warehouse: a DuckDB file, or 'ducklake:postgres:dbname=... host=...' (a lake)."),
+    data_path: Optional[str] = typer.Option(
+        None, "--data-path", help="A lake's folder of Parquet files, needed to create it (env HEADDB_DATA_PATH)."),
     lock_timeout: Optional[float] = typer.Option(
         None, "--lock-timeout", help="Seconds to wait for another writer (default 300, env HEADDB_LOCK_TIMEOUT)."),
     queries: list[str] = typer.Option([], "--queries", help="Extra folder of named queries (repeatable; env HEADDB_QUERIES)."),
@@ -47,7 +51,7 @@ def main_options(
                                  help="Show the version and exit."),
 ) -> None:
     opts = Options()
-    opts.db, opts.lock_timeout, opts.queries = db, lock_timeout, queries
+    opts.db, opts.data_path, opts.lock_timeout, opts.queries = db, data_path, lock_timeout, queries
     ctx.obj = opts
 
 

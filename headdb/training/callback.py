@@ -5,6 +5,9 @@
                                                          regime="grpo", base="/models/base",
                                                          args=["--bench", "gsm8k.jsonl", "--limit", "50"])])
 
+Pointed at a lake (`HeadDBCallback("ducklake:postgres:dbname=lake host=pg.cluster", data_path=
+"/shared/lake", ...)`), trainers on several machines fill one warehouse at once.
+
 On each save it runs `headdb ingest run OUTPUT_DIR ...` in a subprocess, which registers the new
 checkpoint (with the trainer_state.json metrics so far) and runs the configured jobs on it; the
 previous save's ingest is finished first, so they run one at a time and each only does what is
@@ -31,10 +34,13 @@ log = logging.getLogger("headdb.training")
 
 class HeadDBCallback(TrainerCallback):
     def __init__(self, db: str | Path, *, lineage: str, regime: str, base: str | Path | None = None,
-                 args: Sequence[str] = (), wait: bool = False, log_file: str | Path | None = None):
-        """db: the warehouse file; args: extra `headdb ingest run` options (--bench, --task, ...);
+                 args: Sequence[str] = (), wait: bool = False, log_file: str | Path | None = None,
+                 data_path: str | Path | None = None):
+        """db: the warehouse (a DuckDB file or `ducklake:postgres:...`); data_path: a lake's data
+        folder (--data-path); args: extra `headdb ingest run` options (--bench, --task, ...);
         wait: block training until each ingest finishes (tests, or to bound resource use)."""
         self.db = str(db)
+        self.data_path = str(data_path) if data_path is not None else None
         self.command_tail = ["--regime", regime, "--lineage", lineage,
                              *(["--base", str(base)] if base is not None else []), *map(str, args)]
         self.wait = wait
@@ -43,7 +49,9 @@ class HeadDBCallback(TrainerCallback):
         self.returncodes: list[int] = []
 
     def command(self, output_dir: str) -> list[str]:
-        return [sys.executable, "-m", "headdb", "--db", self.db, "ingest", "run", str(output_dir), *self.command_tail]
+        lake = ["--data-path", self.data_path] if self.data_path is not None else []
+        return [sys.executable, "-m", "headdb", "--db", self.db, *lake, "ingest", "run", str(output_dir),
+                *self.command_tail]
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:

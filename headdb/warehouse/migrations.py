@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,18 +38,20 @@ def code_version(directory: Path | None = None) -> int:
 def current_version(session) -> int | None:
     """The warehouse's schema version, or None when it has no schema_version table."""
     exists = session.scalar(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_name = 'schema_version'"
     )
     if not exists:
         return None
     return session.scalar("SELECT coalesce(max(version), 0) FROM schema_version")
 
 
-def check_compatible(version: int | None, path: Path, directory: Path | None = None) -> None:
+def check_compatible(version: int | None, location: str | Path, directory: Path | None = None) -> None:
     """Refuse warehouses this code cannot read: newer schema, older schema, or not headdb's."""
     code = code_version(directory)
+    path = str(location)
     if version is None:
-        raise UserError(f"{path} is a DuckDB file but not a headdb warehouse (no schema_version table)")
+        raise UserError(f"{path} holds a DuckDB database but not a headdb warehouse (no schema_version table)")
     if version > code:
         raise UserError(
             f"warehouse {path} has schema v{version}, newer than this headdb's v{code}; "
@@ -57,7 +60,7 @@ def check_compatible(version: int | None, path: Path, directory: Path | None = N
     if version < code:
         raise UserError(
             f"warehouse {path} has schema v{version}, older than this headdb's v{code}; "
-            f"back it up, then run `headdb --db {path} migrate`"
+            f"back it up, then run `headdb --db {shlex.quote(path)} migrate`"
         )
 
 

@@ -80,22 +80,23 @@ class Run:
                 ([facts["run_metrics"]] if "run_metrics" in facts else [])
                 + [pa.table({"key": list(self._metrics), "value": list(self._metrics.values())})],
                 promote_options="default")
-        with self.db.sink.write() as s:
+
+        def body(s) -> None:  # may run more than once (a sink with many writers retries it)
             for old in self.replaces:
                 _delete_run(s, old)
-            if "circuits" in facts:
-                facts = _globalise_circuit_ids(s, facts)
-            for name, table in facts.items():
+            staged = _globalise_circuit_ids(s, facts) if "circuits" in facts else facts
+            for name, table in staged.items():
                 if name in RUN_TABLES:
                     table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.int64()))
                 s.insert(name, table)
             s.execute(sql("warehouse", "finish_run"), [self.run_id])
+
+        self.db.sink.transaction(body)
         self.status = "ok"
         self._facts.clear()
 
     def fail(self, error: str) -> None:
-        with self.db.sink.write() as s:
-            s.execute(sql("warehouse", "fail_run"), [error[:20000], self.run_id])
+        self.db.sink.transaction(lambda s: s.execute(sql("warehouse", "fail_run"), [error[:20000], self.run_id]))
         self.status = "failed"
         self._facts.clear()
 

@@ -1,9 +1,10 @@
 """Where warehouse reads and writes go.
 
 Job code never talks to a sink: it hands Arrow tables to the Warehouse, which writes them through
-`Sink.write()` in one transaction. The default sink is a local DuckDB file. A DuckLake sink
-(catalog on PostgreSQL, Parquet data files) can be added by implementing the same two context
-managers; nothing above this module changes.
+`Sink.transaction(body)`: `body(session)` runs inside one transaction, and a sink that takes many
+writers (DuckLake, headdb/warehouse/lake.py) runs it again when a concurrent writer got there
+first, so a body must do all its reads and writes through the session it is given and change
+nothing outside it. The default sink is a local DuckDB file.
 
 DuckDB lets one process open a file for writing at a time. Connections are therefore opened per
 operation and closed at once, so a long ingest holds the lock only while it commits; a process
@@ -17,7 +18,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -26,6 +27,11 @@ from headdb.errors import UserError, WarehouseLocked
 
 _LOCK_MESSAGE = "Could not set lock on file"
 _PID = re.compile(r"PID (\d+)")
+T = TypeVar("T")
+
+
+class TransactionAborted(RuntimeError):
+    """A statement failed inside a write transaction and the transaction was rolled back."""
 
 
 class Session:
@@ -33,9 +39,14 @@ class Session:
 
     def __init__(self, con: duckdb.DuckDBPyConnection):
         self.con = con
+        self.error: duckdb.Error | None = None  # the first statement that failed, if any
 
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
-        return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+        try:
+            return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
+        except duckdb.Error as exc:
+            self.error = self.error or exc
+            raise
 
     def fetch(self, sql: str, params: Any = None) -> pa.Table:
         return self.execute(sql, params).to_arrow_table()
@@ -54,7 +65,7 @@ class Session:
         view = f"__headdb_insert_{table}"
         self.con.register(view, data)
         try:
-            self.con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
+            self.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
         finally:
             self.con.unregister(view)
         return data.num_rows
@@ -69,7 +80,40 @@ class Sink(Protocol):
 
     def write(self) -> Any: ...  # context manager yielding a Session inside one transaction
 
+    def transaction(self, body: Callable[[Session], T]) -> T: ...  # body in one transaction, re-run on conflict
+
     def held(self) -> Any: ...  # context manager: reuse one connection for many operations
+
+
+def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    """ROLLBACK if a transaction is open (a failed COMMIT has already ended it)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
+
+
+def commit_checked(session: Session, last: Callable[[Session], Any] | None = None) -> Any:
+    """COMMIT, and never let a transaction that hit an error pass for committed.
+
+    After a statement fails at run time, DuckDB marks the transaction aborted and a later COMMIT
+    returns without error but rolls everything back. A caller that caught the error would then
+    believe its writes landed. A trivial statement raises in an aborted transaction, so it is run
+    first; errors at bind time (an unknown table) do not abort and need no check. `last(session)`
+    runs after that check, just before COMMIT; its result is returned.
+    """
+    con = session.con
+    try:
+        con.execute("SELECT 1")
+    except duckdb.TransactionException as exc:
+        rollback_quietly(con)
+        cause = session.error or exc
+        raise TransactionAborted(
+            f"a statement failed inside the transaction, which was rolled back: {str(cause).splitlines()[0]}"
+        ) from cause
+    result = last(session) if last is not None else None
+    con.execute("COMMIT")
+    return result
 
 
 def _say_waiting(message: str) -> None:
@@ -159,12 +203,18 @@ class DuckDBSink:
         con = self._held if self._held is not None else self._connect(read_only=False)
         try:
             con.execute("BEGIN TRANSACTION")
+            session = Session(con)
             try:
-                yield Session(con)
+                yield session
             except BaseException:
-                con.execute("ROLLBACK")
+                rollback_quietly(con)
                 raise
-            con.execute("COMMIT")
+            commit_checked(session)
         finally:
             if con is not self._held:
                 con.close()
+
+    def transaction(self, body: Callable[[Session], T]) -> T:
+        # One writer holds the file at a time, so there is never a conflict to retry.
+        with self.write() as session:
+            return body(session)

@@ -1,7 +1,9 @@
 """The warehouse: schema checks, migrations, registration of models/checkpoints/tasks, runs, SQL.
 
-`headdb.connect(path)` is the one entry point. All writes go through the sink (sinks.py) as
-Arrow tables inside single transactions; every read returns a polars DataFrame.
+`headdb.connect(path)` is the one entry point: a DuckDB file path (the default) or
+`ducklake:postgres:<libpq conninfo>` with a data path (lake.py). All writes go through the sink
+(sinks.py) as Arrow tables inside single transactions, each a function of the session that the
+sink may run again after a conflict with another writer; every read returns a polars DataFrame.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pyarrow as pa
 from headdb import provenance
 from headdb.errors import UserError
 from headdb.warehouse.migrations import apply_pending, check_compatible, code_version, current_version
+from headdb.warehouse.lake import LakeSink, is_lake
 from headdb.warehouse.runs import Run
 from headdb.warehouse.sinks import DuckDBSink, Sink
 from headdb.warehouse.statements import sql
@@ -35,6 +38,10 @@ def default_path() -> str:
     return os.environ.get("HEADDB_DB") or DEFAULT_DB
 
 
+def default_data_path() -> str | None:
+    return os.environ.get("HEADDB_DATA_PATH") or None
+
+
 def default_lock_timeout() -> float:
     value = os.environ.get("HEADDB_LOCK_TIMEOUT", "300")
     try:
@@ -43,17 +50,37 @@ def default_lock_timeout() -> float:
         raise UserError(f"HEADDB_LOCK_TIMEOUT={value!r} is not a number of seconds") from None
 
 
+def open_sink(path: str | Path | None = None, *, create: bool = True, lock_timeout: float | None = None,
+              data_path: str | Path | None = None) -> Sink:
+    """The sink `path` names: `ducklake:postgres:<conninfo>` (with `data_path`, default
+    $HEADDB_DATA_PATH) or a DuckDB file (default $HEADDB_DB, then ./headdb.duckdb).
+
+    lock_timeout: how long to wait for other writers (a file's lock; a lake's write conflicts).
+    """
+    path = path or default_path()
+    timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
+    if is_lake(str(path)):
+        return LakeSink(str(path), data_path=data_path or default_data_path(), create=create,
+                        retry_timeout=timeout)
+    if data_path is not None:
+        raise UserError(f"--data-path is for a DuckLake warehouse (--db ducklake:postgres:...), "
+                        f"not the DuckDB file {path}; drop it")
+    sink = DuckDBSink(path, lock_timeout=timeout)
+    sink.check_path(create=create)
+    return sink
+
+
 def connect(path: str | Path | None = None, *, create: bool = True, lock_timeout: float | None = None,
-            sink: Sink | None = None, schemas: Path | None = None) -> "Warehouse":
-    """Open (and with create=True, initialise) the warehouse at `path`.
+            sink: Sink | None = None, schemas: Path | None = None,
+            data_path: str | Path | None = None) -> "Warehouse":
+    """Open (and with create=True, initialise) the warehouse at `path`: a DuckDB file, or
+    `ducklake:postgres:<libpq conninfo>` whose Parquet files go under `data_path`.
 
     A warehouse whose schema is newer than this code is refused; an older one must be upgraded
     with `headdb migrate` first (never silently, since other users may share the file).
     """
     if sink is None:
-        sink = DuckDBSink(path or default_path(),
-                          lock_timeout=default_lock_timeout() if lock_timeout is None else lock_timeout)
-        sink.check_path(create=create)
+        sink = open_sink(path, create=create, lock_timeout=lock_timeout, data_path=data_path)
     db = Warehouse(sink, schemas=schemas)
     if not sink.exists():
         db.init()
@@ -87,35 +114,38 @@ class Warehouse:
     # -- schema --------------------------------------------------------------------------------
     def init(self) -> list[int]:
         """Create the schema (a no-op on an up-to-date warehouse)."""
-        with self.sink.write() as s:
+        def body(s) -> list[int]:
             version = current_version(s)
             if version is not None:
-                check_compatible(version, Path(self.location), self.schemas)
+                check_compatible(version, self.location, self.schemas)
                 return []
             return apply_pending(s, self.schemas)
 
+        return self.sink.transaction(body)
+
     def migrate(self) -> list[int]:
         """Apply pending migrations in order, all in one transaction."""
-        with self.sink.write() as s:
+        def body(s) -> list[int]:
             version = current_version(s)
             if version is None:
                 raise UserError(f"{self.location} is not a headdb warehouse; create one with `headdb init`")
             if version > code_version(self.schemas):
-                check_compatible(version, Path(self.location), self.schemas)
+                check_compatible(version, self.location, self.schemas)
             return apply_pending(s, self.schemas)
+
+        return self.sink.transaction(body)
 
     def schema_version(self) -> int | None:
         with self.sink.read() as s:
             return current_version(s)
 
     def check_schema(self) -> None:
-        check_compatible(self.schema_version(), Path(self.location), self.schemas)
+        check_compatible(self.schema_version(), self.location, self.schemas)
 
     # -- reading -------------------------------------------------------------------------------
     def sql(self, query: str, params: list | dict | None = None, *, write: bool = False) -> pl.DataFrame:
         """Run SQL and return the last statement's result. Read-only unless write=True."""
-        opener = self.sink.write if write else self.sink.read
-        with opener() as s:
+        def body(s) -> pl.DataFrame:
             try:
                 statements = s.con.extract_statements(query)
             except duckdb.Error as exc:
@@ -137,6 +167,11 @@ class Warehouse:
                 return pl.from_arrow(result.to_arrow_table())
             except duckdb.Error as exc:
                 raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
+
+        if write:
+            return self.sink.transaction(body)
+        with self.sink.read() as s:
+            return body(s)
 
     def query(self, name: str, /, **params: Any) -> pl.DataFrame:
         """Run a named query of the catalogue (queries/*.sql) with bound parameters."""
@@ -161,15 +196,18 @@ class Warehouse:
     def register_model(self, shape: dict[str, Any], nodes: pa.Table, edges: pa.Table) -> str:
         """Record an architecture shape and its graph layout once per model_key."""
         key = shape["model_key"]
-        with self.sink.write() as s:
+        row = {c: [shape.get(c)] for c in ("model_key", "architecture", "n_layers", "n_heads",
+                                           "n_kv_heads", "d_model", "d_head", "vocab_size")}
+        row["config_json"] = [json.dumps(shape.get("config", {}), sort_keys=True, default=str)]
+
+        def body(s) -> None:
             if not s.rows(sql("warehouse", "find_model"), [key]):
-                row = {c: [shape.get(c)] for c in ("model_key", "architecture", "n_layers", "n_heads",
-                                                   "n_kv_heads", "d_model", "d_head", "vocab_size")}
-                row["config_json"] = [json.dumps(shape.get("config", {}), sort_keys=True, default=str)]
                 s.insert("models", pa.table(row))
             if not s.scalar(sql("warehouse", "count_graph_nodes"), [key]):
                 s.insert("graph_nodes", _with_key(nodes, key))
                 s.insert("graph_edges", _with_key(edges, key))
+
+        self.sink.transaction(body)
         return key
 
     def register_checkpoint(self, *, model_key: str, path: str | Path, weights_digest: str,
@@ -180,7 +218,7 @@ class Warehouse:
         path = str(Path(path).resolve())
         name = name or Path(path).name
         lineage = lineage or name
-        with self.sink.write() as s:
+        def body(s) -> int:
             found = s.rows(sql("warehouse", "find_checkpoint"), [path, weights_digest])
             if found:
                 checkpoint_id = found[0][0]
@@ -192,13 +230,16 @@ class Warehouse:
                       [checkpoint_id, model_key, name, path, weights_digest, lineage, regime, step, parent_id])
             return checkpoint_id
 
+        return self.sink.transaction(body)
+
     def register_task(self, *, name: str, kind: str, digest: str, items: pa.Table | pl.DataFrame,
                       source: str | None = None, template: str | None = None, mode: str = "plain") -> int:
         """A task is identified by (content digest, kind, mode, name); its items are stored once."""
         _check_value("task kind", kind, TASK_KINDS)
         _check_value("task mode", mode, TASK_MODES)
         items = items.to_arrow() if isinstance(items, pl.DataFrame) else items
-        with self.sink.write() as s:
+
+        def body(s) -> int:
             found = s.rows(sql("warehouse", "find_task"), [digest, kind, mode, name])
             if found:
                 return found[0][0]
@@ -208,17 +249,21 @@ class Warehouse:
             s.insert("task_items", items.append_column("task_id", pa.array([task_id] * items.num_rows, pa.int64())))
             return task_id
 
+        return self.sink.transaction(body)
+
     def add_training_metrics(self, lineage: str, metrics: pa.Table | pl.DataFrame) -> int:
         """Store (step, key, value) rows for a lineage, replacing rows of the same steps."""
         table = metrics.to_arrow() if isinstance(metrics, pl.DataFrame) else metrics
         table = table.append_column("lineage", pa.array([lineage] * table.num_rows, pa.string()))
-        with self.sink.write() as s:
+        def body(s) -> int:
             s.con.register("__headdb_new_metrics", table)
             try:
                 s.execute(sql("warehouse", "delete_training_metrics"), [lineage])
             finally:
                 s.con.unregister("__headdb_new_metrics")
             return s.insert("training_metrics", table)
+
+        return self.sink.transaction(body)
 
     # -- runs ----------------------------------------------------------------------------------
     @staticmethod
@@ -246,8 +291,11 @@ class Warehouse:
                   force: bool = False) -> Run:
         """Open a run, or return a skipped Run when an ok run with the same config_hash exists."""
         _check_value("run kind", kind, RUN_KINDS)
-        versions = provenance.versions()
-        with self.sink.write() as s:
+        versions = json.dumps(provenance.versions(), sort_keys=True)
+        config_json = json.dumps(config, sort_keys=True, default=str)
+        git_sha, host, version = provenance.git_sha(), provenance.host(), provenance.headdb_version()
+
+        def body(s) -> Run:
             digest = self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
             previous = s.rows(sql("warehouse", "find_run_by_hash"), [digest])
             ok = [r[0] for r in previous if r[1] == "ok"]
@@ -255,11 +303,12 @@ class Warehouse:
                 return Run(self, ok[-1], skipped=True, config_hash=digest)
             run_id = s.scalar(sql("warehouse", "next_run_id"))
             s.execute(sql("warehouse", "insert_run"), [
-                run_id, kind, checkpoint_id, task_id, json.dumps(config, sort_keys=True, default=str),
-                digest, json.dumps(versions, sort_keys=True), provenance.git_sha(), provenance.host(),
-                device, dtype, seed, provenance.headdb_version(), os.getpid()])
-        # Earlier runs of this config (failed, abandoned, or ok when forced) go when this one lands.
-        return Run(self, run_id, replaces=tuple(r[0] for r in previous), config_hash=digest)
+                run_id, kind, checkpoint_id, task_id, config_json, digest, versions, git_sha, host,
+                device, dtype, seed, version, os.getpid()])
+            # Earlier runs of this config (failed, abandoned, or ok when forced) go when this one lands.
+            return Run(self, run_id, replaces=tuple(r[0] for r in previous), config_hash=digest)
+
+        return self.sink.transaction(body)
 
 
 def _with_key(table: pa.Table, key: str) -> pa.Table:

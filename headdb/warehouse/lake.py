@@ -1,0 +1,279 @@
+"""A warehouse in a DuckLake: catalog in PostgreSQL, data as Parquet files under a data path.
+
+    headdb.connect("ducklake:postgres:dbname=lake host=/run/postgresql", data_path="/shared/lake")
+
+Many processes on many machines write to one lake at once; each keeps one DuckDB connection with
+the lake attached for its lifetime (loading the extensions and attaching costs ~0.5 s, too much
+per operation). The `ducklake` and `postgres_scanner` extensions are LOADed by the path of the
+file inside their PyPI wheels (`pip install 'headdb[lake]'`), never downloaded: DuckDB's
+auto-install and auto-load are switched off, so a missing file is an error at once instead of a
+network fetch (which can hang on a cluster node).
+
+Concurrency. DuckLake commits optimistically: a transaction works on the snapshot it started
+from, and its COMMIT fails with "Transaction conflict" when a transaction that committed in the
+meantime changed something it touched. Plain appends to one table do not conflict, which would
+let two writers that both read `max(run_id) + 1` store the same id, or both register the same
+checkpoint. So every headdb write transaction also rewrites the rows of `schema_version` (the
+"write token"; their values stay the same): two write transactions that overlap in time then
+always conflict, the later one is rolled back and run again from the start on a new snapshot,
+where it sees what the first one wrote. headdb's write transactions are small metadata changes
+plus appends of Arrow tables, so re-running one costs little; the result is as if the writers
+had taken turns.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import duckdb
+
+from headdb.errors import UserError
+from headdb.warehouse.sinks import Session, commit_checked, rollback_quietly
+
+PREFIX = "ducklake:"
+POSTGRES_PREFIX = "ducklake:postgres:"
+ALIAS = "headdb_lake"
+# (Python package of the wheel, its name on PyPI, extension name)
+EXTENSIONS = (("duckdb_extension_postgres_scanner", "duckdb-extension-postgres-scanner", "postgres_scanner"),
+              ("duckdb_extension_ducklake", "duckdb-extension-ducklake", "ducklake"))
+# DuckLake's own word for a lost race; "maximum retry count" is its internal commit retry giving
+# up under many writers. Both mean: nothing was written, run the transaction again.
+_RETRYABLE = ("Transaction conflict", "maximum retry count", "could not serialize access")
+# Two processes creating the same new lake at once: one creates DuckLake's catalog tables, the
+# other fails on PostgreSQL's catalog; attaching again finds the finished lake.
+_INIT_RACE = ("Failed to initialize DuckLake", "duplicate key value", "already exists")
+_LIBPQ = re.compile(r"Unable to connect to Postgres at \"[^\"]*\": (.*)", re.S)
+_TOKEN = "UPDATE schema_version SET version = version"
+T = TypeVar("T")
+
+
+def is_lake(spec: str | os.PathLike | None) -> bool:
+    return isinstance(spec, str) and spec.startswith(PREFIX)
+
+
+def conninfo(spec: str) -> str:
+    """The libpq connection string of a `ducklake:postgres:...` warehouse spec."""
+    if not spec.startswith(POSTGRES_PREFIX):
+        raise UserError(f"--db {spec!r}: headdb keeps DuckLake catalogs in PostgreSQL only; "
+                        "write --db 'ducklake:postgres:dbname=NAME host=HOST'")
+    info = spec[len(POSTGRES_PREFIX):].strip()
+    if not info:
+        raise UserError("--db ducklake:postgres: needs a connection string, e.g. "
+                        "--db 'ducklake:postgres:dbname=lake host=/var/run/postgresql'")
+    return info
+
+
+def extension_files() -> list[str]:
+    """Paths of the extension binaries for the installed duckdb, from their PyPI wheels."""
+    paths = []
+    for package, dist, name in EXTENSIONS:
+        try:
+            root = resources.files(package)
+        except ModuleNotFoundError:
+            raise UserError(f"a DuckLake warehouse needs the {dist} package: pip install 'headdb[lake]'") from None
+        path = root / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+        if not path.is_file():
+            built = sorted(p.name for p in (root / "extensions").iterdir()) if (root / "extensions").is_dir() else []
+            raise UserError(f"{dist} has no build for duckdb {duckdb.__version__} (it has {', '.join(built) or 'none'}); "
+                            "install the matching pair: pip install 'headdb[lake]'")
+        paths.append(str(path))
+    return paths
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.Error) and any(word in str(exc) for word in _RETRYABLE)
+
+
+def _local(path: str) -> bool:
+    return "://" not in path
+
+
+class LakeSink:
+    """A DuckLake on a PostgreSQL catalog; many processes may write at once."""
+
+    def __init__(self, spec: str, *, data_path: str | os.PathLike | None = None, create: bool = True,
+                 retry_timeout: float = 300.0):
+        self.location = spec
+        self.conninfo = conninfo(spec)
+        self.data_path = self._check_data_path(data_path)
+        self.create = create
+        self.retry_timeout = retry_timeout
+        self.conflicts = 0  # transactions re-run after losing a race (for tests and benchmarks)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._pid = 0
+        self._lock = threading.RLock()
+        self._in_transaction = False
+        self._token_ready = False
+
+    @staticmethod
+    def _check_data_path(data_path) -> str | None:
+        if data_path is None or str(data_path) == "":
+            return None
+        text = str(data_path)
+        if not _local(text):
+            return text
+        path = Path(text).expanduser().resolve()
+        if path.exists() and not path.is_dir():
+            raise UserError(f"--data-path {path} is a file; give a folder for the lake's Parquet files")
+        if not path.exists() and not path.parent.is_dir():
+            raise UserError(f"--data-path {path}: folder {path.parent} does not exist")
+        return str(path)
+
+    # -- the connection ------------------------------------------------------------------------
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._con is not None and self._pid == os.getpid():
+            return self._con
+        # A forked child must not use its parent's connection: open its own.
+        self._con, self._pid, self._token_ready = self._open(), os.getpid(), False
+        return self._con
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        files = extension_files()
+        con = duckdb.connect(config={"autoinstall_known_extensions": False,
+                                     "autoload_known_extensions": False})
+        try:
+            for path in files:
+                con.execute(f"LOAD {_literal(path)}")
+            self._attach(con)
+            con.execute(f"USE {ALIAS}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def _attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        options = []
+        if self.data_path is not None:
+            options.append(f"DATA_PATH {_literal(self.data_path)}")
+        if not self.create:
+            options.append("CREATE_IF_NOT_EXISTS false")
+        sql = (f"ATTACH {_literal(POSTGRES_PREFIX + self.conninfo)} AS {ALIAS}"
+               + (f" ({', '.join(options)})" if options else ""))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                con.execute(sql)
+                return
+            except duckdb.Error as exc:
+                message = str(exc)
+                if any(w in message for w in _INIT_RACE) and time.monotonic() < deadline:
+                    time.sleep(0.1 + random.random() * 0.3)
+                    continue
+                raise self._attach_error(message) from None
+
+    def _attach_error(self, message: str) -> UserError:
+        where = f"DuckLake {self.location!r}"
+        if "data_path is not set" in message:
+            return UserError(f"no warehouse in {where} yet; to create one give --data-path DIR "
+                             "(env HEADDB_DATA_PATH), a folder for its Parquet files that every writer can reach")
+        if "creating a new DuckLake is explicitly disabled" in message:
+            return UserError(f"no warehouse in {where}; create one with "
+                             f"`headdb --db '{self.location}' --data-path DIR init`")
+        stored = re.search(r'existing data path in the catalog "([^"]*)"', message)
+        if stored:
+            return UserError(f"--data-path {self.data_path} is not this lake's data path {stored.group(1)}; "
+                             "omit --data-path (the lake remembers it) or give that folder")
+        libpq = _LIBPQ.search(message)
+        if libpq:
+            reason = " ".join(libpq.group(1).split())
+            return UserError(f"cannot reach the lake's PostgreSQL catalog ({self.conninfo}): {reason}; "
+                             "is the server running and the connection string right?")
+        return UserError(f"cannot open {where}: {message.strip().splitlines()[0]}")
+
+    def close(self) -> None:
+        with self._lock:
+            con, self._con = self._con, None
+            if con is not None and self._pid == os.getpid():
+                con.close()
+
+    # -- the Sink protocol ----------------------------------------------------------------------
+    def exists(self) -> bool:
+        """True when the lake holds a headdb schema (opening it creates an empty lake if allowed)."""
+        with self.read() as s:
+            return bool(s.scalar("SELECT count(*) FROM information_schema.tables "
+                                 "WHERE table_catalog = current_database() AND table_name = 'schema_version'"))
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        # The connection stays open for the sink's lifetime anyway, and holds no lock.
+        yield
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction: one snapshot for the whole block, and writes are refused."""
+        with self._lock:
+            con = self._connection()
+            if self._in_transaction:  # a read inside this thread's write transaction
+                yield Session(con)
+                return
+            con.execute("BEGIN TRANSACTION READ ONLY")
+            self._in_transaction = True
+            try:
+                yield Session(con)
+            finally:
+                self._in_transaction = False
+                rollback_quietly(con)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction, not re-run on conflict (a conflict raises); prefer transaction()."""
+        with self._lock:
+            con = self._connection()
+            con.execute("BEGIN TRANSACTION")
+            self._in_transaction = True
+            session = Session(con)
+            try:
+                yield session
+                touched = commit_checked(session, last=self._touch_token)
+                self._token_ready = self._token_ready or touched
+            except BaseException:
+                rollback_quietly(con)
+                raise
+            finally:
+                self._in_transaction = False
+
+    def transaction(self, body: Callable[[Session], T]) -> T:
+        """Run body(session) in one transaction; when a concurrent writer wins, run it again.
+
+        Backs off with jitter between attempts and gives up after `retry_timeout` seconds.
+        """
+        deadline = time.monotonic() + self.retry_timeout
+        delay = 0.02
+        while True:
+            try:
+                with self.write() as session:
+                    return body(session)
+            except duckdb.Error as exc:
+                if not is_conflict(exc):
+                    raise
+                self.conflicts += 1
+                if time.monotonic() >= deadline:
+                    raise UserError(f"gave up writing to {self.location} after {self.retry_timeout:g} s of "
+                                    f"conflicts with other writers ({_first_line(exc)}); "
+                                    "retry, or raise --lock-timeout / HEADDB_LOCK_TIMEOUT") from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 1.0)
+
+    def _touch_token(self, session: Session) -> bool:
+        """Rewrite schema_version's rows so that any two overlapping writers conflict (module doc)."""
+        if not self._token_ready and not session.scalar(
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_catalog = current_database() AND table_name = 'schema_version'"):
+            return False  # no schema yet: two writers creating it conflict on the tables themselves
+        session.execute(_TOKEN)
+        return True
