@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 import headdb  # noqa: E402
 from headdb.attribution.graph import build_layout  # noqa: E402
-from headdb.interop.graph_json.graph_json import export_parquet  # noqa: E402
-from headdb.warehouse.store.queries import run_query  # noqa: E402
+from headdb.interop.graph_json import export_parquet  # noqa: E402
+from headdb.warehouse.queries import run_query  # noqa: E402
 
 LINEAGE = "grpo-bench"
 TOPN = 5000
@@ -109,7 +109,8 @@ def used_bytes(path: Path) -> int:
     return block * used
 
 
-def ingest(db, synth: Synth, n: int, held: bool = False) -> dict:
+def register_lineage(db, synth: Synth, n: int) -> tuple[dict[int, int], int]:
+    """The model, task, reward curve and n+1 checkpoints; (checkpoint ids by index, task id)."""
     layout = synth.layout
     shape = {"model_key": "bench-qwen2.5-0.5b", "architecture": "Qwen2ForCausalLM", "n_layers": synth.n_layers,
              "n_heads": synth.n_heads, "n_kv_heads": layout.n_kv_heads, "d_model": 896, "d_head": 64,
@@ -120,9 +121,6 @@ def ingest(db, synth: Synth, n: int, held: bool = False) -> dict:
     db.add_training_metrics(LINEAGE, pa.table({"step": pa.array(list(reward_curve(n)), pa.int64()),
                                                "key": ["reward"] * len(reward_curve(n)),
                                                "value": list(reward_curve(n).values())}))
-    edge_ids = pa.array(np.arange(layout.n_edges, dtype=np.int32))
-    head_layer = pa.array([synth.head_lh(h)[0] for h in synth.head_nodes], pa.int32())
-    head_head = pa.array([synth.head_lh(h)[1] for h in synth.head_nodes], pa.int32())
     # Checkpoints are registered first (as `headdb ingest run` does); only runs are timed.
     ids, parent = {}, None
     for i in range(n + 1):
@@ -131,6 +129,20 @@ def ingest(db, synth: Synth, n: int, held: bool = False) -> dict:
         ids[i] = parent = db.register_checkpoint(
             model_key=shape["model_key"], path=f"/bench/{name}", weights_digest=f"w{i}", name=name,
             lineage="base" if i == 0 else LINEAGE, regime="base" if i == 0 else "grpo", step=step, parent_id=parent)
+    return ids, task
+
+
+def head_columns(synth: Synth) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """(edge ids, head layers, head indices) as the ingest loop adds them."""
+    return (pa.array(np.arange(synth.layout.n_edges, dtype=np.int32)),
+            pa.array([synth.head_lh(h)[0] for h in synth.head_nodes], pa.int32()),
+            pa.array([synth.head_lh(h)[1] for h in synth.head_nodes], pa.int32()))
+
+
+def ingest(db, synth: Synth, n: int, held: bool = False) -> dict:
+    layout = synth.layout
+    ids, task = register_lineage(db, synth, n)
+    edge_ids, head_layer, head_head = head_columns(synth)
     size_before = Path(db.location).stat().st_size
     used_before = used_bytes(Path(db.location))
     ingest_s, gen_s, rows = 0.0, 0.0, 0
@@ -347,7 +359,7 @@ def main(argv=None) -> dict:
         for name, fn in queries.items():
             fn()  # warm the OS file cache, as the baseline's files are warm after writing
             lat[name], outputs[name] = timed(fn, args.repeat)
-        from headdb.warehouse.store.queries import query_session
+        from headdb.warehouse.queries import query_session
         warm = {}
         with query_session(db) as session:
             warm["heads_gained"], _ = timed(lambda: session.run("heads_gained", {"base": "base", "target": last}), args.repeat)

@@ -112,8 +112,9 @@ def test_a_swallowed_error_never_passes_for_a_commit(lake, tmp_path):
 def test_two_writers_that_read_the_same_max_get_different_ids(lake):
     """Writer A reads max(run_id) + 1, writer B commits a run before A commits: A's transaction
     conflicts and runs again on the new snapshot. (DuckLake alone lets both commit the same id:
-    appends to one table do not conflict - the control at the end shows it.)"""
-    a = headdb.connect(lake.spec, data_path=lake.data_path)
+    appends to one table do not conflict - the control at the end shows it.) A takes no turn, as
+    if its turn had timed out, so that B can commit inside A's transaction."""
+    a = headdb.connect(sink=LakeSink(lake.spec, data_path=lake.data_path, take_turns=False))
     b = headdb.connect(lake.spec)
     assert a.sink is not b.sink
     seen = []
@@ -147,23 +148,25 @@ def test_two_writers_that_read_the_same_max_get_different_ids(lake):
 def test_four_writer_processes_every_run_lands_once(lake, tmp_path):
     n_runs, n_rows = 5, 10_000
     go = tmp_path / "go"
-    procs = [_spawn(lake, "lake-runs", lake.spec, f"w{k}", str(n_runs), str(n_rows), str(go)) for k in range(4)]
+    names = ["w0", "w1", "opt-2", "opt-3"]  # two take turns, two race them (tests/writers.py)
+    procs = [_spawn(lake, "lake-runs", lake.spec, name, str(n_runs), str(n_rows), str(go)) for name in names]
     for proc in procs:  # all four attach the new lake (and create its schema) at once, then wait
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     go.touch()
-    conflicts = 0
+    conflicts = waits = 0
     for proc in procs:
         out, errs = proc.communicate(timeout=120)
         assert proc.returncode == 0, errs
-        conflicts += json.loads(out.strip().splitlines()[-1])["conflicts"]
-    assert conflicts > 0, "the writers never overlapped; the test proved nothing"
+        report = json.loads(out.strip().splitlines()[-1])
+        conflicts, waits = conflicts + report["conflicts"], waits + report["turn_waits"]
+    assert conflicts > 0 and waits > 0, "the writers never overlapped; the test proved nothing"
 
     db = headdb.connect(lake.spec, create=False)
     runs = db.sql("SELECT run_id, status, config FROM runs ORDER BY run_id")
     assert runs["status"].to_list() == ["ok"] * 4 * n_runs
     assert runs["run_id"].to_list() == list(range(1, 4 * n_runs + 1))  # unique and without gaps
     configs = sorted((c["worker"], c["i"]) for c in map(json.loads, runs["config"]))
-    assert configs == sorted((f"w{k}", i) for k in range(4) for i in range(n_runs))
+    assert configs == sorted((name, i) for name in names for i in range(n_runs))
     # Entities all four registered at once exist once.
     assert db.sql("SELECT count(*) AS n FROM checkpoints WHERE name = 'shared'")["n"][0] == 1
     assert db.sql("SELECT count(*) AS n FROM checkpoints")["n"][0] == 5
@@ -199,7 +202,7 @@ def _check_consistent(db, big: int) -> dict[int, int]:
 
 
 def test_kill_9_mid_commit_leaves_no_partial_run(lake):
-    big = 2_000_000
+    big = 1_000_000
     rng = random.Random(11)
     headdb.connect(lake.spec, data_path=lake.data_path)
     done = _spawn(lake, "big", lake.spec, str(big), "keep")

@@ -56,7 +56,13 @@ LAKE_LAYOUT = (
 def lake_runs(spec: str, worker: str, n_runs: int, n_rows: int, go_file: str) -> None:
     """Register shared and own entities, then n_runs attribution runs with edge scores and two
     circuits each, all as fast as possible, starting together with the other writers."""
-    db = headdb.connect(spec, lock_timeout=120)
+    from headdb.warehouse.lake import LakeSink
+
+    # Writers named opt-* skip the turn (optimistic only): they race the others and must lose
+    # some commits, which the test counts.
+    sink = LakeSink(spec, data_path=os.environ["HEADDB_DATA_PATH"], retry_timeout=120,
+                    take_turns=not worker.startswith("opt-"))
+    db = headdb.connect(sink=sink)
     print("ready", flush=True)
     while not os.path.exists(go_file):
         time.sleep(0.01)
@@ -79,7 +85,7 @@ def lake_runs(spec: str, worker: str, n_runs: int, n_rows: int, go_file: str) ->
             run.add("circuit_heads", pa.table({"circuit_id": pa.array([0, 1, 1], pa.int64()),
                                                "layer": pa.array([0, 0, 0], pa.int32()),
                                                "head": pa.array([i % 2, i % 2, 1 - i % 2], pa.int32())}))
-    print(json.dumps({"conflicts": db.sink.conflicts}), flush=True)
+    print(json.dumps({"conflicts": sink.conflicts, "turn_waits": sink.turn_waits}), flush=True)
 
 
 if __name__ == "__main__":

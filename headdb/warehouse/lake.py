@@ -16,9 +16,13 @@ let two writers that both read `max(run_id) + 1` store the same id, or both regi
 checkpoint. So every headdb write transaction also rewrites the rows of `schema_version` (the
 "write token"; their values stay the same): two write transactions that overlap in time then
 always conflict, the later one is rolled back and run again from the start on a new snapshot,
-where it sees what the first one wrote. headdb's write transactions are small metadata changes
-plus appends of Arrow tables, so re-running one costs little; the result is as if the writers
-had taken turns.
+where it sees what the first one wrote, as DuckLake intends. That alone is correct, but a lost
+race throws away the Parquet files the loser wrote, and with several busy writers most attempts
+lose. So a writer first waits for its turn - a PostgreSQL advisory lock in the lake's catalog
+database, held in a PostgreSQL transaction of its own until the lake transaction has committed
+- and starts its lake transaction (and snapshot) only then. The turn is a courtesy, not the
+guarantee: a writer that dies releases it with its connection, one that waits longer than the
+retry timeout goes ahead without it, and the token still makes any overlap a conflict.
 """
 from __future__ import annotations
 
@@ -51,6 +55,12 @@ _RETRYABLE = ("Transaction conflict", "maximum retry count", "could not serializ
 _INIT_RACE = ("Failed to initialize DuckLake", "duplicate key value", "already exists")
 _LIBPQ = re.compile(r"Unable to connect to Postgres at \"[^\"]*\": (.*)", re.S)
 _TOKEN = "UPDATE schema_version SET version = version"
+# pg_try_advisory_xact_lock's key: any fixed number; advisory locks are per database.
+_TURN_KEY = 0x68656164646200
+# DuckLake reaches its catalog through an attachment of this name (ducklake 1.5.5); the turn is
+# taken through it, so it needs no connection string of its own.
+_TURN = (f"SELECT * FROM postgres_query('__ducklake_metadata_{ALIAS}', "
+         f"'SELECT pg_try_advisory_xact_lock({_TURN_KEY}) AS got')")
 T = TypeVar("T")
 
 
@@ -107,14 +117,17 @@ class LakeSink:
     """A DuckLake on a PostgreSQL catalog; many processes may write at once."""
 
     def __init__(self, spec: str, *, data_path: str | os.PathLike | None = None, create: bool = True,
-                 retry_timeout: float = 300.0):
+                 retry_timeout: float = 300.0, take_turns: bool = True):
         self.location = spec
         self.conninfo = conninfo(spec)
         self.data_path = self._check_data_path(data_path)
         self.create = create
         self.retry_timeout = retry_timeout
         self.conflicts = 0  # transactions re-run after losing a race (for tests and benchmarks)
+        self.take_turns = take_turns
+        self.turn_waits = 0  # write transactions that found another writer's turn in progress
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._turn_con: duckdb.DuckDBPyConnection | None = None
         self._pid = 0
         self._lock = threading.RLock()
         self._in_transaction = False
@@ -140,6 +153,8 @@ class LakeSink:
             return self._con
         # A forked child must not use its parent's connection: open its own.
         self._con, self._pid, self._token_ready = self._open(), os.getpid(), False
+        # Its own DuckDB transaction, hence its own PostgreSQL transaction, holds the turn.
+        self._turn_con = self._con.cursor()
         return self._con
 
     def _open(self) -> duckdb.DuckDBPyConnection:
@@ -197,8 +212,9 @@ class LakeSink:
 
     def close(self) -> None:
         with self._lock:
-            con, self._con = self._con, None
+            con, turn, self._con, self._turn_con = self._con, self._turn_con, None, None
             if con is not None and self._pid == os.getpid():
+                turn.close()
                 con.close()
 
     # -- the Sink protocol ----------------------------------------------------------------------
@@ -234,27 +250,56 @@ class LakeSink:
         """One write transaction, not re-run on conflict (a conflict raises); prefer transaction()."""
         with self._lock:
             con = self._connection()
-            con.execute("BEGIN TRANSACTION")
-            self._in_transaction = True
-            session = Session(con)
+            turn = self._wait_for_turn()
             try:
-                yield session
-                touched = commit_checked(session, last=self._touch_token)
-                self._token_ready = self._token_ready or touched
-            except BaseException:
-                rollback_quietly(con)
-                raise
+                con.execute("BEGIN TRANSACTION")
+                self._in_transaction = True
+                session = Session(con)
+                try:
+                    yield session
+                    touched = commit_checked(session, last=self._touch_token)
+                    self._token_ready = self._token_ready or touched
+                except BaseException:
+                    rollback_quietly(con)
+                    raise
             finally:
                 self._in_transaction = False
+                if turn is not None:
+                    rollback_quietly(turn)  # ends its PostgreSQL transaction: the next writer's turn
+
+    def _wait_for_turn(self) -> duckdb.DuckDBPyConnection | None:
+        """Hold the lake's write turn (module doc); None when going ahead without it."""
+        turn = self._turn_con
+        if not self.take_turns or turn is None:
+            return None
+        deadline = time.monotonic() + self.retry_timeout
+        try:
+            turn.execute("BEGIN TRANSACTION")
+            waited = False
+            while not turn.execute(_TURN).fetchone()[0]:
+                self.turn_waits += not waited
+                waited = True
+                if time.monotonic() >= deadline:
+                    break  # a writer that holds it this long is stuck; the token keeps us correct
+                time.sleep(random.uniform(0.002, 0.02))
+        except duckdb.Error:
+            # Not reachable the way this DuckLake version names its catalog: optimistic only.
+            rollback_quietly(turn)
+            self.take_turns = False
+            return None
+        return turn
 
     def transaction(self, body: Callable[[Session], T]) -> T:
         """Run body(session) in one transaction; when a concurrent writer wins, run it again.
 
-        Backs off with jitter between attempts and gives up after `retry_timeout` seconds.
+        Gives up after `retry_timeout` seconds. Between attempts it waits a random time of up to
+        about one attempt's length, doubling with each further loss: the writers still at work
+        commit within about that long, and colliding with them again would waste another attempt.
         """
         deadline = time.monotonic() + self.retry_timeout
-        delay = 0.02
+        losses = 0
         while True:
+            started = time.monotonic()
             try:
                 with self.write() as session:
                     return body(session)
@@ -262,12 +307,14 @@ class LakeSink:
                 if not is_conflict(exc):
                     raise
                 self.conflicts += 1
-                if time.monotonic() >= deadline:
+                losses += 1
+                now = time.monotonic()
+                if now >= deadline:
                     raise UserError(f"gave up writing to {self.location} after {self.retry_timeout:g} s of "
                                     f"conflicts with other writers ({_first_line(exc)}); "
                                     "retry, or raise --lock-timeout / HEADDB_LOCK_TIMEOUT") from None
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 1.0)
+                ceiling = min(max(now - started, 0.02) * 2 ** min(losses - 1, 6), 2.0)
+                time.sleep(random.uniform(0.2, 1.0) * ceiling)
 
     def _touch_token(self, session: Session) -> bool:
         """Rewrite schema_version's rows so that any two overlapping writers conflict (module doc)."""
