@@ -275,8 +275,9 @@ def test_every_named_query_answers_the_same_on_a_file_and_a_lake(lake):
 
 # -- the training callback -----------------------------------------------------------------------
 
-def test_training_callback_fills_a_lake(lake, tmp_path):
+def test_training_callback_fills_a_lake(lake, tmp_path, monkeypatch):
     pytest.importorskip("trl")
+    monkeypatch.chdir(tmp_path)  # the ingest subprocess works here
     from headdb.demo import recipes
     from headdb.training.callback import HeadDBCallback
 

@@ -26,8 +26,10 @@ retry timeout goes ahead without it, and the token still makes any overlap a con
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import tempfile
 import re
 import threading
 import time
@@ -223,6 +225,15 @@ class LakeSink:
         with self.read() as s:
             return bool(s.scalar("SELECT count(*) FROM information_schema.tables "
                                  "WHERE table_catalog = current_database() AND table_name = 'schema_version'"))
+
+    def scratch_dir(self) -> Path:
+        """A folder on this machine for partial results a job resumes from after a crash.
+
+        Not under the data path: that may be object storage, and partial results are only ever
+        resumed by a process on the same machine.
+        """
+        key = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"headdb-parts-{key}"
 
     @contextmanager
     def held(self) -> Iterator[None]:

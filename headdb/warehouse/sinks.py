@@ -84,6 +84,8 @@ class Sink(Protocol):
 
     def held(self) -> Any: ...  # context manager: reuse one connection for many operations
 
+    def scratch_dir(self) -> Path: ...  # a local folder for a job's resumable partial results
+
 
 def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
     """ROLLBACK if a transaction is open (a failed COMMIT has already ended it)."""
@@ -133,6 +135,9 @@ class DuckDBSink:
 
     def exists(self) -> bool:
         return self.path.is_file()
+
+    def scratch_dir(self) -> Path:
+        return Path(f"{self.path}.parts")
 
     def check_path(self, *, create: bool) -> None:
         """Turn an unusable --db path into one clear line before DuckDB sees it."""

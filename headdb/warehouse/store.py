@@ -111,6 +111,11 @@ class Warehouse:
     def location(self) -> str:
         return self.sink.location
 
+    def scratch_dir(self) -> Path:
+        """A local folder where a job keeps partial results to resume from (next to a DuckDB
+        file; in the temporary folder for a lake, whose location is not a path)."""
+        return self.sink.scratch_dir()
+
     # -- schema --------------------------------------------------------------------------------
     def init(self) -> list[int]:
         """Create the schema (a no-op on an up-to-date warehouse)."""
