@@ -7,8 +7,10 @@ does; under root it runs as the `postgres` user) and measures, in one run:
               lineage of bench_warehouse.py (edge scores of every edge, head scores, a top-n and a
               threshold circuit) through the public API, all starting together: total edge-score
               rows per second of wall time from the start signal to the last writer's end, and
-              how many transactions lost a race and ran again. The same with one writer into a
-              lake, and with N writers into one DuckDB file (which take turns on the file lock).
+              how many transactions lost a race and ran again. The same with N lake writers that
+              skip the turn (optimistic only: DuckLake's conflict detection and headdb's re-runs),
+              with one writer into a lake, and with N writers into one DuckDB file (which take
+              turns on the file lock).
   queries     the 100-checkpoint lineage of bench_warehouse.py ingested one run per checkpoint
               into a DuckDB file and into a lake (the write rate of each), then the median latency
               of heads_gained, head_dynamics and effect_map through run_query on each, and a check
@@ -45,10 +47,17 @@ QUERIES = ("heads_gained", "head_dynamics", "effect_map")
 
 # ----------------------------------------------------------------------------- writer processes
 
-def writer(db_spec: str, name: str, runs: int, go: str, layers: int, heads: int, kv: int) -> None:
+def writer(db_spec: str, name: str, runs: int, go: str, layers: int, heads: int, kv: int,
+           turns: bool = True) -> None:
     """One writer process: attach, wait for the start signal, commit `runs` runs, report JSON."""
+    from headdb.warehouse.lake import LakeSink, is_lake
+
     synth = Synth(layers, heads, kv)
-    db = headdb.connect(db_spec, lock_timeout=3600)
+    if is_lake(db_spec):
+        db = headdb.connect(sink=LakeSink(db_spec, data_path=os.environ["HEADDB_DATA_PATH"],
+                                          retry_timeout=3600, take_turns=turns))
+    else:
+        db = headdb.connect(db_spec, lock_timeout=3600)
     ids, task = register_lineage(db, synth, runs)
     cols = head_columns(synth)
     # Each writer's runs get their own configs (a worker name), on the shared checkpoints.
@@ -73,11 +82,13 @@ class _Tagged:
         return self.db.start_run(kind, config={**config, "writer": self.name}, **kw)
 
 
-def concurrent(db_spec: str, data_path: Path | None, n_writers: int, runs: int, args, work: Path) -> dict:
+def concurrent(db_spec: str, data_path: Path | None, n_writers: int, runs: int, args, work: Path,
+               turns: bool = True) -> dict:
     go = work / f"go-{time.monotonic_ns()}"
     env = {**os.environ, **({"HEADDB_DATA_PATH": str(data_path)} if data_path else {})}
     command = [sys.executable, __file__, "--writer", db_spec, "", str(runs), str(go),
-               "--layers", str(args.layers), "--heads", str(args.heads), "--kv-heads", str(args.kv_heads or args.heads)]
+               "--layers", str(args.layers), "--heads", str(args.heads), "--kv-heads", str(args.kv_heads or args.heads),
+               *([] if turns else ["--no-turns"])]
     procs = []
     for k in range(n_writers):
         command[4] = f"w{k}"
@@ -132,10 +143,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--writer-runs", type=int, default=10, help="runs each concurrent writer commits")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--writer", nargs=4, metavar=("DB", "NAME", "RUNS", "GO"), help=argparse.SUPPRESS)
+    ap.add_argument("--no-turns", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.writer:
         spec, name, runs, go = args.writer
-        writer(spec, name, int(runs), go, args.layers, args.heads, args.kv_heads or args.heads)
+        writer(spec, name, int(runs), go, args.layers, args.heads, args.kv_heads or args.heads, not args.no_turns)
         return {}
 
     from postgres_server import PostgresServer, find_bin
@@ -152,6 +164,10 @@ def main(argv=None) -> dict:
         lake = "ducklake:postgres:" + server.create_database("writers4")
         results["lake_writers"] = concurrent(lake, work / "w4", args.writers, args.writer_runs, args, work)
         print(f"  {args.writers} lake writers: {results['lake_writers']}", file=sys.stderr)
+        lake_opt = "ducklake:postgres:" + server.create_database("optimistic4")
+        results["lake_writers_optimistic"] = concurrent(lake_opt, work / "o4", args.writers, args.writer_runs, args,
+                                                        work, turns=False)
+        print(f"  {args.writers} optimistic lake writers: {results['lake_writers_optimistic']}", file=sys.stderr)
         lake1 = "ducklake:postgres:" + server.create_database("writers1")
         results["lake_one_writer"] = concurrent(lake1, work / "w1", 1, args.writer_runs, args, work)
         print(f"  1 lake writer: {results['lake_one_writer']}", file=sys.stderr)
@@ -185,7 +201,9 @@ def main(argv=None) -> dict:
 def report(r: dict, args) -> None:
     print(f"\nheaddb lake benchmark ({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"duckdb {__import__('duckdb').__version__}); {r['edges']:,} edges per run")
-    for key, label in (("lake_writers", f"{args.writers} writers -> one lake"), ("lake_one_writer", "1 writer -> lake"),
+    for key, label in (("lake_writers", f"{args.writers} writers -> one lake"),
+                       ("lake_writers_optimistic", f"  same, optimistic only (no turns)"),
+                       ("lake_one_writer", "1 writer -> lake"),
                        ("file_writers", f"{args.writers} writers -> one DuckDB file")):
         w = r[key]
         print(f"{label:34} {w['rows_per_s'] / 1e6:6.2f} M rows/s  ({w['runs']} runs, {w['rows']:,} rows, "
