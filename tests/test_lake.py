@@ -238,6 +238,20 @@ def test_kill_9_mid_commit_leaves_no_partial_run(lake):
     after = _check_consistent(db, big)
     assert len(after) == len(kept) + 1
     assert db.sql("SELECT count(*) AS n FROM runs WHERE config LIKE '%kill-0%'").rows() == [(1,)]
+    # The killed writers' Parquet files belong to no snapshot; maintenance deletes them (and
+    # compacts), and every fact stays.
+    on_disk = {p for p in lake.data_path.rglob("*.parquet")}
+    with db.sink.read() as s:
+        listed = {Path(r[0]) for r in s.rows("SELECT data_file FROM ducklake_list_files('headdb_lake', 'edge_scores')")}
+    assert listed < {p for p in on_disk if p.parent.name == "edge_scores"}, "no orphans to clean up"
+    db.maintain(keep_hours=0)
+    with db.sink.read() as s:
+        referenced = {Path(f) for table in ("edge_scores", "runs", "run_metrics")
+                      for r in s.rows(f"SELECT data_file, delete_file FROM ducklake_list_files('headdb_lake', '{table}')")
+                      for f in r if f is not None}
+    left = {p for p in lake.data_path.rglob("*.parquet") if p.parent.name in ("edge_scores", "runs", "run_metrics")}
+    assert left == referenced
+    assert _check_consistent(db, big) == after
 
 
 # -- the same answers ----------------------------------------------------------------------------

@@ -298,6 +298,9 @@ class LakeSink:
             rollback_quietly(turn)
             self.take_turns = False
             return None
+        except BaseException:  # interrupted while waiting: leave no turn held
+            rollback_quietly(turn)
+            raise
         return turn
 
     def transaction(self, body: Callable[[Session], T]) -> T:
@@ -326,6 +329,45 @@ class LakeSink:
                                     "retry, or raise --lock-timeout / HEADDB_LOCK_TIMEOUT") from None
                 ceiling = min(max(now - started, 0.02) * 2 ** min(losses - 1, 6), 2.0)
                 time.sleep(random.uniform(0.2, 1.0) * ceiling)
+
+    def maintain(self, *, keep_hours: float = 24.0) -> dict[str, int]:
+        """Compact the lake and delete files that no snapshot needs; safe while others write.
+
+        Moves inlined rows (small inserts kept in PostgreSQL) into Parquet, merges small adjacent
+        files, forgets snapshots older than `keep_hours` (time travel before that is given up)
+        and deletes their files, and deletes files no snapshot refers to - Parquet files of
+        writers that died mid-commit - once they are `keep_hours` old, so files of commits in
+        flight are never touched. Each step is its own DuckLake transaction (DuckLake 1.5.5
+        fails on them inside a larger one) and runs in this process's write turn; a writer that
+        conflicts with one simply runs again. Returns the count each step reported.
+        """
+        cutoff = f"now() - INTERVAL '{max(0.0, keep_hours) * 3600:.0f} seconds'"
+        steps = {
+            "flushed_tables": f"CALL ducklake_flush_inlined_data('{ALIAS}')",
+            "merged_tables": f"CALL ducklake_merge_adjacent_files('{ALIAS}')",
+            "expired_snapshots": f"CALL ducklake_expire_snapshots('{ALIAS}', older_than => {cutoff})",
+            "deleted_old_files": f"CALL ducklake_cleanup_old_files('{ALIAS}', older_than => {cutoff})",
+            "deleted_orphaned_files": f"CALL ducklake_delete_orphaned_files('{ALIAS}', older_than => {cutoff})",
+        }
+        done = {}
+        with self._lock:
+            con = self._connection()
+            for name, call in steps.items():
+                deadline = time.monotonic() + self.retry_timeout
+                while True:
+                    turn = self._wait_for_turn()
+                    try:
+                        done[name] = len(con.execute(call).fetchall())
+                        break
+                    except duckdb.Error as exc:
+                        if not is_conflict(exc) or time.monotonic() >= deadline:
+                            raise
+                        self.conflicts += 1
+                    finally:
+                        if turn is not None:
+                            rollback_quietly(turn)
+                    time.sleep(random.uniform(0.05, 0.2))
+        return done
 
     def _touch_token(self, session: Session) -> bool:
         """Rewrite schema_version's rows so that any two overlapping writers conflict (module doc)."""

@@ -111,6 +111,14 @@ class Warehouse:
     def location(self) -> str:
         return self.sink.location
 
+    def maintain(self, *, keep_hours: float = 24.0) -> dict[str, int]:
+        """Compact a lake and delete files no snapshot needs (LakeSink.maintain); a DuckDB file
+        needs none of this and is refused."""
+        maintain = getattr(self.sink, "maintain", None)
+        if maintain is None:
+            raise UserError(f"{self.location} is a DuckDB file; only a DuckLake warehouse needs maintenance")
+        return maintain(keep_hours=keep_hours)
+
     def scratch_dir(self) -> Path:
         """A local folder where a job keeps partial results to resume from (next to a DuckDB
         file; in the temporary folder for a lake, whose location is not a path)."""
