@@ -118,6 +118,8 @@ def _local(path: str) -> bool:
 class LakeSink:
     """A DuckLake on a PostgreSQL catalog; many processes may write at once."""
 
+    many_writers = True
+
     def __init__(self, spec: str, *, data_path: str | os.PathLike | None = None, create: bool = True,
                  retry_timeout: float = 300.0, take_turns: bool = True):
         self.location = spec

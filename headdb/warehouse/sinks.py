@@ -73,6 +73,7 @@ class Session:
 
 class Sink(Protocol):
     location: str
+    many_writers: bool  # True: processes on other machines may write at the same time (a lake)
 
     def exists(self) -> bool: ...
 
@@ -124,6 +125,8 @@ def _say_waiting(message: str) -> None:
 
 class DuckDBSink:
     """A local DuckDB file."""
+
+    many_writers = False  # one process writes at a time; others wait for the file lock
 
     def __init__(self, path: str | Path, *, lock_timeout: float = 300.0,
                  on_wait: Callable[[str], None] = _say_waiting):
