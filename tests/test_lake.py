@@ -73,6 +73,7 @@ def test_user_mistakes_are_one_line(lake, postgres_server, tmp_path):
     with pytest.raises(UserError, match="cannot reach the lake's PostgreSQL catalog .* No such file"):
         headdb.connect(gone, data_path=lake.data_path)
     headdb.connect(lake.spec, data_path=lake.data_path)
+    headdb.connect(lake.spec, data_path=lake.data_path)  # the same path again is fine
     with pytest.raises(UserError, match="is not this lake's data path"):
         headdb.connect(lake.spec, data_path=tmp_path / "elsewhere")
     assert headdb.connect(lake.spec).schema_version() >= 1  # the lake remembers its data path

@@ -181,7 +181,11 @@ class LakeSink:
             options.append(f"DATA_PATH {_literal(self.data_path)}")
         if not self.create:
             options.append("CREATE_IF_NOT_EXISTS false")
-        sql = (f"ATTACH {_literal(POSTGRES_PREFIX + self.conninfo)} AS {ALIAS}"
+        info = self.conninfo
+        if "connect_timeout" not in info and "PGCONNECT_TIMEOUT" not in os.environ:
+            # libpq waits for an unreachable host as long as the OS does (minutes); say so sooner.
+            info += " connect_timeout=20"
+        sql = (f"ATTACH {_literal(POSTGRES_PREFIX + info)} AS {ALIAS}"
                + (f" ({', '.join(options)})" if options else ""))
         deadline = time.monotonic() + 60
         while True:
