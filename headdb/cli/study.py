@@ -21,21 +21,26 @@ def study(
     reports: bool = typer.Option(True, "--reports/--no-reports", help="Print the manifest's reports at the end."),
 ) -> None:
     """Run a whole study declared in a manifest; resumable (a re-run does only what is missing)."""
+    from headdb.cli.ingest import execution
     from headdb.jobs.manifest import load_manifest
-    from headdb.progress import progress_bar
     from headdb.jobs.study import check as check_study, run_study
+    from headdb.progress import progress_bar
 
     m = load_manifest(manifest, root=root)
+    how = execution(device, dtype, force)
     if check:
-        for line in check_study(m):
+        for line in check_study(m, ctx.obj.queries):
             err.print(line, highlight=False)
         err.print("[green]manifest ok[/green]")
         return
+    from headdb.jobs.study import StudyJobs, check_ablations, plan_models_and_runs
+
+    check_ablations(None, m, plan_models_and_runs(m, StudyJobs(m), how), ctx.obj.queries)  # before the file exists
     db = ctx.obj.connect(create=True)
     with progress_bar(m.name) as progress:
-        outcome = run_study(db, m, device=device, dtype=dtype, force=force, progress=progress, say=err.print)
+        outcome = run_study(db, m, executor=ctx.obj.executor(), execution=how, progress=progress, say=err.print)
     err.print(f"study {m.name}: {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
-              f"{len(outcome.failed)} failed")
+              f"{len(outcome.failed)} failed; {outcome.loads} checkpoint(s) loaded")
     for failure in outcome.failed:
         err.print(f"  failed: {failure}", highlight=False)
     if reports:
@@ -50,7 +55,7 @@ def print_reports(db, m) -> None:
     console = Console()
     for spec in m.reports:
         console.rule(f"[bold]{spec.name}[/bold] {spec.params or ''}")
-        run_report(db, spec.name, spec.params, console)
+        run_report(db, spec.name, spec.params, console, extra_dirs=db.query_dirs)
 
 
 def demo(
@@ -82,8 +87,11 @@ def demo(
     build_models(root, settings, seed=seed, say=err.print)
     built = time.monotonic()
     m = demo_study(root, settings)
+    from headdb.settings import Execution
+
     with progress_bar("demo") as progress:
-        outcome = run_study(db, m, device="cpu", dtype="float32", progress=progress, say=err.print)
+        outcome = run_study(db, m, execution=Execution(device="cpu", dtype="float32"), progress=progress,
+                            say=err.print)
     ingested = time.monotonic()
     if reports:
         print_reports(db, m)

@@ -84,6 +84,10 @@ class Warehouse:
     def location(self) -> str:
         return self.sink.location
 
+    def scratch_dir(self, name: str) -> Path:
+        """A folder beside the warehouse for one run's resumable partial results."""
+        return Path(f"{self.location}.parts") / name
+
     # -- schema --------------------------------------------------------------------------------
     def init(self) -> list[int]:
         """Create the schema (a no-op on an up-to-date warehouse)."""
