@@ -145,3 +145,4 @@ params = { base = "base", target = "distilled" }
     assert parent == ["base"]
     again = cli("study", str(tmp_path / "study.toml"), "--no-reports", db=db)
     assert again.returncode == 0 and "0 run(s) added" in again.stderr
+    assert "0 checkpoint(s) loaded" in again.stderr  # nothing missing: no model is loaded

@@ -40,8 +40,8 @@ from headdb.attribution.graph import GraphLayout, build_layout, layout
 from headdb.attribution.metrics import METRICS
 from headdb.attribution.result import AttributionResult, Ticker
 from headdb.errors import UserError
+from headdb.settings import METHODS
 
-METHODS = ("eap-ig", "eap", "exact")
 
 __all__ = [
     "AttributionResult", "Circuit", "CircuitEval", "Discovery", "FaithfulnessCurve", "GraphLayout",

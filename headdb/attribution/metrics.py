@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 
 from headdb.errors import UserError
+from headdb.settings import METRICS
 
-METRICS = ("kl", "logit-diff", "logprob")
 
 
 def check_metric(name: str, wrong_ids) -> None:

@@ -143,6 +143,9 @@ class LoadedModel:
 
 def _load_hf(directory: Path, torch_dtype, device: str):
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # headdb draws its own progress; a bar per load is noise
 
     try:
         from safetensors import SafetensorError

@@ -122,10 +122,16 @@ def check_ablations(db, m: Manifest, stage1: Plan, query_dirs=()) -> None:
 
     where = Where(m.file)
     cat = catalogue(query_dirs)
-    for a in m.ablations:
+    try:
+        paths = check_planned_references(db, [w.target for w in stage1.work], [a.checkpoint for a in m.ablations])
+    except UserError as exc:
+        raise ManifestError(f"{m.file}: ablations: {exc}") from None
+    shapes = {str(w.target.path): w.target.shape for w in stage1.work}
+    for a, path in zip(m.ablations, paths):
         if a.heads is not None:
+            shape = shapes.get(path) or target(path).shape
             try:
-                parse_heads(a.heads)
+                parse_heads(a.heads, shape.n_layers, shape.n_heads)
             except UserError as exc:
                 raise where.fail(f"{a.key}.heads", str(exc)) from None
         else:
@@ -137,11 +143,6 @@ def check_ablations(db, m: Manifest, stage1: Plan, query_dirs=()) -> None:
                     cat.get(q["name"]).bind(q.get("params", {}))
                 except UserError as exc:
                     raise where.fail(key, str(exc)) from None
-    planned = [w.target for w in stage1.work]
-    try:
-        check_planned_references(db, planned, [a.checkpoint for a in m.ablations])
-    except UserError as exc:
-        raise ManifestError(f"{m.file}: ablations: {exc}") from None
 
 
 def plan_ablations(db, m: Manifest, sj: StudyJobs, execution: Execution, say: Say) -> Plan:

@@ -51,9 +51,10 @@ def find_task(db, ref: str | int, mode: str | None = None) -> int | None:
     return int(rows["task_id"][0]) if rows.height else None
 
 
-def check_planned_references(db, planned, refs: list[str]) -> None:
-    """Raise UserError unless each of `refs` names exactly one checkpoint among those registered
-    and those a plan is about to register (`planned`: jobs.Target values), by the same macro."""
+def check_planned_references(db, planned, refs: list[str]) -> list[str]:
+    """The directory each of `refs` names among the checkpoints registered and those a plan is
+    about to register (`planned`: jobs.Target values), by the same macro; UserError unless each
+    names exactly one."""
     import duckdb
     import polars as pl
 
@@ -62,7 +63,7 @@ def check_planned_references(db, planned, refs: list[str]) -> None:
     from headdb.warehouse.sinks import Session
 
     if not refs:
-        return
+        return []
     rows = db.sql("SELECT checkpoint_id, name, path, lineage, step FROM checkpoints") if db is not None else None
     known = rows if rows is not None and rows.height else pl.DataFrame(
         schema={"checkpoint_id": pl.Int64, "name": pl.Utf8, "path": pl.Utf8, "lineage": pl.Utf8, "step": pl.Int64})
@@ -79,9 +80,11 @@ def check_planned_references(db, planned, refs: list[str]) -> None:
                     "step) SELECT checkpoint_id, '', name, path, '', lineage, 'other', step FROM planned")
         for _, text in catalogue().macros:
             con.execute(text)
+        paths = []
         for ref in refs:
             try:
-                found = con.execute("SELECT hd_checkpoint(?)", [ref]).fetchone()[0]
+                found = con.execute("SELECT path FROM checkpoints WHERE checkpoint_id = hd_checkpoint(?)",
+                                    [ref]).fetchone()
             except duckdb.Error as exc:
                 message = str(exc)
                 raise UserError(message.split("headdb: ", 1)[1].splitlines()[0] if "headdb: " in message
@@ -89,5 +92,7 @@ def check_planned_references(db, planned, refs: list[str]) -> None:
             if found is None:
                 raise UserError(f"checkpoint {ref!r} is neither registered nor planned by this study; name it by "
                                 "a [[models]] name, lineage@step or lineage@last")
+            paths.append(found[0])
     finally:
         con.close()
+    return paths

@@ -17,16 +17,13 @@ import pyarrow as pa
 
 from headdb import provenance
 from headdb.errors import UserError
+from headdb.settings import MODES, REGIMES, RUN_KINDS, TASK_KINDS, check_choice
 from headdb.warehouse.migrations import apply_pending, check_compatible, code_version, current_version
 from headdb.warehouse.runs import Run
 from headdb.warehouse.sinks import DuckDBSink, Sink
 from headdb.warehouse.statements import sql
 
 DEFAULT_DB = "headdb.duckdb"
-RUN_KINDS = ("attribution", "generation", "import")
-REGIMES = ("base", "sft", "grpo", "distill", "other")
-TASK_KINDS = ("circuit", "benchmark")
-TASK_MODES = ("plain", "think_on", "think_off")
 READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
                         duckdb.StatementType.CALL)
 
@@ -67,11 +64,6 @@ def config_hash(kind: str, config: dict, identity: dict) -> str:
     payload = {"kind": kind, "config": config, "identity": identity,
                "headdb": provenance.headdb_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _check_value(what: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UserError(f"{what} {value!r} is not one of {', '.join(allowed)}")
 
 
 class Warehouse:
@@ -180,7 +172,7 @@ class Warehouse:
                             name: str | None = None, lineage: str | None = None, regime: str = "other",
                             step: int = 0, parent_id: int | None = None) -> int:
         """A checkpoint is identified by (path, weights digest); re-registering updates its labels."""
-        _check_value("regime", regime, REGIMES)
+        check_choice("regime", regime, REGIMES)
         path = str(Path(path).resolve())
         name = name or Path(path).name
         lineage = lineage or name
@@ -199,8 +191,8 @@ class Warehouse:
     def register_task(self, *, name: str, kind: str, digest: str, items: pa.Table | pl.DataFrame,
                       source: str | None = None, template: str | None = None, mode: str = "plain") -> int:
         """A task is identified by (content digest, kind, mode, name); its items are stored once."""
-        _check_value("task kind", kind, TASK_KINDS)
-        _check_value("task mode", mode, TASK_MODES)
+        check_choice("task kind", kind, TASK_KINDS)
+        check_choice("task mode", mode, MODES)
         items = items.to_arrow() if isinstance(items, pl.DataFrame) else items
         with self.sink.write() as s:
             found = s.rows(sql("warehouse", "find_task"), [digest, kind, mode, name])
@@ -249,7 +241,7 @@ class Warehouse:
                   device: str | None = None, dtype: str | None = None, seed: int | None = None,
                   force: bool = False) -> Run:
         """Open a run, or return a skipped Run when an ok run with the same config_hash exists."""
-        _check_value("run kind", kind, RUN_KINDS)
+        check_choice("run kind", kind, RUN_KINDS)
         versions = provenance.versions()
         with self.sink.write() as s:
             digest = self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
