@@ -8,7 +8,6 @@ import pytest
 
 import headdb
 from headdb.checkpoints import loading
-from headdb.demo.tiny import build_tiny_model
 from headdb.jobs.manifest import load_manifest
 from headdb.jobs.study import run_study
 
@@ -59,10 +58,10 @@ def counted_loads(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory):
+def study_dir(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("study")
-    build_tiny_model(root / "base", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3)
-    build_tiny_model(root / "tuned", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=4)
+    tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3, at=root / "base")
+    tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=4, at=root / "tuned")
     (root / "t.jsonl").write_text("".join(json.dumps(
         {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3"}) + "\n" for i in range(3)))
     (root / "study.toml").write_text(MANIFEST)

@@ -13,7 +13,6 @@ import pytest
 
 import headdb
 from headdb.cli.app import main
-from headdb.demo.tiny import build_tiny_model
 
 TABLES = ("models", "checkpoints", "tasks", "task_items", "runs", "edge_scores", "generations", "training_metrics")
 
@@ -44,10 +43,10 @@ def state(db_path) -> tuple[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("mistakes")
-    model = build_tiny_model(root / "model", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=1)
-    other = build_tiny_model(root / "other", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=2)
+    model = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=1, at=root / "model")
+    other = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=2, at=root / "other")
     (root / "task.jsonl").write_text("".join(json.dumps(
         {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3", "wrong_answer": "4"}) + "\n"
         for i in range(4)))

@@ -5,7 +5,7 @@ import torch
 
 from headdb.attribution.graph import build_layout
 from headdb.checkpoints.loading import ModelShape, weights_digest
-from headdb.jobs.job import Placement, Target
+from headdb.jobs.job import Target
 
 
 def register_shape(db, shape: ModelShape) -> str:

@@ -8,7 +8,6 @@ model when nothing is.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable
 
 from headdb.errors import UserError

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from headdb.errors import UserError
 from headdb.reports import plots
 from headdb.reports.output import rich_table
 from headdb.reports.session import no_png
