@@ -97,3 +97,17 @@ def test_a_failing_job_is_recorded_and_the_others_land(study_dir, tmp_path, monk
     failed = runs.filter(runs["status"] == "failed")
     assert set(failed["kind"]) == {"generation"} and all("generation exploded" in e for e in failed["error"])
     assert db.sql("SELECT count(*) AS n FROM generations")["n"][0] == 0
+
+
+def test_the_python_api_plans_and_executes(study_dir, tmp_path, counted_loads):
+    from headdb.attribution.tasks import load_task
+    from headdb.jobs import execute, plan_attribution
+    from headdb.settings import AttributionSettings
+
+    db = headdb.connect(tmp_path / "w.duckdb")
+    plan = plan_attribution(study_dir / "base", load_task(study_dir / "t.jsonl"), AttributionSettings(steps=2, topn=40))
+    first = execute(db, plan, say=lambda _: None)
+    assert first.ok and len(first.done) == 1 and first.loads == 1
+    again = execute(db, plan, say=lambda _: None)
+    assert again.skipped == first.done and again.loads == 0 and len(counted_loads) == 1
+    assert db.sql("SELECT count(*) AS n FROM edge_scores")["n"][0] > 0
