@@ -24,6 +24,7 @@ InterventionKind = Literal["zero", "mean", "scale"]
 RunKind = Literal["attribution", "generation", "import"]
 TaskKind = Literal["circuit", "benchmark"]
 Selection = Literal["topn", "threshold", "greedy"]
+ExecutorKind = Literal["local", "ray"]
 
 REGIMES: tuple[str, ...] = get_args(Regime)
 POST_TRAINING: tuple[str, ...] = get_args(PostTraining)
@@ -36,6 +37,7 @@ INTERVENTION_KINDS: tuple[str, ...] = get_args(InterventionKind)
 RUN_KINDS: tuple[str, ...] = get_args(RunKind)
 TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
 SELECTIONS: tuple[str, ...] = get_args(Selection)
+EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
 
 
 def check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -129,6 +131,20 @@ class Execution(Settings):
     device: str | None = None  # None: cuda when available, else cpu
     dtype: str = "auto"
     force: bool = False
+
+
+class ExecutorSettings(Settings):
+    """Which executor runs a plan's jobs, and (Ray) with what resources per checkpoint task."""
+
+    executor: ExecutorKind = "local"
+    address: str | None = None           # Ray: a cluster to join; None starts a local one
+    gpus_per_job: float = Field(0, ge=0)
+    cpus_per_job: float = Field(1, gt=0)
+
+    def model_post_init(self, _context) -> None:
+        if self.executor == "local" and (self.address or self.gpus_per_job or self.cpus_per_job != 1):
+            raise UserError("--address, --gpus-per-job and --cpus-per-job apply to --executor ray")
+
 
 
 # ------------------------------------------------------------------------------ validation

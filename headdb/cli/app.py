@@ -24,12 +24,6 @@ class Options:
     lock_timeout: Optional[float]
     queries: list[str]
 
-    def executor(self):
-        """Where jobs run (the in-process executor; see `headdb.jobs.executor`)."""
-        from headdb.jobs.executor import LocalExecutor
-
-        return LocalExecutor()
-
     def connect(self, *, create: bool = False) -> headdb.Warehouse:
         db = headdb.connect(self.db, create=create, lock_timeout=self.lock_timeout)
         db.query_dirs = tuple(self.queries)

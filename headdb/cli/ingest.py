@@ -49,6 +49,10 @@ STEP = typer.Option(0, "--step", help="The checkpoint's training step.")
 DEVICE = typer.Option(None, "--device", help="cuda | cpu (default: cuda when available).")
 DTYPE = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16.")
 FORCE = typer.Option(False, "--force", help="Recompute even if an ok run exists.")
+EXECUTOR = typer.Option("local", "--executor", help="local | ray: where the jobs run.")
+ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: start a local cluster).")
+GPUS_PER_JOB = typer.Option(0.0, "--gpus-per-job", help="GPUs per checkpoint task (Ray).")
+CPUS_PER_JOB = typer.Option(1.0, "--cpus-per-job", help="CPUs per checkpoint task (Ray).")
 
 
 # -------------------------------------------------------------------- settings from options
@@ -111,14 +115,22 @@ def execution(device, dtype, force):
     return Execution(device=device, dtype=dtype, force=force)
 
 
-def run_plan(ctx: typer.Context, plan, label: str, *, report_skips: bool = True):
-    """Execute a validated plan against the warehouse; exit 1 when a job failed."""
+def executor(name: str, address: Optional[str], gpus_per_job: float, cpus_per_job: float):
+    from headdb.jobs import make_executor
+    from headdb.settings import ExecutorSettings, build
+
+    return make_executor(build(ExecutorSettings, dict(executor=name, address=address, gpus_per_job=gpus_per_job,
+                                                      cpus_per_job=cpus_per_job)))
+
+
+def run_plan(ctx: typer.Context, plan, label: str, runner, *, report_skips: bool = True):
+    """Execute a validated plan with the executor `runner`; exit 1 when a job failed."""
     from headdb.jobs.executor import execute
     from headdb.progress import progress_bar
 
     db = ctx.obj.connect(create=True)
     with progress_bar(label) as progress:
-        outcome = execute(db, plan, ctx.obj.executor(), progress=progress, say=err.print)
+        outcome = execute(db, plan, runner, progress=progress, say=err.print)
     if report_skips:
         for run_id in outcome.skipped:
             err.print(f"skipped: run {run_id} with this configuration is already in the warehouse "
@@ -142,7 +154,8 @@ def generations(
     min_p: Optional[float] = MIN_P, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = SEED,
     batch_size: int = BATCH_SIZE, k: str = K, chat: str = CHAT, mode: str = MODE, ablate: Optional[str] = ABLATE,
     scale: Optional[str] = SCALE, lineage: Optional[str] = LINEAGE, regime: str = REGIME, step: int = STEP,
-    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE,
+    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE, executor_name: str = EXECUTOR,
+    address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB, cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Sample a benchmark, grade every sample, store generations and pass@k (a plain run; with
     --ablate/--scale also the intervened run)."""
@@ -153,11 +166,12 @@ def generations(
                                    max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, k=k, chat=chat,
                                    mode=mode)
     spec = flag_intervention(ablate, scale)
-    where, how = placement(lineage, regime, step), execution(device, dtype, force)
+    at, how = placement(lineage, regime, step), execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
-    plan = plan_generations(checkpoint, benchmark, settings, specs=[spec] if spec else [], placement=where,
+    plan = plan_generations(checkpoint, benchmark, settings, specs=[spec] if spec else [], placement=at,
                             execution=how)
-    run_plan(ctx, plan, Path(checkpoint).name)
+    run_plan(ctx, plan, Path(checkpoint).name, runner)
 
 
 @app.command()
@@ -167,7 +181,7 @@ def ablation(
     heads_query: Optional[str] = typer.Option(None, "--heads-query",
                                               help="Take the head set from a named query, e.g. heads_gained."),
     param: List[str] = typer.Option([], "--param", help="A --heads-query param, NAME=VALUE (repeatable)."),
-    where: List[str] = typer.Option([], "--where", help="Keep query rows with COLUMN=VALUE, e.g. change=gained."),
+    where_rows: List[str] = typer.Option([], "--where", help="Keep query rows with COLUMN=VALUE, e.g. change=gained."),
     order_by: Optional[str] = typer.Option(None, "--order-by", help="Order query rows by this column, largest first."),
     heads_limit: Optional[int] = typer.Option(None, "--heads-limit", "--top",
                                                help="Keep the first N query rows."),
@@ -180,7 +194,8 @@ def ablation(
     min_p: Optional[float] = MIN_P, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = SEED,
     batch_size: int = BATCH_SIZE, k: str = K, chat: str = CHAT, mode: str = MODE,
     lineage: Optional[str] = LINEAGE, regime: str = REGIME, step: int = STEP,
-    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE,
+    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE, executor_name: str = EXECUTOR,
+    address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB, cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Benchmark accuracy with a head set ablated or scaled, beside the plain run with the same
     sampling settings (run or reused) and, with --control, a random layer-matched head set."""
@@ -194,18 +209,19 @@ def ablation(
     settings = generation_settings(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                                    max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, k=k, chat=chat,
                                    mode=mode)
-    where_, how = placement(lineage, regime, step), execution(device, dtype, force)
+    at, how = placement(lineage, regime, step), execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
     if heads_query is not None:  # a read of the warehouse; nothing is written before the plan is checked
-        heads = heads_from_query(ctx.obj.connect(), heads_query, parse_params(param), where=parse_params(where),
+        heads = heads_from_query(ctx.obj.connect(), heads_query, parse_params(param), where=parse_params(where_rows),
                                  order_by=order_by, limit=heads_limit)
         err.print(f"head set from {heads_query}: {heads}")
     spec = build(InterventionSettings, dict(kind=kind, heads=heads, factor=factor, label=heads_query))
     plan = plan_generations(checkpoint, benchmark, settings, specs=[spec],
-                            control_seed=control_seed if control else None, placement=where_, execution=how)
+                            control_seed=control_seed if control else None, placement=at, execution=how)
     if control:
         err.print(f"control set (seed {control_seed}): {plan.work[0].jobs[2].intervention.spec()['heads']}")
-    run_plan(ctx, plan, Path(checkpoint).name)
+    run_plan(ctx, plan, Path(checkpoint).name, runner)
 
 
 @app.command()
@@ -217,7 +233,8 @@ def attribution(
     align: str = ALIGN, batch_size: int = typer.Option(8, "--batch-size", help="Prompt pairs per batch."),
     ablate: Optional[str] = ABLATE, scale: Optional[str] = SCALE, lineage: Optional[str] = LINEAGE,
     regime: str = REGIME, step: int = STEP, device: Optional[str] = DEVICE, dtype: str = DTYPE,
-    force: bool = FORCE,
+    force: bool = FORCE, executor_name: str = EXECUTOR, address: Optional[str] = ADDRESS,
+    gpus_per_job: float = GPUS_PER_JOB, cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Edge and head attributions, circuits and their faithfulness for one checkpoint and task."""
     from headdb.attribution.tasks import load_task
@@ -228,9 +245,10 @@ def attribution(
                                                threshold=threshold, greedy=greedy, curve=curve, align=align,
                                                batch_size=batch_size))
     spec = flag_intervention(ablate, scale)
-    where, how = placement(lineage, regime, step), execution(device, dtype, force)
-    plan = plan_attribution(checkpoint, load_task(task, mode=mode), settings, spec=spec, placement=where, execution=how)
-    run_plan(ctx, plan, Path(checkpoint).name)
+    at, how = placement(lineage, regime, step), execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
+    plan = plan_attribution(checkpoint, load_task(task, mode=mode), settings, spec=spec, placement=at, execution=how)
+    run_plan(ctx, plan, Path(checkpoint).name, runner)
 
 
 @app.command("run")
@@ -247,7 +265,8 @@ def training_run(
     samples: int = SAMPLES, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: Optional[int] = TOP_K,
     min_p: Optional[float] = MIN_P, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = SEED,
     batch_size: int = BATCH_SIZE, k: str = K, chat: str = CHAT, mode: str = MODE, limit: Optional[int] = LIMIT,
-    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE,
+    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE, executor_name: str = EXECUTOR,
+    address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB, cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Ingest every checkpoint of a training run (and its base) with its trainer logs; resumable:
     a re-run does only the missing work. Exit code 1 when some checkpoint failed."""
@@ -262,9 +281,10 @@ def training_run(
     att = attribution_settings(method=method, steps=steps, metric=metric, topn=topn, threshold=threshold, greedy=None,
                                curve=True, align=align, batch_size=attribution_batch_size)
     how = execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     jobs = [AttributionJob(load_task(t, mode=mode), att) for t in task]
     jobs += [GenerationJob(Benchmark.load(b, limit=limit, seed=seed), gen) for b in bench]
     plan = plan_training_run(run_dir, regime=regime, lineage=lineage, jobs=jobs, base=base, execution=how).validate()
     if not jobs:
         err.print("no --task or --bench given: registering checkpoints and training metrics only")
-    run_plan(ctx, plan, lineage, report_skips=False)
+    run_plan(ctx, plan, lineage, runner, report_skips=False)

@@ -7,6 +7,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from headdb.cli.ingest import ADDRESS, CPUS_PER_JOB, EXECUTOR, GPUS_PER_JOB
+
 err = Console(stderr=True)
 
 
@@ -19,15 +21,18 @@ def study(
     dtype: str = typer.Option("auto", "--dtype"),
     force: bool = typer.Option(False, "--force", help="Recompute runs that are already ok."),
     reports: bool = typer.Option(True, "--reports/--no-reports", help="Print the manifest's reports at the end."),
+    executor_name: str = EXECUTOR, address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB,
+    cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Run a whole study declared in a manifest; resumable (a re-run does only what is missing)."""
-    from headdb.cli.ingest import execution
+    from headdb.cli.ingest import execution, executor
     from headdb.jobs.manifest import load_manifest
     from headdb.jobs.study import check as check_study, run_study
     from headdb.progress import progress_bar
 
     m = load_manifest(manifest, root=root)
     how = execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     if check:
         for line in check_study(m, ctx.obj.queries):
             err.print(line, highlight=False)
@@ -38,7 +43,7 @@ def study(
     check_ablations(None, m, plan_models_and_runs(m, StudyJobs(m), how), ctx.obj.queries)  # before the file exists
     db = ctx.obj.connect(create=True)
     with progress_bar(m.name) as progress:
-        outcome = run_study(db, m, executor=ctx.obj.executor(), execution=how, progress=progress, say=err.print)
+        outcome = run_study(db, m, executor=runner, execution=how, progress=progress, say=err.print)
     err.print(f"study {m.name}: {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
               f"{len(outcome.failed)} failed; {outcome.loads} checkpoint(s) loaded")
     for failure in outcome.failed:

@@ -208,7 +208,7 @@ class LocalExecutor:
                             result = exc
                         close_run(db, unit, p, run, result, outcome, say)
                     finished += 1
-                    progress("jobs", finished, total)
+                    progress("jobs done", finished, total)
             finally:
                 del loaded
                 gc.collect()
