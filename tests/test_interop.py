@@ -316,6 +316,11 @@ def test_bug2_a_reference_gqa_file_imports_onto_the_real_checkpoint(tmp_path):
     assert circuit == sorted(["input->a0.h1<q>", "input->a0.h1<k>", "a0.h1->a1.h1<v>", "a1.h2->logits",
                               "a0.h1->logits"])
     assert db.sql("SELECT layer, head FROM circuit_heads ORDER BY 1, 2").rows() == [(0, 1), (1, 2)]
+    # without node flags: heads that in_graph edges enter (q port, or their kv group's k/v port) and leave
+    del data["nodes"]
+    bare = import_graph_json(db, _write(tmp_path, data, "bare.json"), ck, new_import_task(db, name="ioi2"))
+    assert db.sql("SELECT layer, head FROM circuit_heads JOIN circuits USING (circuit_id) WHERE run_id = ? "
+                  "ORDER BY 1, 2", [bare.run_id]).rows() == [(0, 1), (1, 2)]
     config = json.loads(db.sql("SELECT config FROM runs WHERE run_id = ?", [run.run_id])["config"][0])
     assert config["kv_ports"] == "per query head, summed per kv group of 2"
     metrics = dict(db.sql("SELECT key, value FROM run_metrics WHERE run_id = ?", [run.run_id]).rows())
