@@ -216,7 +216,9 @@ def stored_layout(db, model_key: str):
                         "(its config fixes the graph layout, e.g. `headdb checkpoints add DIR`), or import "
                         "without a model key to file the graph under its own EAP-IG layout")
     layout = build_layout((row["n_layers"], row["n_heads"], row["n_kv_heads"]))
-    db.register_model(row, layout.nodes_table(), layout.edges_table())  # verifies (or fills a missing layout)
+    nodes, edges = layout.nodes_table(), layout.edges_table()
+    if not db.verify_layout(model_key, nodes, edges):
+        db.register_model(row, nodes, edges)  # a shape without its layout: store the one it implies
     return layout
 
 

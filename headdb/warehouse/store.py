@@ -187,6 +187,18 @@ class Warehouse:
         self._layouts_checked.add(key)
         return key
 
+    def verify_layout(self, model_key: str, nodes: pa.Table, edges: pa.Table) -> bool:
+        """Read-only: False when `model_key` has no stored layout; True when the stored one is
+        exactly `nodes` / `edges`; UserError when it differs (see register_model)."""
+        if model_key in self._layouts_checked:
+            return True
+        with self.sink.read() as s:
+            if not s.scalar(sql("warehouse", "count_graph_nodes"), [model_key]):
+                return False
+            _check_stored_layout(s, model_key, nodes, edges)
+        self._layouts_checked.add(model_key)
+        return True
+
     def register_checkpoint(self, *, model_key: str, path: str | Path, weights_digest: str,
                             name: str | None = None, lineage: str | None = None, regime: str = "other",
                             step: int = 0, parent_id: int | None = None) -> int:
