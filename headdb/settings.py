@@ -18,6 +18,7 @@ PostTraining = Literal["sft", "grpo", "distill", "other"]  # the regimes of a tr
 Mode = Literal["plain", "think_on", "think_off"]
 Chat = Literal["auto", "on", "off"]
 Method = Literal["eap-ig", "eap", "exact"]
+IgRule = Literal["midpoint", "left", "right"]  # alpha_k = (k+1/2)/m | k/m, k<m (EAP-IG, MIB) | k/m, k>=1
 Metric = Literal["kl", "logit-diff", "logprob"]
 Align = Literal["truncate", "strict"]
 InterventionKind = Literal["zero", "mean", "scale"]
@@ -31,6 +32,7 @@ POST_TRAINING: tuple[str, ...] = get_args(PostTraining)
 MODES: tuple[str, ...] = get_args(Mode)
 CHAT_MODES: tuple[str, ...] = get_args(Chat)
 METHODS: tuple[str, ...] = get_args(Method)
+IG_RULES: tuple[str, ...] = get_args(IgRule)
 METRICS: tuple[str, ...] = get_args(Metric)
 ALIGN_RULES: tuple[str, ...] = get_args(Align)
 INTERVENTION_KINDS: tuple[str, ...] = get_args(InterventionKind)
@@ -55,6 +57,7 @@ class Settings(BaseModel):
 class AttributionSettings(Settings):
     method: Method = "eap-ig"
     steps: int = Field(5, ge=1)
+    ig_rule: IgRule = "midpoint"
     metric: Metric = "kl"
     topn: int = Field(5000, ge=1)
     threshold: float | None = Field(0.1, ge=0, le=1)

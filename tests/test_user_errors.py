@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import headdb
+from eapig_format import graph
 from headdb.cli.app import main
 
 TABLES = ("models", "checkpoints", "tasks", "task_items", "runs", "edge_scores", "generations", "training_metrics")
@@ -55,6 +56,8 @@ def world(tmp_path_factory, tiny_checkpoint):
     (root / "broken.jsonl").write_text('{"clean": "1+2=", "corrupted": "1+3=", "answer": "3"}\n{not json\n')
     (root / "bench.jsonl").write_text(json.dumps({"problem": "1+1", "answer": "2"}) + "\n")
     (root / "bad.toml").write_text("[study\nname = 1\n")
+    (root / "broken.json").write_text('{"cfg": {"n_layers": 2}')
+    (root / "wide.json").write_text(json.dumps(graph(3, 4, {}, set(), set())))  # 3 layers: another model
     (root / "unknown_ref.toml").write_text(f"""
 [[benchmarks]]
 name = "b"
@@ -138,6 +141,15 @@ def mistakes(root, model):
                                          "--base", model],
         "checkpoints add unknown regime": ["checkpoints", "add", model, "--regime", "rlhf", "--lineage", "d"],
         "sql that writes": ["sql", "DELETE FROM runs"],
+        "unknown ig rule": ["ingest", "attribution", *ck, *task, "--ig-rule", "trapezoid"],
+        "unknown executor": ["ingest", "attribution", *ck, *task, "--executor", "slurm"],
+        "ray options without ray": ["study", root / "bad_heads.toml", "--gpus-per-job", "1"],
+        "graph file malformed": ["ingest", "graph-json", root / "broken.json", *ck, "--task", "t", "--new"],
+        "graph of another model": ["ingest", "graph-json", root / "wide.json", *ck, "--task", "t", "--new"],
+        "graph onto an unknown task": ["ingest", "graph-json", root / "wide.json", *ck, "--task", "nope"],
+        "graph checkpoint and ref": ["ingest", "graph-json", root / "wide.json", *ck, "--ref", "1", "--task", "t"],
+        "graph onto an unknown ref": ["ingest", "graph-json", root / "wide.json", "--ref", "grpo@9", "--task", "t"],
+        "export of a missing run": ["export", "graph-json", "999"],
     }
 
 

@@ -123,7 +123,6 @@ def _mount() -> None:
     app.add_typer(cli_analysis.query_app, name="query")
     app.add_typer(cli_analysis.report_app, name="report")
     app.add_typer(cli_analysis.export_app, name="export")
-    cli_ingest.app.command("graph-json")(cli_analysis.ingest_graph_json)
     app.add_typer(cli_ingest.app, name="ingest")
     app.add_typer(cli_checkpoints.app, name="checkpoints")
     app.command("study")(cli_study.study)

@@ -34,6 +34,7 @@ CHAT = typer.Option("auto", "--chat", help="auto | on | off: use the chat templa
 MODE = typer.Option("plain", "--mode", help="plain | think_on | think_off (tasks and generation alike).")
 METHOD = typer.Option("eap-ig", "--method", help="eap-ig | eap | exact.")
 STEPS = typer.Option(5, "--steps", help="Integrated-gradient steps (eap-ig).")
+IG_RULE = typer.Option("midpoint", "--ig-rule", help="midpoint | left (EAP-IG, MIB) | right (the study's appendix).")
 METRIC = typer.Option("kl", "--metric", help="kl | logit-diff | logprob.")
 TOPN = typer.Option(5000, "--topn", help="Edges kept in the top-n circuit.")
 THRESHOLD = typer.Option(0.1, "--threshold", help="tau of the simplified circuit.")
@@ -74,10 +75,11 @@ def generation_settings(*, samples, temperature, top_p, max_new_tokens, seed, ba
                  label=lambda f: "--k" if f == "ks" else f"--{f.replace('_', '-')}")
 
 
-def attribution_settings(*, method, steps, metric, topn, threshold, greedy, curve, align, batch_size):
+def attribution_settings(*, method, steps, ig_rule, metric, topn, threshold, greedy, curve, align, batch_size):
     from headdb.settings import AttributionSettings, build
 
-    return build(AttributionSettings, dict(method=method, steps=steps, metric=metric, topn=topn, threshold=threshold,
+    return build(AttributionSettings, dict(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
+                                           threshold=threshold,
                                            greedy=greedy, curve=curve, align=align, batch_size=batch_size),
                  label=lambda f: "--attribution-batch-size" if f == "batch_size" else f"--{f.replace('_', '-')}")
 
@@ -228,7 +230,7 @@ def ablation(
 def attribution(
     ctx: typer.Context, checkpoint: str = CHECKPOINT,
     task: str = typer.Option(..., "--task", help="Circuit task file (JSONL or Parquet: clean, corrupted, answer)."),
-    method: str = METHOD, steps: int = STEPS, metric: str = METRIC, topn: int = TOPN,
+    method: str = METHOD, steps: int = STEPS, ig_rule: str = IG_RULE, metric: str = METRIC, topn: int = TOPN,
     threshold: Optional[float] = THRESHOLD, greedy: Optional[int] = GREEDY, curve: bool = CURVE, mode: str = MODE,
     align: str = ALIGN, batch_size: int = typer.Option(8, "--batch-size", help="Prompt pairs per batch."),
     ablate: Optional[str] = ABLATE, scale: Optional[str] = SCALE, lineage: Optional[str] = LINEAGE,
@@ -241,7 +243,7 @@ def attribution(
     from headdb.jobs.builders import plan_attribution
     from headdb.settings import AttributionSettings, build
 
-    settings = build(AttributionSettings, dict(method=method, steps=steps, metric=metric, topn=topn,
+    settings = build(AttributionSettings, dict(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
                                                threshold=threshold, greedy=greedy, curve=curve, align=align,
                                                batch_size=batch_size))
     spec = flag_intervention(ablate, scale)
@@ -260,7 +262,7 @@ def training_run(
     base: Optional[str] = typer.Option(None, "--base", help="The model training started from (registered as regime base, step 0)."),
     task: List[str] = typer.Option([], "--task", help="Circuit task file to attribute on (repeatable)."),
     bench: List[str] = typer.Option([], "--bench", help="Benchmark file or name to generate on (repeatable)."),
-    method: str = METHOD, steps: int = STEPS, metric: str = METRIC, topn: int = TOPN,
+    method: str = METHOD, steps: int = STEPS, ig_rule: str = IG_RULE, metric: str = METRIC, topn: int = TOPN,
     threshold: Optional[float] = THRESHOLD, align: str = ALIGN, attribution_batch_size: int = ATTRIBUTION_BATCH,
     samples: int = SAMPLES, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: Optional[int] = TOP_K,
     min_p: Optional[float] = MIN_P, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = SEED,
@@ -278,7 +280,8 @@ def training_run(
     gen = generation_settings(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, k=k, chat=chat,
                               mode=mode)
-    att = attribution_settings(method=method, steps=steps, metric=metric, topn=topn, threshold=threshold, greedy=None,
+    att = attribution_settings(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
+                               threshold=threshold, greedy=None,
                                curve=True, align=align, batch_size=attribution_batch_size)
     how = execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
@@ -288,3 +291,88 @@ def training_run(
     if not jobs:
         err.print("no --task or --bench given: registering checkpoints and training metrics only")
     run_plan(ctx, plan, lineage, runner, report_skips=False)
+
+
+@app.command("graph-json")
+def graph_json(
+    ctx: typer.Context,
+    files: List[Path] = typer.Argument(..., help="EAP-IG JSON graph file(s) of one checkpoint."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="The checkpoint directory the graphs are of "
+                                             "(registered like every ingest command; its config fixes the layout)."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="Or a registered checkpoint: id, name, lineage@step, "
+                                      "lineage@last."),
+    task: str = typer.Option(..., "--task", help="Task id or name."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Task mode when the name has several; for --new, the "
+                                       "new task's mode."),
+    selection: str = typer.Option("threshold", "--selection", help="Selection the file's in_graph circuit is stored under."),
+    selection_param: Optional[float] = typer.Option(None, "--selection-param", help="The selection's parameter "
+                                                    "(tau or n)."),
+    new: bool = typer.Option(False, "--new", help="Register the task, and with --ref a checkpoint known only "
+                             "through graphs, when unknown."),
+    lineage: Optional[str] = LINEAGE, regime: str = REGIME, step: int = STEP,
+    parent: Optional[str] = typer.Option(None, "--parent", help="With --ref --new: the parent checkpoint."),
+    model_key: Optional[str] = typer.Option(None, "--model-key", help="With --ref --new: a model registered from a "
+                                            "real checkpoint (default: the graph's own EAP-IG layout)."),
+    force: bool = FORCE,
+) -> None:
+    """Import EAP-IG JSON graphs made elsewhere as runs of kind `import` (signs and GQA ports converted)."""
+    from headdb.attribution.graph import build_layout
+    from headdb.interop.graph_json import (file_layout, new_import_checkpoint, read_graph_json, stored_layout)
+    from headdb.jobs.graph_import import ImportJob
+    from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
+    from headdb.settings import MODES, Execution, check_choice
+    from headdb.warehouse.refs import find_checkpoint, find_task, resolve_checkpoint
+
+    if (checkpoint is None) == (ref is None):
+        raise UserError("give the checkpoint directory (--checkpoint DIR) or a registered checkpoint (--ref REF)")
+    if mode is not None:
+        check_choice("mode", mode, MODES)
+    at = placement(lineage, regime, step)
+    db = _existing(ctx)
+    checkpoint_id = None
+    if checkpoint is not None:
+        t = target(checkpoint, at)
+        key, layout = t.shape.model_key, build_layout(t.shape)
+    else:
+        checkpoint_id = find_checkpoint(db, ref) if db is not None else None
+        if checkpoint_id is None and not new:
+            raise UserError(f"no checkpoint {ref!r} in the warehouse; give its directory with --checkpoint DIR, or "
+                            "register it from the graph with --new --lineage NAME --step N")
+        if checkpoint_id is not None:
+            key = db.sql("SELECT model_key FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])["model_key"][0]
+            layout = stored_layout(db, key)
+        elif model_key is not None:
+            if db is None:
+                raise UserError(f"model {model_key} is not registered (there is no warehouse yet)")
+            key, layout = model_key, stored_layout(db, model_key)
+        else:
+            key, layout = file_layout(read_graph_json(files[0])[0])
+        if new and lineage is None:
+            raise UserError("--new needs --lineage (and --step) to register the checkpoint")
+    task_id = find_task(db, task, mode) if db is not None else None
+    if task_id is None and not new:
+        raise UserError(f"no task {task!r}; register it with --new (see `headdb sql \"select * from tasks\"`)")
+    # Every file is read and checked against the layout here, before anything is written.
+    jobs = [ImportJob(f, layout, key, task_id=task_id, task_name=task, mode=mode or "plain", selection=selection,
+                      param=selection_param) for f in files]
+    parent_id = resolve_checkpoint(db, parent) if parent is not None and db is not None else None
+    if parent is not None and db is None:
+        raise UserError(f"no parent checkpoint {parent!r} (there is no warehouse yet)")
+    if checkpoint is None:
+        w = ctx.obj.connect(create=True)
+        if checkpoint_id is None:  # a checkpoint known only through graphs
+            checkpoint_id = new_import_checkpoint(w, name=ref, lineage=lineage, step=step, regime=regime,
+                                                  parent_id=parent_id, model_key=model_key,
+                                                  data=read_graph_json(files[0])[0])
+            err.print(f"registered checkpoint {ref} ({lineage}@{step}) as id {checkpoint_id}")
+        t = existing_target(w, checkpoint_id)
+    plan = Plan([CheckpointWork(t, jobs)], Execution(force=force)).validate()
+    run_plan(ctx, plan, t.label, None)
+
+
+def _existing(ctx: typer.Context):
+    """The warehouse when it exists (lookups only), else None."""
+    try:
+        return ctx.obj.connect(create=False)
+    except UserError:
+        return None

@@ -63,8 +63,12 @@ def target(path: str | Path, placement: Placement = Placement(), *, fallback: Ta
 
 
 def existing_target(db, checkpoint_id: int) -> Target:
-    """A registered checkpoint as a plan target (registration is skipped; its labels stay)."""
+    """A registered checkpoint as a plan target (registration is skipped; its labels stay). One
+    known only through imported graphs has no directory: jobs that need its model fail to load."""
     row = db.sql("SELECT path, name FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id]).row(0, named=True)
-    found = target(row["path"], Placement(name=row["name"]))
+    try:
+        found = target(row["path"], Placement(name=row["name"]))
+    except UserError as exc:
+        found = Target(Path(row["path"]), Placement(name=row["name"]), None, broken=str(exc))
     found.checkpoint_id = checkpoint_id
     return found

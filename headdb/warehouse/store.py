@@ -71,6 +71,7 @@ class Warehouse:
         self.sink = sink
         self.schemas = schemas  # the migrations folder; None means the packaged schemas/
         self.query_dirs: tuple[str, ...] = ()  # the user's extra query folders (--queries)
+        self._layouts_checked: set[str] = set()  # model_keys whose stored layout was verified
 
     @property
     def location(self) -> str:
@@ -155,18 +156,44 @@ class Warehouse:
 
     # -- registration (idempotent) ------------------------------------------------------------
     def register_model(self, shape: dict[str, Any], nodes: pa.Table, edges: pa.Table) -> str:
-        """Record an architecture shape and its graph layout once per model_key."""
+        """Record an architecture shape and its graph layout once per model_key.
+
+        `nodes`/`edges` are the layout the code builds for the shape
+        (headdb.attribution.graph.build_layout). A model_key registered before must have the
+        same n_layers / n_heads / n_kv_heads and exactly this layout, else a UserError: scores
+        stored by edge id under another layout would carry the wrong edge names.
+        """
         key = shape["model_key"]
         with self.sink.write() as s:
-            if not s.rows(sql("warehouse", "find_model"), [key]):
+            stored = s.rows(sql("warehouse", "model_shape"), [key])
+            if not stored:
                 row = {c: [shape.get(c)] for c in ("model_key", "architecture", "n_layers", "n_heads",
                                                    "n_kv_heads", "d_model", "d_head", "vocab_size")}
                 row["config_json"] = [json.dumps(shape.get("config", {}), sort_keys=True, default=str)]
                 s.insert("models", pa.table(row))
+            else:
+                want = tuple(int(shape[c]) for c in ("n_layers", "n_heads", "n_kv_heads"))
+                if tuple(stored[0]) != want:
+                    raise _layout_mismatch(key, f"{_shape_text(stored[0])}", _shape_text(want))
             if not s.scalar(sql("warehouse", "count_graph_nodes"), [key]):
                 s.insert("graph_nodes", _with_key(nodes, key))
                 s.insert("graph_edges", _with_key(edges, key))
+            elif key not in self._layouts_checked:
+                _check_stored_layout(s, key, nodes, edges)
+        self._layouts_checked.add(key)
         return key
+
+    def verify_layout(self, model_key: str, nodes: pa.Table, edges: pa.Table) -> bool:
+        """Read-only: False when `model_key` has no stored layout; True when the stored one is
+        exactly `nodes` / `edges`; UserError when it differs (see register_model)."""
+        if model_key in self._layouts_checked:
+            return True
+        with self.sink.read() as s:
+            if not s.scalar(sql("warehouse", "count_graph_nodes"), [model_key]):
+                return False
+            _check_stored_layout(s, model_key, nodes, edges)
+        self._layouts_checked.add(model_key)
+        return True
 
     def register_checkpoint(self, *, model_key: str, path: str | Path, weights_digest: str,
                             name: str | None = None, lineage: str | None = None, regime: str = "other",
@@ -256,6 +283,33 @@ class Warehouse:
                 device, dtype, seed, provenance.headdb_version(), os.getpid()])
         # Earlier runs of this config (failed, abandoned, or ok when forced) go when this one lands.
         return Run(self, run_id, replaces=tuple(r[0] for r in previous), config_hash=digest)
+
+
+def _shape_text(dims) -> str:
+    n_layers, n_heads, n_kv = dims
+    return f"{n_layers} layers x {n_heads} heads, {n_kv} kv heads"
+
+
+def _layout_mismatch(key: str, stored: str, wanted: str) -> UserError:
+    return UserError(
+        f"model {key} is registered with another graph layout ({stored}) than this model needs ({wanted}), "
+        "e.g. from an imported graph; scores stored under it would carry the wrong edge names: "
+        "use another warehouse, or delete that model's rows (models, graph_nodes, graph_edges) and its runs")
+
+
+def _check_stored_layout(s, key: str, nodes: pa.Table, edges: pa.Table) -> None:
+    """Raise unless model `key`'s stored graph layout is exactly `nodes` / `edges`."""
+    s.con.register("__headdb_layout_nodes", nodes)
+    s.con.register("__headdb_layout_edges", edges)
+    try:
+        differ = s.scalar(sql("warehouse", "layout_differences"), {"key": key})
+    finally:
+        s.con.unregister("__headdb_layout_nodes")
+        s.con.unregister("__headdb_layout_edges")
+    if differ:
+        n_nodes, n_edges = s.rows(sql("warehouse", "stored_layout_size"), [key, key])[0]
+        raise _layout_mismatch(key, f"{n_nodes} nodes, {n_edges} edges",
+                               f"{nodes.num_rows} nodes, {edges.num_rows} edges")
 
 
 def _with_key(table: pa.Table, key: str) -> pa.Table:
