@@ -210,5 +210,6 @@ class LocalExecutor:
                     finished += 1
                     progress("jobs done", finished, total)
             finally:
-                del loaded
-                gc.collect()
+                if loaded is not None:  # free the weights before the next checkpoint loads
+                    del loaded
+                    gc.collect()
