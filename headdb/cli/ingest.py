@@ -75,13 +75,14 @@ def generation_settings(*, samples, temperature, top_p, max_new_tokens, seed, ba
                  label=lambda f: "--k" if f == "ks" else f"--{f.replace('_', '-')}")
 
 
-def attribution_settings(*, method, steps, ig_rule, metric, topn, threshold, greedy, curve, align, batch_size):
+def attribution_settings(*, method, steps, ig_rule, metric, topn, threshold, greedy, curve, align, batch_size,
+                         batch_option="--attribution-batch-size"):
     from headdb.settings import AttributionSettings, build
 
     return build(AttributionSettings, dict(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
-                                           threshold=threshold,
-                                           greedy=greedy, curve=curve, align=align, batch_size=batch_size),
-                 label=lambda f: "--attribution-batch-size" if f == "batch_size" else f"--{f.replace('_', '-')}")
+                                           threshold=threshold, greedy=greedy, curve=curve, align=align,
+                                           batch_size=batch_size),
+                 label=lambda f: batch_option if f == "batch_size" else f"--{f.replace('_', '-')}")
 
 
 def flag_intervention(ablate: Optional[str], scale: Optional[str]):
@@ -241,11 +242,10 @@ def attribution(
     """Edge and head attributions, circuits and their faithfulness for one checkpoint and task."""
     from headdb.attribution.tasks import load_task
     from headdb.jobs.builders import plan_attribution
-    from headdb.settings import AttributionSettings, build
 
-    settings = build(AttributionSettings, dict(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
-                                               threshold=threshold, greedy=greedy, curve=curve, align=align,
-                                               batch_size=batch_size))
+    settings = attribution_settings(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
+                                    threshold=threshold, greedy=greedy, curve=curve, align=align,
+                                    batch_size=batch_size, batch_option="--batch-size")
     spec = flag_intervention(ablate, scale)
     at, how = placement(lineage, regime, step), execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
