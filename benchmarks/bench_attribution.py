@@ -13,7 +13,7 @@ What is measured, in one process, after one warm-up call of each side:
               scoring (one GEMM per layer, see eap.block_scores).
     baseline  m plain forward+backward passes of an UNWRAPPED copy of the same HF model
               (AutoModelForCausalLM loaded from the same directory, same dtype, same eager
-              attention that headdb.checkpoints.discovery.loading uses; no bridge, no hooks) on the same clean batch:
+              attention that headdb.checkpoints.loading uses; no bridge, no hooks) on the same clean batch:
               model(inputs_embeds=x).logits -> the same KL metric at the last position ->
               .backward(), with x = the token embeddings, requires_grad=True (what IG
               differentiates). Parameters have requires_grad=False on BOTH sides (the engine's
@@ -45,7 +45,7 @@ reports which fit; skipped on CPU unless --force.
 
 The model is a randomly initialised Qwen2-architecture checkpoint written to a temporary
 directory (config.json, safetensors shards, the headdb.demo.tiny tokenizer) and loaded with
-headdb.checkpoints.discovery.loading.load_model; token ids are random below the model vocabulary.
+headdb.checkpoints.loading.load_model; token ids are random below the model vocabulary.
 """
 from __future__ import annotations
 
@@ -439,7 +439,7 @@ def fmt_mem(d: dict) -> str:
 
 
 def bench(args) -> dict:
-    from headdb.checkpoints.discovery.loading import load_model
+    from headdb.checkpoints.loading import load_model
 
     device, dtype = args.device, DTYPES[args.dtype]
     shape = shape_of(args)

@@ -14,7 +14,7 @@ Measured:
   storage       growth of the DuckDB file divided by the edge-score rows (bytes per score),
                 and the Parquet export's edge_scores folder the same way;
   queries       median latency of heads_gained, head_dynamics and effect_map through
-                headdb.warehouse.store.queries.run_query (each call opens the file, as the CLI does), plus
+                headdb.warehouse.queries.run_query (each call opens the file, as the CLI does), plus
                 importance recomputed from the raw edge_scores in SQL;
   baseline      the same three analyses the way they are done without a warehouse: one EAP-IG
                 JSON graph file per checkpoint (json.load) and Python code comparing them.

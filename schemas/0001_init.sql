@@ -1,5 +1,5 @@
 -- headdb warehouse schema v1.
--- The only place tables are defined. Core names are fixed (DESIGN.md); columns may be added by
+-- The only place tables are defined. Core names are fixed (docs/architecture.md); columns may be added by
 -- later migrations, never renamed. The same DDL runs on a DuckDB file and on a DuckLake catalog,
 -- so it uses only what DuckLake accepts: no ENUM types, no PRIMARY KEY / UNIQUE / CHECK /
 -- REFERENCES constraints, no sequences, no indexes. Allowed values are validated in code, and

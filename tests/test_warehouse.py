@@ -9,6 +9,7 @@ import pytest
 import headdb
 from headdb.errors import UserError
 from headdb.resources import schemas_dir
+from headdb.warehouse.migrations import code_version
 
 
 def scores(n: int, value: float = 1.0) -> pa.Table:
@@ -21,8 +22,8 @@ def db(tmp_path):
     return headdb.connect(tmp_path / "w.duckdb")
 
 
-def test_new_warehouse_has_every_core_table_and_version_1(db):
-    assert db.sql("SELECT max(version) AS v FROM schema_version")["v"][0] == 1
+def test_new_warehouse_has_every_core_table_and_the_latest_version(db):
+    assert db.sql("SELECT max(version) AS v FROM schema_version")["v"][0] == code_version()
     tables = set(db.sql("SELECT table_name FROM information_schema.tables")["table_name"])
     core = {"schema_version", "models", "checkpoints", "training_metrics", "tasks", "task_items", "runs",
             "graph_nodes", "graph_edges", "edge_scores", "head_scores", "circuits", "circuit_edges",
@@ -37,6 +38,13 @@ def test_schemas_are_packaged_next_to_the_code():
     assert (schemas_dir() / "0001_init.sql").is_file()
 
 
+def _schemas_v1(tmp_path):
+    folder = tmp_path / "schemas-v1"
+    folder.mkdir()
+    shutil.copy(schemas_dir() / "0001_init.sql", folder)
+    return folder
+
+
 def _schemas_with_v2(tmp_path, sql: str):
     folder = tmp_path / "schemas"
     folder.mkdir()
@@ -47,11 +55,11 @@ def _schemas_with_v2(tmp_path, sql: str):
 
 def test_migrate_applies_pending_in_order(tmp_path):
     path = tmp_path / "w.duckdb"
-    headdb.connect(path)  # v1
+    v1 = headdb.connect(path, schemas=_schemas_v1(tmp_path))
     folder = _schemas_with_v2(tmp_path, "ALTER TABLE runs ADD COLUMN note VARCHAR;")
     with pytest.raises(UserError, match="headdb --db .* migrate"):
         headdb.connect(path, schemas=folder)
-    db = headdb.Warehouse(headdb.connect(path).sink, schemas=folder)
+    db = headdb.Warehouse(v1.sink, schemas=folder)
     assert db.migrate() == [2]
     assert db.schema_version() == 2
     assert "note" in db.sql("SELECT * FROM runs").columns
@@ -60,9 +68,9 @@ def test_migrate_applies_pending_in_order(tmp_path):
 
 def test_failed_migration_changes_nothing(tmp_path):
     path = tmp_path / "w.duckdb"
-    headdb.connect(path)
+    v1 = headdb.connect(path, schemas=_schemas_v1(tmp_path))
     folder = _schemas_with_v2(tmp_path, "ALTER TABLE runs ADD COLUMN note VARCHAR; SELECT * FROM no_such_table;")
-    db = headdb.Warehouse(headdb.connect(path).sink, schemas=folder)
+    db = headdb.Warehouse(v1.sink, schemas=folder)
     with pytest.raises(Exception):
         db.migrate()
     assert db.schema_version() == 1

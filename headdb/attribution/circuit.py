@@ -1,6 +1,8 @@
 """Circuit selection from edge scores: top-n, threshold, greedy; pruning to input->logits paths.
 
-Ranking is by |mean edge score|, ties broken by the lower edge id (deterministic).
+Ranking is by |mean edge score| (EAP-IG's default, absolute=True), ties broken by the lower
+edge id (deterministic). `rank(scores, absolute=False)` ranks by signed score, largest first
+(MIB's CPR ranking; callers orient the scores first, see faithfulness.py).
 
     topn(n)        the n highest-ranked edges (default n = 5000), then pruned.
     threshold(tau) the edges of the top-n circuit whose |score| >= tau * max_e |score| (max over
@@ -70,10 +72,15 @@ class Circuit:
                          "head": pa.array([x[1] for x in h], pa.int32())})
 
 
-def rank(scores: np.ndarray) -> np.ndarray:
-    """Edge ids ordered by descending |score|, ties by ascending edge id."""
-    mag = np.abs(np.nan_to_num(scores.astype(np.float64), nan=0.0))
-    return np.lexsort((np.arange(len(mag)), -mag))
+def rank(scores: np.ndarray, absolute: bool = True) -> np.ndarray:
+    """Edge ids ordered by descending |score| (absolute) or descending score, ties by ascending
+    edge id; NaN ranks as 0 under |score| and last under signed ranking."""
+    values = scores.astype(np.float64)
+    if absolute:
+        key = np.abs(np.nan_to_num(values, nan=0.0))
+    else:
+        key = np.nan_to_num(values, nan=-np.inf)
+    return np.lexsort((np.arange(len(key)), -key))
 
 
 def _group_of_port(g: GraphLayout, port_index: int) -> np.ndarray:
@@ -131,9 +138,9 @@ def _make(g, selection, param, mask) -> Circuit:
     return Circuit(selection=selection, param=float(param), edge_mask=edges, node_mask=nodes, layout=g)
 
 
-def topn_mask(scores: np.ndarray, n: int) -> np.ndarray:
+def topn_mask(scores: np.ndarray, n: int, absolute: bool = True) -> np.ndarray:
     mask = np.zeros(len(scores), dtype=bool)
-    mask[rank(scores)[: max(0, int(n))]] = True
+    mask[rank(scores, absolute)[: max(0, int(n))]] = True
     return mask
 
 
