@@ -11,8 +11,9 @@
 -- run without scores too: it says how any score it held would read).
 ALTER TABLE runs ADD COLUMN score_sign VARCHAR DEFAULT 'corrupted-clean';
 -- true for runs computed before v2 in the clean-corrupted convention, whose stored numbers this
--- migration negated.
-ALTER TABLE runs ADD COLUMN score_sign_converted BOOLEAN DEFAULT false;
+-- migration negated. The default is written as the string 'false': DuckLake refuses to add a
+-- column whose default is the keyword false ("non-literal default"); both engines cast it.
+ALTER TABLE runs ADD COLUMN score_sign_converted BOOLEAN DEFAULT 'false';
 UPDATE runs SET score_sign = 'corrupted-clean', score_sign_converted = (kind = 'attribution');
 
 UPDATE edge_scores SET score = -score

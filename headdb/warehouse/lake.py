@@ -366,6 +366,7 @@ class LakeSink:
                         done[name] = len(con.execute(call).fetchall())
                         break
                     except duckdb.Error as exc:
+                        rollback_quietly(con)  # a failed statement leaves the connection aborted
                         if not is_conflict(exc) or time.monotonic() >= deadline:
                             raise
                         self.conflicts += 1
