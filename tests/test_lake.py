@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -287,6 +289,39 @@ def test_every_named_query_answers_the_same_on_a_file_and_a_lake(lake):
         assert_frame_equal(on_lake, on_file, rel_tol=1e-12, abs_tol=1e-12)
         non_empty += on_file.height > 0
     assert non_empty >= len(cat.names()) - 2  # the comparison is about real rows
+
+
+def _upgraded_from_v1(path, tmp_path, **connect) -> headdb.Warehouse:
+    """A v1 warehouse with a native attribution run and an import run, migrated to the current
+    schema by `migrate` (the same migrations on either sink)."""
+    from headdb.warehouse.store import Warehouse
+    from warehouse_builders import MODEL_KEY, attribution_run, register_tiny_model
+
+    v1 = tmp_path / f"v1-{len(list(tmp_path.glob('v1-*')))}"
+    v1.mkdir()
+    shutil.copy(schemas_dir() / "0001_init.sql", v1)
+    db = headdb.connect(path, schemas=v1, **connect)
+    register_tiny_model(db)
+    ck = db.register_checkpoint(model_key=MODEL_KEY, path="/ckpt/a", weights_digest="a")
+    scores = pa.table({"edge_id": pa.array([0, 1, 2], pa.int32()), "score": pa.array([0.5, -0.25, 0.0], pa.float32())})
+    attribution_run(db, ck, None, heads=[(0, 0)], config={"method": "eap-ig"}, edge_scores=scores,
+                    metrics={"metric_diff": -0.6, "cpr": 0.8})
+    imported = db.start_run("import", config={"source": "json"}, checkpoint_id=ck)
+    with imported:
+        imported.add("edge_scores", scores)
+    assert Warehouse(db.sink).migrate() == list(range(2, code_version() + 1))
+    return Warehouse(db.sink)
+
+
+def test_an_old_lake_migrates_like_an_old_file(lake, tmp_path):
+    on_file = _upgraded_from_v1(tmp_path / "w.duckdb", tmp_path)
+    on_lake = _upgraded_from_v1(lake.spec, tmp_path, data_path=lake.data_path)
+    assert on_lake.schema_version() == on_file.schema_version() == code_version()
+    tables = on_file.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+    for name in tables["table_name"]:
+        assert _table(on_lake, name).equals(_table(on_file, name)), name
+    assert on_lake.sql("SELECT score FROM edge_scores ORDER BY run_id, edge_id")["score"].to_list() == \
+        [-0.5, 0.25, 0.0, 0.5, -0.25, 0.0]  # the native run negated, the import kept
 
 
 # -- the training callback -----------------------------------------------------------------------
