@@ -202,7 +202,7 @@ def report(r: dict, args) -> None:
     print(f"\nheaddb lake benchmark ({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"duckdb {__import__('duckdb').__version__}); {r['edges']:,} edges per run")
     for key, label in (("lake_writers", f"{args.writers} writers -> one lake"),
-                       ("lake_writers_optimistic", f"  same, optimistic only (no turns)"),
+                       ("lake_writers_optimistic", "  same, optimistic only (no turns)"),
                        ("lake_one_writer", "1 writer -> lake"),
                        ("file_writers", f"{args.writers} writers -> one DuckDB file")):
         w = r[key]
