@@ -17,7 +17,8 @@ does; under root it runs as the `postgres` user) and measures, in one run:
               that both return the same rows.
 
     .venv/bin/python benchmarks/bench_lake.py                                # 100 checkpoints, 179,749 edges
-    .venv/bin/python benchmarks/bench_lake.py --checkpoints 10 --kv-heads 2  # a quick run
+    .venv/bin/python benchmarks/bench_lake.py --checkpoints 10 --kv-heads 2  # a shorter run
+    .venv/bin/python benchmarks/bench_lake.py --quick                        # smoke sizes (make bench --quick)
 """
 from __future__ import annotations
 
@@ -144,7 +145,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--writer", nargs=4, metavar=("DB", "NAME", "RUNS", "GO"), help=argparse.SUPPRESS)
     ap.add_argument("--no-turns", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="smoke sizes: 3 checkpoints, GQA layout, 2 runs per writer")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.checkpoints, args.kv_heads, args.writer_runs, args.repeat = 3, 2, 2, 1
     if args.writer:
         spec, name, runs, go = args.writer
         writer(spec, name, int(runs), go, args.layers, args.heads, args.kv_heads or args.heads, not args.no_turns)
