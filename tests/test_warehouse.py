@@ -22,7 +22,8 @@ def db(tmp_path):
 
 
 def test_new_warehouse_has_every_core_table_and_version_1(db):
-    assert db.sql("SELECT max(version) AS v FROM schema_version")["v"][0] == 1
+    from headdb.warehouse.migrations import code_version
+    assert db.sql("SELECT max(version) AS v FROM schema_version")["v"][0] == code_version()
     tables = set(db.sql("SELECT table_name FROM information_schema.tables")["table_name"])
     core = {"schema_version", "models", "checkpoints", "training_metrics", "tasks", "task_items", "runs",
             "graph_nodes", "graph_edges", "edge_scores", "head_scores", "circuits", "circuit_edges",
@@ -38,22 +39,27 @@ def test_schemas_are_packaged_next_to_the_code():
 
 
 def _schemas_with_v2(tmp_path, sql: str):
+    """The packaged migrations plus one more (version NEXT) that runs `sql`."""
     folder = tmp_path / "schemas"
     folder.mkdir()
-    shutil.copy(schemas_dir() / "0001_init.sql", folder)
-    (folder / "0002_next.sql").write_text(sql)
+    for path in schemas_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"):
+        shutil.copy(path, folder)
+    (folder / f"{NEXT:04d}_next.sql").write_text(sql)
     return folder
+
+
+NEXT = len(list(schemas_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"))) + 1
 
 
 def test_migrate_applies_pending_in_order(tmp_path):
     path = tmp_path / "w.duckdb"
-    headdb.connect(path)  # v1
+    headdb.connect(path)  # v NEXT - 1
     folder = _schemas_with_v2(tmp_path, "ALTER TABLE runs ADD COLUMN note VARCHAR;")
     with pytest.raises(UserError, match="headdb --db .* migrate"):
         headdb.connect(path, schemas=folder)
     db = headdb.Warehouse(headdb.connect(path).sink, schemas=folder)
-    assert db.migrate() == [2]
-    assert db.schema_version() == 2
+    assert db.migrate() == [NEXT]
+    assert db.schema_version() == NEXT
     assert "note" in db.sql("SELECT * FROM runs").columns
     assert db.migrate() == []
 
@@ -65,7 +71,7 @@ def test_failed_migration_changes_nothing(tmp_path):
     db = headdb.Warehouse(headdb.connect(path).sink, schemas=folder)
     with pytest.raises(Exception):
         db.migrate()
-    assert db.schema_version() == 1
+    assert db.schema_version() == NEXT - 1
     assert "note" not in db.sql("SELECT * FROM runs").columns
 
 

@@ -25,6 +25,9 @@ class AttributionSettings:
     greedy: int | None = None
     curve: bool = True
     align: str = "truncate"
+    rank: str = "abs-mean"
+    bootstrap: int = 0
+    seed: int = 0
     batch_size: int = 8  # how the work is cut; not part of what a run means, so not hashed
 
     def config(self, dtype: str, intervention: Intervention | None = None) -> dict:
@@ -51,7 +54,8 @@ def attribution_run(db: Warehouse, loaded: LoadedModel, checkpoint_id: int, task
             found = discover(loaded, pairs, method=settings.method, metric=settings.metric, steps=settings.steps,
                              topn=settings.topn, threshold=settings.threshold, greedy=settings.greedy,
                              curve=settings.curve, batch_size=settings.batch_size,
-                             progress=lambda d, t: progress("attribution", d, t))
+                             progress=lambda d, t: progress("attribution", d, t),
+                             rank=settings.rank, bootstrap=settings.bootstrap, seed=settings.seed)
         run.add("edge_scores", found.result.edges_table())
         run.add("head_scores", found.result.heads_table())
         for i, circuit in enumerate(found.circuits):
@@ -59,11 +63,14 @@ def attribution_run(db: Warehouse, loaded: LoadedModel, checkpoint_id: int, task
                 "circuit_id": pa.array([i], pa.int64()), "selection": [circuit.selection],
                 "param": pa.array([float(circuit.param)]), "n_edges": pa.array([circuit.n_edges], pa.int32()),
                 "n_nodes": pa.array([circuit.n_nodes], pa.int32()),
-                "faithfulness": pa.array([circuit.faithfulness], pa.float64())}))
+                "faithfulness": pa.array([circuit.faithfulness], pa.float64()), **circuit.confidence_columns()}))
             edges = circuit.edges_table()
             run.add("circuit_edges", edges.append_column("circuit_id", pa.array([i] * edges.num_rows, pa.int64())))
             heads = circuit.heads_table()
             run.add("circuit_heads", heads.append_column("circuit_id", pa.array([i] * heads.num_rows, pa.int64())))
+            if circuit.membership is not None:
+                reps = circuit.replicates_table()
+                run.add("circuit_head_replicates", reps.append_column("circuit_id", pa.array([i] * reps.num_rows, pa.int64())))
         if found.curve is not None:
             run.add("faithfulness_curve", found.curve.table())
         for key, value in found.run_metrics().items():
