@@ -259,3 +259,30 @@ def test_circuit_faithfulness_and_top_heads_carry_stability_and_intervals(db):
     assert df["n_replicates"].to_list() == [4, 4] and df["stability"].to_list() == [0.5, 0.5]
     top = by_head(q(db, "top_heads", checkpoint="base"))
     assert top[(0, 0)]["importance_lo"] == pytest.approx(0.5) and top[(0, 0)]["importance_hi"] == pytest.approx(0.7)
+
+
+# -- reports show it -------------------------------------------------------------------------------
+
+def _report(db, name, params) -> str:
+    from rich.console import Console
+
+    from headdb.reports import run_report
+    console = Console(record=True, color_system=None, width=140)
+    run_report(db, name, params, console)
+    return console.export_text()
+
+
+def test_reports_show_confidence_or_say_there_is_none(db):
+    text = _report(db, "heads_gained", {"base": "base", "target": "grpo@200"})
+    assert "p_gained" in text and "0 of 2 with p_change >= 0.95" in text
+    assert "+?" in text and "-?" in text  # both changes are unsure (p 0.5 and 0.25): marked cells
+    text = _report(db, "heads_gained", {"base": "base", "target": "plain"})
+    assert "no bootstrap replicates" in text
+    assert "f" in _report(db, "think_compensatory", {"task": "gsm-think"}).split("compensatory heads")[1]
+    for name, params in [("head_frequency", {"lineage": "grpo"}), ("head_cohorts", {"lineage": "grpo"})]:
+        text = _report(db, name, params)
+        assert "no bootstrap replicates" not in text and " with " in text, name
+    assert "heads whose effect interval excludes 0: 3 of 4" in _report(db, "effect_map", {"lineage": "grpo"})
+    text = _report(db, "regime_compare", {"base": "base"})
+    assert "grpo 0/1" in text and "six 1/1" in text and "plain (no paired bootstrap replicates)" in text
+    assert "no bootstrap replicates" in _report(db, "head_frequency", {"lineage": "plain"})
