@@ -306,3 +306,21 @@ def test_stored_confidence_round_trips_through_heads_gained(tmp_path, arith_task
     loaded = load_tiny(tmp_path / "target")
     ingest_attribution(db, loaded, task, settings, placement=Placement(lineage="target", name="target"), force=True)
     assert db.sql("SELECT count(*) AS n FROM circuit_head_replicates")["n"][0] == n_rows
+
+
+def test_linear_time_topn_equals_the_sorted_ranking():
+    """topn_mask (a partition) picks exactly the first n edges of rank() (a full sort), ties by id."""
+    from headdb.attribution.circuit import rank, topn_mask
+
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        E = int(rng.integers(1, 300))
+        v = rng.integers(-4, 5, E).astype(np.float32)  # many ties
+        if rng.random() < 0.5:
+            v = v + rng.standard_normal(E).astype(np.float32)
+        if rng.random() < 0.2:
+            v[rng.integers(0, E)] = np.nan
+        n = int(rng.integers(0, E + 3))
+        expected = np.zeros(E, bool)
+        expected[rank(v)[:n]] = True
+        assert np.array_equal(topn_mask(v, n), expected), (E, n)
