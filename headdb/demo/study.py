@@ -108,7 +108,7 @@ def _stage(path: Path, say: Callable[[str], None], what: str, build: Callable[[]
 
 
 def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, say: Callable[[str], None] = print) -> None:
-    from headdb.training import recipes
+    from headdb.demo import recipes
 
     base, sft, grpo = root / "models" / "base", root / "runs" / "sft", root / "runs" / "grpo"
     _stage(base, say, "pretraining the base model from scratch",
