@@ -14,7 +14,7 @@ Measured:
   storage       growth of the DuckDB file divided by the edge-score rows (bytes per score),
                 and the Parquet export's edge_scores folder the same way;
   queries       median latency of heads_gained, head_dynamics and effect_map through
-                headdb.warehouse.store.queries.run_query (each call opens the file, as the CLI does), plus
+                headdb.warehouse.queries.run_query (each call opens the file, as the CLI does), plus
                 importance recomputed from the raw edge_scores in SQL;
   baseline      the same three analyses the way they are done without a warehouse: one EAP-IG
                 JSON graph file per checkpoint (json.load) and Python code comparing them.
@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 import headdb  # noqa: E402
 from headdb.attribution.graph import build_layout  # noqa: E402
-from headdb.interop.graph_json.graph_json import export_parquet  # noqa: E402
-from headdb.warehouse.store.queries import run_query  # noqa: E402
+from headdb.interop.graph_json import export_parquet  # noqa: E402
+from headdb.warehouse.queries import run_query  # noqa: E402
 
 LINEAGE = "grpo-bench"
 TOPN = 5000
@@ -347,7 +347,7 @@ def main(argv=None) -> dict:
         for name, fn in queries.items():
             fn()  # warm the OS file cache, as the baseline's files are warm after writing
             lat[name], outputs[name] = timed(fn, args.repeat)
-        from headdb.warehouse.store.queries import query_session
+        from headdb.warehouse.queries import query_session
         warm = {}
         with query_session(db) as session:
             warm["heads_gained"], _ = timed(lambda: session.run("heads_gained", {"base": "base", "target": last}), args.repeat)

@@ -7,7 +7,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from headdb.jobs.common import Progress as Callback
+from headdb.jobs.job import Progress as Callback
 
 
 @contextmanager

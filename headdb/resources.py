@@ -1,6 +1,6 @@
 """Where the package's SQL lives.
 
-schemas/ and queries/ sit at the top of the repository (DESIGN.md) and are linked into the
+schemas/ and queries/ sit at the top of the repository (docs/architecture.md) and are linked into the
 package as headdb/schemas and headdb/queries, so a checkout and an installed wheel resolve them
 through the same importlib.resources lookup.
 """

@@ -16,11 +16,14 @@
 CREATE OR REPLACE TEMP MACRO hd_checkpoint(ref) AS (
     SELECT CASE
         WHEN count(*) > 1 THEN error('headdb: checkpoint ' || ref || ' matches ' || CAST(count(*) AS VARCHAR)
-                                     || ' checkpoints; name it by id or lineage@step (see `headdb checkpoints`)')
+                                     || ' checkpoints; name it by id or lineage@step: '
+                                     || string_agg(candidate, ', ' ORDER BY checkpoint_id)
+                                     || ' (see `headdb checkpoints`)')
         ELSE min(checkpoint_id) END
     FROM (
-        SELECT checkpoint_id, how
-        FROM (SELECT checkpoint_id,
+        SELECT checkpoint_id, how,
+               'id ' || CAST(checkpoint_id AS VARCHAR) || ' = ' || lineage || '@' || CAST(step AS VARCHAR) AS candidate
+        FROM (SELECT checkpoint_id, lineage, step,
                      CASE WHEN CAST(checkpoint_id AS VARCHAR) = ref THEN 1
                           WHEN lineage || '@' || CAST(step AS VARCHAR) = ref THEN 2
                           WHEN lineage || '@last' = ref

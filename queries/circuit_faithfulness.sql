@@ -1,10 +1,11 @@
 -- name: circuit_faithfulness
 -- description: Faithfulness of circuits: for each checkpoint and task, the circuit of every
 --   selection (or one) with its size in edges, nodes and heads, its faithfulness
---   f = (m_circuit - m_corrupt)/(m_clean - m_corrupt), and the run's CPR and CMD (MIB area
---   under f and under |1 - f|, from run_metrics) when they were measured. n_replicates and
---   stability: bootstrap replicates the circuit was re-selected from and the mean Jaccard index
---   of their head sets with its own (docs/confidence.md; NULL without replicates).
+--   f = (m_circuit - m_corrupt)/(m_clean - m_corrupt), and the run's CPR and CMD as MIB defines
+--   them (area under f with edges ranked by signed score; area under |1 - f| ranked by |score|;
+--   from run_metrics) when they were measured. Runs before schema v2 have no signed curve: NULL cpr.
+--   n_replicates and stability: bootstrap replicates the circuit was re-selected from and the
+--   mean Jaccard index of their head sets with its own (docs/confidence.md; NULL without them).
 -- param: lineage: str = NULL           Only checkpoints of this lineage.
 -- param: checkpoint: str = NULL        Only this checkpoint (id, lineage@step or name).
 -- param: task: str = NULL              Task id or name; NULL: every task.

@@ -1,8 +1,11 @@
 -- name: faithfulness_curve
--- description: The MIB faithfulness curve of one attribution run: f at each percentage of edges kept.
+-- description: The MIB faithfulness curve of one attribution run: f at each percentage of edges
+--   kept, circuits ranked by |score| (abs: MIB's CMD curve) or by signed score (signed: its CPR
+--   curve; runs before schema v2 have only abs).
 -- param: run: int                      run_id of the attribution run.
--- returns: run_id, percent, n_edges, faithfulness
-SELECT run_id, percent, n_edges, faithfulness
+-- param: ranking: str = 'abs' {abs|signed}  Which ranking's curve.
+-- returns: run_id, percent, n_edges, faithfulness, ranking
+SELECT run_id, percent, n_edges, faithfulness, ranking
 FROM faithfulness_curve
-WHERE run_id = $run
+WHERE run_id = $run AND ranking = $ranking
 ORDER BY percent;

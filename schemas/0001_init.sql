@@ -1,5 +1,5 @@
 -- headdb warehouse schema v1.
--- The only place tables are defined. Core names are fixed (DESIGN.md); columns may be added by
+-- The only place tables are defined. Core names are fixed (docs/architecture.md); columns may be added by
 -- later migrations, never renamed. No ENUM types (DuckLake rejects them): values are validated
 -- in code. Large fact tables carry no indexes so that bulk Arrow inserts stay fast.
 

@@ -60,34 +60,57 @@ def ragged_task_file(tmp_path_factory):
     return path
 
 
-def _build(tmp_path_factory, name, **kw):
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """tiny_checkpoint(arch=..., seed=..., ..., at=None): a tiny local checkpoint built once per set
+    of arguments for the whole session (headdb.demo.tiny.build_tiny_model); with `at`, a copy at
+    that path, for tests that need a folder layout of their own."""
+    import shutil
+    from pathlib import Path
+
     from headdb.demo.tiny import build_tiny_model
-    return build_tiny_model(tmp_path_factory.mktemp(name) / "model", **kw)
+
+    built = {}
+
+    def make(at=None, **kw):
+        key = tuple(sorted(kw.items()))
+        if key not in built:
+            built[key] = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", **kw)
+        if at is None:
+            return built[key]
+        shutil.copytree(built[key], at)
+        return Path(at)
+
+    return make
+
+
+def _build(tiny_checkpoint, name, **kw):
+    return tiny_checkpoint(**kw)
 
 
 @pytest.fixture(scope="session")
-def qwen2_gqa_dir(tmp_path_factory):
+def qwen2_gqa_dir(tiny_checkpoint):
     """Qwen2, 2 layers, 8 query heads sharing 2 kv heads; small init (near-linear regime)."""
-    return _build(tmp_path_factory, "qwen2_gqa", arch="qwen2", n_layers=2, n_heads=8, n_kv_heads=2,
+    return _build(tiny_checkpoint, "qwen2_gqa", arch="qwen2", n_layers=2, n_heads=8, n_kv_heads=2,
                   d_model=64, init_std=0.03, seed=1)
 
 
 @pytest.fixture(scope="session")
-def qwen2_strong_dir(tmp_path_factory):
+def qwen2_strong_dir(tiny_checkpoint):
     """Qwen2 with a larger init: clean and corrupted outputs differ clearly (KL ~ 0.4)."""
-    return _build(tmp_path_factory, "qwen2_strong", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
+    return _build(tiny_checkpoint, "qwen2_strong", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
                   d_model=64, init_std=0.1, seed=0)
 
 
 @pytest.fixture(scope="session")
-def llama_dir(tmp_path_factory):
-    return _build(tmp_path_factory, "llama", arch="llama", n_layers=2, n_heads=4, n_kv_heads=2,
+def llama_dir(tiny_checkpoint):
+    return _build(tiny_checkpoint, "llama", arch="llama", n_layers=2, n_heads=4, n_kv_heads=2,
                   d_model=64, init_std=0.05, seed=2)
 
 
 @pytest.fixture(scope="session")
-def qwen3_dir(tmp_path_factory):
-    return _build(tmp_path_factory, "qwen3", arch="qwen3", n_layers=2, n_heads=4, n_kv_heads=2,
+def qwen3_dir(tiny_checkpoint):
+    return _build(tiny_checkpoint, "qwen3", arch="qwen3", n_layers=2, n_heads=4, n_kv_heads=2,
                   d_model=64, init_std=0.05, seed=3)
 
 
@@ -95,14 +118,14 @@ PLANTED_HEADS = {(0, 3), (1, 5)}
 
 
 @pytest.fixture(scope="session")
-def planted_dir(tmp_path_factory):
+def planted_dir(tiny_checkpoint):
     """Qwen2 (8 heads, 2 kv heads) where only heads a0.h3 and a1.h5 write to the residual:
     every other head's o_proj columns and every MLP's down_proj are zeroed, the planted heads'
     o_proj columns are scaled up. Any answer-relevant signal must flow through them."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    path = _build(tmp_path_factory, "planted", arch="qwen2", n_layers=2, n_heads=8, n_kv_heads=2,
+    path = _build(tiny_checkpoint, "planted", arch="qwen2", n_layers=2, n_heads=8, n_kv_heads=2,
                   d_model=64, init_std=0.05, seed=3)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     d_head = model.config.hidden_size // model.config.num_attention_heads

@@ -19,13 +19,13 @@ def arith(arith_task_file):
 
 
 def test_completeness_eap_ig_64_steps(qwen2_strong, ragged_task_file):
-    """Edges leaving `input` sum to metric(clean) - metric(corrupted) (IG completeness)."""
+    """Edges leaving `input` sum to metric(corrupted) - metric(clean) (IG completeness)."""
     pairs = encode_pairs(load_task(ragged_task_file), qwen2_strong.tokenizer)
     for metric in ("kl", "logit-diff"):
         r = attribute(qwen2_strong, pairs, method="eap-ig", metric=metric, steps=64, batch_size=5)
-        assert abs(r.metric_diff) > 0.3  # a clear effect, not numerical noise
-        assert r.completeness_relative < 0.05, (metric, r.input_sum, r.metric_diff)
-        assert r.run_metrics()["completeness_residual"] == pytest.approx(r.input_sum - r.metric_diff)
+        assert abs(r.metric_delta) > 0.3  # a clear effect, not numerical noise
+        assert r.completeness_relative < 0.05, (metric, r.input_sum, r.metric_delta)
+        assert r.run_metrics()["completeness_residual"] == pytest.approx(r.input_sum - r.metric_delta)
     # With few steps the IG sum is only approximate: the residual shrinks as m grows.
     coarse = attribute(qwen2_strong, pairs, method="eap-ig", metric="kl", steps=2, batch_size=5)
     assert coarse.completeness_relative > r.completeness_relative
@@ -57,8 +57,8 @@ def test_eap_ig_agrees_with_exact_patching(qwen2_gqa, arith):
     assert rho_heads >= 0.8, rho_heads
     assert rho_edges >= 0.7, rho_edges
     # Same sign convention: exact `input` effect is exactly the metric difference.
-    assert ex.node_scores[0] == pytest.approx(ex.metric_diff, rel=1e-5)
-    assert ig.metric_diff == pytest.approx(ex.metric_diff, rel=1e-5)
+    assert ex.node_scores[0] == pytest.approx(ex.metric_delta, rel=1e-5)
+    assert ig.metric_delta == pytest.approx(ex.metric_delta, rel=1e-5)
 
 
 def test_planted_heads_rank_on_top_and_form_the_circuit(planted_dir, planted_heads, load_tiny, arith):
@@ -106,11 +106,13 @@ def test_discover_outputs_match_the_schema(qwen2_gqa, arith):
         assert c.n_edges == len(c.edge_ids) <= {"topn": 60, "threshold": 60, "greedy": 30}[c.selection]
         assert set(c.edges_table().column("edge_id").to_pylist()) == set(c.edge_ids.tolist())
         assert c.faithfulness is not None
-    assert d.curve.percents == list(MIB_PERCENTS) and d.curve.n_edges[-1] == g.n_edges
-    assert d.curve.faithfulness[-1] == pytest.approx(1.0)
-    assert d.curve.table().num_rows == len(MIB_PERCENTS)
+    for curve in (d.curve.signed, d.curve.absolute):
+        assert curve.percents == list(MIB_PERCENTS) and curve.n_edges[-1] == g.n_edges
+        assert curve.faithfulness[-1] == pytest.approx(1.0)
+    assert d.curve.table().num_rows == 2 * len(MIB_PERCENTS)
     m = d.run_metrics()
-    for key in ("metric_clean", "metric_corrupted", "completeness_residual", "completeness_relative", "cpr", "cmd"):
+    for key in ("metric_clean", "metric_corrupted", "completeness_residual", "completeness_relative", "cpr", "cmd",
+                "cpr_abs", "cmd_signed"):
         assert np.isfinite(m[key]), key
     assert 0.0 <= m["cmd"] and m["cpr"] <= 1.5
 

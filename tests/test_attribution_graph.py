@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from headdb.attribution import build_layout, layout, prune, rank, select_greedy, select_topn
 from headdb.attribution.faithfulness import curve_from
@@ -90,8 +91,48 @@ def test_rank_topn_and_greedy_are_deterministic():
 def test_cpr_cmd_use_the_trapezoid_rule():
     c = curve_from([0.1, 1.0, 100.0], [1, 2, 3], [0.0, 0.5, 1.0])
     x = np.array([0.001, 0.01, 1.0])
-    assert c.cpr == np.trapezoid([0.0, 0.5, 1.0], x)
-    assert c.cmd == np.trapezoid([1.0, 0.5, 0.0], x)
+    assert c.area_under == np.trapezoid([0.0, 0.5, 1.0], x)
+    assert c.area_from_1 == np.trapezoid([1.0, 0.5, 0.0], x)
+
+
+def test_mib_curves_count_rank_and_name_as_mib_does():
+    """MIB: k = int(fraction * n_edges) (floor, may be 0); CPR = area under f of the SIGNED
+    ranking (edges that support the clean behaviour first), CMD = area under |1 - f| of the
+    ABSOLUTE ranking; the areas are MIB's pairwise trapezoids."""
+    from headdb.attribution.faithfulness import MIB_PERCENTS, MIBCurves, curve_masks
+
+    g = build_layout((2, 4, 2))
+    scores = np.linspace(-1.0, 0.5, g.n_edges)[np.random.default_rng(0).permutation(g.n_edges)]
+    counts, masks = curve_masks(g, scores, metric="logit-diff", ranking="signed")
+    assert counts == [int(f * g.n_edges) for f in (.001, .002, .005, .01, .02, .05, .1, .2, .5, 1)]
+    assert counts[0] == 0 and not masks[0].any()
+    # logit-diff is a reward: the most negative score supports the answer most, so it comes first
+    k = counts[6]
+    want = np.argsort(scores)[:k]
+    assert set(np.flatnonzero(prune(g, np.isin(np.arange(g.n_edges), want))[0])) == set(np.flatnonzero(masks[6]))
+    _, kl_masks = curve_masks(g, scores, metric="kl", ranking="signed")  # kl is a distance: largest first
+    assert set(np.flatnonzero(kl_masks[6])) <= set(np.argsort(-scores)[:k])
+    _, abs_masks = curve_masks(g, scores, metric="logit-diff", ranking="abs")
+    assert not np.array_equal(abs_masks[8], masks[8])  # half the edges: |score| takes positive ones too
+
+    def mib_areas(f):
+        under = from_1 = 0.0
+        x = [p / 100 for p in MIB_PERCENTS]
+        for i in range(len(f) - 1):
+            under += (x[i + 1] - x[i]) * (f[i] + f[i + 1]) / 2
+            from_1 += (x[i + 1] - x[i]) * (abs(1 - f[i]) + abs(1 - f[i + 1])) / 2
+        return under, from_1
+
+    f_signed = [0.0, 0.1, 0.3, 0.6, 0.9, 1.2, 1.1, 1.05, 1.0, 1.0]
+    f_abs = [0.0, 0.05, 0.2, 0.5, 0.7, 0.9, 0.95, 0.99, 1.0, 1.0]
+    curves = MIBCurves(signed=curve_from(MIB_PERCENTS, counts, f_signed, "signed"),
+                       absolute=curve_from(MIB_PERCENTS, counts, f_abs, "abs"))
+    m = curves.metrics()
+    assert m["cpr"] == pytest.approx(mib_areas(f_signed)[0], abs=1e-12)
+    assert m["cmd"] == pytest.approx(mib_areas(f_abs)[1], abs=1e-12)
+    assert m["cpr_abs"] == pytest.approx(mib_areas(f_abs)[0], abs=1e-12)
+    assert m["cmd_signed"] == pytest.approx(mib_areas(f_signed)[1], abs=1e-12)
+    assert curves.table().column("ranking").to_pylist() == ["signed"] * 10 + ["abs"] * 10
 
 
 def test_block_scores_match_the_per_edge_definition():

@@ -265,32 +265,35 @@ def test_planted_head_is_certain_and_partial_head_has_the_resampling_probability
 def test_stored_confidence_round_trips_through_heads_gained(tmp_path, arith_task_file, load_tiny):
     import headdb
     from headdb.demo.tiny import build_tiny_model
-    from headdb.jobs.attribution import AttributionSettings, ingest_attribution
-    from headdb.jobs.common import Placement
+    from headdb.jobs import execute, plan_attribution
+    from headdb.jobs.job import Placement
+    from headdb.settings import AttributionSettings, Execution
     from headdb.warehouse.queries import run_query
 
     db = headdb.connect(tmp_path / "w.duckdb")
     task = load_task(arith_task_file)
     settings = AttributionSettings(steps=3, metric="logit-diff", topn=25, threshold=0.2, curve=False,
                                    bootstrap=30, seed=4)
-    found = {}
+    found, paths = {}, {}
     for label, seed in (("base", 1), ("target", 2)):
-        path = build_tiny_model(tmp_path / label, arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
-                                d_model=64, init_std=0.1, seed=seed)
-        loaded = load_tiny(path)
-        run = ingest_attribution(db, loaded, task, settings, placement=Placement(lineage=label, name=label))
-        assert run.status == "ok"
+        paths[label] = build_tiny_model(tmp_path / label, arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
+                                        d_model=64, init_std=0.1, seed=seed)
+        execute(db, plan_attribution(paths[label], task, settings, placement=Placement(lineage=label, name=label),
+                                     execution=Execution(device="cpu")), say=lambda _: None)
+        (run_id,) = db.sql("SELECT r.run_id FROM runs r JOIN checkpoints k USING (checkpoint_id) "
+                           "WHERE k.name = ? AND r.status = 'ok'", [label])["run_id"].to_list()
+        loaded = load_tiny(paths[label])
         found[label] = discover(loaded, encode_pairs(task, loaded.tokenizer), method="eap-ig", metric="logit-diff",
                                 steps=3, topn=25, threshold=0.2, curve=False, bootstrap=30, seed=4)
         n_edges = found[label].result.layout.n_edges
-        se = db.sql("SELECT se FROM edge_scores WHERE run_id = ? ORDER BY edge_id", [run.run_id])["se"].to_numpy()
+        se = db.sql("SELECT se FROM edge_scores WHERE run_id = ? ORDER BY edge_id", [run_id])["se"].to_numpy()
         np.testing.assert_allclose(se, found[label].result.edge_se, rtol=1e-6)
         assert len(se) == n_edges
         stored = db.sql("SELECT selection, n_replicates, stability, bootstrap_seed FROM circuits WHERE run_id = ? "
-                        "ORDER BY circuit_id", [run.run_id]).rows()
+                        "ORDER BY circuit_id", [run_id]).rows()
         assert stored == [(c.selection, 30, pytest.approx(c.stability), 4) for c in found[label].circuits]
         bounds = db.sql("SELECT importance_lo, importance_hi FROM head_scores WHERE run_id = ? ORDER BY layer, head",
-                        [run.run_id])
+                        [run_id])
         np.testing.assert_allclose(bounds["importance_lo"].to_numpy(), found[label].result.importance_bounds[0].ravel())
     df = run_query(db, "heads_gained", {"base": "base", "target": "target"})
     assert df.height > 0
@@ -303,9 +306,10 @@ def test_stored_confidence_round_trips_through_heads_gained(tmp_path, arith_task
         assert r["p_lost"] == pytest.approx(np.mean(base[:, h[0], h[1]] & ~target[:, h[0], h[1]]))
     # A forced rerun replaces the run's replicate rows too.
     n_rows = db.sql("SELECT count(*) AS n FROM circuit_head_replicates")["n"][0]
-    loaded = load_tiny(tmp_path / "target")
-    ingest_attribution(db, loaded, task, settings, placement=Placement(lineage="target", name="target"), force=True)
+    execute(db, plan_attribution(paths["target"], task, settings, placement=Placement(lineage="target", name="target"),
+                                 execution=Execution(device="cpu", force=True)), say=lambda _: None)
     assert db.sql("SELECT count(*) AS n FROM circuit_head_replicates")["n"][0] == n_rows
+    assert db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0] == 2
 
 
 def test_linear_time_topn_equals_the_sorted_ranking():

@@ -26,13 +26,14 @@ def assert_one_line_error(proc, fragment: str):
     assert fragment in lines[0]
 
 
-def test_init_then_schema_version_shows_1(tmp_path):
+def test_init_then_schema_version_shows_every_migration(tmp_path):
+    from headdb.warehouse.migrations import code_version
+
     db = tmp_path / "w.duckdb"
     assert cli("init", db=db).returncode == 0
-    from headdb.warehouse.migrations import code_version
-    out = cli("sql", "select max(version) AS version from schema_version", "--format", "json", db=db)
+    out = cli("sql", "select version from schema_version order by version", "--format", "json", db=db)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [{"version": code_version()}]
+    assert json.loads(out.stdout) == [{"version": v} for v in range(1, code_version() + 1)]
     assert "1" in cli("sql", "select * from schema_version", db=db).stdout
 
 

@@ -18,3 +18,32 @@ def test_readme_lists_every_packaged_query():
 def test_reports_named_in_readme_exist():
     for name in re.findall(r"headdb report (\w+)", README):
         assert name in REPORTS
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _layout_block() -> str:
+    return README.split("## Layout", 1)[1].split("```")[1]
+
+
+def test_readme_layout_matches_the_package():
+    block = _layout_block()
+    listed = set(re.findall(r"^  (\w+)/", block, re.MULTILINE))
+    subpackages = {p.parent.name for p in (ROOT / "headdb").glob("*/__init__.py")}
+    assert listed == subpackages, (listed ^ subpackages)
+    for module in re.findall(r"^  (\w+\.py)", block, re.MULTILINE):
+        assert (ROOT / "headdb" / module).is_file(), module
+    for top in re.findall(r"^(\w+)/ ", block, re.MULTILINE):
+        assert (ROOT / top).is_dir(), top
+
+
+def test_no_file_cites_a_document_that_is_not_in_the_repository():
+    cited = set()
+    for path in [*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"), *ROOT.glob("headdb/**/*.py"), *ROOT.glob("schemas/*.sql"),
+                 *ROOT.glob("queries/*.sql"), *ROOT.glob("ingest/*.toml"), ROOT / "pyproject.toml"]:
+        text = path.read_text()
+        cited |= set(re.findall(r"\b((?:docs/|benchmarks/)?[A-Za-z][\w-]*\.md)\b", text))
+    for name in cited:
+        assert any((ROOT / folder / name).is_file() for folder in ("", "docs", "benchmarks")), \
+            f"{name} is cited but not in the repository"

@@ -8,14 +8,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from headdb.errors import UserError
 from headdb.evals.generation import Sampling, chat_prompts, generate
 from headdb.evals.interventions import Intervention, applied, head_means, parse_heads, random_control
-from headdb.demo.tiny import build_tiny_model
 
 PROMPTS = [f"{a}+{b}=" for a in range(5) for b in range(1, 5)] + ["12+345=", "7*8="]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    path = build_tiny_model(tmp_path_factory.mktemp("gen"), arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
+def tiny(tiny_checkpoint):
+    path = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
                             d_model=64, init_std=0.2, seed=3)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     return model, AutoTokenizer.from_pretrained(path)
@@ -113,11 +112,11 @@ def test_chat_prompts_modes(tiny):
     assert chat_prompts(tok, ["1+1="], chat="off") == ["1+1="]
 
 
-def test_generation_never_runs_through_the_bridge(tmp_path):
+def test_generation_never_runs_through_the_bridge(tiny_checkpoint):
     """A bridge-wrapped model generates wrongly with HF's KV cache; LoadedModel must avoid it."""
     from headdb.checkpoints.loading import load_model
 
-    path = build_tiny_model(tmp_path / "m", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64,
+    path = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64,
                             init_std=0.2, seed=4)
     plain = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(path)

@@ -7,12 +7,11 @@ import sys
 import pytest
 
 import headdb
-from headdb.demo.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("ck") / "model", arch="qwen2", n_layers=2, n_heads=4,
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4,
                             n_kv_heads=2, d_model=64, init_std=0.1, seed=2)
 
 
@@ -42,11 +41,14 @@ def test_attribution_run_fills_the_warehouse(tmp_path, checkpoint, arith_task_fi
     assert circuits[0][2] <= 40
     # circuit heads are heads whose node survives in the circuit
     assert db.sql("SELECT count(*) AS n FROM circuit_heads")["n"][0] > 0
-    curve = db.sql("SELECT percent, faithfulness FROM faithfulness_curve ORDER BY percent").rows()
-    assert [p for p, _ in curve] == [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
-    assert abs(curve[-1][1] - 1.0) < 1e-4
+    for ranking in ("abs", "signed"):  # MIB's CMD and CPR curves
+        curve = db.sql("SELECT percent, faithfulness FROM faithfulness_curve WHERE ranking = ? ORDER BY percent",
+                       [ranking]).rows()
+        assert [p for p, _ in curve] == [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
+        assert abs(curve[-1][1] - 1.0) < 1e-4
     metrics = dict(db.sql("SELECT key, value FROM run_metrics").rows())
-    assert {"completeness_residual", "metric_clean", "metric_corrupted", "cpr", "cmd"} <= set(metrics)
+    assert {"completeness_residual", "metric_clean", "metric_corrupted", "cpr", "cmd", "cpr_abs",
+            "cmd_signed"} <= set(metrics)
     assert abs(metrics["completeness_relative"]) < 0.05
     config = db.sql("SELECT config, versions, dtype, device FROM runs").row(0, named=True)
     assert '"steps": 8' in config["config"] and '"transformer-lens"' in config["versions"]

@@ -7,12 +7,11 @@ import sys
 import pytest
 
 import headdb
-from headdb.demo.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("ck") / "model", arch="qwen2", n_layers=2, n_heads=4,
+def checkpoint(tiny_checkpoint):
+    return tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4,
                             n_kv_heads=2, d_model=64, init_std=0.2, seed=11)
 
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 import headdb
 from headdb.cli import app as cli
-from headdb.cli.analysis import export_app, ingest_graph_json, parse_params, query_app, report_app
+from headdb.cli.analysis import export_app, parse_params, query_app, report_app
+from headdb.cli.ingest import graph_json as ingest_graph_json
 from headdb.errors import UserError
 from headdb.reports import REPORTS, get_report, run_report
 from headdb.reports.circuit import circuit_dot
@@ -245,14 +246,14 @@ def test_cli_export_and_ingest_graph_json(app, st, tmp_path):
     assert sum(e["in_graph"] for e in graph["edges"].values()) == 4
     target = tmp_path / "other.duckdb"
     headdb.connect(target)
-    result = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--checkpoint", "checkpoint-400",
+    result = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--ref", "checkpoint-400",
                     "--task", "math")
     assert isinstance(result.exception, UserError) and "--new" in str(result.exception)
-    result = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--checkpoint", "checkpoint-400",
+    result = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--ref", "checkpoint-400",
                     "--task", "math", "--new", "--lineage", "grpo", "--step", "400", "--regime", "grpo")
     assert result.exit_code == 0, result.output
-    again = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--checkpoint", "grpo@400", "--task", "math")
-    assert again.exit_code == 0 and "already imported" in again.output
+    again = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--ref", "grpo@400", "--task", "math")
+    assert again.exit_code == 0 and "already in the warehouse" in again.output
     db = headdb.connect(target)
     assert db.sql("SELECT count(*) AS n FROM edge_scores")["n"][0] == len(graph["edges"])
     heads = db.sql("SELECT layer, head FROM circuit_heads ORDER BY 1, 2").rows()

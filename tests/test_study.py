@@ -12,7 +12,6 @@ import pytest
 import headdb
 from headdb.errors import UserError
 from headdb.jobs.manifest import load_manifest
-from headdb.demo.tiny import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,12 +32,12 @@ TASK = [{"clean": "12+35=", "corrupted": "19+38=", "answer": "4", "wrong_answer"
 
 
 @pytest.fixture(scope="module")
-def paper_root(tmp_path_factory):
+def paper_root(tmp_path_factory, tiny_checkpoint):
     """The folder layout ingest/thinking-sparks.toml expects, filled with tiny stand-ins."""
     root = tmp_path_factory.mktemp("paper")
-    base = build_tiny_model(root / "models" / "Qwen2.5-Math-1.5B", arch="qwen2", seed=1)
+    base = tiny_checkpoint(arch="qwen2", seed=1, at=root / "models" / "Qwen2.5-Math-1.5B")
     shutil.copytree(base, root / "models" / "DeepSeek-R1-Distill-Qwen-1.5B")
-    build_tiny_model(root / "models" / "Qwen3-8B", arch="qwen3", seed=2)
+    tiny_checkpoint(arch="qwen3", seed=2, at=root / "models" / "Qwen3-8B")
     for run in ("sft-openr1", "grpo-openr1", "grpo-gsm8k"):
         for step in (100, 200):
             shutil.copytree(base, root / "runs" / run / f"checkpoint-{step}")
@@ -98,9 +97,9 @@ def test_check_reports_a_missing_model_directory(tmp_path):
     assert out.returncode == 2 and "models[0].path" in out.stderr
 
 
-def test_a_small_study_runs_and_resumes(tmp_path):
-    build_tiny_model(tmp_path / "models" / "base", arch="qwen2", init_std=0.2, seed=3)
-    build_tiny_model(tmp_path / "models" / "distilled", arch="qwen2", init_std=0.2, seed=4)
+def test_a_small_study_runs_and_resumes(tmp_path, tiny_checkpoint):
+    tiny_checkpoint(arch="qwen2", init_std=0.2, seed=3, at=tmp_path / "models" / "base")
+    tiny_checkpoint(arch="qwen2", init_std=0.2, seed=4, at=tmp_path / "models" / "distilled")
     write_jsonl(tmp_path / "tasks" / "t.jsonl", TASK)
     (tmp_path / "study.toml").write_text("""
 [attribution]
@@ -145,3 +144,4 @@ params = { base = "base", target = "distilled" }
     assert parent == ["base"]
     again = cli("study", str(tmp_path / "study.toml"), "--no-reports", db=db)
     assert again.returncode == 0 and "0 run(s) added" in again.stderr
+    assert "0 checkpoint(s) loaded" in again.stderr  # nothing missing: no model is loaded

@@ -7,7 +7,12 @@ import polars as pl
 import pytest
 
 from headdb.errors import UserError
-from headdb.attribution.tasks import THINK_OFF_PREFIX, encode_pairs, load_task, render_prompt
+from headdb.attribution.tasks import encode_pairs, load_task
+from headdb.evals.prompts import THINK_OFF_BLOCK as THINK_OFF_PREFIX, render, task_chat
+
+
+def render_prompt(text, prefix, tok, mode):
+    return render(tok, text, chat=task_chat(mode), mode=mode, prefix=prefix)
 from headdb.demo.tiny import build_tokenizer
 
 ITEMS = [

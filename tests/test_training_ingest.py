@@ -11,7 +11,7 @@ import headdb
 
 pytest.importorskip("trl")
 
-from headdb.training import recipes  # noqa: E402
+from headdb.demo import recipes  # noqa: E402
 from headdb.training.callback import HeadDBCallback  # noqa: E402
 
 TINY = dict(n_layers=1, n_heads=2, n_kv_heads=1, d_model=32)

@@ -11,7 +11,6 @@ import pytest
 
 import headdb
 from headdb.checkpoints.discovery import discover, training_metrics
-from headdb.demo.tiny import build_tiny_model
 
 LOG_HISTORY = [
     {"step": 1, "loss": 2.5, "learning_rate": 1e-4, "epoch": 0.1, "reward": 0.25, "rewards/accuracy_reward/mean": 0.25,
@@ -46,8 +45,8 @@ def make_run_dir(root, base, steps=(1, 2, 3), final=True):
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("base") / "base", arch="qwen2", n_layers=2, n_heads=4,
+def base(tmp_path_factory, tiny_checkpoint):
+    return tiny_checkpoint(at=tmp_path_factory.mktemp("base") / "base", arch="qwen2", n_layers=2, n_heads=4,
                             n_kv_heads=2, d_model=64, init_std=0.2, seed=5)
 
 

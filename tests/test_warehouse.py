@@ -9,6 +9,7 @@ import pytest
 import headdb
 from headdb.errors import UserError
 from headdb.resources import schemas_dir
+from headdb.warehouse.migrations import code_version
 
 
 def scores(n: int, value: float = 1.0) -> pa.Table:
@@ -21,8 +22,7 @@ def db(tmp_path):
     return headdb.connect(tmp_path / "w.duckdb")
 
 
-def test_new_warehouse_has_every_core_table_and_version_1(db):
-    from headdb.warehouse.migrations import code_version
+def test_new_warehouse_has_every_core_table_and_the_latest_version(db):
     assert db.sql("SELECT max(version) AS v FROM schema_version")["v"][0] == code_version()
     tables = set(db.sql("SELECT table_name FROM information_schema.tables")["table_name"])
     core = {"schema_version", "models", "checkpoints", "training_metrics", "tasks", "task_items", "runs",
@@ -38,40 +38,42 @@ def test_schemas_are_packaged_next_to_the_code():
     assert (schemas_dir() / "0001_init.sql").is_file()
 
 
-def _schemas_with_v2(tmp_path, sql: str):
-    """The packaged migrations plus one more (version NEXT) that runs `sql`."""
-    folder = tmp_path / "schemas"
+def _schemas_v1(tmp_path):
+    folder = tmp_path / "schemas-v1"
     folder.mkdir()
-    for path in schemas_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"):
-        shutil.copy(path, folder)
-    (folder / f"{NEXT:04d}_next.sql").write_text(sql)
+    shutil.copy(schemas_dir() / "0001_init.sql", folder)
     return folder
 
 
-NEXT = len(list(schemas_dir().glob("[0-9][0-9][0-9][0-9]_*.sql"))) + 1
+def _schemas_with_v2(tmp_path, sql: str):
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    shutil.copy(schemas_dir() / "0001_init.sql", folder)
+    (folder / "0002_next.sql").write_text(sql)
+    return folder
 
 
 def test_migrate_applies_pending_in_order(tmp_path):
     path = tmp_path / "w.duckdb"
-    headdb.connect(path)  # v NEXT - 1
+    v1 = headdb.connect(path, schemas=_schemas_v1(tmp_path))
     folder = _schemas_with_v2(tmp_path, "ALTER TABLE runs ADD COLUMN note VARCHAR;")
     with pytest.raises(UserError, match="headdb --db .* migrate"):
         headdb.connect(path, schemas=folder)
-    db = headdb.Warehouse(headdb.connect(path).sink, schemas=folder)
-    assert db.migrate() == [NEXT]
-    assert db.schema_version() == NEXT
+    db = headdb.Warehouse(v1.sink, schemas=folder)
+    assert db.migrate() == [2]
+    assert db.schema_version() == 2
     assert "note" in db.sql("SELECT * FROM runs").columns
     assert db.migrate() == []
 
 
 def test_failed_migration_changes_nothing(tmp_path):
     path = tmp_path / "w.duckdb"
-    headdb.connect(path)
+    v1 = headdb.connect(path, schemas=_schemas_v1(tmp_path))
     folder = _schemas_with_v2(tmp_path, "ALTER TABLE runs ADD COLUMN note VARCHAR; SELECT * FROM no_such_table;")
-    db = headdb.Warehouse(headdb.connect(path).sink, schemas=folder)
+    db = headdb.Warehouse(v1.sink, schemas=folder)
     with pytest.raises(Exception):
         db.migrate()
-    assert db.schema_version() == NEXT - 1
+    assert db.schema_version() == 1
     assert "note" not in db.sql("SELECT * FROM runs").columns
 
 

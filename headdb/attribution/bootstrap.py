@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from headdb.errors import UserError
-
-RANK_RULES = ("abs-mean", "mean-abs")
+from headdb.settings import RANK_RULES
 # Percentiles of the replicate distribution reported as an interval (a 95% percentile interval).
 INTERVAL = (2.5, 97.5)
 

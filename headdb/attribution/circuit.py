@@ -1,7 +1,9 @@
 """Circuit selection from edge scores: top-n, threshold, greedy; pruning to input->logits paths.
 
-Every selection takes a RANKING VECTOR and ranks edges by its magnitude, ties broken by the lower
-edge id (deterministic). Pass the mean edge scores for EAP-IG's |mean score| rule, or
+Ranking is by |score| (EAP-IG's default, absolute=True), ties broken by the lower edge id
+(deterministic). `rank(scores, absolute=False)` ranks by signed score, largest first (MIB's CPR
+ranking; callers orient the scores first, see faithfulness.py). The selections below take a
+RANKING VECTOR: the mean edge scores for EAP-IG's |mean score| rule, or
 `AttributionResult.ranking` (|mean| or mean |score|, see headdb.attribution.bootstrap); the
 threshold applies to the same magnitudes.
 
@@ -110,10 +112,15 @@ class Circuit:
                          "replicates": pa.array(masks, pa.string())})
 
 
-def rank(scores: np.ndarray) -> np.ndarray:
-    """Edge ids ordered by descending |score|, ties by ascending edge id."""
-    mag = np.abs(np.nan_to_num(scores.astype(np.float64), nan=0.0))
-    return np.lexsort((np.arange(len(mag)), -mag))
+def rank(scores: np.ndarray, absolute: bool = True) -> np.ndarray:
+    """Edge ids ordered by descending |score| (absolute) or descending score, ties by ascending
+    edge id; NaN ranks as 0 under |score| and last under signed ranking."""
+    values = scores.astype(np.float64)
+    if absolute:
+        key = np.abs(np.nan_to_num(values, nan=0.0))
+    else:
+        key = np.nan_to_num(values, nan=-np.inf)
+    return np.lexsort((np.arange(len(key)), -key))
 
 
 def _group_of_port(g: GraphLayout, port_index: int) -> np.ndarray:
@@ -171,18 +178,19 @@ def _make(g, selection, param, mask) -> Circuit:
     return Circuit(selection=selection, param=float(param), edge_mask=edges, node_mask=nodes, layout=g)
 
 
-def topn_mask(scores: np.ndarray, n: int) -> np.ndarray:
-    """The first n edges of `rank(scores)`, found in linear time (a partition, not a sort: the
-    bootstrap re-selects every circuit once per replicate): every edge above the n-th largest
-    magnitude, then the edges tied with it by ascending edge id."""
-    mag = np.abs(np.nan_to_num(scores.astype(np.float64), nan=0.0))
-    n = min(max(0, int(n)), len(mag))
-    mask = np.zeros(len(mag), dtype=bool)
+def topn_mask(scores: np.ndarray, n: int, absolute: bool = True) -> np.ndarray:
+    """The first n edges of `rank(scores, absolute)`, found in linear time (a partition, not a
+    sort: the bootstrap re-selects every circuit once per replicate): every edge above the n-th
+    largest key, then the edges tied with it by ascending edge id."""
+    values = scores.astype(np.float64)
+    key = np.abs(np.nan_to_num(values, nan=0.0)) if absolute else np.nan_to_num(values, nan=-np.inf)
+    n = min(max(0, int(n)), len(key))
+    mask = np.zeros(len(key), dtype=bool)
     if n == 0:
         return mask
-    kth = np.partition(mag, len(mag) - n)[len(mag) - n]  # the n-th largest magnitude
-    mask[mag > kth] = True
-    ties = np.flatnonzero(mag == kth)
+    kth = np.partition(key, len(key) - n)[len(key) - n]  # the n-th largest key
+    mask[key > kth] = True
+    ties = np.flatnonzero(key == kth)
     mask[ties[: n - int(mask.sum())]] = True
     return mask
 

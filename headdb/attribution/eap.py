@@ -1,19 +1,24 @@
 """Edge attribution patching: EAP and EAP-IG scores for every edge of the graph.
 
-score(u->v) = (z_u(clean) - z_u(corrupted)) . mean over steps of dL/d(input of v's port),
-summed over positions (pads masked) and averaged over examples. z_u is u's output (see
+score(u->v) = (z_u(corrupted) - z_u(clean)) . mean over steps of dL/d(input of v's port),
+summed over positions (pads masked) and averaged over examples: hannamw/EAP-IG's sign and
+normalisation (with a metric summed, not averaged, over the batch). z_u is u's output (see
 probe.py); the gradient is taken at the port tensor, which feeds v alone.
 
 Methods:
     eap     one gradient, at the clean input (alpha = 1).
-    eap-ig  integrated gradients over the token embeddings: the embeddings are set to
-            e(alpha) = e_corrupted + alpha * (e_clean - e_corrupted) at the m = `steps`
-            MIDPOINTS alpha_k = (k + 1/2) / m, k = 0..m-1 (Riemann midpoint rule, second-order
-            accurate), and the port gradients are averaged over them.
-Sign convention: a positive score means the edge's clean activation raises L relative to
-corrupted. Completeness: the edges leaving `input` sum to
-(e_clean - e_corrupted) . mean_alpha dL/de(alpha), the IG approximation of
-L(clean) - L(corrupted) (every port input contains the embeddings once, so dL/de is the sum of
+    eap-ig  integrated gradients over the token embeddings ("EAP-IG-inputs"): the embeddings are
+            set to e(alpha) = e_corrupted + alpha * (e_clean - e_corrupted) at m = `steps` points
+            and the port gradients are averaged over them. `ig_rule` places the points:
+              midpoint  alpha_k = (k + 1/2) / m, k = 0..m-1   (default; second-order accurate)
+              left      alpha_k = k / m,         k = 0..m-1   (EAP-IG and MIB; includes the
+                                                              corrupted end, excludes clean)
+              right     alpha_k = k / m,         k = 1..m     (the study's appendix; includes
+                                                              the clean end)
+Sign convention: a positive score means that moving u's output along this edge from clean to
+corrupted raises L (to first order). Completeness: the edges leaving `input` sum to
+(e_corrupted - e_clean) . mean_alpha dL/de(alpha), the IG approximation of
+L(corrupted) - L(clean) (every port input contains the embeddings once, so dL/de is the sum of
 the port gradients); `completeness_residual` reports the difference, which shrinks with m.
 
 Efficiency: per batch, node outputs are captured once at clean and at corrupted, the port
@@ -35,19 +40,30 @@ from headdb.attribution.metrics import check_metric, metric_values
 from headdb.attribution.result import AttributionResult, Ticker
 from headdb.attribution.probe import (EMBED, LOGITS_IN, Probe, k_in, mlp_in, q_in, v_in)
 from headdb.errors import UserError
+from headdb.settings import IG_RULES, METHODS
+
+def check_ig_rule(ig_rule: str) -> None:
+    """Where EAP-IG places its m integration points on [0, 1] (see the module docstring)."""
+    if ig_rule not in IG_RULES:
+        raise UserError(f"unknown ig_rule {ig_rule!r}; choose one of {', '.join(IG_RULES)}")
 
 
-
-def alphas_for(method: str, steps: int) -> list[float]:
+def alphas_for(method: str, steps: int, ig_rule: str = "midpoint") -> list[float]:
+    """The interpolation points alpha of `method` (eap: the clean point only)."""
+    check_ig_rule(ig_rule)
     if method == "eap":
         return [1.0]
     if steps < 1:
         raise UserError(f"steps must be at least 1, got {steps}")
+    if ig_rule == "left":
+        return [k / steps for k in range(steps)]
+    if ig_rule == "right":
+        return [k / steps for k in range(1, steps + 1)]
     return [(k + 0.5) / steps for k in range(steps)]
 
 
 def passes(method: str, steps: int, n_batches: int) -> int:
-    """Forward passes `eap_scores` makes (for progress totals)."""
+    """Forward passes `eap_scores` makes (for progress totals; the same for every ig_rule)."""
     return n_batches * (2 + len(alphas_for(method, steps)))
 
 
@@ -152,9 +168,11 @@ def example_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> tor
 
 
 def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
-               batch_size: int = 8, progress=None, ticker: Ticker | None = None,
-               rank: str = "abs-mean", bootstrap: int = 0, seed: int = 0) -> AttributionResult:
-    """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`, `steps` midpoints) scores of every edge.
+               ig_rule: str = "midpoint", batch_size: int = 8, progress=None,
+               ticker: Ticker | None = None, rank: str = "abs-mean", bootstrap: int = 0,
+               seed: int = 0) -> AttributionResult:
+    """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`, `steps` points placed by `ig_rule`, one of
+    IG_RULES; eap ignores it) scores of every edge.
 
     loaded: headdb.checkpoints.loading.LoadedModel; pairs: headdb.attribution.tasks.EncodedPairs.
     progress: optional callable(done, total) in forward passes.
@@ -164,15 +182,15 @@ def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", ste
     are never formed. The mean is the same either way up to float summation order.
     """
     if method not in ("eap", "eap-ig"):
-        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise UserError(f"unknown method {method!r}; choose one of eap, eap-ig")
     if len(pairs) == 0:
         raise UserError("the task has no items")
     check_metric(metric, pairs.wrong)
     check_rank(rank)
     bootstrap = check_bootstrap(bootstrap)
+    alphas = alphas_for(method, steps, ig_rule)
     probe = Probe(loaded)
     g = probe.layout
-    alphas = alphas_for(method, steps)
     batches = make_batches(pairs, batch_size, pad_id_of(loaded.tokenizer), probe.device)
     tick = ticker or Ticker(progress, passes(method, steps, len(batches)))
     total = np.zeros(g.n_edges, dtype=np.float64)
@@ -191,8 +209,9 @@ def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", ste
             m_clean += float(metric_values(metric, last_c, clean_lp, batch.answer, batch.wrong).sum())
             m_corr += float(metric_values(metric, logits_k, clean_lp, batch.answer, batch.wrong).sum())
             del logits_c, logits_k
-            delta = out_c.sub_(out_k).mul_(batch.mask[None, :, :, None])  # in place: frees memory
-            del out_k
+            # corrupted - clean, in place (frees memory)
+            delta = out_k.sub_(out_c).mul_(batch.mask[None, :, :, None])
+            del out_c
             grads = _port_gradients(probe, batch, emb_c, emb_k, alphas, metric, clean_lp, tick)
             if stats is None:
                 total += (block_scores(g, delta, grads) / len(alphas)).double().cpu().numpy()
@@ -209,4 +228,5 @@ def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", ste
     return AttributionResult(layout=g, method=method, metric=metric, steps=len(alphas),
                              n_examples=n, edge_scores=edge, node_scores=node,
                              metric_clean=m_clean / n, metric_corrupted=m_corr / n,
+                             ig_rule=ig_rule if method == "eap-ig" else None,
                              **(stats.fields(n) if stats is not None else {}))

@@ -2,12 +2,13 @@
 
 Node patching: run the clean prompt with one node's output (a head's `hook_result` slice or
 an MLP's output) replaced by its output on the corrupted prompt; the node's effect is
-L(clean) - L(patched). `input`'s effect is L(clean) - L(corrupted).
+L(patched) - L(clean). `input`'s effect is L(corrupted) - L(clean).
 
 Edge patching: run the clean prompt with ONE destination port's input changed to
-clean_input - (z_u(clean) - z_u(corrupted)), i.e. the destination receives u's corrupted
+clean_input + (z_u(corrupted) - z_u(clean)), i.e. the destination receives u's corrupted
 output along this edge while every other path stays clean; the edge's score is
-L(clean) - L(patched). Same sign convention as EAP-IG, so scores are directly comparable.
+L(patched) - L(clean). Same sign convention as EAP/EAP-IG (hannamw/EAP-IG's `exact` method
+too), so the scores are directly comparable: EAP is this effect to first order.
 
 Cost: one forward pass per node (node patching) and per edge (edge patching) per batch, so
 use it to validate on small models; `exact_scores` refuses graphs with more than
@@ -55,14 +56,15 @@ def _node_hook(layout, node: int, corrupt_out: torch.Tensor, dtype):
 
 
 def _edge_hook(layout, edge: int, delta: torch.Tensor, dtype):
+    """delta: z(corrupted) - z(clean) per source node."""
     name, slot = _port_hook(layout, edge)
     d = delta[int(layout.edge_src[edge])].to(dtype)
     if slot is None:
-        return name, (lambda t, hook: t - d)
+        return name, (lambda t, hook: t + d)
 
     def patch(t, hook):
         t = t.clone()
-        t[:, :, slot] = t[:, :, slot] - d
+        t[:, :, slot] = t[:, :, slot] + d
         return t
     return name, patch
 
@@ -77,7 +79,7 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
     """Exact node (and, with edges=True, edge) patching effects as an AttributionResult.
 
     node_scores hold node-patching effects; edge_scores hold edge-patching effects (zeros
-    when edges=False). Means over examples, same sign convention as EAP-IG.
+    when edges=False). Means over examples of L(patched) - L(clean), EAP-IG's sign.
     """
     check_metric(metric, pairs.wrong)
     probe = Probe(loaded)
@@ -98,7 +100,7 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
             logits = probe.run(batch.clean, [hook], batch.last)  # [B, V] at the last tokens
         tick()
         m = metric_values(metric, logits, clean_lp, batch.answer, batch.wrong)
-        return float((base - m).sum())
+        return float((m - base).sum())
 
     with probe.graph_mode():
         for batch in batches:
@@ -113,10 +115,10 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
             corr = metric_values(metric, logits_k, clean_lp, batch.answer, batch.wrong)
             m_clean += float(base.sum())
             m_corr += float(corr.sum())
-            node_sum[0] += float((base - corr).sum())
+            node_sum[0] += float((corr - base).sum())
             for node in nodes:
                 node_sum[node] += measure(batch, _node_hook(g, node, out_k, probe.dtype), clean_lp, base)
-            delta = out_c - out_k
+            delta = out_k - out_c
             for edge in edge_list:
                 edge_sum[edge] += measure(batch, _edge_hook(g, edge, delta, probe.dtype), clean_lp, base)
             del out_c, out_k, delta

@@ -1,4 +1,4 @@
-"""Faithfulness of circuits by edge-level patching, and the MIB curve (CPR, CMD).
+"""Faithfulness of circuits by edge-level patching, and the MIB curves (CPR, CMD).
 
 Patched run of a circuit C (a set of edges): the clean prompt is run, and at every destination
 port v the input becomes
@@ -11,13 +11,22 @@ corrupted run). Then
     f(C) = (m(C) - m(corrupted)) / (m(clean) - m(corrupted)),
 with m the metric's mean over examples (NaN when m(clean) == m(corrupted)).
 
-MIB curve: for each p in MIB_PERCENTS (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100 percent of all
-edges), C_p = the top round(p/100 * n_edges) edges by |score| (at least 1), pruned (pruning
-does not change f: a dropped edge either starts at a node whose inputs are all corrupted, so
-it carries the corrupted value anyway, or ends at a node no kept path leaves). With
-x_p = p/100, CPR = trapezoid rule area under f(x) and CMD = trapezoid area under |1 - f(x)|,
-over the ten grid points only (x from 0.001 to 1; no point at x = 0, no normalisation, so a
-perfect curve f = 1 gives CPR = 0.999 and CMD = 0).
+MIB curve (hannamw/MIB-circuit-track `evaluate_area_under_curve`): for each fraction x in
+MIB_PERCENTS / 100 (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1), C_x = the top
+floor(x * n_edges) edges (possibly none: then f = 0) of a ranking, pruned (pruning does not
+change f: a dropped edge either starts at a node whose inputs are all corrupted, so it carries
+the corrupted value anyway, or ends at a node no kept path leaves). Over the ten points only
+(no point at x = 0, no normalisation, linear x):
+    area_under  = trapezoid area under f(x)          (a perfect curve gives 0.999)
+    area_from_1 = trapezoid area under |1 - f(x)|    (a perfect curve gives 0)
+MIB ranks edges two ways and reports
+    CPR = area_under  of the SIGNED ranking  (higher is better)
+    CMD = area_from_1 of the ABSOLUTE ranking (lower is better)
+The signed ranking orders edges by HELPS_SIGN[metric] * score, largest first: MIB attributes a
+loss (-logit-diff), so its "largest signed score" is the edge that most supports the clean
+behaviour; for headdb's kl that is +score, for logit-diff / logprob -score. headdb stores both
+curves and all four areas: cpr, cmd (MIB's), cpr_abs (area under f, absolute ranking: what
+headdb called cpr before schema v2) and cmd_signed.
 """
 from __future__ import annotations
 
@@ -30,11 +39,12 @@ import torch
 from headdb.attribution.batches import make_batches, pad_id_of
 from headdb.attribution.circuit import prune, topn_mask
 from headdb.attribution.graph import GraphLayout
-from headdb.attribution.metrics import check_metric, metric_values
+from headdb.attribution.metrics import HELPS_SIGN, check_metric, metric_values
 from headdb.attribution.probe import (EMBED, LOGITS_IN, Probe, k_in, mlp_in, mlp_out, q_in, result,
                                       v_in)
 
 MIB_PERCENTS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+RANKINGS = ("signed", "abs")  # MIB's CPR ranking, then its CMD ranking
 
 
 @dataclass
@@ -50,20 +60,48 @@ class CircuitEval:
 
 @dataclass
 class FaithfulnessCurve:
-    """The MIB curve. n_edges[i] is k_i, the number of top-ranked edges selected for
-    percents[i] (before pruning); faithfulness[i] is f of that circuit."""
+    """One MIB curve under one ranking (signed | abs). n_edges[i] is k_i, the number of
+    top-ranked edges selected for percents[i] (before pruning); faithfulness[i] is f of that
+    circuit; area_under / area_from_1 as in the module docstring."""
 
+    ranking: str
     percents: list[float]
     n_edges: list[int]
     faithfulness: list[float]
-    cpr: float
-    cmd: float
+    area_under: float
+    area_from_1: float
 
     def table(self) -> pa.Table:
-        """percent, n_edges, faithfulness: rows for `faithfulness_curve` (add run_id)."""
+        """percent, n_edges, faithfulness, ranking: rows for `faithfulness_curve` (add run_id)."""
         return pa.table({"percent": pa.array(self.percents, pa.float64()),
                          "n_edges": pa.array(self.n_edges, pa.int32()),
-                         "faithfulness": pa.array(self.faithfulness, pa.float64())})
+                         "faithfulness": pa.array(self.faithfulness, pa.float64()),
+                         "ranking": pa.array([self.ranking] * len(self.percents), pa.string())})
+
+
+@dataclass
+class MIBCurves:
+    """Both MIB curves of a run, and its CPR and CMD as MIB defines them."""
+
+    signed: FaithfulnessCurve
+    absolute: FaithfulnessCurve
+
+    @property
+    def cpr(self) -> float:
+        return self.signed.area_under
+
+    @property
+    def cmd(self) -> float:
+        return self.absolute.area_from_1
+
+    def metrics(self) -> dict[str, float]:
+        """run_metrics keys: cpr, cmd (MIB's), cpr_abs and cmd_signed (the other rankings)."""
+        return {"cpr": self.cpr, "cmd": self.cmd, "cpr_abs": self.absolute.area_under,
+                "cmd_signed": self.signed.area_from_1}
+
+    def table(self) -> pa.Table:
+        """Both curves' rows for `faithfulness_curve` (add run_id)."""
+        return pa.concat_tables([self.signed.table(), self.absolute.table()])
 
 
 def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtype) -> list:
@@ -170,23 +208,35 @@ def evaluate_circuits(loaded, pairs, masks: list[np.ndarray], *, metric: str = "
     return CircuitEval(m_clean / n, m_corr / n, [m / n for m in m_circ])
 
 
-def curve_masks(g: GraphLayout, scores: np.ndarray, percents=MIB_PERCENTS) -> tuple[list[int], list[np.ndarray]]:
-    counts = [max(1, int(np.floor(p / 100.0 * g.n_edges + 0.5))) for p in percents]
-    return counts, [prune(g, topn_mask(scores, k))[0] for k in counts]
+def ranking_scores(scores: np.ndarray, metric: str, ranking: str) -> tuple[np.ndarray, bool]:
+    """(values to rank, absolute?) of a ranking: abs -> |score|; signed -> HELPS_SIGN * score."""
+    if ranking == "abs":
+        return scores, True
+    if ranking == "signed":
+        return HELPS_SIGN[metric] * scores, False
+    raise ValueError(f"unknown ranking {ranking!r}; one of {RANKINGS}")
 
 
-def curve_from(percents, counts, faith) -> FaithfulnessCurve:
+def curve_masks(g: GraphLayout, scores: np.ndarray, percents=MIB_PERCENTS, *, metric: str = "kl",
+                ranking: str = "abs") -> tuple[list[int], list[np.ndarray]]:
+    """MIB's circuit sizes floor(p/100 * n_edges) and their pruned top-k edge masks."""
+    values, absolute = ranking_scores(scores, metric, ranking)
+    counts = [int(p / 100.0 * g.n_edges) for p in percents]
+    return counts, [prune(g, topn_mask(values, k, absolute))[0] for k in counts]
+
+
+def curve_from(percents, counts, faith, ranking: str = "abs") -> FaithfulnessCurve:
     x = np.asarray(percents, dtype=np.float64) / 100.0
     f = np.asarray(faith, dtype=np.float64)
-    cpr = float(np.trapezoid(f, x))
-    cmd = float(np.trapezoid(np.abs(1.0 - f), x))
-    return FaithfulnessCurve(percents=[float(p) for p in percents], n_edges=list(counts),
-                             faithfulness=[float(v) for v in f], cpr=cpr, cmd=cmd)
+    return FaithfulnessCurve(ranking=ranking, percents=[float(p) for p in percents], n_edges=list(counts),
+                             faithfulness=[float(v) for v in f], area_under=float(np.trapezoid(f, x)),
+                             area_from_1=float(np.trapezoid(np.abs(1.0 - f), x)))
 
 
-def faithfulness_curve(loaded, pairs, scores: np.ndarray, *, metric: str = "kl",
+def faithfulness_curve(loaded, pairs, scores: np.ndarray, *, metric: str = "kl", ranking: str = "abs",
                        percents=MIB_PERCENTS, batch_size: int = 8, progress=None) -> FaithfulnessCurve:
+    """One MIB curve of `scores` under `ranking` (signed | abs)."""
     g = Probe(loaded).layout
-    counts, masks = curve_masks(g, scores, percents)
+    counts, masks = curve_masks(g, scores, percents, metric=metric, ranking=ranking)
     ev = evaluate_circuits(loaded, pairs, masks, metric=metric, batch_size=batch_size, progress=progress)
-    return curve_from(percents, counts, ev.faithfulness())
+    return curve_from(percents, counts, ev.faithfulness(), ranking)

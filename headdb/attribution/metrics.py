@@ -8,16 +8,27 @@
     logprob     log p(answer)
 answer / wrong_answer are the first tokens of those strings (see headdb.attribution.tasks).
 
-All computed in float32 whatever the model dtype. Attribution scores use the sign convention
-score ~ L(clean) - L(corrupted), so for `kl` the input edges sum to about -KL(clean||corrupted).
+All computed in float32 whatever the model dtype. Attribution scores use EAP-IG's sign,
+score ~ L(corrupted) - L(clean) (the input edges sum to about that), so:
+    kl          positive = corrupting the edge moves the output away from the clean
+                distribution (the edge carries clean behaviour); input edges sum to about
+                +KL(clean || corrupted)
+    logit-diff  positive = corrupting the edge RAISES logit[answer] - logit[wrong]: the edge's
+    logprob     clean value works against the answer; edges that support it are negative
+                (MIB attributes the loss -logit-diff, so its scores are these negated)
+`HELPS_SIGN[metric]` turns a score into "supports the clean behaviour" orientation (MIB's, used
+for its signed-ranking CPR): +1 for kl, -1 for logit-diff and logprob.
 """
 from __future__ import annotations
 
 import torch
 
 from headdb.errors import UserError
+from headdb.settings import METRICS
 
-METRICS = ("kl", "logit-diff", "logprob")
+# sign * score > 0 <=> the edge supports the clean behaviour (L is a distance for kl, a reward
+# for logit-diff and logprob).
+HELPS_SIGN = {"kl": 1.0, "logit-diff": -1.0, "logprob": -1.0}
 
 
 def check_metric(name: str, wrong_ids) -> None:

@@ -14,12 +14,17 @@ from headdb.attribution.graph import GraphLayout
 class AttributionResult:
     """Scores of one (model, task, method, metric) run; all arrays are float32 numpy.
 
+    Sign (hannamw/EAP-IG's): every score estimates or measures a CHANGE of the metric L when
+    something is moved from its clean to its corrupted value, so > 0 means corrupting it
+    raises L.
+
     edge_scores[e]  mean over examples of the score of edge e (edge ids of `layout`)
     node_scores[n]  the node's attribution: for eap/eap-ig the sum of its outgoing edge scores
-                    (= (z_clean - z_corrupted) . dL/dz_n, patching the node's whole output);
+                    (= (z_corrupted - z_clean) . dL/dz_n, patching the node's whole output);
                     for exact, the measured effect of patching the node's output to corrupted,
-                    L(clean) - L(node patched). NaN for logits.
+                    L(node patched) - L(clean). NaN for logits.
     metric_clean / metric_corrupted  mean metric over examples on the clean / corrupted prompts
+    ig_rule         eap-ig's integration rule (midpoint | left | right); None for eap / exact
 
     Per-example statistics (eap / eap-ig with rank="mean-abs" or bootstrap > 0; see
     headdb.attribution.bootstrap; None otherwise, and always for exact patching and imports):
@@ -41,6 +46,7 @@ class AttributionResult:
     node_scores: np.ndarray
     metric_clean: float
     metric_corrupted: float
+    ig_rule: str | None = None
     extra: dict = field(default_factory=dict)
     rank: str = "abs-mean"
     mean_abs: np.ndarray | None = None
@@ -49,8 +55,9 @@ class AttributionResult:
     bootstrap_seed: int | None = None
 
     @property
-    def metric_diff(self) -> float:
-        return self.metric_clean - self.metric_corrupted
+    def metric_delta(self) -> float:
+        """L(corrupted) - L(clean): what the edges leaving `input` sum to (completeness)."""
+        return self.metric_corrupted - self.metric_clean
 
     @property
     def input_sum(self) -> float:
@@ -59,12 +66,13 @@ class AttributionResult:
 
     @property
     def completeness_residual(self) -> float:
-        """input_sum - (metric_clean - metric_corrupted); ~0 for eap-ig with enough steps."""
-        return self.input_sum - self.metric_diff
+        """input_sum - (metric_corrupted - metric_clean); ~0 for eap-ig with enough steps."""
+        return self.input_sum - self.metric_delta
 
     @property
     def completeness_relative(self) -> float:
-        d = self.metric_diff
+        """|completeness_residual| / |metric_delta| (sign-free)."""
+        d = self.metric_delta
         return abs(self.completeness_residual) / abs(d) if d != 0 else float("nan")
 
     @property
@@ -146,9 +154,13 @@ class AttributionResult:
         return table
 
     def run_metrics(self) -> dict[str, float]:
-        """Scalars for `run_metrics`."""
+        """Scalars for `run_metrics` (docs/attribution.md lists them with their signs):
+        metric_clean, metric_corrupted, metric_delta = corrupted - clean, input_edge_sum (sum of
+        the scores of the edges leaving input, ~ metric_delta), completeness_residual =
+        input_edge_sum - metric_delta, completeness_relative = |residual| / |metric_delta|,
+        n_examples."""
         out = {"metric_clean": self.metric_clean, "metric_corrupted": self.metric_corrupted,
-               "metric_diff": self.metric_diff, "input_edge_sum": self.input_sum,
+               "metric_delta": self.metric_delta, "input_edge_sum": self.input_sum,
                "completeness_residual": self.completeness_residual,
                "completeness_relative": self.completeness_relative,
                "n_examples": float(self.n_examples)}

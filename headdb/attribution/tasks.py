@@ -45,10 +45,9 @@ from pathlib import Path
 import polars as pl
 
 from headdb.errors import UserError
+from headdb.evals.prompts import render, task_chat, template_label
+from headdb.settings import ALIGN_RULES, MODES, check_choice
 
-MODES = ("plain", "think_on", "think_off")
-ALIGN_RULES = ("truncate", "strict")
-THINK_OFF_PREFIX = "<think>\n\n</think>\n\n"
 
 _REQUIRED = ("clean", "corrupted", "answer")
 _OPTIONAL_TEXT = ("wrong_answer", "clean_prefix", "corrupted_prefix", "problem", "level")
@@ -75,7 +74,7 @@ class Task:
         """The row for the warehouse `tasks` table (template needs the tokenizer in chat modes)."""
         return {"name": self.name, "kind": self.kind, "source": self.source, "digest": self.digest,
                 "n_items": self.n_items, "mode": self.mode,
-                "template": template_label(tokenizer, self.mode) if tokenizer is not None else None}
+                "template": template_label(tokenizer, task_chat(self.mode), self.mode) if tokenizer is not None else None}
 
     def task_items_frame(self) -> pl.DataFrame:
         """The rows for `task_items` (item_id, problem, answer, clean, corrupted, level, meta);
@@ -181,8 +180,7 @@ def _read_parquet(path: Path) -> list[tuple[dict, str]]:
 
 def load_task(path, *, mode: str = "plain", name: str | None = None) -> Task:
     """Read a JSONL (.jsonl/.json) or Parquet (.parquet) task file; see the module docstring."""
-    if mode not in MODES:
-        raise UserError(f"unknown task mode {mode!r}; choose one of {', '.join(MODES)}")
+    check_choice("task mode", mode, MODES)
     p = Path(path).expanduser()
     if not p.is_file():
         raise UserError(f"task file {str(path)!r} does not exist")
@@ -215,48 +213,14 @@ def task_digest(items: pl.DataFrame, mode: str) -> str:
 
 # ------------------------------------------------------------------------------ prompts
 
-def _supports_enable_thinking(tokenizer) -> bool:
-    template = getattr(tokenizer, "chat_template", None)
-    if isinstance(template, dict):
-        template = " ".join(str(v) for v in template.values())
-    return bool(template) and "enable_thinking" in str(template)
-
-
-def render_prompt(text: str, prefix: str | None, tokenizer, mode: str) -> str:
-    """The exact text the model sees for one prompt in `mode` (see the module docstring)."""
-    prefix = prefix or ""
-    if mode == "plain":
-        return text + prefix
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"task mode {mode!r} needs a chat template, but this tokenizer has none; "
-                        "use mode 'plain'")
-    messages = [{"role": "user", "content": text}]
-    kwargs = {}
-    native = _supports_enable_thinking(tokenizer)
-    if native:
-        kwargs["enable_thinking"] = mode == "think_on"
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
-    if mode == "think_off" and not native:
-        rendered += THINK_OFF_PREFIX
-    return rendered + prefix
-
-
-def template_label(tokenizer, mode: str) -> str | None:
-    """A short description of how prompts were rendered, for the tasks.template column."""
-    if mode == "plain":
-        return None
-    template = str(getattr(tokenizer, "chat_template", "") or "")
-    how = "enable_thinking" if _supports_enable_thinking(tokenizer) else "appended-think-block"
-    return f"chat:{hashlib.sha256(template.encode()).hexdigest()[:12]}:{mode}:{how}"
-
-
 def render_prompts(task: Task, tokenizer) -> tuple[list[str], list[str]]:
     """(clean texts, corrupted texts) of every item, rendered for the task's mode."""
+    chat = task_chat(task.mode)
     rows = task.items.select("clean", "clean_prefix", "corrupted", "corrupted_prefix").iter_rows()
     clean, corrupted = [], []
     for c, cp, k, kp in rows:
-        clean.append(render_prompt(c, cp, tokenizer, task.mode))
-        corrupted.append(render_prompt(k, kp, tokenizer, task.mode))
+        clean.append(render(tokenizer, c, chat=chat, mode=task.mode, prefix=cp))
+        corrupted.append(render(tokenizer, k, chat=chat, mode=task.mode, prefix=kp))
     return clean, corrupted
 
 
@@ -269,8 +233,7 @@ def _first_token(tokenizer, text: str, what: str, item_id: str) -> int:
 
 def encode_pairs(task: Task, tokenizer, *, align: str = "truncate") -> EncodedPairs:
     """Tokenise every item's clean/corrupted prompt and answers; equalise lengths per `align`."""
-    if align not in ALIGN_RULES:
-        raise UserError(f"unknown alignment rule {align!r}; choose one of {', '.join(ALIGN_RULES)}")
+    check_choice("align", align, ALIGN_RULES)
     clean_txt, corrupt_txt = render_prompts(task, tokenizer)
     special = task.mode == "plain"
     enc_clean = tokenizer(clean_txt, add_special_tokens=special)["input_ids"]

@@ -143,6 +143,9 @@ class LoadedModel:
 
 def _load_hf(directory: Path, torch_dtype, device: str):
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # headdb draws its own progress; a bar per load is noise
 
     try:
         from safetensors import SafetensorError
@@ -240,6 +243,17 @@ def resolve_dtype(dtype, device: str):
     return names[str(dtype)]
 
 
+def load_tokenizer(directory: Path):
+    """The checkpoint's tokenizer alone (cheap: plans check prompts with it before any model loads)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load the tokenizer from {directory} ({exc.__class__.__name__}); "
+                        "the checkpoint directory must include its tokenizer files") from None
+
+
 def load_model(path, *, dtype="auto", device: str | None = None) -> LoadedModel:
     """Load a local checkpoint directory offline (the `TransformerBridge` comes on first use).
 
@@ -248,16 +262,11 @@ def load_model(path, *, dtype="auto", device: str | None = None) -> LoadedModel:
     """
     directory, config = read_config(path)
     import torch
-    from transformers import AutoTokenizer
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     torch_dtype = resolve_dtype(dtype, device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load the tokenizer from {directory} ({exc.__class__.__name__}); "
-                        "the checkpoint directory must include its tokenizer files") from None
+    tokenizer = load_tokenizer(directory)
     model = _load_hf(directory, torch_dtype, device)
     return LoadedModel(path=directory, hf_model=model, tokenizer=tokenizer, shape=shape_from_config(config),
                        device=str(device), dtype=torch_dtype)

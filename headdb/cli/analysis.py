@@ -1,12 +1,11 @@
-"""Typer sub-apps for the analysis side of the CLI: `query`, `report`, `export`, `ingest graph-json`.
+"""Typer sub-apps for the analysis side of the CLI: `query`, `report`, `export`.
 
 headdb/cli.py mounts them:
 
-    from headdb.cli.analysis import export_app, ingest_graph_json, query_app, report_app
+    from headdb.cli.analysis import export_app, query_app, report_app
     app.add_typer(query_app, name="query")
     app.add_typer(report_app, name="report")
     app.add_typer(export_app, name="export")
-    ingest_app.command("graph-json")(ingest_graph_json)     # or app.command("ingest-graph-json")
 
 Conventions as in cli.py: ctx.obj is the global Options (`.connect()`), user mistakes raise
 UserError (one line, exit 2), tables go through headdb.reports.output.emit.
@@ -194,64 +193,13 @@ def export_graph_json_command(ctx: typer.Context,
                               run: int = typer.Argument(..., help="run_id with edge scores."),
                               out: Optional[Path] = typer.Option(None, "--out", help="JSON file (default graph-runRUN.json)."),
                               selection: Optional[str] = typer.Option(
-                                  None, "--selection", help="Circuit marked in_graph (default threshold, else the last).")) -> None:
-    """One run as an EAP-IG JSON graph (cfg, nodes, edges with score and in_graph)."""
+                                  None, "--selection", help="Circuit marked in_graph (default threshold, else the last)."),
+                              gqa_split: bool = typer.Option(
+                                  False, "--gqa-split", help="GQA models: write each kv head's score split evenly over "
+                                  "its query heads (EAP-IG's ungrouped ports); without it a GQA run is refused.")) -> None:
+    """One run as an EAP-IG JSON graph in the current EAP-IG format (cfg, nodes, edges)."""
     from headdb.interop.graph_json import export_graph_json
     out = out or Path(f"graph-run{run}.json")
-    counts = export_graph_json(ctx.obj.connect(), run, out, selection=selection)
+    counts = export_graph_json(ctx.obj.connect(), run, out, selection=selection, gqa_split=gqa_split)
     err.print(f"wrote {out}: {counts['edges']} edges, {counts['in_graph']} in the circuit, "
               f"{counts['heads_in_graph']} heads")
-
-
-# ------------------------------------------------------------------------------------ ingest
-
-def ingest_graph_json(ctx: typer.Context,
-                      files: List[Path] = typer.Argument(..., help="EAP-IG JSON graph file(s) of one checkpoint."),
-                      checkpoint: str = typer.Option(..., "--checkpoint",
-                                                     help="Checkpoint: id, lineage@step, name or registered directory."),
-                      task: str = typer.Option(..., "--task", help="Task id or name."),
-                      mode: Optional[str] = typer.Option(None, "--mode", help="Task mode when the name has several "
-                                                         "(plain | think_on | think_off); for --new, the new task's mode."),
-                      selection: str = typer.Option("threshold", "--selection",
-                                                    help="Selection the file's in_graph circuit is stored under."),
-                      param: Optional[float] = typer.Option(None, "--param", help="The selection's parameter (tau or n)."),
-                      new: bool = typer.Option(False, "--new", help="Register the checkpoint and/or task when unknown."),
-                      lineage: Optional[str] = typer.Option(None, "--lineage", help="With --new: the checkpoint's lineage."),
-                      step: Optional[int] = typer.Option(None, "--step", help="With --new: its training step."),
-                      regime: str = typer.Option("other", "--regime", help="With --new: base | sft | grpo | distill | other."),
-                      parent: Optional[str] = typer.Option(None, "--parent", help="With --new: the parent checkpoint."),
-                      model_key: Optional[str] = typer.Option(None, "--model-key", help="With --new: the model shape key."),
-                      force: bool = typer.Option(False, "--force", help="Import again even if imported before.")) -> None:
-    """Import EAP-IG JSON graphs made elsewhere as runs of kind `import`."""
-    from headdb.interop.graph_json import (import_graph_json, new_import_checkpoint, new_import_task, read_graph_json,
-                                resolve_checkpoint, resolve_task)
-    db = ctx.obj.connect(create=new)
-    data = read_graph_json(files[0])[0]
-    checkpoint_id = resolve_checkpoint(db, checkpoint)
-    if checkpoint_id is None:
-        if not new:
-            raise UserError(f"no checkpoint {checkpoint}; register it with --new --lineage NAME --step N "
-                            "(see `headdb checkpoints`)")
-        if lineage is None or step is None:
-            raise UserError("--new needs --lineage and --step to register the checkpoint")
-        parent_id = None
-        if parent is not None:
-            parent_id = resolve_checkpoint(db, parent)
-            if parent_id is None:
-                raise UserError(f"no parent checkpoint {parent}; see `headdb checkpoints`")
-        checkpoint_id = new_import_checkpoint(db, name=checkpoint, lineage=lineage, step=step, regime=regime,
-                                              parent_id=parent_id, model_key=model_key, data=data)
-        err.print(f"registered checkpoint {checkpoint} ({lineage}@{step}) as id {checkpoint_id}")
-    task_id = resolve_task(db, task, mode)
-    if task_id is None:
-        if not new:
-            raise UserError(f"no task {task}; register it with --new (see `headdb sql \"select * from tasks\"`)")
-        task_id = new_import_task(db, name=task, mode=mode or "plain")
-        err.print(f"registered task {task} ({mode or 'plain'}) as id {task_id}")
-    with db.batch():  # one connection for all files: no open/checkpoint per run
-        for file in files:
-            run = import_graph_json(db, file, checkpoint_id, task_id, selection=selection, param=param, force=force)
-            if run.skipped:
-                err.print(f"{file}: already imported as run {run.run_id} (use --force to import again)")
-            else:
-                err.print(f"{file}: imported as run {run.run_id}")

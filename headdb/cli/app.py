@@ -123,7 +123,6 @@ def _mount() -> None:
     app.add_typer(cli_analysis.query_app, name="query")
     app.add_typer(cli_analysis.report_app, name="report")
     app.add_typer(cli_analysis.export_app, name="export")
-    cli_ingest.app.command("graph-json")(cli_analysis.ingest_graph_json)
     app.add_typer(cli_ingest.app, name="ingest")
     app.add_typer(cli_checkpoints.app, name="checkpoints")
     app.command("study")(cli_study.study)
@@ -141,12 +140,30 @@ def _quiet_libraries() -> None:
 
 
 def main() -> None:
+    """The console script: a user's mistake is one line on stderr and exit code 2, never a traceback."""
+    # typer >= 0.20 carries its own copy of click; its exception classes live there.
+    from typer._click import exceptions as click
+
     _quiet_libraries()
     try:
-        app()
+        code = app(standalone_mode=False)
     except UserError as exc:
-        err.print(f"[bold red]headdb: error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        _fail(str(exc))
+    except click.NoArgsIsHelpError as exc:
+        exc.show()  # a bare `headdb ingest`: the help text is the answer
         sys.exit(2)
+    except click.ClickException as exc:  # a mistyped option or value: one line, not a usage box
+        command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "headdb"
+        _fail(f"{exc.format_message()} (see `{command} --help`)")
+    except typer.Abort:
+        err.print("headdb: aborted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]headdb: error:[/bold red] {message}", highlight=False, soft_wrap=True, markup=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -35,19 +35,21 @@ def add(ctx: typer.Context,
         step: int = typer.Option(0, "--step"),
         name: Optional[str] = typer.Option(None, "--name")) -> None:
     """Register a plain model (e.g. a distilled one) against its base, without running anything."""
-    from headdb.jobs.common import Placement, register_checkpoint_dir
+    from headdb.jobs.job import Placement
+    from headdb.jobs.plan import target
+    from headdb.jobs.registration import register_target
+    from headdb.settings import POST_TRAINING, check_choice
 
-    if regime not in ("distill", "other", "sft", "grpo"):
-        raise UserError(f"--regime {regime!r} is not one of distill, other, sft, grpo")
+    check_choice("regime", regime, POST_TRAINING)
     if base is not None and Path(base).expanduser().resolve() == Path(path).expanduser().resolve():
         raise UserError("--base is the checkpoint itself; give the model it was trained or distilled from")
-    db = ctx.obj.connect(create=True)
-    parent_id = None
+    base_target = None
     if base is not None:
         base_name = Path(base).expanduser().resolve().name
-        parent_id, _ = register_checkpoint_dir(db, base, Placement(lineage=base_name, regime="base", step=0,
-                                                                   name=base_name))
-    checkpoint_id, _ = register_checkpoint_dir(db, path, Placement(lineage=lineage, regime=regime, step=step,
-                                                                   parent_id=parent_id, name=name))
+        base_target = target(base, Placement(lineage=base_name, regime="base", step=0, name=base_name))
+    checkpoint = target(path, Placement(lineage=lineage, regime=regime, step=step, name=name))
+    db = ctx.obj.connect(create=True)  # both directories checked first: a mistake writes nothing
+    parent_id = register_target(db, base_target) if base_target is not None else None
+    checkpoint_id = register_target(db, checkpoint, parent_id)
     err.print(f"checkpoint {checkpoint_id} registered ({regime}, lineage {lineage}"
               + (f", parent {parent_id})" if parent_id else ")"))

@@ -1,7 +1,11 @@
-"""`headdb ingest ...`: thin commands over headdb.jobs."""
+"""`headdb ingest ...`: each command builds settings and a plan, then executes it.
+
+Options with one meaning have one name and one declaration, shared by every command below.
+"""
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -9,8 +13,50 @@ from rich.console import Console
 from headdb.errors import UserError
 
 app = typer.Typer(help="Run models and write their results into the warehouse.", no_args_is_help=True)
-err = Console(stderr=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+# -------------------------------------------------------------------- shared option declarations
+CHECKPOINT = typer.Option(..., "--checkpoint", help="Local checkpoint directory.")
+BENCH = typer.Option(..., "--bench", help="Benchmark file (JSONL/Parquet/CSV) or built-in name.")
+FIELDS = typer.Option(None, "--fields", help="Column mapping, e.g. problem=q,answer=a.")
+PRESET = typer.Option(None, "--preset", help="Benchmark layout (auto-detected).")
+LIMIT = typer.Option(None, "--limit", help="Use the first N benchmark problems.")
+SAMPLES = typer.Option(4, "--samples", help="Samples per problem.")
+TEMPERATURE = typer.Option(0.6, "--temperature", help="0 means greedy.")
+TOP_P = typer.Option(0.95, "--top-p")
+TOP_K = typer.Option(None, "--top-k")
+MIN_P = typer.Option(None, "--min-p")
+MAX_NEW_TOKENS = typer.Option(512, "--max-new-tokens")
+SEED = typer.Option(0, "--seed", help="Sampling seed (and benchmark shuffles).")
+BATCH_SIZE = typer.Option(16, "--batch-size", help="Prompts per generation batch.")
+K = typer.Option("1", "--k", help="pass@k / maj@k values, e.g. 1,4,16.")
+CHAT = typer.Option("auto", "--chat", help="auto | on | off: use the chat template.")
+MODE = typer.Option("plain", "--mode", help="plain | think_on | think_off (tasks and generation alike).")
+METHOD = typer.Option("eap-ig", "--method", help="eap-ig | eap | exact.")
+STEPS = typer.Option(5, "--steps", help="Integrated-gradient steps (eap-ig).")
+IG_RULE = typer.Option("midpoint", "--ig-rule", help="midpoint | left (EAP-IG, MIB) | right (the study's appendix).")
+METRIC = typer.Option("kl", "--metric", help="kl | logit-diff | logprob.")
+TOPN = typer.Option(5000, "--topn", help="Edges kept in the top-n circuit.")
+THRESHOLD = typer.Option(0.1, "--threshold", help="tau of the simplified circuit.")
+GREEDY = typer.Option(None, "--greedy", help="Also a greedy circuit of this many edges.")
+CURVE = typer.Option(True, "--curve/--no-curve", help="Measure the MIB faithfulness curve.")
+ALIGN = typer.Option("truncate", "--align", help="truncate | strict: unequal clean/corrupted lengths.")
+ATTRIBUTION_BATCH = typer.Option(8, "--attribution-batch-size", help="Prompt pairs per attribution batch.")
+ABLATE = typer.Option(None, "--ablate", help="Zero-ablate these heads, e.g. L5H1,L7H3.")
+SCALE = typer.Option(None, "--scale", help="Scale these heads, e.g. L5H1,L7H3=1.3.")
+LINEAGE = typer.Option(None, "--lineage", help="The training run the checkpoint belongs to.")
+REGIME = typer.Option("other", "--regime", help="base | sft | grpo | distill | other.")
+STEP = typer.Option(0, "--step", help="The checkpoint's training step.")
+DEVICE = typer.Option(None, "--device", help="cuda | cpu (default: cuda when available).")
+DTYPE = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16.")
+FORCE = typer.Option(False, "--force", help="Recompute even if an ok run exists.")
+EXECUTOR = typer.Option("local", "--executor", help="local | ray: where the jobs run.")
+ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: start a local cluster).")
+GPUS_PER_JOB = typer.Option(0.0, "--gpus-per-job", help="GPUs per checkpoint task (Ray).")
+CPUS_PER_JOB = typer.Option(1.0, "--cpus-per-job", help="CPUs per checkpoint task (Ray).")
+
+
+# -------------------------------------------------------------------- settings from options
 
 def _ks(text: str) -> tuple[int, ...]:
     try:
@@ -19,234 +65,192 @@ def _ks(text: str) -> tuple[int, ...]:
         raise UserError(f"--k {text!r} is not a comma-separated list of integers, e.g. 1,4,16") from None
 
 
-def _report_runs(runs, what: str) -> None:
-    for run in runs:
-        if run.skipped:
-            err.print(f"skipped: {what} run {run.run_id} with this configuration is already in the warehouse "
-                      "(--force to recompute)")
-        else:
-            err.print(f"{what} run {run.run_id}: {run.status}")
+def generation_settings(*, samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode,
+                        top_k=None, min_p=None):
+    from headdb.settings import GenerationSettings, Sampling, build
+
+    sampling = build(Sampling, dict(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                                    max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size))
+    return build(GenerationSettings, dict(sampling=sampling, chat=chat, mode=mode, ks=_ks(k)),
+                 label=lambda f: "--k" if f == "ks" else f"--{f.replace('_', '-')}")
 
 
-def _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode, *,
-                         top_k=None, min_p=None):
-    from headdb.evals.generation import Sampling
-    from headdb.jobs.generations import GenerationSettings
+def attribution_settings(*, method, steps, ig_rule, metric, topn, threshold, greedy, curve, align, batch_size,
+                         batch_option="--attribution-batch-size"):
+    from headdb.settings import AttributionSettings, build
 
-    return GenerationSettings(
-        sampling=Sampling(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
-                          max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size),
-        chat=chat, mode=mode, ks=_ks(k))
+    return build(AttributionSettings, dict(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
+                                           threshold=threshold, greedy=greedy, curve=curve, align=align,
+                                           batch_size=batch_size),
+                 label=lambda f: batch_option if f == "batch_size" else f"--{f.replace('_', '-')}")
 
 
-def _flag_intervention(ablate: Optional[str], scale: Optional[str], shape):
-    """The intervention named by --ablate HEADS or --scale HEADS=FACTOR (at most one)."""
-    from headdb.evals.interventions import Intervention, parse_heads
+def flag_intervention(ablate: Optional[str], scale: Optional[str]):
+    """The head set of --ablate HEADS or --scale HEADS=FACTOR (at most one), unresolved."""
+    from headdb.settings import InterventionSettings
 
     if ablate and scale:
         raise UserError("give --ablate or --scale, not both")
     if ablate:
-        return Intervention("zero", parse_heads(ablate, shape.n_layers, shape.n_heads))
+        return InterventionSettings(kind="zero", heads=ablate)
     if scale:
-        heads, factor = _scale_spec(scale)
-        return Intervention("scale", parse_heads(heads, shape.n_layers, shape.n_heads), factor=factor)
+        heads, _, factor = scale.rpartition("=")
+        try:
+            return InterventionSettings(kind="scale", heads=heads, factor=float(factor))
+        except ValueError:
+            raise UserError(f"--scale {scale!r} must look like L5H1,L7H3=1.3") from None
     return None
 
 
-def _generate_and_report(db, loaded, benchmark, settings, interventions, *, force, lineage, regime, step) -> None:
-    from headdb.jobs.common import Placement
-    from headdb.jobs.generations import ingest_generations
+def placement(lineage, regime, step):
+    from headdb.jobs.job import Placement
+    from headdb.settings import REGIMES, check_choice
+
+    check_choice("regime", regime, REGIMES)
+    return Placement(lineage=lineage, regime=regime, step=step)
+
+
+def execution(device, dtype, force):
+    from headdb.checkpoints.loading import resolve_dtype
+    from headdb.settings import Execution
+
+    resolve_dtype(dtype, device or "cpu")  # an unknown dtype fails here, before anything is written
+    return Execution(device=device, dtype=dtype, force=force)
+
+
+def executor(name: str, address: Optional[str], gpus_per_job: float, cpus_per_job: float):
+    from headdb.jobs import make_executor
+    from headdb.settings import ExecutorSettings, build
+
+    return make_executor(build(ExecutorSettings, dict(executor=name, address=address, gpus_per_job=gpus_per_job,
+                                                      cpus_per_job=cpus_per_job)))
+
+
+def run_plan(ctx: typer.Context, plan, label: str, runner, *, report_skips: bool = True):
+    """Execute a validated plan with the executor `runner`; exit 1 when a job failed."""
+    from headdb.jobs.executor import execute
     from headdb.progress import progress_bar
 
-    with progress_bar(loaded.path.name) as progress:
-        runs = ingest_generations(db, loaded, benchmark, settings, interventions=interventions, force=force,
-                                  placement=Placement(lineage=lineage, regime=regime, step=step), progress=progress)
-    _report_runs(runs, "generation")
+    db = ctx.obj.connect(create=True)
+    with progress_bar(label) as progress:
+        outcome = execute(db, plan, runner, progress=progress, say=err.print)
+    if report_skips:
+        for run_id in outcome.skipped:
+            err.print(f"skipped: run {run_id} with this configuration is already in the warehouse "
+                      "(--force to recompute)")
+    err.print(f"{label}: {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
+              f"{len(outcome.failed)} failed")
+    for failure in outcome.failed:
+        err.print(f"  failed: {failure}")
+    if not outcome.ok:
+        raise typer.Exit(1)
+    return outcome
 
 
-def _scale_spec(text: str) -> tuple[str, float]:
-    heads, sep, factor = text.rpartition("=")
-    try:
-        return heads, float(factor)
-    except ValueError:
-        raise UserError(f"--scale {text!r} must look like L5H1,L7H3=1.3") from None
-
+# -------------------------------------------------------------------------------- commands
 
 @app.command()
 def generations(
-    ctx: typer.Context,
-    checkpoint: str = typer.Option(..., "--checkpoint", help="Local checkpoint directory."),
-    bench: str = typer.Option(..., "--bench", help="Benchmark file (JSONL/Parquet/CSV) or built-in name."),
-    fields: Optional[str] = typer.Option(None, "--fields", help="Column mapping, e.g. problem=q,answer=a."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Benchmark layout (auto-detected)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N problems."),
-    samples: int = typer.Option(4, "--samples"),
-    temperature: float = typer.Option(0.6, "--temperature", help="0 means greedy."),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    top_k: Optional[int] = typer.Option(None, "--top-k"),
-    min_p: Optional[float] = typer.Option(None, "--min-p"),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    k: str = typer.Option("1", "--k", help="pass@k / maj@k values, e.g. 1,4,16."),
-    chat: str = typer.Option("auto", "--chat", help="auto | on | off: use the chat template."),
-    mode: str = typer.Option("plain", "--mode", help="plain | think_on | think_off."),
-    ablate: Optional[str] = typer.Option(None, "--ablate", help="Zero-ablate these heads, e.g. L5H1,L7H3."),
-    scale: Optional[str] = typer.Option(None, "--scale", help="Scale heads, e.g. L5H1,L7H3=1.3."),
-    lineage: Optional[str] = typer.Option(None, "--lineage"),
-    regime: str = typer.Option("other", "--regime", help="base | sft | grpo | distill | other."),
-    step: int = typer.Option(0, "--step"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    force: bool = typer.Option(False, "--force", help="Recompute even if an ok run exists."),
+    ctx: typer.Context, checkpoint: str = CHECKPOINT, bench: str = BENCH, fields: Optional[str] = FIELDS,
+    preset: Optional[str] = PRESET, limit: Optional[int] = LIMIT, samples: int = SAMPLES,
+    temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: Optional[int] = TOP_K,
+    min_p: Optional[float] = MIN_P, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = SEED,
+    batch_size: int = BATCH_SIZE, k: str = K, chat: str = CHAT, mode: str = MODE, ablate: Optional[str] = ABLATE,
+    scale: Optional[str] = SCALE, lineage: Optional[str] = LINEAGE, regime: str = REGIME, step: int = STEP,
+    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE, executor_name: str = EXECUTOR,
+    address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB, cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Sample a benchmark, grade every sample, store generations and pass@k (a plain run; with
     --ablate/--scale also the intervened run)."""
+    from headdb.jobs.builders import plan_generations
     from headdb.jobs.generations import Benchmark
-    from headdb.checkpoints.loading import load_model, read_config
 
-    if ablate and scale:
-        raise UserError("give --ablate or --scale, not both")
-    settings = _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode,
-                                    top_k=top_k, min_p=min_p)
-    read_config(checkpoint)  # fail on a bad directory before anything else
+    settings = generation_settings(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                                   max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, k=k, chat=chat,
+                                   mode=mode)
+    spec = flag_intervention(ablate, scale)
+    at, how = placement(lineage, regime, step), execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
-    db = ctx.obj.connect(create=True)
-    loaded = load_model(checkpoint, dtype=dtype, device=device)
-    intervention = _flag_intervention(ablate, scale, loaded.shape)
-    _generate_and_report(db, loaded, benchmark, settings, [intervention] if intervention else [], force=force,
-                         lineage=lineage, regime=regime, step=step)
+    plan = plan_generations(checkpoint, benchmark, settings, specs=[spec] if spec else [], placement=at,
+                            execution=how)
+    run_plan(ctx, plan, Path(checkpoint).name, runner)
 
 
 @app.command()
 def ablation(
-    ctx: typer.Context,
-    checkpoint: str = typer.Option(..., "--checkpoint", help="Local checkpoint directory."),
-    bench: str = typer.Option(..., "--bench", help="Benchmark file or built-in name."),
+    ctx: typer.Context, checkpoint: str = CHECKPOINT, bench: str = BENCH,
     heads: Optional[str] = typer.Option(None, "--heads", help="Head set, e.g. L5H1,L7H3."),
     heads_query: Optional[str] = typer.Option(None, "--heads-query",
                                               help="Take the head set from a named query, e.g. heads_gained."),
-    param: list[str] = typer.Option([], "--param", help="A --heads-query param, NAME=VALUE (repeatable)."),
-    where: list[str] = typer.Option([], "--where", help="Keep query rows with COLUMN=VALUE, e.g. change=gained."),
+    param: List[str] = typer.Option([], "--param", help="A --heads-query param, NAME=VALUE (repeatable)."),
+    where_rows: List[str] = typer.Option([], "--where", help="Keep query rows with COLUMN=VALUE, e.g. change=gained."),
     order_by: Optional[str] = typer.Option(None, "--order-by", help="Order query rows by this column, largest first."),
-    top: Optional[int] = typer.Option(None, "--top", help="Keep the first N query rows."),
+    heads_limit: Optional[int] = typer.Option(None, "--heads-limit", "--top",
+                                               help="Keep the first N query rows."),
     kind: str = typer.Option("zero", "--kind", help="zero | mean | scale."),
     factor: Optional[float] = typer.Option(None, "--factor", help="Scale factor (kind scale), e.g. 1.3 or 0.5."),
     control: bool = typer.Option(False, "--control", help="Also run a random head set matched by layer."),
     control_seed: int = typer.Option(0, "--control-seed"),
-    fields: Optional[str] = typer.Option(None, "--fields"),
-    preset: Optional[str] = typer.Option(None, "--preset"),
-    limit: Optional[int] = typer.Option(None, "--limit"),
-    samples: int = typer.Option(4, "--samples"),
-    temperature: float = typer.Option(0.6, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    k: str = typer.Option("1", "--k"),
-    chat: str = typer.Option("auto", "--chat"),
-    mode: str = typer.Option("plain", "--mode"),
-    lineage: Optional[str] = typer.Option(None, "--lineage"),
-    regime: str = typer.Option("other", "--regime"),
-    step: int = typer.Option(0, "--step"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    force: bool = typer.Option(False, "--force"),
+    fields: Optional[str] = FIELDS, preset: Optional[str] = PRESET, limit: Optional[int] = LIMIT,
+    samples: int = SAMPLES, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: Optional[int] = TOP_K,
+    min_p: Optional[float] = MIN_P, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = SEED,
+    batch_size: int = BATCH_SIZE, k: str = K, chat: str = CHAT, mode: str = MODE,
+    lineage: Optional[str] = LINEAGE, regime: str = REGIME, step: int = STEP,
+    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE, executor_name: str = EXECUTOR,
+    address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB, cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Benchmark accuracy with a head set ablated or scaled, beside the plain run with the same
     sampling settings (run or reused) and, with --control, a random layer-matched head set."""
-    from headdb.evals.interventions import Intervention, format_heads, parse_heads, random_control
+    from headdb.cli.analysis import parse_params
+    from headdb.jobs.builders import heads_from_query, plan_generations
     from headdb.jobs.generations import Benchmark
-    from headdb.checkpoints.loading import load_model, read_config
+    from headdb.settings import InterventionSettings, build
 
     if (heads is None) == (heads_query is None):
         raise UserError("give --heads L5H1,L7H3 or --heads-query NAME (with --param k=v), not both or neither")
-    settings = _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode)
-    read_config(checkpoint)
+    settings = generation_settings(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                                   max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, k=k, chat=chat,
+                                   mode=mode)
+    at, how = placement(lineage, regime, step), execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
-    db = ctx.obj.connect(create=True)
-    loaded = load_model(checkpoint, dtype=dtype, device=device)
-    if heads_query is not None:
-        from headdb.cli.analysis import parse_params
-        from headdb.evals.headsets import heads_from_query
-
-        found = heads_from_query(db, heads_query, parse_params(param), where=parse_params(where),
-                                 order_by=order_by, limit=top, extra_dirs=db.query_dirs)
-        if not found:
-            raise UserError(f"the query {heads_query} returned no heads; check its params (`headdb query {heads_query}`)")
-        heads = format_heads(found)
+    if heads_query is not None:  # a read of the warehouse; nothing is written before the plan is checked
+        heads = heads_from_query(ctx.obj.connect(), heads_query, parse_params(param), where=parse_params(where_rows),
+                                 order_by=order_by, limit=heads_limit)
         err.print(f"head set from {heads_query}: {heads}")
-    head_set = parse_heads(heads, loaded.shape.n_layers, loaded.shape.n_heads)
-    interventions = [Intervention(kind, head_set, factor=factor, label=heads_query)]
+    spec = build(InterventionSettings, dict(kind=kind, heads=heads, factor=factor, label=heads_query))
+    plan = plan_generations(checkpoint, benchmark, settings, specs=[spec],
+                            control_seed=control_seed if control else None, placement=at, execution=how)
     if control:
-        control_set = random_control(head_set, loaded.shape.n_heads, control_seed)
-        err.print(f"control set (seed {control_seed}): {format_heads(control_set)}")
-        interventions.append(Intervention(kind, control_set, factor=factor, label="control"))
-    _generate_and_report(db, loaded, benchmark, settings, interventions, force=force, lineage=lineage,
-                         regime=regime, step=step)
+        err.print(f"control set (seed {control_seed}): {plan.work[0].jobs[2].intervention.spec()['heads']}")
+    run_plan(ctx, plan, Path(checkpoint).name, runner)
 
 
 @app.command()
 def attribution(
-    ctx: typer.Context,
-    checkpoint: str = typer.Option(..., "--checkpoint", help="Local checkpoint directory."),
+    ctx: typer.Context, checkpoint: str = CHECKPOINT,
     task: str = typer.Option(..., "--task", help="Circuit task file (JSONL or Parquet: clean, corrupted, answer)."),
-    method: str = typer.Option("eap-ig", "--method", help="eap-ig | eap | exact."),
-    steps: int = typer.Option(5, "--steps", help="Integrated-gradient steps (eap-ig)."),
-    metric: str = typer.Option("kl", "--metric", help="kl | logit-diff | logprob."),
-    topn: int = typer.Option(5000, "--topn", help="Edges kept in the top-n circuit."),
-    threshold: Optional[float] = typer.Option(0.1, "--threshold", help="tau of the simplified circuit."),
-    greedy: Optional[int] = typer.Option(None, "--greedy", help="Also a greedy circuit of this many edges."),
-    curve: bool = typer.Option(True, "--curve/--no-curve", help="Measure the MIB faithfulness curve."),
-    mode: str = typer.Option("plain", "--mode", help="plain | think_on | think_off (chat template)."),
-    align: str = typer.Option("truncate", "--align", help="truncate | strict: unequal clean/corrupted lengths."),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    ablate: Optional[str] = typer.Option(None, "--ablate", help="Attribute with these heads zero-ablated."),
-    scale: Optional[str] = typer.Option(None, "--scale", help="Attribute with heads scaled, e.g. L5H1=1.3."),
-    lineage: Optional[str] = typer.Option(None, "--lineage"),
-    regime: str = typer.Option("other", "--regime"),
-    step: int = typer.Option(0, "--step"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    force: bool = typer.Option(False, "--force"),
+    method: str = METHOD, steps: int = STEPS, ig_rule: str = IG_RULE, metric: str = METRIC, topn: int = TOPN,
+    threshold: Optional[float] = THRESHOLD, greedy: Optional[int] = GREEDY, curve: bool = CURVE, mode: str = MODE,
+    align: str = ALIGN, batch_size: int = typer.Option(8, "--batch-size", help="Prompt pairs per batch."),
+    ablate: Optional[str] = ABLATE, scale: Optional[str] = SCALE, lineage: Optional[str] = LINEAGE,
+    regime: str = REGIME, step: int = STEP, device: Optional[str] = DEVICE, dtype: str = DTYPE,
+    force: bool = FORCE, executor_name: str = EXECUTOR, address: Optional[str] = ADDRESS,
+    gpus_per_job: float = GPUS_PER_JOB, cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Edge and head attributions, circuits and their faithfulness for one checkpoint and task."""
-    from headdb.jobs.attribution import ingest_attribution
-    from headdb.jobs.common import Placement
-    from headdb.checkpoints.loading import load_model, read_config
-    from headdb.progress import progress_bar
     from headdb.attribution.tasks import load_task
+    from headdb.jobs.builders import plan_attribution
 
-    settings = _attribution_settings(method, steps, metric, topn, threshold, greedy, curve, align, batch_size)
-    if ablate and scale:
-        raise UserError("give --ablate or --scale, not both")
-    read_config(checkpoint)
-    circuit_task = load_task(task, mode=mode)
-    db = ctx.obj.connect(create=True)
-    loaded = load_model(checkpoint, dtype=dtype, device=device)
-    intervention = _flag_intervention(ablate, scale, loaded.shape)
-    with progress_bar(loaded.path.name) as progress:
-        run = ingest_attribution(db, loaded, circuit_task, settings, intervention=intervention, force=force,
-                                 placement=Placement(lineage=lineage, regime=regime, step=step), progress=progress)
-    _report_runs([run], "attribution")
-
-
-def _attribution_settings(method, steps, metric, topn, threshold, greedy, curve, align, batch_size):
-    from headdb.attribution import METHODS, METRICS
-    from headdb.jobs.attribution import AttributionSettings
-
-    if method not in METHODS:
-        raise UserError(f"--method {method!r} is not one of {', '.join(METHODS)}")
-    if metric not in METRICS:
-        raise UserError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
-    if steps < 1 or topn < 1 or batch_size < 1:
-        raise UserError("--steps, --topn and --batch-size must be at least 1")
-    if threshold is not None and not 0 <= threshold <= 1:
-        raise UserError("--threshold must be between 0 and 1 (a fraction of the largest |edge score|)")
-    if align not in ("truncate", "strict"):
-        raise UserError(f"--align {align!r} is not one of truncate, strict")
-    return AttributionSettings(method=method, steps=steps, metric=metric, topn=topn, threshold=threshold,
-                               greedy=greedy, curve=curve, align=align, batch_size=batch_size)
+    settings = attribution_settings(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
+                                    threshold=threshold, greedy=greedy, curve=curve, align=align,
+                                    batch_size=batch_size, batch_option="--batch-size")
+    spec = flag_intervention(ablate, scale)
+    at, how = placement(lineage, regime, step), execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
+    plan = plan_attribution(checkpoint, load_task(task, mode=mode), settings, spec=spec, placement=at, execution=how)
+    run_plan(ctx, plan, Path(checkpoint).name, runner)
 
 
 @app.command("run")
@@ -256,53 +260,119 @@ def training_run(
     regime: str = typer.Option(..., "--regime", help="sft | grpo | distill | other."),
     lineage: str = typer.Option(..., "--lineage", help="Name of this training run."),
     base: Optional[str] = typer.Option(None, "--base", help="The model training started from (registered as regime base, step 0)."),
-    task: list[str] = typer.Option([], "--task", help="Circuit task file to attribute on (repeatable)."),
-    bench: list[str] = typer.Option([], "--bench", help="Benchmark file or name to generate on (repeatable)."),
-    method: str = typer.Option("eap-ig", "--method"),
-    steps: int = typer.Option(5, "--steps"),
-    metric: str = typer.Option("kl", "--metric"),
-    topn: int = typer.Option(5000, "--topn"),
-    threshold: Optional[float] = typer.Option(0.1, "--threshold"),
-    task_mode: str = typer.Option("plain", "--task-mode", help="plain | think_on | think_off for --task."),
-    attribution_batch_size: int = typer.Option(8, "--attribution-batch-size"),
-    samples: int = typer.Option(4, "--samples"),
-    temperature: float = typer.Option(0.6, "--temperature"),
-    top_p: float = typer.Option(0.95, "--top-p"),
-    max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    k: str = typer.Option("1", "--k"),
-    chat: str = typer.Option("auto", "--chat"),
-    mode: str = typer.Option("plain", "--mode"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N benchmark problems."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    force: bool = typer.Option(False, "--force"),
+    task: List[str] = typer.Option([], "--task", help="Circuit task file to attribute on (repeatable)."),
+    bench: List[str] = typer.Option([], "--bench", help="Benchmark file or name to generate on (repeatable)."),
+    method: str = METHOD, steps: int = STEPS, ig_rule: str = IG_RULE, metric: str = METRIC, topn: int = TOPN,
+    threshold: Optional[float] = THRESHOLD, align: str = ALIGN, attribution_batch_size: int = ATTRIBUTION_BATCH,
+    samples: int = SAMPLES, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: Optional[int] = TOP_K,
+    min_p: Optional[float] = MIN_P, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = SEED,
+    batch_size: int = BATCH_SIZE, k: str = K, chat: str = CHAT, mode: str = MODE, limit: Optional[int] = LIMIT,
+    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE, executor_name: str = EXECUTOR,
+    address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB, cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Ingest every checkpoint of a training run (and its base) with its trainer logs; resumable:
     a re-run does only the missing work. Exit code 1 when some checkpoint failed."""
-    from headdb.jobs.generations import Benchmark
-    from headdb.jobs.plan import GenerationJob
-    from headdb.jobs.training_run import ingest_training_run
-    from headdb.progress import progress_bar
-
-    settings = _generation_settings(samples, temperature, top_p, max_new_tokens, seed, batch_size, k, chat, mode)
-    from headdb.jobs.attribution import AttributionJob
     from headdb.attribution.tasks import load_task
+    from headdb.jobs.attribution import AttributionJob
+    from headdb.jobs.generations import Benchmark, GenerationJob
+    from headdb.jobs.training_run import plan_training_run
 
-    attribution_settings = _attribution_settings(method, steps, metric, topn, threshold, None, True, "truncate",
-                                                 attribution_batch_size)
-    jobs = [AttributionJob(load_task(t, mode=task_mode), attribution_settings) for t in task]
-    jobs += [GenerationJob(Benchmark.load(b, limit=limit, seed=seed), settings) for b in bench]
+    gen = generation_settings(samples=samples, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+                              max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, k=k, chat=chat,
+                              mode=mode)
+    att = attribution_settings(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
+                               threshold=threshold, greedy=None,
+                               curve=True, align=align, batch_size=attribution_batch_size)
+    how = execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
+    jobs = [AttributionJob(load_task(t, mode=mode), att) for t in task]
+    jobs += [GenerationJob(Benchmark.load(b, limit=limit, seed=seed), gen) for b in bench]
+    plan = plan_training_run(run_dir, regime=regime, lineage=lineage, jobs=jobs, base=base, execution=how).validate()
     if not jobs:
         err.print("no --task or --bench given: registering checkpoints and training metrics only")
-    db = ctx.obj.connect(create=True)
-    with progress_bar(lineage) as progress:
-        outcome = ingest_training_run(db, run_dir, regime=regime, lineage=lineage, base=base, jobs=jobs,
-                                      device=device, dtype=dtype, force=force, progress=progress, say=err.print)
-    err.print(f"{lineage}: {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
-              f"{len(outcome.failed)} failed")
-    for failure in outcome.failed:
-        err.print(f"  failed: {failure}", highlight=False)
-    if not outcome.ok:
-        raise typer.Exit(1)
+    run_plan(ctx, plan, lineage, runner, report_skips=False)
+
+
+@app.command("graph-json")
+def graph_json(
+    ctx: typer.Context,
+    files: List[Path] = typer.Argument(..., help="EAP-IG JSON graph file(s) of one checkpoint."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="The checkpoint directory the graphs are of "
+                                             "(registered like every ingest command; its config fixes the layout)."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="Or a registered checkpoint: id, name, lineage@step, "
+                                      "lineage@last."),
+    task: str = typer.Option(..., "--task", help="Task id or name."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Task mode when the name has several; for --new, the "
+                                       "new task's mode."),
+    selection: str = typer.Option("threshold", "--selection", help="Selection the file's in_graph circuit is stored under."),
+    selection_param: Optional[float] = typer.Option(None, "--selection-param", help="The selection's parameter "
+                                                    "(tau or n)."),
+    new: bool = typer.Option(False, "--new", help="Register the task, and with --ref a checkpoint known only "
+                             "through graphs, when unknown."),
+    lineage: Optional[str] = LINEAGE, regime: str = REGIME, step: int = STEP,
+    parent: Optional[str] = typer.Option(None, "--parent", help="With --ref --new: the parent checkpoint."),
+    model_key: Optional[str] = typer.Option(None, "--model-key", help="With --ref --new: a model registered from a "
+                                            "real checkpoint (default: the graph's own EAP-IG layout)."),
+    force: bool = FORCE,
+) -> None:
+    """Import EAP-IG JSON graphs made elsewhere as runs of kind `import` (signs and GQA ports converted)."""
+    from headdb.attribution.graph import build_layout
+    from headdb.interop.graph_json import (file_layout, new_import_checkpoint, read_graph_json, stored_layout)
+    from headdb.jobs.graph_import import ImportJob
+    from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
+    from headdb.settings import MODES, Execution, check_choice
+    from headdb.warehouse.refs import find_checkpoint, find_task, resolve_checkpoint
+
+    if (checkpoint is None) == (ref is None):
+        raise UserError("give the checkpoint directory (--checkpoint DIR) or a registered checkpoint (--ref REF)")
+    if mode is not None:
+        check_choice("mode", mode, MODES)
+    at = placement(lineage, regime, step)
+    db = _existing(ctx)
+    checkpoint_id = None
+    if checkpoint is not None:
+        t = target(checkpoint, at)
+        key, layout = t.shape.model_key, build_layout(t.shape)
+    else:
+        checkpoint_id = find_checkpoint(db, ref) if db is not None else None
+        if checkpoint_id is None and not new:
+            raise UserError(f"no checkpoint {ref!r} in the warehouse; give its directory with --checkpoint DIR, or "
+                            "register it from the graph with --new --lineage NAME --step N")
+        if checkpoint_id is not None:
+            key = db.sql("SELECT model_key FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])["model_key"][0]
+            layout = stored_layout(db, key)
+        elif model_key is not None:
+            if db is None:
+                raise UserError(f"model {model_key} is not registered (there is no warehouse yet)")
+            key, layout = model_key, stored_layout(db, model_key)
+        else:
+            key, layout = file_layout(read_graph_json(files[0])[0])
+        if new and lineage is None:
+            raise UserError("--new needs --lineage (and --step) to register the checkpoint")
+    task_id = find_task(db, task, mode) if db is not None else None
+    if task_id is None and not new:
+        raise UserError(f"no task {task!r}; register it with --new (see `headdb sql \"select * from tasks\"`)")
+    # Every file is read and checked against the layout here, before anything is written.
+    jobs = [ImportJob(f, layout, key, task_id=task_id, task_name=task, mode=mode or "plain", selection=selection,
+                      param=selection_param) for f in files]
+    parent_id = resolve_checkpoint(db, parent) if parent is not None and db is not None else None
+    if parent is not None and db is None:
+        raise UserError(f"no parent checkpoint {parent!r} (there is no warehouse yet)")
+    if checkpoint is None:
+        w = ctx.obj.connect(create=True)
+        if checkpoint_id is None:  # a checkpoint known only through graphs
+            checkpoint_id = new_import_checkpoint(w, name=ref, lineage=lineage, step=step, regime=regime,
+                                                  parent_id=parent_id, model_key=model_key,
+                                                  data=read_graph_json(files[0])[0])
+            err.print(f"registered checkpoint {ref} ({lineage}@{step}) as id {checkpoint_id}")
+        t = existing_target(w, checkpoint_id)
+    plan = Plan([CheckpointWork(t, jobs)], Execution(force=force)).validate()
+    run_plan(ctx, plan, t.label, None)
+
+
+def _existing(ctx: typer.Context):
+    """The warehouse when it exists (lookups only), else None."""
+    try:
+        return ctx.obj.connect(create=False)
+    except UserError:
+        return None

@@ -7,6 +7,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from headdb.cli.ingest import ADDRESS, CPUS_PER_JOB, EXECUTOR, GPUS_PER_JOB
+
 err = Console(stderr=True)
 
 
@@ -19,23 +21,31 @@ def study(
     dtype: str = typer.Option("auto", "--dtype"),
     force: bool = typer.Option(False, "--force", help="Recompute runs that are already ok."),
     reports: bool = typer.Option(True, "--reports/--no-reports", help="Print the manifest's reports at the end."),
+    executor_name: str = EXECUTOR, address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB,
+    cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Run a whole study declared in a manifest; resumable (a re-run does only what is missing)."""
+    from headdb.cli.ingest import execution, executor
     from headdb.jobs.manifest import load_manifest
-    from headdb.progress import progress_bar
     from headdb.jobs.study import check as check_study, run_study
+    from headdb.progress import progress_bar
 
     m = load_manifest(manifest, root=root)
+    how = execution(device, dtype, force)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     if check:
-        for line in check_study(m):
+        for line in check_study(m, ctx.obj.queries):
             err.print(line, highlight=False)
         err.print("[green]manifest ok[/green]")
         return
+    from headdb.jobs.study import StudyJobs, check_ablations, plan_models_and_runs
+
+    check_ablations(None, m, plan_models_and_runs(m, StudyJobs(m), how), ctx.obj.queries)  # before the file exists
     db = ctx.obj.connect(create=True)
     with progress_bar(m.name) as progress:
-        outcome = run_study(db, m, device=device, dtype=dtype, force=force, progress=progress, say=err.print)
+        outcome = run_study(db, m, executor=runner, execution=how, progress=progress, say=err.print)
     err.print(f"study {m.name}: {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
-              f"{len(outcome.failed)} failed")
+              f"{len(outcome.failed)} failed; {outcome.loads} checkpoint(s) loaded")
     for failure in outcome.failed:
         err.print(f"  failed: {failure}", highlight=False)
     if reports:
@@ -50,7 +60,7 @@ def print_reports(db, m) -> None:
     console = Console()
     for spec in m.reports:
         console.rule(f"[bold]{spec.name}[/bold] {spec.params or ''}")
-        run_report(db, spec.name, spec.params, console)
+        run_report(db, spec.name, spec.params, console, extra_dirs=db.query_dirs)
 
 
 def demo(
@@ -82,8 +92,11 @@ def demo(
     build_models(root, settings, seed=seed, say=err.print)
     built = time.monotonic()
     m = demo_study(root, settings)
+    from headdb.settings import Execution
+
     with progress_bar("demo") as progress:
-        outcome = run_study(db, m, device="cpu", dtype="float32", progress=progress, say=err.print)
+        outcome = run_study(db, m, execution=Execution(device="cpu", dtype="float32"), progress=progress,
+                            say=err.print)
     ingested = time.monotonic()
     if reports:
         print_reports(db, m)

@@ -12,7 +12,6 @@ samples the missing batches. The warehouse still receives the whole run in one t
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,57 +19,14 @@ import polars as pl
 import torch
 
 from headdb.errors import UserError
+from headdb.evals.prompts import render
+from headdb.settings import Sampling
 
-CHAT_MODES = ("auto", "on", "off")
-THINK_MODES = ("plain", "think_on", "think_off")
-
-
-@dataclass(frozen=True)
-class Sampling:
-    samples: int = 4
-    temperature: float = 0.6
-    top_p: float = 0.95
-    top_k: int | None = None
-    min_p: float | None = None
-    max_new_tokens: int = 512
-    seed: int = 0
-    batch_size: int = 16
-
-    def __post_init__(self):
-        if self.samples < 1:
-            raise UserError("--samples must be at least 1")
-        if self.temperature < 0:
-            raise UserError("--temperature must be >= 0 (0 means greedy)")
-        if not 0 < self.top_p <= 1:
-            raise UserError("--top-p must be in (0, 1]")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise UserError("--max-new-tokens and --batch-size must be at least 1")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
-
-    def config(self) -> dict:
-        return asdict(self)
 
 
 def chat_prompts(tokenizer, problems: Sequence[str], *, chat: str = "auto", mode: str = "plain") -> list[str]:
-    """The text fed to the model: the chat template when the tokenizer has one (chat='auto'),
-    with Qwen3-style thinking switched on or off by `mode`; the raw problem otherwise."""
-    if chat not in CHAT_MODES:
-        raise UserError(f"--chat {chat!r} is not one of {', '.join(CHAT_MODES)}")
-    if mode not in THINK_MODES:
-        raise UserError(f"--mode {mode!r} is not one of {', '.join(THINK_MODES)}")
-    use_chat = chat == "on" or (chat == "auto" and getattr(tokenizer, "chat_template", None))
-    if chat == "on" and not getattr(tokenizer, "chat_template", None):
-        raise UserError("--chat on, but the tokenizer has no chat template")
-    if not use_chat:
-        if mode != "plain":
-            raise UserError(f"--mode {mode} needs a chat template; this tokenizer has none")
-        return list(problems)
-    extra = {} if mode == "plain" else {"enable_thinking": mode == "think_on"}
-    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                          add_generation_prompt=True, **extra) for p in problems]
+    """The text fed to the model for each problem (headdb.evals.prompts.render)."""
+    return [render(tokenizer, p, chat=chat, mode=mode) for p in problems]
 
 
 def _batch_seed(seed: int, index: int) -> int:

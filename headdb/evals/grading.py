@@ -1,7 +1,7 @@
 """Answer extraction and grading of generated completions.
 
 One entry point, `grade(gold, completion, style=...)`, returns a `Grade` with the extracted
-answer, whether it is correct, and a failure tag for the sample (STUDY.md analysis 9).
+answer, whether it is correct, and a failure tag for the sample (analysis 9 of docs/science.md).
 
 Styles
 ------

@@ -26,7 +26,7 @@ import torch
 
 from headdb.errors import UserError
 
-KINDS = ("zero", "mean", "scale")
+from headdb.settings import INTERVENTION_KINDS as KINDS
 _HEAD = re.compile(r"^L(\d+)H(\d+)$", re.IGNORECASE)
 
 
@@ -96,6 +96,10 @@ class Intervention:
         if self.label is not None:
             spec["label"] = self.label
         return spec
+
+    def check_shape(self, shape) -> None:
+        """A head outside the model (layer or head index too large) is a UserError."""
+        parse_heads(format_heads(self.heads), shape.n_layers, shape.n_heads)
 
     def table(self) -> pa.Table:
         """Rows for the `interventions` table (run_id is added when the run commits)."""

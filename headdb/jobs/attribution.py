@@ -1,115 +1,100 @@
-"""Attribution runs: EAP / EAP-IG / exact edge scores, head scores, circuits and faithfulness
-of one checkpoint on one circuit task, written as one run."""
+"""Attribution jobs: EAP / EAP-IG / exact edge scores, head scores, circuits and their
+faithfulness for one checkpoint on one circuit task."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from headdb.attribution import discover
-from headdb.evals.interventions import Intervention, applied
-from headdb.jobs.common import Placement, Progress, dtype_name, no_progress, register_loaded
-from headdb.checkpoints.loading import LoadedModel
-from headdb.warehouse.runs import Run
 from headdb.attribution.tasks import Task, encode_pairs
-from headdb.warehouse.store import Warehouse
+from headdb.errors import UserError
+from headdb.evals.interventions import Intervention, applied
+from headdb.jobs.job import JobContext, Target
+from headdb.settings import AttributionSettings
+from headdb.warehouse.runs import Facts
+
+EXACT_EDGE_LIMIT = 20000  # exact edge patching costs one forward pass per edge
 
 
-@dataclass(frozen=True)
-class AttributionSettings:
-    method: str = "eap-ig"
-    steps: int = 5
-    metric: str = "kl"
-    topn: int = 5000
-    threshold: float | None = 0.1
-    greedy: int | None = None
-    curve: bool = True
-    align: str = "truncate"
-    rank: str = "abs-mean"
-    bootstrap: int = 0
-    seed: int = 0
-    batch_size: int = 8  # how the work is cut; not part of what a run means, so not hashed
-
-    def config(self, dtype: str, intervention: Intervention | None = None) -> dict:
-        cfg = {k: v for k, v in asdict(self).items() if k != "batch_size"}
-        return {**cfg, "dtype": dtype, "intervention": intervention.spec() if intervention else None}
-
-
-def register_circuit_task(db: Warehouse, task: Task) -> int:
+def register_circuit_task(db, task: Task) -> int:
     return db.register_task(name=task.name, kind="circuit", digest=task.digest, items=task.task_items_frame(),
                             source=task.source, mode=task.mode)
 
 
-def attribution_run(db: Warehouse, loaded: LoadedModel, checkpoint_id: int, task_id: int, task: Task,
-                    settings: AttributionSettings, *, intervention: Intervention | None = None,
-                    force: bool = False, progress: Progress = no_progress) -> Run:
-    dtype = dtype_name(loaded.dtype)
-    run = db.start_run("attribution", config=settings.config(dtype, intervention), checkpoint_id=checkpoint_id,
-                       task_id=task_id, device=loaded.device, dtype=dtype, force=force)
-    if run.skipped:
-        return run
-    with run:
-        pairs = encode_pairs(task, loaded.tokenizer, align=settings.align)
-        with applied(loaded.hf_model, intervention):
-            found = discover(loaded, pairs, method=settings.method, metric=settings.metric, steps=settings.steps,
-                             topn=settings.topn, threshold=settings.threshold, greedy=settings.greedy,
-                             curve=settings.curve, batch_size=settings.batch_size,
-                             progress=lambda d, t: progress("attribution", d, t),
-                             rank=settings.rank, bootstrap=settings.bootstrap, seed=settings.seed)
-        run.add("edge_scores", found.result.edges_table())
-        run.add("head_scores", found.result.heads_table())
+@dataclass
+class AttributionJob:
+    task: Task
+    settings: AttributionSettings = field(default_factory=AttributionSettings)
+    intervention: Intervention | None = None
+    kind: str = "attribution"
+    needs_model: bool = True
+
+    @property
+    def label(self) -> str:
+        return f"attribution on {self.task.name}" + (f" ({self.intervention.kind})" if self.intervention else "")
+
+    @property
+    def seed(self) -> int | None:
+        return None
+
+    def validate(self, target: Target) -> None:
+        from headdb.attribution.graph import build_layout
+        from headdb.attribution.metrics import check_metric
+
+        if target.broken:
+            return  # its jobs are recorded as failed when it does not load
+        if self.intervention is not None:
+            self.intervention.check_shape(target.shape)
+        if self.settings.method == "exact" and build_layout(target.shape).n_edges > EXACT_EDGE_LIMIT:
+            raise UserError(f"--method exact patches one edge per forward pass; {target.label} has "
+                            f"{build_layout(target.shape).n_edges} edges (limit {EXACT_EDGE_LIMIT}); use eap-ig")
+        try:
+            pairs = encode_pairs(self.task, target.tokenizer(), align=self.settings.align)
+        except UserError as exc:
+            raise UserError(f"task {self.task.name} on {target.label}: {exc}") from None
+        try:
+            check_metric(self.settings.metric, pairs.wrong)
+        except UserError as exc:
+            raise UserError(f"task {self.task.name}: {exc}") from None
+
+    def register_task(self, db) -> int:
+        return register_circuit_task(db, self.task)
+
+    def config(self, dtype: str) -> dict:
+        return self.settings.config(dtype, self.intervention.spec() if self.intervention else None)
+
+    def compute(self, loaded, ctx: JobContext) -> Facts:
+        from headdb.attribution import discover
+
+        s = self.settings
+        facts = Facts()
+        pairs = encode_pairs(self.task, loaded.tokenizer, align=s.align)
+        with applied(loaded.hf_model, self.intervention):
+            found = discover(loaded, pairs, method=s.method, metric=s.metric, steps=s.steps, ig_rule=s.ig_rule,
+                             topn=s.topn,
+                             threshold=s.threshold, greedy=s.greedy, curve=s.curve, batch_size=s.batch_size,
+                             progress=lambda d, t: ctx.progress("attribution", d, t),
+                             rank=s.rank, bootstrap=s.bootstrap, seed=s.seed)
+        facts.add("edge_scores", found.result.edges_table())
+        facts.add("head_scores", found.result.heads_table())
         for i, circuit in enumerate(found.circuits):
-            run.add("circuits", pa.table({
+            facts.add("circuits", pa.table({
                 "circuit_id": pa.array([i], pa.int64()), "selection": [circuit.selection],
                 "param": pa.array([float(circuit.param)]), "n_edges": pa.array([circuit.n_edges], pa.int32()),
                 "n_nodes": pa.array([circuit.n_nodes], pa.int32()),
                 "faithfulness": pa.array([circuit.faithfulness], pa.float64()), **circuit.confidence_columns()}))
             edges = circuit.edges_table()
-            run.add("circuit_edges", edges.append_column("circuit_id", pa.array([i] * edges.num_rows, pa.int64())))
+            facts.add("circuit_edges", edges.append_column("circuit_id", pa.array([i] * edges.num_rows, pa.int64())))
             heads = circuit.heads_table()
-            run.add("circuit_heads", heads.append_column("circuit_id", pa.array([i] * heads.num_rows, pa.int64())))
+            facts.add("circuit_heads", heads.append_column("circuit_id", pa.array([i] * heads.num_rows, pa.int64())))
             if circuit.membership is not None:
                 reps = circuit.replicates_table()
-                run.add("circuit_head_replicates", reps.append_column("circuit_id", pa.array([i] * reps.num_rows, pa.int64())))
+                facts.add("circuit_head_replicates", reps.append_column("circuit_id", pa.array([i] * reps.num_rows, pa.int64())))
         if found.curve is not None:
-            run.add("faithfulness_curve", found.curve.table())
+            facts.add("faithfulness_curve", found.curve.table())
         for key, value in found.run_metrics().items():
-            run.metric(key, value)
-        run.metric("n_truncated_pairs", len(pairs.truncated))
-        if intervention is not None:
-            run.add("interventions", intervention.table())
-    return run
-
-
-@dataclass
-class AttributionJob:
-    """An attribution run per checkpoint, for `headdb ingest run` and study manifests."""
-
-    task: Task
-    settings: AttributionSettings = field(default_factory=AttributionSettings)
-    intervention: Intervention | None = None
-    kind: str = "attribution"
-    task_id: int | None = None
-
-    @property
-    def label(self) -> str:
-        return f"attribution on {self.task.name}"
-
-    def prepare(self, db: Warehouse) -> None:
-        self.task_id = register_circuit_task(db, self.task)
-
-    def config(self, dtype: str) -> dict:
-        return self.settings.config(dtype, self.intervention)
-
-    def execute(self, db, loaded, checkpoint_id, *, force=False, progress: Progress = no_progress) -> Run:
-        return attribution_run(db, loaded, checkpoint_id, self.task_id, self.task, self.settings,
-                               intervention=self.intervention, force=force, progress=progress)
-
-
-def ingest_attribution(db: Warehouse, loaded: LoadedModel, task: Task, settings: AttributionSettings, *,
-                       placement: Placement = Placement(), intervention: Intervention | None = None,
-                       force: bool = False, progress: Progress = no_progress) -> Run:
-    checkpoint_id = register_loaded(db, loaded, placement)
-    job = AttributionJob(task, settings, intervention)
-    job.prepare(db)
-    return job.execute(db, loaded, checkpoint_id, force=force, progress=progress)
+            facts.metric(key, value)
+        facts.metric("n_truncated_pairs", len(pairs.truncated))
+        if self.intervention is not None:
+            facts.add("interventions", self.intervention.table())
+        return facts

@@ -1,23 +1,22 @@
-"""Generation runs: sample a benchmark, grade every sample, store pass@k; optionally under an
-intervention. An ablation is a plain run plus intervened runs on the same settings, so every
+"""Generation jobs: sample a benchmark, grade every sample, store pass@k; optionally under an
+intervention. An ablation is a plain job plus intervened jobs on the same settings, so every
 delta has a matching baseline (same checkpoint, benchmark and sampling config)."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from headdb.evals.benchmarks import items_digest, load_benchmark
-from headdb.evals.generation import Sampling, chat_prompts, generate
+from headdb.evals.generation import chat_prompts, generate
 from headdb.evals.grading import grade
 from headdb.evals.interventions import Intervention, applied, head_means
-from headdb.jobs.common import Placement, Progress, dtype_name, no_progress, register_loaded
-from headdb.checkpoints.loading import LoadedModel
 from headdb.evals.passk import eval_metrics_frame
-from headdb.warehouse.runs import Run
-from headdb.warehouse.store import Warehouse
+from headdb.evals.prompts import uses_chat
+from headdb.jobs.job import JobContext, Target
+from headdb.settings import GenerationSettings
+from headdb.warehouse.runs import Facts
 
 TASK_COLUMNS = ("item_id", "problem", "answer", "level", "meta")
 
@@ -30,59 +29,77 @@ class Benchmark:
     source: str
 
     @classmethod
-    def load(cls, source: str, *, fields=None, preset=None, limit=None, seed: int = 0) -> "Benchmark":
+    def load(cls, source: str, *, fields=None, preset=None, limit=None, seed: int = 0,
+             name: str | None = None) -> "Benchmark":
         items = load_benchmark(source, fields=fields, preset=preset, limit=limit, seed=seed)
-        name = Path(source).stem if Path(source).exists() else source
+        name = name or (Path(source).stem if Path(source).exists() else source)
         return cls(name=name, items=items, digest=items_digest(items), source=str(source))
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    sampling: Sampling = field(default_factory=Sampling)
-    chat: str = "auto"
-    mode: str = "plain"
-    ks: tuple[int, ...] = (1,)
-
-    def config(self) -> dict:
-        return {"sampling": self.sampling.config(), "chat": self.chat, "mode": self.mode, "ks": list(self.ks)}
-
-
-def generation_config(settings: GenerationSettings, dtype: str, intervention: Intervention | None = None) -> dict:
-    """The config a generation run is keyed by (with the checkpoint and benchmark digests)."""
-    return {**settings.config(), "dtype": dtype, "intervention": intervention.spec() if intervention else None}
-
-
-def register_benchmark(db: Warehouse, bench: Benchmark, mode: str) -> int:
+def register_benchmark(db, bench: Benchmark, mode: str) -> int:
     items = bench.items.select([c for c in TASK_COLUMNS if c in bench.items.columns])
     return db.register_task(name=bench.name, kind="benchmark", digest=bench.digest, items=items,
                             source=bench.source, mode=mode)
 
 
-def generation_run(db: Warehouse, loaded: LoadedModel, checkpoint_id: int, task_id: int, bench: Benchmark,
-                   settings: GenerationSettings, *, intervention: Intervention | None = None,
-                   force: bool = False, progress: Progress = no_progress) -> Run:
-    """One generation run of `loaded` on `bench`, graded, with eval metrics; skipped if done."""
-    config = generation_config(settings, dtype_name(loaded.dtype), intervention)
-    run = db.start_run("generation", config=config, checkpoint_id=checkpoint_id, task_id=task_id,
-                       device=loaded.device, dtype=dtype_name(loaded.dtype), seed=settings.sampling.seed,
-                       force=force)
-    if run.skipped:
-        return run
-    parts = Path(f"{db.location}.parts") / run.config_hash
-    with run:
-        prompts = chat_prompts(loaded.tokenizer, bench.items["prompt"].to_list(), chat=settings.chat,
-                               mode=settings.mode)
+def mean_reference_label(bench: Benchmark) -> str:
+    """What mean ablation averages over: recorded in the run config, so known before any load."""
+    return f"benchmark:{bench.digest[:16]}"
+
+
+@dataclass
+class GenerationJob:
+    bench: Benchmark
+    settings: GenerationSettings = field(default_factory=GenerationSettings)
+    intervention: Intervention | None = None
+    kind: str = "generation"
+    needs_model: bool = True
+
+    def __post_init__(self):
+        if self.intervention is not None and self.intervention.kind == "mean":
+            self.intervention.reference = self.intervention.reference or mean_reference_label(self.bench)
+
+    @property
+    def label(self) -> str:
+        what = f"generations on {self.bench.name}"
+        if self.intervention is not None:
+            what += f" ({self.intervention.label or self.intervention.kind})"
+        return what
+
+    @property
+    def seed(self) -> int:
+        return self.settings.sampling.seed
+
+    def validate(self, target: Target) -> None:
+        if target.broken:
+            return  # its jobs are recorded as failed when it does not load
+        if self.intervention is not None:
+            self.intervention.check_shape(target.shape)
+        uses_chat(target.tokenizer(), self.settings.chat, self.settings.mode)
+
+    def register_task(self, db) -> int:
+        return register_benchmark(db, self.bench, self.settings.mode)
+
+    def config(self, dtype: str) -> dict:
+        return self.settings.config(dtype, self.intervention.spec() if self.intervention else None)
+
+    def compute(self, loaded, ctx: JobContext) -> Facts:
+        s = self.settings
+        intervention = self.intervention
+        if intervention is not None and intervention.kind == "mean" and not intervention.means:
+            intervention.means = mean_reference(loaded, self.bench, s)  # only now: the run is not done yet
+        prompts = chat_prompts(loaded.tokenizer, self.bench.items["prompt"].to_list(), chat=s.chat, mode=s.mode)
         model = loaded.generation_model()
         with applied(model, intervention):
-            samples = generate(model, loaded.tokenizer, prompts, settings.sampling, resume_dir=parts,
-                               progress=lambda d, t: progress("generate", d, t))
-        graded = grade_samples(bench.items, samples)
-        run.add("generations", graded.drop("style"))
-        run.add("eval_metrics", eval_metrics_frame(graded, settings.ks))
+            samples = generate(model, loaded.tokenizer, prompts, s.sampling, resume_dir=ctx.scratch,
+                               progress=lambda d, t: ctx.progress("generate", d, t))
+        graded = grade_samples(self.bench.items, samples)
+        facts = Facts()
+        facts.add("generations", graded.drop("style"))
+        facts.add("eval_metrics", eval_metrics_frame(graded, s.ks))
         if intervention is not None:
-            run.add("interventions", intervention.table())
-    shutil.rmtree(parts, ignore_errors=True)
-    return run
+            facts.add("interventions", intervention.table())
+        return facts
 
 
 def grade_samples(items: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
@@ -101,7 +118,7 @@ def grade_samples(items: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
         "style")
 
 
-def mean_reference(loaded: LoadedModel, bench: Benchmark, settings: GenerationSettings, batch_size: int = 16):
+def mean_reference(loaded, bench: Benchmark, settings: GenerationSettings, batch_size: int = 16):
     """Per-head mean outputs over the benchmark's prompts (the reference for mean ablation)."""
     prompts = chat_prompts(loaded.tokenizer, bench.items["prompt"].to_list(), chat=settings.chat, mode=settings.mode)
     tok = loaded.tokenizer
@@ -112,19 +129,3 @@ def mean_reference(loaded: LoadedModel, bench: Benchmark, settings: GenerationSe
             yield {n: enc[n].to(loaded.device) for n in ("input_ids", "attention_mask")}
 
     return head_means(loaded.generation_model(), batches())
-
-
-def ingest_generations(db: Warehouse, loaded: LoadedModel, bench: Benchmark, settings: GenerationSettings, *,
-                       placement: Placement = Placement(), interventions: list[Intervention] = (),
-                       force: bool = False, progress: Progress = no_progress) -> list[Run]:
-    """The plain run, then one run per intervention, all on the same settings."""
-    checkpoint_id = register_loaded(db, loaded, placement)
-    task_id = register_benchmark(db, bench, settings.mode)
-    runs = [generation_run(db, loaded, checkpoint_id, task_id, bench, settings, force=force, progress=progress)]
-    for intervention in interventions:
-        if intervention.kind == "mean" and not intervention.means:
-            intervention.means = mean_reference(loaded, bench, settings)
-            intervention.reference = intervention.reference or f"benchmark:{bench.digest[:16]}"
-        runs.append(generation_run(db, loaded, checkpoint_id, task_id, bench, settings,
-                                   intervention=intervention, force=force, progress=progress))
-    return runs

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from headdb.errors import UserError
+from headdb.settings import (INTERVENTION_KINDS, MODES, POST_TRAINING, REGIMES, AttributionSettings,
+                             GenerationSettings, Sampling)
 
-REGIMES = ("base", "sft", "grpo", "distill", "other")
 SECTIONS = {"study", "attribution", "generation", "tasks", "benchmarks", "models", "runs", "ablations", "reports"}
-ATTRIBUTION_KEYS = {"method", "steps", "metric", "topn", "threshold", "greedy", "curve", "batch_size", "align"}
-GENERATION_KEYS = {"samples", "temperature", "top_p", "top_k", "min_p", "max_new_tokens", "batch_size", "k",
-                   "chat", "mode", "seed"}
+# The keys of [attribution] and [generation] are the settings' own fields (values are checked by
+# the settings models when the study is planned); `k` is GenerationSettings.ks, `limit` cuts benchmarks.
+ATTRIBUTION_KEYS = set(AttributionSettings.model_fields)
+GENERATION_KEYS = (set(Sampling.model_fields) | set(GenerationSettings.model_fields) | {"k"}) - {"sampling", "ks"}
 
 
 class ManifestError(UserError):
@@ -197,7 +199,7 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
         key = f"tasks[{i}]"
         _no_unknown(t, {"name", "file", "mode"}, key, where)
         tasks.append(TaskSpec(_get(t, "name", key, where, str), resolve(_get(t, "file", key, where, str)),
-                              _get(t, "mode", key, where, str, "plain", choices=("plain", "think_on", "think_off"))))
+                              _get(t, "mode", key, where, str, "plain", choices=MODES)))
     benchmarks = []
     for i, b in enumerate(_table_list(data, "benchmarks", where)):
         key = f"benchmarks[{i}]"
@@ -235,7 +237,7 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
         _no_unknown(r, {"name", "dir", "regime", "lineage", "base", "tasks", "benchmarks"}, key, where)
         name = _get(r, "name", key, where, str)
         runs.append(RunSpec(name, resolve(_get(r, "dir", key, where, str)),
-                            _get(r, "regime", key, where, str, choices=("sft", "grpo", "distill", "other")),
+                            _get(r, "regime", key, where, str, choices=POST_TRAINING),
                             _get(r, "lineage", key, where, str, name), _get(r, "base", key, where, str, None),
                             subset(r, key, "tasks", task_names), subset(r, key, "benchmarks", bench_names)))
     # a task name may appear twice with different modes: thinking on and off of one task
@@ -265,7 +267,7 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
             if "fallback" in query:
                 _check_heads_query(query["fallback"], f"{key}.heads_query.fallback", where)
             _get(query, "name", f"{key}.heads_query", where, str)
-        kind = _get(a, "kind", key, where, str, "zero", choices=("zero", "mean", "scale"))
+        kind = _get(a, "kind", key, where, str, "zero", choices=INTERVENTION_KINDS)
         factor = _get(a, "factor", key, where, (int, float), None)
         if kind == "scale" and factor is None:
             raise where.fail(f"{key}.factor", "is required when kind = \"scale\"")

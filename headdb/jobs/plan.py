@@ -1,51 +1,74 @@
-"""Jobs to run on every checkpoint of a study, described before any model is loaded.
+"""A plan: the jobs of a command or a study, grouped per checkpoint, checked before anything runs.
 
-A job knows its run kind, registers its task once (`prepare`), builds the config it will be
-keyed by, and runs on a loaded model. Knowing the config up front lets the orchestrator ask
-the warehouse which jobs are already done and skip loading a checkpoint whose jobs all are.
+Building a plan reads files and configs only (task files, benchmark files, config.json,
+tokenizers): every mistake a user can make is found here, as one UserError line, before the
+executor writes anything to the warehouse.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
 
-from headdb.jobs.common import Progress, no_progress
-from headdb.jobs.generations import Benchmark, GenerationSettings, generation_config, generation_run, register_benchmark
-from headdb.checkpoints.loading import LoadedModel
-from headdb.warehouse.runs import Run
-from headdb.warehouse.store import Warehouse
-
-
-class Job(Protocol):
-    kind: str
-    label: str
-    task_id: int | None
-
-    def prepare(self, db: Warehouse) -> None: ...
-
-    def config(self, dtype: str) -> dict: ...
-
-    def execute(self, db: Warehouse, loaded: LoadedModel, checkpoint_id: int, *, force: bool,
-                progress: Progress) -> Run: ...
+from headdb.checkpoints.loading import read_config, shape_from_config
+from headdb.errors import UserError
+from headdb.jobs.job import Job, Placement, Target
+from headdb.settings import Execution
 
 
 @dataclass
-class GenerationJob:
-    bench: Benchmark
-    settings: GenerationSettings = field(default_factory=GenerationSettings)
-    kind: str = "generation"
-    task_id: int | None = None
+class CheckpointWork:
+    target: Target
+    jobs: list[Job] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    work: list[CheckpointWork] = field(default_factory=list)
+    execution: Execution = field(default_factory=Execution)
+    training_metrics: list[tuple[str, Path]] = field(default_factory=list)  # (lineage, trainer_state.json)
+    notes: list[str] = field(default_factory=list)  # said before running
 
     @property
-    def label(self) -> str:
-        return f"generations on {self.bench.name}"
+    def n_jobs(self) -> int:
+        return sum(len(w.jobs) for w in self.work)
 
-    def prepare(self, db: Warehouse) -> None:
-        self.task_id = register_benchmark(db, self.bench, self.settings.mode)
+    def validate(self) -> "Plan":
+        """Every job checked against its checkpoint's shape and tokenizer; raises UserError."""
+        for w in self.work:
+            for job in w.jobs:
+                job.validate(w.target)
+        return self
 
-    def config(self, dtype: str) -> dict:
-        return generation_config(self.settings, dtype)
+    def extend(self, other: "Plan") -> "Plan":
+        self.work += other.work
+        self.training_metrics += other.training_metrics
+        self.notes += other.notes
+        return self
 
-    def execute(self, db, loaded, checkpoint_id, *, force=False, progress: Progress = no_progress) -> Run:
-        return generation_run(db, loaded, checkpoint_id, self.task_id, self.bench, self.settings, force=force,
-                              progress=progress)
+
+def target(path: str | Path, placement: Placement = Placement(), *, fallback: Target | None = None) -> Target:
+    """A checkpoint directory as a plan target, its shape read from config.json.
+
+    With `fallback` (a training run's earlier checkpoint), a directory too broken to describe
+    itself is still planned under the fallback's shape, so the failure of its jobs can be
+    recorded; without, it is a UserError.
+    """
+    try:
+        directory, config = read_config(path)
+        return Target(directory, placement, shape_from_config(config))
+    except UserError as exc:
+        if fallback is None or fallback.shape is None:
+            raise
+        return Target(Path(path).expanduser().resolve(), placement, fallback.shape, broken=str(exc))
+
+
+def existing_target(db, checkpoint_id: int) -> Target:
+    """A registered checkpoint as a plan target (registration is skipped; its labels stay). One
+    known only through imported graphs has no directory: jobs that need its model fail to load."""
+    row = db.sql("SELECT path, name FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id]).row(0, named=True)
+    try:
+        found = target(row["path"], Placement(name=row["name"]))
+    except UserError as exc:
+        found = Target(Path(row["path"]), Placement(name=row["name"]), None, broken=str(exc))
+    found.checkpoint_id = checkpoint_id
+    return found

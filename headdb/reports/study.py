@@ -1,14 +1,14 @@
-"""One report per analysis of the study: run the named queries, draw tables, heatmaps and curves.
+"""The renderers of the study's reports: tables, heatmaps and curves from query results.
 
-Every report function has the signature `(db, params, console, png=None, extra_dirs=())`:
-params are the query params (strings from the command line are fine), console a rich Console,
-png an optional path for a matplotlib figure. It returns the main query result (a polars
-DataFrame) so callers and tests can check what was drawn.
+Every renderer has the signature `(q, df, params, console, png=None)`: `q` is the report's one
+ReportSession (headdb.reports.session), `df` the result of the report's main query (never
+empty: the spec's empty-result text is shown instead, see headdb.reports), params the query
+params, console a rich Console, png an optional path for a matplotlib figure. It returns the
+main result so callers and tests can check what was drawn.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
 
 import numpy as np
 import polars as pl
@@ -16,10 +16,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from headdb.errors import UserError
-from headdb.reports.output import rich_table
-from headdb.warehouse.queries import run_query
 from headdb.reports import plots
+from headdb.reports.output import rich_table
+from headdb.reports.session import no_png
 from headdb.reports.terminal import Scale, bar, grid, heatmap, sparkline
 
 CHANGE = {"gained": ("gained", "#1a9850", "+"), "lost": ("lost", "#d73027", "-")}
@@ -59,43 +58,9 @@ def _confidence_note(console: Console, df: pl.DataFrame, column: str, what: str,
                        f"(median {values.median():.2f})", style="dim"))
 
 
+
+
 # ----------------------------------------------------------------------------- helpers
-
-def _q(db, name: str, params: Mapping[str, Any], extra_dirs: Iterable = (), **only) -> pl.DataFrame:
-    """Run `name` with the subset of `params` it declares (plus `only` overrides)."""
-    from headdb.warehouse.queries import catalogue
-    query = catalogue(extra_dirs).get(name)
-    known = {p.name for p in query.params}
-    use = {k: v for k, v in {**params, **only}.items() if k in known and v is not None}
-    return run_query(db, name, use, extra_dirs)
-
-
-def _check_params(report: str, params: Mapping[str, Any], queries: Iterable[str], extra_dirs=()) -> None:
-    """A param no query of the report knows is a typo: say so rather than ignore it."""
-    from headdb.warehouse.queries import catalogue
-    cat = catalogue(extra_dirs)
-    known = {p.name for q in queries for p in cat.get(q).params}
-    for key in params:
-        if key not in known:
-            raise UserError(f"report {report} has no param {key!r}; its params are {', '.join(sorted(known))}")
-
-
-def shape_of(db, df: pl.DataFrame | None = None, extra_dirs=(), **ref) -> tuple[int, int]:
-    """(n_layers, n_heads) of the model behind a checkpoint/lineage/run, else from the data."""
-    try:
-        found = _q(db, "model_shape", ref, extra_dirs)
-    except UserError:
-        found = pl.DataFrame()
-    if found.height:
-        return int(found["n_layers"][0]), int(found["n_heads"][0])
-    if df is not None and df.height and "layer" in df.columns:
-        return int(df["layer"].max()) + 1, int(df["head"].max()) + 1
-    return 1, 1
-
-
-def _empty(console: Console, report: str, hint: str) -> None:
-    console.print(Text(f"{report}: no rows. {hint}", style="yellow"))
-
 
 def _groups(df: pl.DataFrame, by: list[str]) -> list[tuple[tuple, pl.DataFrame]]:
     if df.is_empty():
@@ -108,23 +73,10 @@ def _wrote(console: Console, path) -> None:
     console.print(Text(f"wrote {path}", style="dim"))
 
 
-def _no_png(console: Console, png) -> None:
-    if png:
-        console.print(Text(f"nothing to draw, so {png} was not written", style="yellow"))
-
-
 # ---------------------------------------------------------------------- analysis 1
 
-def report_heads_gained(db, params, console, png=None, extra_dirs=()):
-    _check_params("heads_gained", params, ["heads_gained"], extra_dirs)
-    df = _q(db, "heads_gained", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "heads_gained", "No head was gained or lost: the two circuits have the same heads, or "
-                                        "the checkpoints lack circuits on a common task with that selection "
-                                        "(see `headdb query circuit_faithfulness`).")
-        _no_png(console, png)
-        return df
-    n_layers, n_heads = shape_of(db, df, extra_dirs, checkpoint=params.get("target"))
+def report_heads_gained(q, df, params, console, png=None):
+    n_layers, n_heads = q.shape_of(df, checkpoint=params.get("target"))
     console.print(rich_table(df.drop("task_id", "head_label"), title=f"heads gained and lost: {params.get('base')} -> {params.get('target')}"))
     sure = _mark_unsure(df.with_columns(pl.when(pl.col("change") == "gained").then(pl.col("p_gained"))
                                         .otherwise(pl.col("p_lost")).alias("p_change")), "change", "p_change")
@@ -141,14 +93,7 @@ def report_heads_gained(db, params, console, png=None, extra_dirs=()):
     return df
 
 
-def report_regime_compare(db, params, console, png=None, extra_dirs=()):
-    names = ["regime_compare", "regime_overlap", "regime_layers"]
-    _check_params("regime_compare", params, names, extra_dirs)
-    sizes = _q(db, "regime_compare", params, extra_dirs)
-    if sizes.is_empty():
-        _empty(console, "regime_compare", "The base needs a circuit on the task, and other lineages too.")
-        _no_png(console, png)
-        return sizes
+def report_regime_compare(q, sizes, params, console, png=None):
     console.print(rich_table(sizes.drop("task_id"), title=f"emergent heads over {params.get('base')}"))
     if sizes["emergent_lo"].null_count() == sizes.height:
         _confidence_note(console, sizes, "emergent_lo", "emergent heads")
@@ -156,8 +101,8 @@ def report_regime_compare(db, params, console, png=None, extra_dirs=()):
         console.print(Text("emergent heads sure at min_confidence (emergent_confident of emergent): " + ", ".join(
             f"{r['lineage']} {r['emergent_confident']}/{r['emergent']}" if r["emergent_confident"] is not None
             else f"{r['lineage']} (no paired bootstrap replicates)" for r in sizes.iter_rows(named=True)), style="dim"))
-    overlap = _q(db, "regime_overlap", params, extra_dirs)
-    layers = _q(db, "regime_layers", params, extra_dirs)
+    overlap = q.run("regime_overlap", params)
+    layers = q.run("regime_layers", params)
     for (task,), part in _groups(sizes, ["task"]):
         lineages = part["lineage"].to_list()
         table = Table(title=f"{task}: Jaccard of emergent head sets", header_style="bold")
@@ -201,14 +146,8 @@ def report_regime_compare(db, params, console, png=None, extra_dirs=()):
 
 # ---------------------------------------------------------------------- analysis 2
 
-def report_head_frequency(db, params, console, png=None, extra_dirs=()):
-    _check_params("head_frequency", params, ["head_frequency"], extra_dirs)
-    df = _q(db, "head_frequency", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "head_frequency", "The lineage has no checkpoint with a circuit on that task.")
-        _no_png(console, png)
-        return df
-    n_layers, n_heads = shape_of(db, df, extra_dirs, lineage=params.get("lineage"))
+def report_head_frequency(q, df, params, console, png=None):
+    n_layers, n_heads = q.shape_of(df, lineage=params.get("lineage"))
     panels = []
     for (task,), part in _groups(df, ["task"]):
         total = int(part["n_checkpoints"][0])
@@ -226,14 +165,8 @@ def report_head_frequency(db, params, console, png=None, extra_dirs=()):
     return df
 
 
-def report_head_cohorts(db, params, console, png=None, extra_dirs=()):
-    _check_params("head_cohorts", params, ["head_cohorts"], extra_dirs)
-    df = _q(db, "head_cohorts", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "head_cohorts", "The lineage has no checkpoint with a circuit on that task.")
-        _no_png(console, png)
-        return df
-    n_layers, n_heads = shape_of(db, df, extra_dirs, lineage=params.get("lineage"))
+def report_head_cohorts(q, df, params, console, png=None):
+    n_layers, n_heads = q.shape_of(df, lineage=params.get("lineage"))
     panels = []
     for (task,), part in _groups(df, ["task"]):
         summary = (part.group_by("first_step").agg(pl.len().alias("heads"), pl.col("still_active").sum().alias("still_active"),
@@ -253,14 +186,8 @@ def report_head_cohorts(db, params, console, png=None, extra_dirs=()):
 
 # ---------------------------------------------------------------------- analysis 3
 
-def report_head_dynamics(db, params, console, png=None, extra_dirs=()):
-    _check_params("head_dynamics", params, ["head_dynamics", "dynamics_correlation"], extra_dirs)
-    df = _q(db, "head_dynamics", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "head_dynamics", "The lineage has no checkpoint with a circuit on that task.")
-        _no_png(console, png)
-        return df
-    corr = _q(db, "dynamics_correlation", params, extra_dirs)
+def report_head_dynamics(q, df, params, console, png=None):
+    corr = q.run("dynamics_correlation", params)
     metric = df["metric"][0]
     for (task,), part in _groups(df, ["task"]):
         top_change = max([v or 0 for v in part["new"].to_list()] + [v or 0 for v in part["pruned"].to_list()] + [1])
@@ -314,13 +241,7 @@ def report_head_dynamics(db, params, console, png=None, extra_dirs=()):
 
 # ---------------------------------------------------------------------- analysis 4
 
-def report_benchmark_trajectory(db, params, console, png=None, extra_dirs=()):
-    _check_params("benchmark_trajectory", params, ["benchmark_trajectory"], extra_dirs)
-    df = _q(db, "benchmark_trajectory", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "benchmark_trajectory", "No plain generation runs on the lineage's checkpoints for that metric.")
-        _no_png(console, png)
-        return df
+def report_benchmark_trajectory(q, df, params, console, png=None):
     df = df.with_columns(pl.when(pl.col("k").is_null()).then(pl.col("task"))
                          .otherwise(pl.col("task") + "@" + pl.col("k").cast(pl.Utf8)).alias("series"))
     wide = (df.select("step", "checkpoint", "is_base", "series", "value")
@@ -339,14 +260,8 @@ def report_benchmark_trajectory(db, params, console, png=None, extra_dirs=()):
 
 # ---------------------------------------------------------------------- analysis 5
 
-def report_effect_map(db, params, console, png=None, extra_dirs=()):
-    _check_params("effect_map", params, ["effect_map"], extra_dirs)
-    df = _q(db, "effect_map", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "effect_map", "Checkpoints and their base/parent need head_scores on a common task.")
-        _no_png(console, png)
-        return df
-    n_layers, n_heads = shape_of(db, df, extra_dirs, lineage=params.get("lineage"))
+def report_effect_map(q, df, params, console, png=None):
+    n_layers, n_heads = q.shape_of(df, lineage=params.get("lineage"))
     panels = []
     for (task,), part in _groups(df, ["task"]):
         values = grid(part, n_layers, n_heads, "effect")
@@ -370,19 +285,12 @@ def report_effect_map(db, params, console, png=None, extra_dirs=()):
 
 # ---------------------------------------------------------------------- analysis 6
 
-def report_think_compensatory(db, params, console, png=None, extra_dirs=()):
-    _check_params("think_compensatory", params, ["think_compensatory", "think_sizes"], extra_dirs)
-    sizes = _q(db, "think_sizes", params, extra_dirs)
-    if sizes.is_empty():
-        _empty(console, "think_compensatory", "Needs circuits of one checkpoint on a think_on and a think_off "
-                                              "task with the same name.")
-        _no_png(console, png)
-        return sizes
+def report_think_compensatory(q, sizes, params, console, png=None):
     console.print(rich_table(sizes.drop("checkpoint_id"), title="circuit size with thinking on vs off"))
-    heads = _q(db, "think_compensatory", params, extra_dirs, side="all")
+    heads = q.run("think_compensatory", params, side="all")
     panels = []
     for (ck, task), part in _groups(_mark_unsure(heads, "side", "p_side"), ["checkpoint", "task"]):
-        n_layers, n_heads = shape_of(db, part, extra_dirs, checkpoint=str(part["checkpoint_id"][0]))
+        n_layers, n_heads = q.shape_of(part, checkpoint=str(part["checkpoint_id"][0]))
         values = grid(part, n_layers, n_heads, "shown", categorical=True)
         title = f"{ck} / {task}: {(part['side'] == 'off_only').sum()} compensatory heads"
         console.print(heatmap(values, console=console, title=title,
@@ -397,13 +305,7 @@ def report_think_compensatory(db, params, console, png=None, extra_dirs=()):
 
 # ---------------------------------------------------------------------- analysis 7, 8
 
-def report_ablation_table(db, params, console, png=None, extra_dirs=()):
-    _check_params("ablation_table", params, ["ablation_table"], extra_dirs)
-    df = _q(db, "ablation_table", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "ablation_table", "No ok generation runs with interventions match those params.")
-        _no_png(console, png)
-        return df
+def report_ablation_table(q, df, params, console, png=None):
     table = Table(title="benchmark accuracy with and without each head set", header_style="bold")
     for name in ("checkpoint", "task", "head set", "kind", "heads", "metric", "without", "with", "delta", "n"):
         table.add_column(name, justify="right" if name in ("without", "with", "delta", "n") else "left")
@@ -424,17 +326,11 @@ def report_ablation_table(db, params, console, png=None, extra_dirs=()):
             _wrote(console, plots.barh(png, labels, have["delta"].to_list(), title="effect of interventions",
                                        xlabel="delta vs matching baseline"))
         else:
-            _no_png(console, png)
+            no_png(console, png)
     return df
 
 
-def report_passk_curve(db, params, console, png=None, extra_dirs=()):
-    _check_params("passk_curve", params, ["passk_curve"], extra_dirs)
-    df = _q(db, "passk_curve", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "passk_curve", "No generation runs with that metric (runs need ks > 1 for a curve).")
-        _no_png(console, png)
-        return df
+def report_passk_curve(q, df, params, console, png=None):
     df = df.with_columns((pl.col("checkpoint") + " " + pl.col("task") + " (" + pl.col("intervention") + ") run "
                           + pl.col("run_id").cast(pl.Utf8)).alias("curve"))
     wide = df.select("curve", "k", "value").with_columns(pl.col("k").cast(pl.Utf8).alias("k")) \
@@ -449,14 +345,7 @@ def report_passk_curve(db, params, console, png=None, extra_dirs=()):
 
 # ---------------------------------------------------------------------- analysis 9
 
-def report_newly_solved_missed(db, params, console, png=None, extra_dirs=()):
-    _check_params("newly_solved_missed", params, ["newly_solved_missed"], extra_dirs)
-    df = _q(db, "newly_solved_missed", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "newly_solved_missed", "No item changed, or the checkpoints or the base lack plain "
-                                               "generation runs on a common benchmark.")
-        _no_png(console, png)
-        return df
+def report_newly_solved_missed(q, df, params, console, png=None):
     summary = (df.with_columns(pl.col("failure_tag").fill_null("untagged"))
                .group_by("task", "step", "checkpoint", "change", "failure_tag").agg(pl.len().alias("items"))
                .pivot(on="failure_tag", index=["task", "step", "checkpoint", "change"], values="items")
@@ -484,18 +373,12 @@ def _count_by_step(steps):
 
 # ---------------------------------------------------------------------- faithfulness, top heads
 
-def report_circuit_faithfulness(db, params, console, png=None, extra_dirs=()):
-    _check_params("circuit_faithfulness", params, ["circuit_faithfulness"], extra_dirs)
-    df = _q(db, "circuit_faithfulness", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "circuit_faithfulness", "No circuits match.")
-        _no_png(console, png)
-        return df
+def report_circuit_faithfulness(q, df, params, console, png=None):
     console.print(rich_table(df.drop("circuit_id"), title="circuit faithfulness"))
     if png:
         runs = df["run_id"].unique().to_list()
         if len(runs) == 1:
-            curve = _q(db, "faithfulness_curve", {"run": runs[0]}, extra_dirs)
+            curve = q.run("faithfulness_curve", {"run": runs[0]})
             if curve.height:
                 _wrote(console, plots.curves(png, {f"run {runs[0]}": (curve["percent"].to_list(),
                                                                     curve["faithfulness"].to_list())},
@@ -504,7 +387,7 @@ def report_circuit_faithfulness(db, params, console, png=None, extra_dirs=()):
                 return df
         have = df.filter(pl.col("faithfulness").is_not_null())
         if not have.height:
-            _no_png(console, png)
+            no_png(console, png)
             return df
         series = {f"{lin} {task} {sel}": (g["step"].to_list(), g["faithfulness"].to_list())
                   for (lin, task, sel), g in _groups(have, ["lineage", "task", "selection"])}
@@ -513,13 +396,7 @@ def report_circuit_faithfulness(db, params, console, png=None, extra_dirs=()):
     return df
 
 
-def report_top_heads(db, params, console, png=None, extra_dirs=()):
-    _check_params("top_heads", params, ["top_heads"], extra_dirs)
-    df = _q(db, "top_heads", params, extra_dirs)
-    if df.is_empty():
-        _empty(console, "top_heads", "No head_scores for that run / checkpoint.")
-        _no_png(console, png)
-        return df
+def report_top_heads(q, df, params, console, png=None):
     for (run_id,), part in _groups(df, ["run_id"]):
         top = part["importance"].max() or 1.0
         table = Table(title=f"run {run_id}: {part['checkpoint'][0]} / {part['task'][0]}", header_style="bold")
@@ -538,19 +415,11 @@ def report_top_heads(db, params, console, png=None, extra_dirs=()):
 
 # ---------------------------------------------------------------------- analysis 10
 
-def report_circuit(db, params, console, png=None, extra_dirs=(), out: str | Path | None = None):
+def report_circuit(q, df, params, console, png=None, out: str | Path | None = None):
     """Write run `params['run']`'s circuit as a graphviz .dot file (and a PNG when `dot` exists)."""
     from headdb.reports.circuit import write_circuit
 
-    _check_params("circuit", params, ["circuit_graph"], extra_dirs)
-    if params.get("run") is None:
-        raise UserError("report circuit needs a run id: `headdb report circuit RUN`")
-    df = _q(db, "circuit_graph", params, extra_dirs)
-    found = df["circuit_id"][0] if df.height else None
     selection = params.get("selection") or "threshold"
-    if found is None:
-        raise UserError(f"run {params['run']} has no {selection} circuit with edges; "
-                        "see `headdb query circuit_faithfulness` for the circuits that exist")
     dot_path = Path(out) if out else Path(f"circuit-run{params['run']}.dot")
     title = f"run {params['run']}: {selection} circuit, {df.height} edges"
     dot, png_path, note = write_circuit(df, dot_path, png, name=f"circuit_run{params['run']}", title=title)

@@ -390,6 +390,16 @@ class QuerySession:
         query = self.catalogue.get(name)
         return self.execute(query, query.bind(params))
 
+    def value(self, sql: str, params: list | None = None) -> Any:
+        """One value of an SQL expression over the warehouse, with the catalogue's macros."""
+        if self._con is None:
+            raise RuntimeError("QuerySession is not open; use it in a with block")
+        try:
+            row = self._con.execute(sql, params).fetchone()
+        except duckdb.Error as exc:
+            raise _as_user_error(exc, "lookup") from None
+        return None if row is None else row[0]
+
     def execute(self, query: Query, bound: dict[str, Any]) -> pl.DataFrame:
         if self._con is None:
             raise RuntimeError("QuerySession is not open; use it in a with block")
@@ -404,15 +414,19 @@ class QuerySession:
             result = con.execute(query.sql, bound) if bound else con.execute(query.sql)
             table = result.to_arrow_table()
         except duckdb.Error as exc:
-            message = str(exc)
-            if "headdb: " in message:  # raised on purpose by error() in a macro or query
-                raise UserError(message.split("headdb: ", 1)[1].splitlines()[0]) from None
-            raise UserError(f"query {query.name} failed: {_first_line(exc)}") from None
+            raise _as_user_error(exc, f"query {query.name}") from None
         return pl.from_arrow(table)
 
 
 def query_session(db, extra_dirs: Iterable[str | Path] = ()) -> QuerySession:
     return QuerySession(db, extra_dirs)
+
+
+def _as_user_error(exc: Exception, what: str) -> UserError:
+    message = str(exc)
+    if "headdb: " in message:  # raised on purpose by error() in a macro or query
+        return UserError(message.split("headdb: ", 1)[1].splitlines()[0])
+    return UserError(f"{what} failed: {_first_line(exc)}")
 
 
 def _first_line(exc: Exception) -> str:

@@ -37,6 +37,41 @@ def _arrow(data: pa.Table | pl.DataFrame) -> pa.Table:
     return data.to_arrow() if isinstance(data, pl.DataFrame) else data
 
 
+class Facts:
+    """What one job produced: Arrow tables per fact table and scalar metrics, not yet stored.
+
+    Jobs build Facts without knowing where they go; a Run commits them in one transaction.
+    They pickle, so a remote worker can compute them and the driver commit them.
+    """
+
+    def __init__(self):
+        self.tables: dict[str, list[pa.Table]] = {}
+        self.metrics: dict[str, float] = {}
+
+    def add(self, table: str, data: pa.Table | pl.DataFrame) -> None:
+        """Queue rows for `table`. circuit_id values are local to the run; commit makes them global."""
+        if table not in FACT_TABLES:
+            raise ValueError(f"{table!r} is not a run fact table ({', '.join(FACT_TABLES)})")
+        self.tables.setdefault(table, []).append(_arrow(data))
+
+    def metric(self, key: str, value: float) -> None:
+        self.metrics[key] = float(value)
+
+    def extend(self, other: "Facts") -> None:
+        for name, parts in other.tables.items():
+            self.tables.setdefault(name, []).extend(parts)
+        self.metrics.update(other.metrics)
+
+    def assembled(self) -> dict[str, pa.Table]:
+        facts = {name: pa.concat_tables(parts, promote_options="default") for name, parts in self.tables.items()}
+        if self.metrics:
+            facts["run_metrics"] = pa.concat_tables(
+                ([facts["run_metrics"]] if "run_metrics" in facts else [])
+                + [pa.table({"key": list(self.metrics), "value": list(self.metrics.values())})],
+                promote_options="default")
+        return facts
+
+
 class Run:
     def __init__(self, db: "Warehouse", run_id: int, *, skipped: bool = False,
                  replaces: tuple[int, ...] = (), config_hash: str = ""):
@@ -46,17 +81,13 @@ class Run:
         self.replaces = replaces
         self.config_hash = config_hash
         self.status = "ok" if skipped else "running"
-        self._facts: dict[str, list[pa.Table]] = {}
-        self._metrics: dict[str, float] = {}
+        self.facts = Facts()
 
     def add(self, table: str, data: pa.Table | pl.DataFrame) -> None:
-        """Queue facts for `table`. circuit_id values are local to the run; commit makes them global."""
-        if table not in FACT_TABLES:
-            raise ValueError(f"{table!r} is not a run fact table ({', '.join(FACT_TABLES)})")
-        self._facts.setdefault(table, []).append(_arrow(data))
+        self.facts.add(table, data)
 
     def metric(self, key: str, value: float) -> None:
-        self._metrics[key] = float(value)
+        self.facts.metric(key, value)
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "Run":
@@ -73,13 +104,11 @@ class Run:
             self.fail(message)
         return False
 
-    def commit(self) -> None:
-        facts = {name: pa.concat_tables(parts, promote_options="default") for name, parts in self._facts.items()}
-        if self._metrics:
-            facts["run_metrics"] = pa.concat_tables(
-                ([facts["run_metrics"]] if "run_metrics" in facts else [])
-                + [pa.table({"key": list(self._metrics), "value": list(self._metrics.values())})],
-                promote_options="default")
+    def commit(self, facts: Facts | None = None) -> None:
+        """Write the queued facts (and `facts`, when given) with the `ok` status in one transaction."""
+        if facts is not None:
+            self.facts.extend(facts)
+        facts = self.facts.assembled()
         with self.db.sink.write() as s:
             for old in self.replaces:
                 _delete_run(s, old)
@@ -91,13 +120,13 @@ class Run:
                 s.insert(name, table)
             s.execute(sql("warehouse", "finish_run"), [self.run_id])
         self.status = "ok"
-        self._facts.clear()
+        self.facts = Facts()
 
     def fail(self, error: str) -> None:
         with self.db.sink.write() as s:
             s.execute(sql("warehouse", "fail_run"), [error[:20000], self.run_id])
         self.status = "failed"
-        self._facts.clear()
+        self.facts = Facts()
 
 
 def _delete_run(s, run_id: int) -> None:

@@ -17,16 +17,13 @@ import pyarrow as pa
 
 from headdb import provenance
 from headdb.errors import UserError
+from headdb.settings import MODES, REGIMES, RUN_KINDS, TASK_KINDS, check_choice
 from headdb.warehouse.migrations import apply_pending, check_compatible, code_version, current_version
 from headdb.warehouse.runs import Run
 from headdb.warehouse.sinks import DuckDBSink, Sink
 from headdb.warehouse.statements import sql
 
 DEFAULT_DB = "headdb.duckdb"
-RUN_KINDS = ("attribution", "generation", "import")
-REGIMES = ("base", "sft", "grpo", "distill", "other")
-TASK_KINDS = ("circuit", "benchmark")
-TASK_MODES = ("plain", "think_on", "think_off")
 READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
                         duckdb.StatementType.CALL)
 
@@ -69,20 +66,20 @@ def config_hash(kind: str, config: dict, identity: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _check_value(what: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise UserError(f"{what} {value!r} is not one of {', '.join(allowed)}")
-
-
 class Warehouse:
     def __init__(self, sink: Sink, *, schemas: Path | None = None):
         self.sink = sink
         self.schemas = schemas  # the migrations folder; None means the packaged schemas/
         self.query_dirs: tuple[str, ...] = ()  # the user's extra query folders (--queries)
+        self._layouts_checked: set[str] = set()  # model_keys whose stored layout was verified
 
     @property
     def location(self) -> str:
         return self.sink.location
+
+    def scratch_dir(self, name: str) -> Path:
+        """A folder beside the warehouse for one run's resumable partial results."""
+        return Path(f"{self.location}.parts") / name
 
     # -- schema --------------------------------------------------------------------------------
     def init(self) -> list[int]:
@@ -159,24 +156,50 @@ class Warehouse:
 
     # -- registration (idempotent) ------------------------------------------------------------
     def register_model(self, shape: dict[str, Any], nodes: pa.Table, edges: pa.Table) -> str:
-        """Record an architecture shape and its graph layout once per model_key."""
+        """Record an architecture shape and its graph layout once per model_key.
+
+        `nodes`/`edges` are the layout the code builds for the shape
+        (headdb.attribution.graph.build_layout). A model_key registered before must have the
+        same n_layers / n_heads / n_kv_heads and exactly this layout, else a UserError: scores
+        stored by edge id under another layout would carry the wrong edge names.
+        """
         key = shape["model_key"]
         with self.sink.write() as s:
-            if not s.rows(sql("warehouse", "find_model"), [key]):
+            stored = s.rows(sql("warehouse", "model_shape"), [key])
+            if not stored:
                 row = {c: [shape.get(c)] for c in ("model_key", "architecture", "n_layers", "n_heads",
                                                    "n_kv_heads", "d_model", "d_head", "vocab_size")}
                 row["config_json"] = [json.dumps(shape.get("config", {}), sort_keys=True, default=str)]
                 s.insert("models", pa.table(row))
+            else:
+                want = tuple(int(shape[c]) for c in ("n_layers", "n_heads", "n_kv_heads"))
+                if tuple(stored[0]) != want:
+                    raise _layout_mismatch(key, f"{_shape_text(stored[0])}", _shape_text(want))
             if not s.scalar(sql("warehouse", "count_graph_nodes"), [key]):
                 s.insert("graph_nodes", _with_key(nodes, key))
                 s.insert("graph_edges", _with_key(edges, key))
+            elif key not in self._layouts_checked:
+                _check_stored_layout(s, key, nodes, edges)
+        self._layouts_checked.add(key)
         return key
+
+    def verify_layout(self, model_key: str, nodes: pa.Table, edges: pa.Table) -> bool:
+        """Read-only: False when `model_key` has no stored layout; True when the stored one is
+        exactly `nodes` / `edges`; UserError when it differs (see register_model)."""
+        if model_key in self._layouts_checked:
+            return True
+        with self.sink.read() as s:
+            if not s.scalar(sql("warehouse", "count_graph_nodes"), [model_key]):
+                return False
+            _check_stored_layout(s, model_key, nodes, edges)
+        self._layouts_checked.add(model_key)
+        return True
 
     def register_checkpoint(self, *, model_key: str, path: str | Path, weights_digest: str,
                             name: str | None = None, lineage: str | None = None, regime: str = "other",
                             step: int = 0, parent_id: int | None = None) -> int:
         """A checkpoint is identified by (path, weights digest); re-registering updates its labels."""
-        _check_value("regime", regime, REGIMES)
+        check_choice("regime", regime, REGIMES)
         path = str(Path(path).resolve())
         name = name or Path(path).name
         lineage = lineage or name
@@ -195,8 +218,8 @@ class Warehouse:
     def register_task(self, *, name: str, kind: str, digest: str, items: pa.Table | pl.DataFrame,
                       source: str | None = None, template: str | None = None, mode: str = "plain") -> int:
         """A task is identified by (content digest, kind, mode, name); its items are stored once."""
-        _check_value("task kind", kind, TASK_KINDS)
-        _check_value("task mode", mode, TASK_MODES)
+        check_choice("task kind", kind, TASK_KINDS)
+        check_choice("task mode", mode, MODES)
         items = items.to_arrow() if isinstance(items, pl.DataFrame) else items
         with self.sink.write() as s:
             found = s.rows(sql("warehouse", "find_task"), [digest, kind, mode, name])
@@ -245,7 +268,7 @@ class Warehouse:
                   device: str | None = None, dtype: str | None = None, seed: int | None = None,
                   force: bool = False) -> Run:
         """Open a run, or return a skipped Run when an ok run with the same config_hash exists."""
-        _check_value("run kind", kind, RUN_KINDS)
+        check_choice("run kind", kind, RUN_KINDS)
         versions = provenance.versions()
         with self.sink.write() as s:
             digest = self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
@@ -260,6 +283,33 @@ class Warehouse:
                 device, dtype, seed, provenance.headdb_version(), os.getpid()])
         # Earlier runs of this config (failed, abandoned, or ok when forced) go when this one lands.
         return Run(self, run_id, replaces=tuple(r[0] for r in previous), config_hash=digest)
+
+
+def _shape_text(dims) -> str:
+    n_layers, n_heads, n_kv = dims
+    return f"{n_layers} layers x {n_heads} heads, {n_kv} kv heads"
+
+
+def _layout_mismatch(key: str, stored: str, wanted: str) -> UserError:
+    return UserError(
+        f"model {key} is registered with another graph layout ({stored}) than this model needs ({wanted}), "
+        "e.g. from an imported graph; scores stored under it would carry the wrong edge names: "
+        "use another warehouse, or delete that model's rows (models, graph_nodes, graph_edges) and its runs")
+
+
+def _check_stored_layout(s, key: str, nodes: pa.Table, edges: pa.Table) -> None:
+    """Raise unless model `key`'s stored graph layout is exactly `nodes` / `edges`."""
+    s.con.register("__headdb_layout_nodes", nodes)
+    s.con.register("__headdb_layout_edges", edges)
+    try:
+        differ = s.scalar(sql("warehouse", "layout_differences"), {"key": key})
+    finally:
+        s.con.unregister("__headdb_layout_nodes")
+        s.con.unregister("__headdb_layout_edges")
+    if differ:
+        n_nodes, n_edges = s.rows(sql("warehouse", "stored_layout_size"), [key, key])[0]
+        raise _layout_mismatch(key, f"{n_nodes} nodes, {n_edges} edges",
+                               f"{nodes.num_rows} nodes, {edges.num_rows} edges")
 
 
 def _with_key(table: pa.Table, key: str) -> pa.Table:

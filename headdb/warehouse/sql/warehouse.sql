@@ -52,6 +52,28 @@ SELECT (SELECT weights_digest || ':' || checkpoint_id FROM checkpoints WHERE che
 -- name: find_model
 SELECT model_key FROM models WHERE model_key = ?;
 
+-- name: model_shape
+SELECT n_layers, n_heads, n_kv_heads FROM models WHERE model_key = ?;
+
+-- name: layout_differences
+-- Rows in which model ?'s stored graph layout and the candidate (registered as
+-- __headdb_layout_nodes / __headdb_layout_edges) differ, counted both ways; 0 = the same layout.
+SELECT (SELECT count(*) FROM (
+            (SELECT node_id, name, kind, layer, head FROM graph_nodes WHERE model_key = $key
+             EXCEPT SELECT node_id, name, kind, layer, head FROM __headdb_layout_nodes)
+            UNION ALL
+            (SELECT node_id, name, kind, layer, head FROM __headdb_layout_nodes
+             EXCEPT SELECT node_id, name, kind, layer, head FROM graph_nodes WHERE model_key = $key)))
+     + (SELECT count(*) FROM (
+            (SELECT edge_id, src_node, dst_node, dst_port, name FROM graph_edges WHERE model_key = $key
+             EXCEPT SELECT edge_id, src_node, dst_node, dst_port, name FROM __headdb_layout_edges)
+            UNION ALL
+            (SELECT edge_id, src_node, dst_node, dst_port, name FROM __headdb_layout_edges
+             EXCEPT SELECT edge_id, src_node, dst_node, dst_port, name FROM graph_edges WHERE model_key = $key)));
+
+-- name: stored_layout_size
+SELECT (SELECT count(*) FROM graph_nodes WHERE model_key = ?), (SELECT count(*) FROM graph_edges WHERE model_key = ?);
+
 -- name: count_graph_nodes
 SELECT count(*) FROM graph_nodes WHERE model_key = ?;
 

@@ -1,0 +1,69 @@
+"""Plans of the single ingest commands: one checkpoint, its jobs, checked before anything runs."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from headdb.checkpoints.loading import ModelShape
+from headdb.errors import UserError
+from headdb.evals.interventions import Intervention, format_heads, parse_heads, random_control
+from headdb.jobs.attribution import AttributionJob
+from headdb.jobs.generations import Benchmark, GenerationJob
+from headdb.jobs.job import Job, Placement
+from headdb.jobs.plan import CheckpointWork, Plan, target
+from headdb.settings import AttributionSettings, Execution, GenerationSettings, InterventionSettings
+
+
+def intervention(spec: InterventionSettings, shape: ModelShape) -> Intervention:
+    """A head set resolved against the model's shape (a head outside it is a UserError)."""
+    return Intervention(spec.kind, parse_heads(spec.heads, shape.n_layers, shape.n_heads), factor=spec.factor,
+                        label=spec.label)
+
+
+def with_control(spec: InterventionSettings, shape: ModelShape, seed: int) -> list[InterventionSettings]:
+    """The head set and a random head set matched to it by layer (seed `seed`)."""
+    heads = parse_heads(spec.heads, shape.n_layers, shape.n_heads)
+    control = random_control(heads, shape.n_heads, seed)
+    return [spec, spec.model_copy(update={"heads": format_heads(control), "label": "control"})]
+
+
+def single(checkpoint: str | Path, jobs_for_shape, *, placement: Placement, execution: Execution) -> Plan:
+    """A plan of one checkpoint directory; `jobs_for_shape(shape)` builds its jobs."""
+    t = target(checkpoint, placement)
+    return Plan([CheckpointWork(t, list(jobs_for_shape(t.shape)))], execution).validate()
+
+
+def plan_attribution(checkpoint, task, settings: AttributionSettings, *, spec: InterventionSettings | None = None,
+                     placement: Placement = Placement(), execution: Execution = Execution()) -> Plan:
+    return single(checkpoint, lambda shape: [AttributionJob(task, settings, spec and intervention(spec, shape))],
+                  placement=placement, execution=execution)
+
+
+def generation_jobs(bench: Benchmark, settings: GenerationSettings, specs: Sequence[InterventionSettings],
+                    shape: ModelShape) -> list[Job]:
+    """The plain run, then one run per head set, all on the same settings."""
+    return [GenerationJob(bench, settings)] + [GenerationJob(bench, settings, intervention(s, shape)) for s in specs]
+
+
+def plan_generations(checkpoint, bench: Benchmark, settings: GenerationSettings, *,
+                     specs: Sequence[InterventionSettings] = (), control_seed: int | None = None,
+                     placement: Placement = Placement(), execution: Execution = Execution()) -> Plan:
+    """Generations of one checkpoint: plain, under each head set, and (with control_seed) under a
+    random layer-matched control of the first head set."""
+    def jobs(shape):
+        sets = list(specs)
+        if control_seed is not None and sets:
+            sets = with_control(sets[0], shape, control_seed) + sets[1:]
+        return generation_jobs(bench, settings, sets, shape)
+    return single(checkpoint, jobs, placement=placement, execution=execution)
+
+
+def heads_from_query(db, name: str, params: Mapping[str, Any] | None = None, *, where=None, order_by=None,
+                     limit=None) -> str:
+    """The head set (text form) a named query selects; a query that selects none is a UserError."""
+    from headdb.evals.headsets import heads_from_query as select
+
+    found = select(db, name, params, where=where, order_by=order_by, limit=limit, extra_dirs=db.query_dirs)
+    if not found:
+        raise UserError(f"the query {name} returned no heads; check its params (`headdb query {name}`)")
+    return format_heads(found)

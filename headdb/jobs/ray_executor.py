@@ -1,0 +1,128 @@
+"""The Ray executor: each checkpoint's missing jobs become one Ray task with the resources asked
+for; results come back as Facts (Arrow tables) and the driver commits them through the sink.
+
+    headdb study study.toml --executor ray [--address ray://head:10001] [--gpus-per-job 1] [--cpus-per-job 4]
+
+The driver keeps the whole run lifecycle (`open_run` before dispatch, so `headdb runs` shows the
+work in progress; `close_run` as each result arrives), so any sink works, the default DuckDB file
+included, and no job knows where it ran. A job that raises comes back as its error and is
+recorded `failed`; a worker that dies takes its task's jobs with it, and they are recorded
+`failed` with the reason while the other tasks finish; a re-run does only what is missing.
+Ray is an optional extra: `pip install 'headdb[ray]'`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from headdb.errors import UserError
+from headdb.jobs.executor import Outcome, Unit, close_run, error_text, open_run
+from headdb.jobs.job import JobContext, Progress
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install 'headdb[ray]'") from None
+    return ray
+
+
+def compute_unit(path: str, device: str, dtype: str, jobs: list, scratch: list, threads: int) -> list:
+    """Runs on a Ray worker: load the checkpoint once (if a job needs it) and compute every job.
+
+    Returns one entry per job: its Facts, or the error text of the exception it raised.
+    """
+    import torch
+
+    from headdb.checkpoints import loading
+
+    torch.set_num_threads(max(1, threads))
+    loaded = loading.load_model(path, dtype=dtype, device=device) if any(j.needs_model for j in jobs) else None
+    results = []
+    for job, folder in zip(jobs, scratch):
+        try:
+            results.append(job.compute(loaded, JobContext(scratch=folder)))
+        except Exception as exc:  # recorded on the run by the driver; the other jobs go on
+            results.append(error_text(exc))
+    return results
+
+
+@dataclass
+class RayExecutor:
+    address: str | None = None      # None: start a local Ray cluster on this machine
+    gpus_per_job: float = 0
+    cpus_per_job: float = 1
+    num_cpus: int | None = None     # local cluster only: CPUs it may use (default: all)
+
+    def _init(self, ray) -> None:
+        if ray.is_initialized():
+            return
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        try:
+            ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                     configure_logging=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = self.address or "a local cluster"
+            raise UserError(f"cannot start or reach Ray at {where}: {str(exc).splitlines()[0]}") from None
+
+    def run(self, db, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say) -> None:
+        ray = _ray()
+        self._init(ray)
+        remote = ray.remote(compute_unit).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job,
+                                                  max_retries=0)
+        total = sum(len(u.pending) for u in units)
+        inflight: dict = {}  # ray ref -> (unit, [(pending, run)])
+        done = failed = 0
+        for unit in units:
+            if not unit.pending:
+                say(f"{unit.label}: nothing to do ({unit.n_jobs} job(s) already in the warehouse)")
+                continue
+            opened = []
+            for p in unit.pending:
+                run = open_run(db, unit, p, force)
+                if run.skipped:
+                    outcome.skipped.append(run.run_id)
+                    total -= 1
+                else:
+                    opened.append((p, run))
+            if not opened:
+                continue
+            ref = remote.remote(str(unit.path), unit.device, unit.dtype, [p.job for p, _ in opened],
+                                [db.scratch_dir(run.config_hash) for _, run in opened], int(self.cpus_per_job))
+            inflight[ref] = (unit, opened)
+            if unit.needs_model:
+                outcome.loads += 1
+        progress("jobs running", sum(len(o) for _, o in inflight.values()), total)
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            unit, opened = inflight.pop(ready[0])
+            try:
+                results = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:  # the worker died, or the load failed
+                reason = _reason(exc)
+                results = [reason] * len(opened)
+                say(f"{unit.label}: its Ray task failed ({reason.splitlines()[0]})")
+            for (p, run), result in zip(opened, results):
+                if isinstance(result, str):
+                    close_run(db, unit, p, run, RemoteError(result), outcome, say)
+                    failed += 1
+                else:
+                    close_run(db, unit, p, run, result, outcome, say)
+                    done += 1
+            progress("jobs done", done, total)
+            progress("jobs failed", failed, total)
+            progress("jobs running", sum(len(o) for _, o in inflight.values()), total)
+
+
+class RemoteError(Exception):
+    """A job's error as its Ray worker reported it (the text carries the remote traceback)."""
+
+
+def _reason(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    if cause is not None:  # a RayTaskError wraps what the task raised (e.g. a checkpoint that cannot load)
+        return f"{cause.__class__.__name__}: {cause}"
+    return f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'worker died'}"

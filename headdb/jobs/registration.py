@@ -1,0 +1,38 @@
+"""Registering what a plan works on: model shapes with their graph layout, and checkpoints."""
+from __future__ import annotations
+
+import torch
+
+from headdb.attribution.graph import build_layout
+from headdb.checkpoints.loading import ModelShape, weights_digest
+from headdb.jobs.job import Target
+
+
+def register_shape(db, shape: ModelShape) -> str:
+    """Record an architecture shape with its graph layout (once per model_key)."""
+    layout = build_layout(shape)
+    return db.register_model({**shape.models_row(), "config": shape.config}, layout.nodes_table(),
+                             layout.edges_table())
+
+
+def register_target(db, target: Target, parent_id: int | None = None) -> int:
+    """Register a planned checkpoint directory (without loading its weights); its id."""
+    register_shape(db, target.shape)
+    p = target.placement
+    return db.register_checkpoint(model_key=target.shape.model_key, path=target.path,
+                                  weights_digest=weights_digest(target.path),
+                                  name=p.name, lineage=p.lineage, regime=p.regime, step=p.step,
+                                  parent_id=parent_id)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def resolve_device_dtype(device: str | None, dtype) -> tuple[str, str]:
+    """The device and dtype a load will use, known before loading (they key runs)."""
+    from headdb.checkpoints.loading import resolve_dtype  # the loader's own rule, so the two agree
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return device, dtype_name(resolve_dtype(dtype, device))

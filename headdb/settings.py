@@ -1,0 +1,192 @@
+"""The vocabulary of headdb, defined once: allowed values and the typed settings of every job.
+
+The CLI options, the study manifest's sections, the Python API and the run's config (and so its
+config_hash) are all built from these models, so a setting has one name, one type and one
+validation rule everywhere. A value a user got wrong becomes one UserError line that names the
+option (`--steps`) or the manifest key (`study.toml: attribution.steps`) it came from.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from headdb.errors import UserError
+
+Regime = Literal["base", "sft", "grpo", "distill", "other"]
+PostTraining = Literal["sft", "grpo", "distill", "other"]  # the regimes of a training run's checkpoints
+Mode = Literal["plain", "think_on", "think_off"]
+Chat = Literal["auto", "on", "off"]
+Method = Literal["eap-ig", "eap", "exact"]
+IgRule = Literal["midpoint", "left", "right"]  # alpha_k = (k+1/2)/m | k/m, k<m (EAP-IG, MIB) | k/m, k>=1
+Rank = Literal["abs-mean", "mean-abs"]  # circuits rank edges by |mean score| (EAP-IG) | mean |score| (study)
+Metric = Literal["kl", "logit-diff", "logprob"]
+Align = Literal["truncate", "strict"]
+InterventionKind = Literal["zero", "mean", "scale"]
+RunKind = Literal["attribution", "generation", "import"]
+TaskKind = Literal["circuit", "benchmark"]
+Selection = Literal["topn", "threshold", "greedy"]
+ExecutorKind = Literal["local", "ray"]
+
+REGIMES: tuple[str, ...] = get_args(Regime)
+POST_TRAINING: tuple[str, ...] = get_args(PostTraining)
+MODES: tuple[str, ...] = get_args(Mode)
+CHAT_MODES: tuple[str, ...] = get_args(Chat)
+METHODS: tuple[str, ...] = get_args(Method)
+IG_RULES: tuple[str, ...] = get_args(IgRule)
+RANK_RULES: tuple[str, ...] = get_args(Rank)
+METRICS: tuple[str, ...] = get_args(Metric)
+ALIGN_RULES: tuple[str, ...] = get_args(Align)
+INTERVENTION_KINDS: tuple[str, ...] = get_args(InterventionKind)
+RUN_KINDS: tuple[str, ...] = get_args(RunKind)
+TASK_KINDS: tuple[str, ...] = get_args(TaskKind)
+SELECTIONS: tuple[str, ...] = get_args(Selection)
+EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
+
+
+def check_choice(what: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """One message for a value outside a vocabulary, wherever it is checked."""
+    if value not in allowed:
+        raise UserError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+
+
+class Settings(BaseModel):
+    """Frozen, strict about unknown keys; subclasses list their fields with defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AttributionSettings(Settings):
+    method: Method = "eap-ig"
+    steps: int = Field(5, ge=1)
+    ig_rule: IgRule = "midpoint"
+    metric: Metric = "kl"
+    topn: int = Field(5000, ge=1)
+    threshold: float | None = Field(0.1, ge=0, le=1)
+    greedy: int | None = Field(None, ge=1)
+    curve: bool = True
+    align: Align = "truncate"
+    rank: Rank = "abs-mean"
+    bootstrap: int = Field(0, ge=0)  # Poisson-bootstrap replicates (docs/confidence.md); 0 = none
+    seed: int = 0                    # the replicates' weights; only meaningful with bootstrap > 0
+    batch_size: int = Field(8, ge=1)  # how the work is cut; not what a run means, so not hashed
+
+    def config(self, dtype: str, intervention: dict | None = None) -> dict:
+        """The run config this job is keyed by (with the checkpoint and task digests). rank,
+        bootstrap and seed appear only when they change the run (not at abs-mean, 0 replicates),
+        so runs made before they existed keep their config_hash."""
+        cfg = self.model_dump(exclude={"batch_size"})
+        if cfg["rank"] == "abs-mean":
+            del cfg["rank"]
+        if not cfg["bootstrap"]:
+            del cfg["bootstrap"], cfg["seed"]
+        return {**cfg, "dtype": dtype, "intervention": intervention}
+
+
+class Sampling(Settings):
+    samples: int = Field(4, ge=1)
+    temperature: float = Field(0.6, ge=0)  # 0 means greedy
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    min_p: float | None = Field(None, ge=0, le=1)
+    max_new_tokens: int = Field(512, ge=1)
+    seed: int = 0
+    batch_size: int = Field(16, ge=1)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def config(self) -> dict:
+        return self.model_dump()
+
+
+class GenerationSettings(Settings):
+    sampling: Sampling = Field(default_factory=Sampling)
+    chat: Chat = "auto"
+    mode: Mode = "plain"
+    ks: tuple[int, ...] = (1,)
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, ks: tuple[int, ...]) -> tuple[int, ...]:
+        if not ks or any(k < 1 for k in ks):
+            raise ValueError("must be positive integers such as 1,4,16")
+        return ks
+
+    def config(self, dtype: str, intervention: dict | None = None) -> dict:
+        return {"sampling": self.sampling.config(), "chat": self.chat, "mode": self.mode, "ks": list(self.ks),
+                "dtype": dtype, "intervention": intervention}
+
+
+class InterventionSettings(Settings):
+    """A head set to intervene on: `heads` is the text form (L5H1,L7H3), resolved per model."""
+
+    kind: InterventionKind = "zero"
+    heads: str
+    factor: float | None = None
+    label: str | None = None  # "control" for a random layer-matched set, a query name, "fallback: ..."
+
+    @field_validator("factor")
+    @classmethod
+    def _finite(cls, factor):
+        if factor is not None and not factor == factor:
+            raise ValueError("must be a number")
+        return factor
+
+    def model_post_init(self, _context) -> None:
+        if self.kind == "scale" and self.factor is None:
+            raise UserError("a scale intervention needs a factor, e.g. --scale L5H1=1.3 or factor = 1.3")
+
+
+class Execution(Settings):
+    """Where jobs run; recorded on each run (device, dtype), not part of what it means."""
+
+    device: str | None = None  # None: cuda when available, else cpu
+    dtype: str = "auto"
+    force: bool = False
+
+
+class ExecutorSettings(Settings):
+    """Which executor runs a plan's jobs, and (Ray) with what resources per checkpoint task."""
+
+    executor: ExecutorKind = "local"
+    address: str | None = None           # Ray: a cluster to join; None starts a local one
+    gpus_per_job: float = Field(0, ge=0)
+    cpus_per_job: float = Field(1, gt=0)
+
+    def model_post_init(self, _context) -> None:
+        if self.executor == "local" and (self.address or self.gpus_per_job or self.cpus_per_job != 1):
+            raise UserError("--address, --gpus-per-job and --cpus-per-job apply to --executor ray")
+
+
+
+# ------------------------------------------------------------------------------ validation
+
+Label = Callable[[str], str]
+
+
+def as_option(field: str) -> str:
+    """How a settings field is named on the command line."""
+    return "--" + field.replace("_", "-")
+
+
+def build(model: type[Settings], values: dict[str, Any], *, label: Label = as_option) -> Settings:
+    """`model(**values)` with a UserError of one line naming the offending option or key."""
+    try:
+        return model(**{k: v for k, v in values.items() if v is not None or k in _nullable(model)})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or model.__name__
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields)
+            raise UserError(f"{label(loc)}: unknown setting (allowed: {allowed})") from None
+        value = first.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        raise UserError(f"{label(loc)}: {message}{shown}") from None
+
+
+def _nullable(model: type[Settings]) -> set[str]:
+    """Fields whose explicit None means something (no threshold circuit), not 'use the default'."""
+    return {name for name, f in model.model_fields.items() if f.default is None or name == "threshold"}

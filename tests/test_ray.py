@@ -1,0 +1,150 @@
+"""The Ray executor on a real local Ray cluster: the same warehouse as the local executor, run for
+run and score for score; a worker killed mid-job leaves that job failed, the others land, and a
+re-run completes it."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import ray
+
+import headdb
+from headdb.attribution.tasks import load_task
+from headdb.jobs.attribution import AttributionJob
+from headdb.jobs.executor import execute
+from headdb.jobs.plan import CheckpointWork, Plan, target
+from headdb.jobs.ray_executor import RayExecutor
+from headdb.settings import AttributionSettings
+
+MANIFEST = """
+[attribution]
+steps = 2
+topn = 40
+curve = false
+[generation]
+samples = 2
+temperature = 0.8
+max_new_tokens = 6
+[[tasks]]
+name = "t"
+file = "t.jsonl"
+[[benchmarks]]
+name = "arith"
+source = "synthetic-arithmetic:n=3"
+[[models]]
+name = "base"
+path = "base"
+regime = "base"
+[[models]]
+name = "tuned"
+path = "tuned"
+regime = "sft"
+base = "base"
+[[ablations]]
+checkpoint = "tuned"
+heads = "L0H1"
+control = true
+benchmarks = ["arith"]
+"""
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("raystudy")
+    tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3, at=root / "base")
+    tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=4, at=root / "tuned")
+    (root / "t.jsonl").write_text("".join(json.dumps(
+        {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3"}) + "\n" for i in range(3)))
+    (root / "study.toml").write_text(MANIFEST)
+    return root
+
+
+def cli(db, *args):
+    return subprocess.run([sys.executable, "-m", "headdb", "--db", str(db), *map(str, args)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def facts(db_path) -> dict:
+    """Everything a study stored, keyed by what it means rather than by run ids."""
+    w = headdb.connect(db_path, create=False)
+    key = ("SELECT r.run_id, c.name AS checkpoint, t.name AS task, r.kind, r.config_hash, r.status "
+           "FROM runs r JOIN checkpoints c USING (checkpoint_id) JOIN tasks t USING (task_id)")
+    runs = w.sql(key).sort("config_hash")
+    edges = w.sql(f"SELECT k.checkpoint, k.task, e.edge_id, e.score FROM edge_scores e JOIN ({key}) k USING (run_id) "
+                  "ORDER BY 1, 2, 3")
+    gens = w.sql(f"SELECT k.config_hash, g.item_id, g.sample_idx, g.completion, g.correct FROM generations g "
+                 f"JOIN ({key}) k USING (run_id) ORDER BY 1, 2, 3")
+    return {"runs": runs.drop("run_id").rows(), "edges": edges.rows(), "generations": gens.rows()}
+
+
+def test_a_study_on_ray_stores_what_the_local_executor_stores(study_dir, tmp_path):
+    local = cli(tmp_path / "local.duckdb", "study", study_dir / "study.toml", "--no-reports")
+    assert local.returncode == 0, local.stderr
+    on_ray = cli(tmp_path / "ray.duckdb", "study", study_dir / "study.toml", "--no-reports", "--executor", "ray",
+                 "--cpus-per-job", "1")
+    assert on_ray.returncode == 0, on_ray.stderr
+    a, b = facts(tmp_path / "local.duckdb"), facts(tmp_path / "ray.duckdb")
+    assert len(a["runs"]) == 2 + 2 + 2 and all(r[-1] == "ok" for r in a["runs"])
+    assert a == b
+    again = cli(tmp_path / "ray.duckdb", "study", study_dir / "study.toml", "--no-reports", "--executor", "ray")
+    assert again.returncode == 0 and "0 run(s) added" in again.stderr and "0 checkpoint(s) loaded" in again.stderr
+
+
+@dataclass
+class SlowAttribution(AttributionJob):
+    """An attribution job that, until `release` exists, writes its pid and hangs (to be killed)."""
+
+    release: str = ""
+
+    def compute(self, loaded, ctx):
+        if not Path(self.release).exists():
+            Path(self.release + ".pid").write_text(str(os.getpid()))
+            time.sleep(120)
+        return super().compute(loaded, ctx)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    # The test's job class lives in this module, which Ray workers cannot import: send it by value.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.shutdown()
+
+
+def test_a_killed_worker_fails_its_job_and_a_rerun_completes_it(study_dir, tmp_path, cluster):
+    db = headdb.connect(tmp_path / "w.duckdb")
+    task = load_task(study_dir / "t.jsonl")
+    settings = AttributionSettings(steps=2, topn=40, curve=False)
+    release = str(tmp_path / "release")
+    plan = Plan([CheckpointWork(target(study_dir / "base"), [SlowAttribution(task, settings, release=release)]),
+                 CheckpointWork(target(study_dir / "tuned"), [AttributionJob(task, settings)])])
+    said: list[str] = []
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(out=execute(db, plan, RayExecutor(), say=said.append)))
+    worker.start()
+    pid_file = Path(release + ".pid")
+    deadline = time.monotonic() + 120
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pid_file.exists(), said
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    worker.join(timeout=300)
+    out = result["out"]
+    assert len(out.done) == 1 and len(out.failed) == 1 and "base" in out.failed[0]
+    runs = db.sql("SELECT c.name, r.status, r.error FROM runs r JOIN checkpoints c USING (checkpoint_id) ORDER BY 1")
+    assert runs["status"].to_list() == ["failed", "ok"] and runs["error"][0]
+    assert db.sql("SELECT count(DISTINCT run_id) AS n FROM edge_scores")["n"][0] == 1  # nothing of the dead job
+    Path(release).touch()
+    again = execute(db, plan, RayExecutor(), say=said.append)
+    assert again.ok and len(again.done) == 1 and len(again.skipped) == 1
+    assert db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0] == 2
