@@ -32,6 +32,11 @@ class AttributionSettings:
 
     def config(self, dtype: str, intervention: Intervention | None = None) -> dict:
         cfg = {k: v for k, v in asdict(self).items() if k != "batch_size"}
+        # rank / bootstrap / seed only when they change the run: older runs keep their config_hash
+        if cfg["rank"] == "abs-mean":
+            del cfg["rank"]
+        if not cfg["bootstrap"]:
+            del cfg["bootstrap"], cfg["seed"]
         return {**cfg, "dtype": dtype, "intervention": intervention.spec() if intervention else None}
 
 
@@ -58,6 +63,10 @@ def attribution_run(db: Warehouse, loaded: LoadedModel, checkpoint_id: int, task
                              rank=settings.rank, bootstrap=settings.bootstrap, seed=settings.seed)
         run.add("edge_scores", found.result.edges_table())
         run.add("head_scores", found.result.heads_table())
+        for name, table in (("edge_score_se", found.result.se_table()),
+                            ("head_importance_interval", found.result.interval_table())):
+            if table is not None:
+                run.add(name, table)
         for i, circuit in enumerate(found.circuits):
             run.add("circuits", pa.table({
                 "circuit_id": pa.array([i], pa.int64()), "selection": [circuit.selection],
