@@ -92,9 +92,10 @@ CREATE OR REPLACE TEMP MACRO hd_importance() AS TABLE
     )
     SELECT l.checkpoint_id, l.task_id, l.run_id, s.layer, s.head,
            CAST(s.score AS DOUBLE) AS score, CAST(s.importance AS DOUBLE) AS importance,
-           CAST(s.importance_lo AS DOUBLE) AS importance_lo, CAST(s.importance_hi AS DOUBLE) AS importance_hi
+           CAST(b.importance_lo AS DOUBLE) AS importance_lo, CAST(b.importance_hi AS DOUBLE) AS importance_hi
     FROM latest l
-    JOIN head_scores s USING (run_id);
+    JOIN head_scores s USING (run_id)
+    LEFT JOIN head_importance_interval b ON b.run_id = s.run_id AND b.layer = s.layer AND b.head = s.head;
 
 -- BOOTSTRAP CONFIDENCE (docs/confidence.md). A circuit made with B bootstrap replicates has
 -- circuits.n_replicates = B and, per head found in at least one replicate's circuit, a row in

@@ -23,9 +23,10 @@ WITH chosen AS (
 ranked AS (
     SELECT c.run_id, c.checkpoint_id, c.task_id, s.layer, s.head,
            CAST(s.importance AS DOUBLE) AS importance, CAST(s.score AS DOUBLE) AS score,
-           CAST(s.importance_lo AS DOUBLE) AS importance_lo, CAST(s.importance_hi AS DOUBLE) AS importance_hi,
+           CAST(b.importance_lo AS DOUBLE) AS importance_lo, CAST(b.importance_hi AS DOUBLE) AS importance_hi,
            rank() OVER (PARTITION BY c.run_id ORDER BY s.importance DESC NULLS LAST) AS rank
     FROM chosen c JOIN head_scores s USING (run_id)
+    LEFT JOIN head_importance_interval b ON b.run_id = s.run_id AND b.layer = s.layer AND b.head = s.head
 ),
 circ AS (
     SELECT run_id, max(circuit_id) AS circuit_id FROM circuits

@@ -286,13 +286,14 @@ def test_stored_confidence_round_trips_through_heads_gained(tmp_path, arith_task
         found[label] = discover(loaded, encode_pairs(task, loaded.tokenizer), method="eap-ig", metric="logit-diff",
                                 steps=3, topn=25, threshold=0.2, curve=False, bootstrap=30, seed=4)
         n_edges = found[label].result.layout.n_edges
-        se = db.sql("SELECT se FROM edge_scores WHERE run_id = ? ORDER BY edge_id", [run_id])["se"].to_numpy()
+        se = db.sql("SELECT se FROM edge_score_se WHERE run_id = ? ORDER BY edge_id", [run_id])["se"].to_numpy()
         np.testing.assert_allclose(se, found[label].result.edge_se, rtol=1e-6)
         assert len(se) == n_edges
         stored = db.sql("SELECT selection, n_replicates, stability, bootstrap_seed FROM circuits WHERE run_id = ? "
                         "ORDER BY circuit_id", [run_id]).rows()
         assert stored == [(c.selection, 30, pytest.approx(c.stability), 4) for c in found[label].circuits]
-        bounds = db.sql("SELECT importance_lo, importance_hi FROM head_scores WHERE run_id = ? ORDER BY layer, head",
+        bounds = db.sql("SELECT importance_lo, importance_hi FROM head_importance_interval WHERE run_id = ? "
+                        "ORDER BY layer, head",
                         [run_id])
         np.testing.assert_allclose(bounds["importance_lo"].to_numpy(), found[label].result.importance_bounds[0].ravel())
     df = run_query(db, "heads_gained", {"base": "base", "target": "target"})
@@ -309,6 +310,7 @@ def test_stored_confidence_round_trips_through_heads_gained(tmp_path, arith_task
     execute(db, plan_attribution(paths["target"], task, settings, placement=Placement(lineage="target", name="target"),
                                  execution=Execution(device="cpu", force=True)), say=lambda _: None)
     assert db.sql("SELECT count(*) AS n FROM circuit_head_replicates")["n"][0] == n_rows
+    assert db.sql("SELECT count(DISTINCT run_id) AS n FROM edge_score_se")["n"][0] == 2
     assert db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0] == 2
 
 

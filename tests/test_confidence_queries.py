@@ -62,10 +62,11 @@ def _run(db, ck, task, heads, masks, *, seed=7, importance=None, tag="main"):
                     "head": pa.array([k[1] for k in keys], pa.int32()),
                     "score": pa.array([0.0] * len(keys), pa.float32()),
                     "importance": pa.array([importance[k][0] for k in keys], pa.float32())}
-            if len(next(iter(importance.values()))) == 3:
-                cols["importance_lo"] = pa.array([importance[k][1] for k in keys], pa.float32())
-                cols["importance_hi"] = pa.array([importance[k][2] for k in keys], pa.float32())
             run.add("head_scores", pa.table(cols))
+            run.add("head_importance_interval", pa.table({
+                "layer": cols["layer"], "head": cols["head"],
+                "importance_lo": pa.array([importance[k][1] for k in keys], pa.float32()),
+                "importance_hi": pa.array([importance[k][2] for k in keys], pa.float32())}))
     return run.run_id
 
 

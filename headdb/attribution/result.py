@@ -133,25 +133,37 @@ class AttributionResult:
         return lo.astype(np.float32), hi.astype(np.float32)
 
     def edges_table(self) -> pa.Table:
-        """edge_id, score (and se with bootstrap replicates): rows for `edge_scores` (add run_id
-        when storing)."""
-        table = pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
-                          "score": pa.array(self.edge_scores.astype(np.float32))})
+        """edge_id, score: rows for `edge_scores` (add run_id when storing)."""
+        return pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
+                         "score": pa.array(self.edge_scores.astype(np.float32))})
+
+    def se_table(self) -> pa.Table | None:
+        """edge_id, se: rows for `edge_score_se` (add run_id); None without replicates."""
         se = self.edge_se
-        return table if se is None else table.append_column("se", pa.array(se, pa.float32()))
+        if se is None:
+            return None
+        return pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
+                         "se": pa.array(se, pa.float32())})
 
     def heads_table(self) -> pa.Table:
         """layer, head, score, importance: rows for `head_scores` (add run_id)."""
         g = self.layout
         layer, head = np.divmod(np.arange(g.n_layers * g.n_heads, dtype=np.int32), g.n_heads)
-        table = pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
-                          "score": pa.array(self.head_scores.reshape(-1).astype(np.float32)),
-                          "importance": pa.array(self.head_importance.reshape(-1))})
+        return pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
+                         "score": pa.array(self.head_scores.reshape(-1).astype(np.float32)),
+                         "importance": pa.array(self.head_importance.reshape(-1))})
+
+    def interval_table(self) -> pa.Table | None:
+        """layer, head, importance_lo, importance_hi: rows for `head_importance_interval` (add
+        run_id), the INTERVAL percentiles of importance over replicates; None without them."""
         bounds = self.importance_bounds
-        if bounds is not None:  # importance_lo / importance_hi: the bootstrap percentile interval
-            table = (table.append_column("importance_lo", pa.array(bounds[0].reshape(-1), pa.float32()))
-                     .append_column("importance_hi", pa.array(bounds[1].reshape(-1), pa.float32())))
-        return table
+        if bounds is None:
+            return None
+        g = self.layout
+        layer, head = np.divmod(np.arange(g.n_layers * g.n_heads, dtype=np.int32), g.n_heads)
+        return pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
+                         "importance_lo": pa.array(bounds[0].reshape(-1), pa.float32()),
+                         "importance_hi": pa.array(bounds[1].reshape(-1), pa.float32())})
 
     def run_metrics(self) -> dict[str, float]:
         """Scalars for `run_metrics` (docs/attribution.md lists them with their signs):

@@ -124,7 +124,7 @@ def export_parquet(db, directory: str | Path, *, overwrite: bool = False) -> dic
 def _export_source(table: str) -> str:
     if table == "edge_scores":
         # edge_scores has no model_key of its own: it comes through the run's checkpoint.
-        return ("SELECT k.model_key, e.run_id, e.edge_id, e.score, e.se FROM edge_scores e "
+        return ("SELECT k.model_key, e.run_id, e.edge_id, e.score FROM edge_scores e "
                 "LEFT JOIN runs r ON r.run_id = e.run_id LEFT JOIN checkpoints k ON k.checkpoint_id = r.checkpoint_id")
     return f"SELECT * FROM {table}"
 

@@ -77,6 +77,10 @@ class AttributionJob:
                              rank=s.rank, bootstrap=s.bootstrap, seed=s.seed)
         facts.add("edge_scores", found.result.edges_table())
         facts.add("head_scores", found.result.heads_table())
+        for name, table in (("edge_score_se", found.result.se_table()),
+                            ("head_importance_interval", found.result.interval_table())):
+            if table is not None:
+                facts.add(name, table)
         for i, circuit in enumerate(found.circuits):
             facts.add("circuits", pa.table({
                 "circuit_id": pa.array([i], pa.int64()), "selection": [circuit.selection],

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # Fact tables a run may write; all but the circuit children carry run_id.
 RUN_TABLES = ("edge_scores", "head_scores", "circuits", "faithfulness_curve", "run_metrics",
-              "generations", "interventions", "eval_metrics")
+              "generations", "interventions", "eval_metrics", "edge_score_se", "head_importance_interval")
 CIRCUIT_CHILDREN = ("circuit_edges", "circuit_heads", "circuit_head_replicates")
 FACT_TABLES = RUN_TABLES + CIRCUIT_CHILDREN
 
