@@ -287,3 +287,25 @@ def test_reports_show_confidence_or_say_there_is_none(db):
     text = _report(db, "regime_compare", {"base": "base"})
     assert "grpo 0/1" in text and "six 1/1" in text and "plain (no paired bootstrap replicates)" in text
     assert "no bootstrap replicates" in _report(db, "head_frequency", {"lineage": "plain"})
+
+
+def test_an_older_warehouse_migrates_and_reads_as_without_replicates(tmp_path):
+    import shutil
+
+    from headdb.resources import schemas_dir
+    from warehouse_builders import attribution_run
+
+    v1 = tmp_path / "v1"
+    v1.mkdir()
+    shutil.copy(schemas_dir() / "0001_init.sql", v1)
+    old = headdb.connect(tmp_path / "w.duckdb", schemas=v1)
+    register_tiny_model(old)
+    ck = {n: old.register_checkpoint(model_key=MODEL_KEY, path=f"/ck/{n}", weights_digest=n, name=n) for n in "ab"}
+    task = old.register_task(name="t", kind="circuit", digest="t", items=_items(["x"]))
+    attribution_run(old, ck["a"], task, heads=[(0, 0)], config={"v": 1}, importance={(0, 0): 1.0})
+    attribution_run(old, ck["b"], task, heads=[(0, 0), (1, 1)], config={"v": 1}, importance={(1, 1): 1.0})
+    db = headdb.Warehouse(old.sink)
+    assert db.migrate()[-1] == db.schema_version() > 1
+    row = q(db, "heads_gained", base="a", target="b").row(0, named=True)
+    assert (row["head_label"], row["p_target"], row["p_gained"]) == ("L1H1", None, None)
+    assert q(db, "top_heads", checkpoint="b")["importance_lo"].to_list() == [None] * 12
