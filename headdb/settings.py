@@ -71,6 +71,11 @@ class AttributionSettings(Settings):
     seed: int = 0                    # the replicates' weights; only meaningful with bootstrap > 0
     batch_size: int = Field(8, ge=1)  # how the work is cut; not what a run means, so not hashed
 
+    def model_post_init(self, _context) -> None:
+        if self.method == "exact" and (self.bootstrap or self.rank != "abs-mean"):
+            raise UserError("exact patching keeps no per-example scores: it takes neither bootstrap replicates "
+                            "nor rank mean-abs; use method eap-ig for those")
+
     def config(self, dtype: str, intervention: dict | None = None) -> dict:
         """The run config this job is keyed by (with the checkpoint and task digests). rank,
         bootstrap and seed appear only when they change the run (not at abs-mean, 0 replicates),

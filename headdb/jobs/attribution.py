@@ -35,7 +35,7 @@ class AttributionJob:
 
     @property
     def seed(self) -> int | None:
-        return None
+        return self.settings.seed if self.settings.bootstrap else None  # the replicates' weights
 
     def validate(self, target: Target) -> None:
         from headdb.attribution.graph import build_layout
