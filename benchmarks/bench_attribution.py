@@ -5,6 +5,20 @@
         [--dtype float32|bfloat16] [--threads N] [--split/--no-split] [--diagnose] [--profile N]
     .venv/bin/python benchmarks/bench_attribution.py --find-largest [--device cuda] [--seq 512]
         [--shapes 0.5b,1.5b,3b,7b]
+    .venv/bin/python benchmarks/bench_attribution.py --stats [--bootstrap 100] [--batch 4] [--repeats 2]
+        [--shape ...] [--seq 128] [--steps 5] [--threads N]
+
+--stats: the cost of per-example statistics and bootstrap replicates (headdb.attribution.bootstrap).
+    One batch of --batch random pairs; three engine sides, alternated after one warm-up each:
+    plain       attribute(..., method="eap-ig") as above (no per-example scores are formed)
+    abs-mean+B  the same with bootstrap=B: per-example scores per batch (eap.example_scores), the
+                sum of |score| and B replicate sums (one [B, batch] x [batch, n_edges] product)
+    mean-abs+B  bootstrap=B, rank="mean-abs": also the B replicate sums of |score|
+    Ratios are each side's time over plain's (target <= 1.25). Memory: the replicate sums are
+    B x n_edges float32 on the engine device (2x for mean-abs), reported exactly, beside the peak
+    RSS rise of each call. Also timed: discover's re-selection of the top-n (5000) and threshold
+    (0.1) circuits from each of the B replicates (headdb.attribution.confidence), which runs once
+    per run whatever the number of examples.
 
 What is measured, in one process, after one warm-up call of each side:
     engine    headdb.attribution.attribute(loaded, pairs, method="eap-ig", steps=m, metric="kl",
@@ -229,11 +243,11 @@ def merge_peaks(peaks: list[Peak]) -> dict:
 
 # ----------------------------------------------------------------------------- the two sides
 
-def run_engine(loaded, pairs, steps: int, batch: int, progress=None):
+def run_engine(loaded, pairs, steps: int, batch: int, progress=None, **stats):
     from headdb.attribution import attribute
 
     return attribute(loaded, pairs, method="eap-ig", steps=steps, metric="kl", batch_size=batch,
-                     progress=progress)
+                     progress=progress, **stats)
 
 
 class Baseline:
@@ -521,6 +535,89 @@ def bench(args) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_stats(args) -> dict:
+    """--stats: plain EAP-IG versus EAP-IG with per-example statistics and B replicates."""
+    from headdb.attribution import build_layout
+    from headdb.attribution.circuit import select_threshold, select_topn
+    from headdb.attribution.confidence import replicate_circuits
+    from headdb.checkpoints.loading import load_model
+
+    device, dtype = args.device, DTYPES[args.dtype]
+    shape = shape_of(args)
+    B = args.bootstrap
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="headdb-bench-stats-"))
+    sides = {"plain": {}, f"abs-mean+{B}": {"bootstrap": B},
+             f"mean-abs+{B}": {"bootstrap": B, "rank": "mean-abs"}}
+    res: dict = {"mode": "stats", "shape": shape, "seq": args.seq, "batch": args.batch, "steps": args.steps,
+                 "bootstrap": B, "device": device, "dtype": args.dtype, "machine": machine(device),
+                 "load_before": load_average()}
+    try:
+        if not (work / "config.json").is_file():
+            write_model(work, shape, dtype, gen_device=device if device.startswith("cuda") else "cpu")
+        pairs = make_pairs(args.batch, args.seq, shape["vocab"], seed=args.seed)
+        loaded = load_model(work, dtype=args.dtype, device=device)
+        g = build_layout(loaded.shape)
+        res["n_edges"] = g.n_edges
+        print(f"model {loaded.model_key} ({g.n_edges} edges), seq {args.seq}, batch {args.batch} (one batch), "
+              f"steps {args.steps}, B {B}", flush=True)
+        results = {}
+        for name, kw in sides.items():  # warm-up
+            t0 = time.perf_counter()
+            results[name] = run_engine(loaded, pairs, args.steps, args.batch, **kw)
+            print(f"warm-up {name}: {time.perf_counter() - t0:.2f} s", flush=True)
+        wall = {n: [] for n in sides}
+        cpu = {n: [] for n in sides}
+        peaks = {n: [] for n in sides}
+        for i in range(args.repeats):
+            for name, kw in sides.items():
+                dt, pk = timed(lambda: run_engine(loaded, pairs, args.steps, args.batch, **kw), device, cpu[name])
+                wall[name].append(dt)
+                peaks[name].append(pk)
+            print(f"repeat {i + 1}: " + ", ".join(f"{n} {wall[n][-1]:.2f} s (cpu {cpu[n][-1]:.2f})" for n in sides)
+                  + f"; load {load_average()}", flush=True)
+        res["sides"] = {}
+        for name in sides:
+            res["sides"][name] = {
+                "wall_s": wall[name], "cpu_s": cpu[name], "mem": merge_peaks(peaks[name]),
+                "ratio_median": statistics.median(wall[name]) / statistics.median(wall["plain"]),
+                "ratio_min": min(wall[name]) / min(wall["plain"]),
+                "ratio_cpu_min": min(cpu[name]) / min(cpu["plain"])}
+        r = results[f"mean-abs+{B}"]
+        res["replicate_bytes_abs_mean"] = B * g.n_edges * 4
+        res["replicate_bytes_mean_abs"] = 2 * B * g.n_edges * 4
+        res["result_replicate_bytes"] = r.replicates.nbytes + r.replicates_abs.nbytes
+        ra = results[f"abs-mean+{B}"]
+        t0 = time.perf_counter()
+        circuits = [select_topn(g, ra.ranking, 5000), select_threshold(g, ra.ranking, 0.1, 5000)]
+        res["select_full_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        replicate_circuits(g, ra, circuits, topn=5000)
+        res["reselect_s"] = time.perf_counter() - t0
+        res["stability"] = [c.stability for c in circuits]
+        res["load_after"] = load_average()
+        report_stats(res)
+        return res
+    finally:
+        if not args.workdir and not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report_stats(res: dict) -> None:
+    B = res["bootstrap"]
+    print(f"\nmachine: {res['machine']}; load average before {res['load_before']}, after {res['load_after']}")
+    print(f"shape {res['shape']}, {res['n_edges']} edges; seq {res['seq']}, one batch of {res['batch']}, "
+          f"steps {res['steps']}, {res['dtype']}, B {B}")
+    for name, side in res["sides"].items():
+        print(f"{name:>14}: median {fs(statistics.median(side['wall_s']))}, min {fs(min(side['wall_s']))}; "
+              f"ratio to plain {side['ratio_median']:.3f}x median, {side['ratio_min']:.3f}x min, "
+              f"{side['ratio_cpu_min']:.3f}x CPU-time min (target <= 1.25); {fmt_mem(side['mem'])}")
+    print(f"replicate sums on the device: B x n_edges x 4 bytes = {res['replicate_bytes_abs_mean'] / 2**20:.1f} MiB "
+          f"(abs-mean), {res['replicate_bytes_mean_abs'] / 2**20:.1f} MiB (mean-abs); host copies in the "
+          f"result {res['result_replicate_bytes'] / 2**20:.1f} MiB (mean-abs)")
+    print(f"circuit re-selection from {B} replicates (top-5000 + threshold 0.1): {fs(res['reselect_s'])} "
+          f"(full-data selection {fs(res['select_full_s'])}); stability {res['stability']}")
+
+
 def fs(t: float) -> str:
     """Seconds with 3 significant digits."""
     return f"{t:.3g} s"
@@ -607,6 +704,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary model directory")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--stats", action="store_true", help="per-example statistics + bootstrap cost (see above)")
+    ap.add_argument("--bootstrap", type=int, default=100, help="--stats: replicates B (default %(default)s)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -618,6 +717,11 @@ def main() -> None:
         args.seq = 512 if args.find_largest else 128
     if args.find_largest:
         find_largest(args)
+        return
+    if args.stats:
+        res = bench_stats(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1, default=str))
         return
     res = bench(args)
     if args.json:

@@ -19,6 +19,7 @@ Mode = Literal["plain", "think_on", "think_off"]
 Chat = Literal["auto", "on", "off"]
 Method = Literal["eap-ig", "eap", "exact"]
 IgRule = Literal["midpoint", "left", "right"]  # alpha_k = (k+1/2)/m | k/m, k<m (EAP-IG, MIB) | k/m, k>=1
+Rank = Literal["abs-mean", "mean-abs"]  # circuits rank edges by |mean score| (EAP-IG) | mean |score| (study)
 Metric = Literal["kl", "logit-diff", "logprob"]
 Align = Literal["truncate", "strict"]
 InterventionKind = Literal["zero", "mean", "scale"]
@@ -33,6 +34,7 @@ MODES: tuple[str, ...] = get_args(Mode)
 CHAT_MODES: tuple[str, ...] = get_args(Chat)
 METHODS: tuple[str, ...] = get_args(Method)
 IG_RULES: tuple[str, ...] = get_args(IgRule)
+RANK_RULES: tuple[str, ...] = get_args(Rank)
 METRICS: tuple[str, ...] = get_args(Metric)
 ALIGN_RULES: tuple[str, ...] = get_args(Align)
 INTERVENTION_KINDS: tuple[str, ...] = get_args(InterventionKind)
@@ -64,11 +66,25 @@ class AttributionSettings(Settings):
     greedy: int | None = Field(None, ge=1)
     curve: bool = True
     align: Align = "truncate"
+    rank: Rank = "abs-mean"
+    bootstrap: int = Field(0, ge=0)  # Poisson-bootstrap replicates (docs/confidence.md); 0 = none
+    seed: int = 0                    # the replicates' weights; only meaningful with bootstrap > 0
     batch_size: int = Field(8, ge=1)  # how the work is cut; not what a run means, so not hashed
 
+    def model_post_init(self, _context) -> None:
+        if self.method == "exact" and (self.bootstrap or self.rank != "abs-mean"):
+            raise UserError("exact patching keeps no per-example scores: it takes neither bootstrap replicates "
+                            "nor rank mean-abs; use method eap-ig for those")
+
     def config(self, dtype: str, intervention: dict | None = None) -> dict:
-        """The run config this job is keyed by (with the checkpoint and task digests)."""
+        """The run config this job is keyed by (with the checkpoint and task digests). rank,
+        bootstrap and seed appear only when they change the run (not at abs-mean, 0 replicates),
+        so runs made before they existed keep their config_hash."""
         cfg = self.model_dump(exclude={"batch_size"})
+        if cfg["rank"] == "abs-mean":
+            del cfg["rank"]
+        if not cfg["bootstrap"]:
+            del cfg["bootstrap"], cfg["seed"]
         return {**cfg, "dtype": dtype, "intervention": intervention}
 
 

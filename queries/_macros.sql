@@ -62,7 +62,7 @@ CREATE OR REPLACE TEMP MACRO hd_head(l, h) AS 'L' || CAST(l AS VARCHAR) || 'H' |
 -- sel is NULL, which lists the circuit of every selection.
 CREATE OR REPLACE TEMP MACRO hd_circuits(sel) AS TABLE
     SELECT r.checkpoint_id, r.task_id, c.run_id, c.circuit_id, c.selection, c.param,
-           c.n_edges, c.n_nodes, c.faithfulness
+           c.n_edges, c.n_nodes, c.faithfulness, c.n_replicates, c.stability, c.bootstrap_seed
     FROM circuits c
     JOIN runs r USING (run_id)
     WHERE r.status = 'ok' AND r.kind IN ('attribution', 'import')
@@ -91,9 +91,56 @@ CREATE OR REPLACE TEMP MACRO hd_importance() AS TABLE
         QUALIFY row_number() OVER (PARTITION BY r.checkpoint_id, r.task_id ORDER BY r.run_id DESC) = 1
     )
     SELECT l.checkpoint_id, l.task_id, l.run_id, s.layer, s.head,
-           CAST(s.score AS DOUBLE) AS score, CAST(s.importance AS DOUBLE) AS importance
+           CAST(s.score AS DOUBLE) AS score, CAST(s.importance AS DOUBLE) AS importance,
+           CAST(b.importance_lo AS DOUBLE) AS importance_lo, CAST(b.importance_hi AS DOUBLE) AS importance_hi
     FROM latest l
-    JOIN head_scores s USING (run_id);
+    JOIN head_scores s USING (run_id)
+    LEFT JOIN head_importance_interval b ON b.run_id = s.run_id AND b.layer = s.layer AND b.head = s.head;
+
+-- BOOTSTRAP CONFIDENCE (docs/confidence.md). A circuit made with B bootstrap replicates has
+-- circuits.n_replicates = B and, per head found in at least one replicate's circuit, a row in
+-- circuit_head_replicates whose `replicates` string has '1' at position b + 1 when replicate b's
+-- circuit (same selection and pruning, on the replicate's resampled prompts) contains the head.
+-- Replicate b resamples the same prompts in two runs when their bootstrap_seed and task item
+-- ids agree, so two circuits are compared replicate by replicate over their first
+-- least(B_a, B_b) replicates. Every confidence is NULL for circuits without replicates.
+
+-- The replicate indices b (0-based) set in a replicates string, as a list (unnest it for one
+-- row per replicate).
+CREATE OR REPLACE TEMP MACRO hd_bits(mask) AS
+    list_filter(range(length(mask)), i -> substr(mask, CAST(i AS INTEGER) + 1, 1) = '1');
+
+-- Per circuit: its replicate count and seed, and a key of its task's item ids (two circuits
+-- pair replicate by replicate when their seeds and item keys agree; see hd_paired).
+CREATE OR REPLACE TEMP MACRO hd_boot() AS TABLE
+    SELECT c.circuit_id, c.n_replicates, c.bootstrap_seed, r.task_id, k.items_key
+    FROM circuits c
+    JOIN runs r USING (run_id)
+    LEFT JOIN (SELECT task_id, md5(string_agg(item_id, chr(31) ORDER BY item_id)) AS items_key
+               FROM task_items GROUP BY task_id) k USING (task_id);
+
+-- p of a head in a circuit with n_rep replicates, n_in of which contain it (n_in NULL: no
+-- circuit_head_replicates row, i.e. 0); NULL when the circuit has no replicates.
+CREATE OR REPLACE TEMP MACRO hd_p(n_rep, n_in) AS
+    CASE WHEN coalesce(n_rep, 0) > 0 THEN coalesce(n_in, 0) / n_rep END;
+
+-- True when two circuits (their hd_boot columns) can be compared replicate by replicate.
+CREATE OR REPLACE TEMP MACRO hd_paired(a_n, a_seed, a_items, b_n, b_seed, b_items) AS
+    coalesce(a_n > 0 AND b_n > 0 AND a_seed = b_seed AND a_items = b_items, false);
+
+-- The first n replicates of a head's replicates string (NULL string: in no replicate) as BIT.
+CREATE OR REPLACE TEMP MACRO hd_bitstr(mask, n_rep, n) AS
+    CAST(left(coalesce(mask, repeat('0', n_rep)), n) AS BIT);
+
+-- Over the first least(a_n, b_n) paired replicates: the fraction whose circuit a has the head
+-- and circuit b does not (hd_p_only; p_gained with a = target, b = base), or both have it
+-- (hd_p_both). Use under CASE WHEN hd_paired(...): unpaired circuits give no confidence.
+CREATE OR REPLACE TEMP MACRO hd_p_only(a_mask, a_n, b_mask, b_n) AS
+    bit_count(hd_bitstr(a_mask, a_n, least(a_n, b_n)) & ~hd_bitstr(b_mask, b_n, least(a_n, b_n)))
+    / least(a_n, b_n);
+CREATE OR REPLACE TEMP MACRO hd_p_both(a_mask, a_n, b_mask, b_n) AS
+    bit_count(hd_bitstr(a_mask, a_n, least(a_n, b_n)) & hd_bitstr(b_mask, b_n, least(a_n, b_n)))
+    / least(a_n, b_n);
 
 -- The plain generation run of checkpoint C on benchmark task T: the latest (highest run_id) ok
 -- generation run on (C, T) without interventions.

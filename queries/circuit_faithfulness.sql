@@ -4,19 +4,21 @@
 --   f = (m_circuit - m_corrupt)/(m_clean - m_corrupt), and the run's CPR and CMD as MIB defines
 --   them (area under f with edges ranked by signed score; area under |1 - f| ranked by |score|;
 --   from run_metrics) when they were measured. Runs before schema v2 have no signed curve: NULL cpr.
+--   n_replicates and stability: bootstrap replicates the circuit was re-selected from and the
+--   mean Jaccard index of their head sets with its own (docs/confidence.md; NULL without them).
 -- param: lineage: str = NULL           Only checkpoints of this lineage.
 -- param: checkpoint: str = NULL        Only this checkpoint (id, lineage@step or name).
 -- param: task: str = NULL              Task id or name; NULL: every task.
 -- param: selection: str = NULL         Only this selection; NULL: every selection.
 -- returns: lineage, step, checkpoint, task, mode, selection, param, n_edges, n_nodes, n_heads,
---   faithfulness, cpr, cmd, run_id, circuit_id
+--   faithfulness, cpr, cmd, run_id, circuit_id, n_replicates, stability
 SELECT k.lineage, k.step, k.name AS checkpoint, t.name AS task, t.mode, c.selection, c.param,
        c.n_edges, c.n_nodes,
        (SELECT count(DISTINCT (h.layer, h.head)) FROM circuit_heads h WHERE h.circuit_id = c.circuit_id) AS n_heads,
        c.faithfulness,
        (SELECT max(value) FROM run_metrics m WHERE m.run_id = c.run_id AND lower(m.key) = 'cpr') AS cpr,
        (SELECT max(value) FROM run_metrics m WHERE m.run_id = c.run_id AND lower(m.key) = 'cmd') AS cmd,
-       c.run_id, c.circuit_id
+       c.run_id, c.circuit_id, c.n_replicates, c.stability
 FROM hd_circuits($selection) c
 JOIN checkpoints k USING (checkpoint_id)
 JOIN tasks t USING (task_id)

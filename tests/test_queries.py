@@ -39,7 +39,8 @@ def test_catalogue_lists_every_study_query_with_params():
     listing = list_queries()
     assert STUDY_QUERIES <= set(listing["name"])
     row = listing.filter(pl.col("name") == "heads_gained").row(0, named=True)
-    assert row["params"] == "base: str, target: str, task: str = NULL, selection: str = 'threshold'"
+    assert row["params"] == ("base: str, target: str, task: str = NULL, selection: str = 'threshold', "
+                             "min_confidence: float = NULL")
     assert row["description"].startswith("Heads in the target")
     query = catalogue().get("regime_compare")
     assert query.param("scope").choices == ("final", "union")

@@ -7,6 +7,8 @@ Modules (one concern each):
     probe         where nodes and ports live in a TransformerBridge
     result        AttributionResult (what every method returns) and the progress ticker
     eap           EAP and EAP-IG scores (one matrix product per destination block)
+    bootstrap     ranking rules, per-example statistics, Poisson-bootstrap replicate weights
+    confidence    circuits re-selected per bootstrap replicate: head p, stability
     exact         exact node/edge activation patching (validation on small models)
     circuit       top-n / threshold / greedy selection and input->logits pruning
     faithfulness  edge-patched circuit evaluation, MIB curves, CPR/CMD
@@ -34,6 +36,8 @@ from dataclasses import dataclass
 
 from headdb.attribution.circuit import (Circuit, prune, rank, select_greedy, select_threshold,
                                         select_topn)
+from headdb.attribution.bootstrap import INTERVAL, RANK_RULES, check_bootstrap, check_rank
+from headdb.attribution.confidence import replicate_circuits
 from headdb.attribution.eap import check_ig_rule, eap_scores, passes
 from headdb.attribution.exact import exact_passes, exact_scores
 from headdb.attribution.faithfulness import (MIB_PERCENTS, RANKINGS, CircuitEval, FaithfulnessCurve,
@@ -48,8 +52,8 @@ from headdb.settings import IG_RULES, METHODS
 
 __all__ = [
     "AttributionResult", "Circuit", "CircuitEval", "Discovery", "FaithfulnessCurve", "GraphLayout",
-    "HELPS_SIGN", "IG_RULES", "METHODS", "METRICS", "MIBCurves", "MIB_PERCENTS", "RANKINGS",
-    "attribute", "build_layout", "discover", "evaluate_circuits", "exact_scores",
+    "HELPS_SIGN", "IG_RULES", "INTERVAL", "METHODS", "METRICS", "MIBCurves", "MIB_PERCENTS", "RANKINGS",
+    "RANK_RULES", "attribute", "build_layout", "discover", "evaluate_circuits", "exact_scores",
     "faithfulness_curve", "layout", "prune", "rank", "select_greedy", "select_threshold",
     "select_topn",
 ]
@@ -57,22 +61,33 @@ __all__ = [
 
 def attribute(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
               ig_rule: str = "midpoint", batch_size: int = 8, progress=None,
-              ticker: Ticker | None = None) -> AttributionResult:
+              ticker: Ticker | None = None, rank: str = "abs-mean", bootstrap: int = 0,
+              seed: int = 0) -> AttributionResult:
     """Edge and node scores of one model on encoded pairs by `method` (eap | eap-ig | exact).
 
     loaded: headdb.checkpoints.loading.LoadedModel; pairs: headdb.attribution.tasks.EncodedPairs.
     ig_rule: where eap-ig places its `steps` points, one of IG_RULES (midpoint | left | right;
     left reproduces hannamw/EAP-IG and MIB); eap and exact ignore it.
     progress: optional callable(done, total) in forward passes.
+    rank: RANK_RULES, what `result.ranking` is (abs-mean: |mean score|; mean-abs: mean |score|).
+    bootstrap: number of Poisson-bootstrap replicates (0 = none); seed: their weights' seed
+    (headdb.attribution.bootstrap). Exact patching keeps no per-example scores: it takes neither
+    mean-abs nor replicates.
     """
     check_ig_rule(ig_rule)
+    check_rank(rank)
+    bootstrap = check_bootstrap(bootstrap)
+    if method == "exact" and (bootstrap or rank != "abs-mean"):
+        raise UserError("exact patching keeps no per-example scores, so it has no bootstrap replicates "
+                        "and no mean-abs ranking; use method eap-ig, or bootstrap 0 and rank abs-mean")
     if method == "exact":
         return exact_scores(loaded, pairs, metric=metric, batch_size=batch_size, progress=progress,
                             ticker=ticker)
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     return eap_scores(loaded, pairs, method=method, metric=metric, steps=steps, ig_rule=ig_rule,
-                      batch_size=batch_size, progress=progress, ticker=ticker)
+                      batch_size=batch_size, progress=progress, ticker=ticker, rank=rank,
+                      bootstrap=bootstrap, seed=seed)
 
 
 @dataclass
@@ -94,13 +109,17 @@ class Discovery:
 def discover(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
              ig_rule: str = "midpoint", topn: int = 5000, threshold: float | None = 0.1,
              greedy: int | None = None, curve: bool = True, batch_size: int = 8,
-             progress=None) -> Discovery:
+             progress=None, rank: str = "abs-mean", bootstrap: int = 0, seed: int = 0) -> Discovery:
     """Score every edge, select circuits, and measure their faithfulness.
 
     ig_rule: eap-ig's integration rule, one of IG_RULES (see `attribute`).
     Circuits: top-`topn` (pruned); the threshold circuit (tau=`threshold`, within the top-n;
     None to skip); a greedy circuit of `greedy` edges when given. Each gets `faithfulness`.
+    Edges are ranked by `result.ranking` (rank: abs-mean | mean-abs); the MIB curves keep MIB's
+    own rankings of the mean scores (signed for CPR, |score| for CMD) whatever `rank`.
     curve: also evaluate both MIB curves (2 x 10 more patched passes per batch) for CPR/CMD.
+    bootstrap, seed: with bootstrap = R > 0 every circuit is re-selected from each of R
+    replicates (headdb.attribution.confidence: membership, head p, stability).
     progress: optional callable(done, total), counted in forward passes over all phases.
     """
     check_ig_rule(ig_rule)
@@ -112,12 +131,14 @@ def discover(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps
               else passes(method, steps, n_batches))
     tick = Ticker(progress, attrib + n_batches * (2 + n_masks))
     result = attribute(loaded, pairs, method=method, metric=metric, steps=steps, ig_rule=ig_rule,
-                       batch_size=batch_size, ticker=tick)
-    circuits = [select_topn(g, result.edge_scores, topn)]
+                       batch_size=batch_size, ticker=tick, rank=rank, bootstrap=bootstrap, seed=seed)
+    by = result.ranking  # what the circuits rank edges by (abs-mean or mean-abs)
+    circuits = [select_topn(g, by, topn)]
     if threshold is not None:
-        circuits.append(select_threshold(g, result.edge_scores, threshold, topn))
+        circuits.append(select_threshold(g, by, threshold, topn))
     if greedy is not None:
-        circuits.append(select_greedy(g, result.edge_scores, greedy))
+        circuits.append(select_greedy(g, by, greedy))
+    replicate_circuits(g, result, circuits, topn=topn)
     masks = [c.edge_mask for c in circuits]
     counts: dict[str, list[int]] = {}
     if curve:

@@ -25,6 +25,7 @@ class Batch:
     mask: torch.Tensor       # [B, S] float32, 1 on real tokens
     answer: torch.Tensor     # [B] long
     wrong: torch.Tensor      # [B] long (0 where absent; only logit-diff reads it)
+    item_ids: tuple = ()     # the B examples' task item ids (bootstrap weights are keyed by them)
 
     @property
     def size(self) -> int:
@@ -58,6 +59,7 @@ def make_batches(pairs, batch_size: int, pad_id: int, device) -> list[Batch]:
             mask=mask.to(device),
             answer=torch.tensor([pairs.answer[i] for i in idx], device=device),
             wrong=torch.tensor([max(pairs.wrong[i], 0) for i in idx], device=device),
+            item_ids=tuple(pairs.item_ids[i] for i in idx),
         ))
     return out
 

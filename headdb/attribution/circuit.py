@@ -1,8 +1,11 @@
 """Circuit selection from edge scores: top-n, threshold, greedy; pruning to input->logits paths.
 
-Ranking is by |mean edge score| (EAP-IG's default, absolute=True), ties broken by the lower
-edge id (deterministic). `rank(scores, absolute=False)` ranks by signed score, largest first
-(MIB's CPR ranking; callers orient the scores first, see faithfulness.py).
+Ranking is by |score| (EAP-IG's default, absolute=True), ties broken by the lower edge id
+(deterministic). `rank(scores, absolute=False)` ranks by signed score, largest first (MIB's CPR
+ranking; callers orient the scores first, see faithfulness.py). The selections below take a
+RANKING VECTOR: the mean edge scores for EAP-IG's |mean score| rule, or
+`AttributionResult.ranking` (|mean| or mean |score|, see headdb.attribution.bootstrap); the
+threshold applies to the same magnitudes.
 
     topn(n)        the n highest-ranked edges (default n = 5000), then pruned.
     threshold(tau) the edges of the top-n circuit whose |score| >= tau * max_e |score| (max over
@@ -40,6 +43,12 @@ class Circuit:
     node_mask: np.ndarray   # bool [n_nodes]
     layout: GraphLayout
     faithfulness: float | None = None
+    # Bootstrap (headdb.attribution.confidence): membership[b, L, h] = head (L, h) is in the
+    # circuit selected the same way from replicate b; stability = mean over b of the Jaccard
+    # index of replicate b's head set with this circuit's. None without replicates.
+    membership: np.ndarray | None = None
+    stability: float | None = None
+    bootstrap_seed: int | None = None
 
     @property
     def edge_ids(self) -> np.ndarray:
@@ -70,6 +79,37 @@ class Circuit:
         h = self.heads
         return pa.table({"layer": pa.array([x[0] for x in h], pa.int32()),
                          "head": pa.array([x[1] for x in h], pa.int32())})
+
+    @property
+    def n_replicates(self) -> int:
+        return 0 if self.membership is None else int(self.membership.shape[0])
+
+    @property
+    def head_confidence(self) -> np.ndarray | None:
+        """[n_layers, n_heads]: fraction of bootstrap replicates whose circuit has the head."""
+        return None if self.membership is None else self.membership.mean(axis=0)
+
+    def confidence_columns(self) -> dict[str, pa.Array]:
+        """The `circuits` columns n_replicates, stability, bootstrap_seed (one row; NULL
+        without replicates)."""
+        has = self.membership is not None
+        return {"n_replicates": pa.array([self.n_replicates if has else None], pa.int32()),
+                "stability": pa.array([self.stability if has else None], pa.float64()),
+                "bootstrap_seed": pa.array([self.bootstrap_seed if has else None], pa.int64())}
+
+    def replicates_table(self) -> pa.Table:
+        """Rows for `circuit_head_replicates` (add circuit_id): layer, head, n_in and the
+        replicate bitmask ('1' at character b when replicate b's circuit has the head), for
+        every head in at least one replicate's circuit."""
+        m = self.membership if self.membership is not None else np.zeros((0, 0, 0), bool)
+        flat = m.reshape(m.shape[0], -1)
+        cols = np.flatnonzero(flat.any(axis=0)) if flat.size else np.zeros(0, np.int64)
+        n_heads = self.layout.n_heads
+        masks = ["".join(np.where(flat[:, c], "1", "0")) for c in cols]
+        return pa.table({"layer": pa.array((cols // n_heads).astype(np.int32)),
+                         "head": pa.array((cols % n_heads).astype(np.int32)),
+                         "n_in": pa.array(flat[:, cols].sum(axis=0).astype(np.int32)),
+                         "replicates": pa.array(masks, pa.string())})
 
 
 def rank(scores: np.ndarray, absolute: bool = True) -> np.ndarray:
@@ -139,8 +179,19 @@ def _make(g, selection, param, mask) -> Circuit:
 
 
 def topn_mask(scores: np.ndarray, n: int, absolute: bool = True) -> np.ndarray:
-    mask = np.zeros(len(scores), dtype=bool)
-    mask[rank(scores, absolute)[: max(0, int(n))]] = True
+    """The first n edges of `rank(scores, absolute)`, found in linear time (a partition, not a
+    sort: the bootstrap re-selects every circuit once per replicate): every edge above the n-th
+    largest key, then the edges tied with it by ascending edge id."""
+    values = scores.astype(np.float64)
+    key = np.abs(np.nan_to_num(values, nan=0.0)) if absolute else np.nan_to_num(values, nan=-np.inf)
+    n = min(max(0, int(n)), len(key))
+    mask = np.zeros(len(key), dtype=bool)
+    if n == 0:
+        return mask
+    kth = np.partition(key, len(key) - n)[len(key) - n]  # the n-th largest key
+    mask[key > kth] = True
+    ties = np.flatnonzero(key == kth)
+    mask[ties[: n - int(mask.sum())]] = True
     return mask
 
 
@@ -197,3 +248,15 @@ def select_greedy(g: GraphLayout, scores: np.ndarray, n: int = 5000) -> Circuit:
         if not have[s]:
             add_node(s)
     return _make(g, "greedy", n, chosen)
+
+
+def reselect(g: GraphLayout, ranking: np.ndarray, circuit: Circuit, topn: int = 5000) -> Circuit:
+    """The circuit that `circuit`'s selection (and param) picks from another ranking vector;
+    `topn` is the top-n a threshold circuit is taken within."""
+    if circuit.selection == "topn":
+        return select_topn(g, ranking, int(circuit.param))
+    if circuit.selection == "threshold":
+        return select_threshold(g, ranking, circuit.param, topn)
+    if circuit.selection == "greedy":
+        return select_greedy(g, ranking, int(circuit.param))
+    raise ValueError(f"unknown selection {circuit.selection!r}")

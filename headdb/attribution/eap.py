@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from headdb.attribution.batches import Batch, make_batches, pad_id_of
+from headdb.attribution.bootstrap import ExampleStats, check_bootstrap, check_rank
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import check_metric, metric_values
 from headdb.attribution.result import AttributionResult, Ticker
@@ -145,20 +146,48 @@ def block_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> torch
     return out
 
 
+def example_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> torch.Tensor:
+    """Per-example edge scores [B, n_edges] float32 (summed over positions): `block_scores`
+    with the batch kept apart. Each layer is one batched product over the B examples,
+    [B, P + 1, S*D] @ [B, S*D, n_src_mlp], of the same FLOPs as block_scores' single GEMM; the
+    operands are strided views of the same buffers (no copies)."""
+    g = layout
+    B = delta.shape[1]
+    d3 = delta.reshape(delta.shape[0], B, -1)  # [N_src, B, S*D], a view
+    out = torch.zeros((B, g.n_edges), dtype=torch.float32, device=delta.device)
+    P = g.n_ports
+    for L in range(g.n_layers):
+        n, nm = g.n_src_attn(L), g.n_src_mlp(L)
+        rows = _port_rows(grads, L).view(P + 1, B, -1)
+        blk = torch.bmm(rows.transpose(0, 1), d3[:nm].permute(1, 2, 0))  # [B, P + 1, nm]
+        out[:, g.attn_offset[L]: g.attn_offset[L] + P * n] = blk[:, :P, :n].reshape(B, -1)
+        out[:, g.mlp_offset[L]: g.mlp_offset[L] + nm] = blk[:, P]
+    gl = grads["l"].reshape(B, 1, -1)
+    out[:, g.logits_offset:] = torch.bmm(gl, d3[: g.n_src_logits].permute(1, 2, 0))[:, 0]
+    return out
+
+
 def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
                ig_rule: str = "midpoint", batch_size: int = 8, progress=None,
-               ticker: Ticker | None = None) -> AttributionResult:
+               ticker: Ticker | None = None, rank: str = "abs-mean", bootstrap: int = 0,
+               seed: int = 0) -> AttributionResult:
     """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`, `steps` points placed by `ig_rule`, one of
     IG_RULES; eap ignores it) scores of every edge.
 
     loaded: headdb.checkpoints.loading.LoadedModel; pairs: headdb.attribution.tasks.EncodedPairs.
     progress: optional callable(done, total) in forward passes.
+    rank / bootstrap / seed: with rank="mean-abs" or bootstrap > 0 the scores are kept per
+    example inside each batch (`example_scores`) and the result also carries mean_abs and
+    `bootstrap` replicate means (headdb.attribution.bootstrap); otherwise per-example scores
+    are never formed. The mean is the same either way up to float summation order.
     """
     if method not in ("eap", "eap-ig"):
         raise UserError(f"unknown method {method!r}; choose one of eap, eap-ig")
     if len(pairs) == 0:
         raise UserError("the task has no items")
     check_metric(metric, pairs.wrong)
+    check_rank(rank)
+    bootstrap = check_bootstrap(bootstrap)
     alphas = alphas_for(method, steps, ig_rule)
     probe = Probe(loaded)
     g = probe.layout
@@ -166,6 +195,8 @@ def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", ste
     tick = ticker or Ticker(progress, passes(method, steps, len(batches)))
     total = np.zeros(g.n_edges, dtype=np.float64)
     m_clean = m_corr = 0.0
+    stats = (ExampleStats(g.n_edges, pairs.item_ids, rank=rank, bootstrap=bootstrap, seed=seed,
+                          device=probe.device) if rank == "mean-abs" or bootstrap else None)
     with probe.graph_mode():
         for batch in batches:
             # logits_c / logits_k: [B, V] at each example's last real token.
@@ -182,7 +213,13 @@ def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", ste
             delta = out_k.sub_(out_c).mul_(batch.mask[None, :, :, None])
             del out_c
             grads = _port_gradients(probe, batch, emb_c, emb_k, alphas, metric, clean_lp, tick)
-            total += (block_scores(g, delta, grads) / len(alphas)).double().cpu().numpy()
+            if stats is None:
+                total += (block_scores(g, delta, grads) / len(alphas)).double().cpu().numpy()
+            else:
+                per_example = example_scores(g, delta, grads).div_(len(alphas))
+                total += per_example.sum(0).double().cpu().numpy()
+                stats.add(per_example, batch.item_ids)
+                del per_example
             del delta, grads
     n = len(pairs)
     edge = (total / n).astype(np.float32)
@@ -191,4 +228,5 @@ def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", ste
     return AttributionResult(layout=g, method=method, metric=metric, steps=len(alphas),
                              n_examples=n, edge_scores=edge, node_scores=node,
                              metric_clean=m_clean / n, metric_corrupted=m_corr / n,
-                             ig_rule=ig_rule if method == "eap-ig" else None)
+                             ig_rule=ig_rule if method == "eap-ig" else None,
+                             **(stats.fields(n) if stats is not None else {}))

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from headdb.attribution.bootstrap import INTERVAL
 from headdb.attribution.graph import GraphLayout
 
 
@@ -24,6 +25,16 @@ class AttributionResult:
                     L(node patched) - L(clean). NaN for logits.
     metric_clean / metric_corrupted  mean metric over examples on the clean / corrupted prompts
     ig_rule         eap-ig's integration rule (midpoint | left | right); None for eap / exact
+
+    Per-example statistics (eap / eap-ig with rank="mean-abs" or bootstrap > 0; see
+    headdb.attribution.bootstrap; None otherwise, and always for exact patching and imports):
+    rank            abs-mean | mean-abs: what `ranking` (and so circuit selection and head
+                    importance) is made of
+    mean_abs[e]     mean over examples of |score|
+    replicates      [R, n_edges] bootstrap replicate means of the score (replicate b resamples
+                    the same prompts in every run with the same seed and item ids)
+    replicates_abs  [R, n_edges] replicate means of |score| (rank="mean-abs" only)
+    bootstrap_seed  the seed the replicate weights were drawn with
     """
 
     layout: GraphLayout
@@ -37,6 +48,11 @@ class AttributionResult:
     metric_corrupted: float
     ig_rule: str | None = None
     extra: dict = field(default_factory=dict)
+    rank: str = "abs-mean"
+    mean_abs: np.ndarray | None = None
+    replicates: np.ndarray | None = None
+    replicates_abs: np.ndarray | None = None
+    bootstrap_seed: int | None = None
 
     @property
     def metric_delta(self) -> float:
@@ -68,20 +84,66 @@ class AttributionResult:
 
     @property
     def head_importance(self) -> np.ndarray:
-        """[n_layers, n_heads] I(l,h) = sum |edge score| over edges leaving the head, / total."""
-        g = self.layout
-        per_node = np.bincount(g.edge_src, weights=np.abs(self.edge_scores.astype(np.float64)),
-                               minlength=g.n_nodes)
-        idx = [g.head_node(L, h) for L in range(g.n_layers) for h in range(g.n_heads)]
-        heads = per_node[idx]
-        total = heads.sum()
-        heads = heads / total if total > 0 else heads
-        return heads.reshape(g.n_layers, g.n_heads).astype(np.float32)
+        """[n_layers, n_heads] I(l,h) = sum |edge score| over edges leaving the head, / total.
+        |edge score| is the ranking magnitude: |mean| (abs-mean) or mean |score| (mean-abs)."""
+        return _importance(self.layout, self.ranking)
+
+    # ------------------------------------------------------- ranking and bootstrap
+    @property
+    def ranking(self) -> np.ndarray:
+        """What circuits are selected by, per edge: |mean score| or mean |score| (`rank`)."""
+        if self.rank == "mean-abs":
+            if self.mean_abs is None:
+                raise ValueError("rank 'mean-abs' needs per-example scores, which this result lacks")
+            return self.mean_abs
+        return np.abs(self.edge_scores)
+
+    @property
+    def n_replicates(self) -> int:
+        return 0 if self.replicates is None else int(self.replicates.shape[0])
+
+    def replicate_ranking(self, b: int) -> np.ndarray:
+        """The ranking vector of bootstrap replicate b (the same rule as `ranking`)."""
+        if self.rank == "mean-abs":
+            return self.replicates_abs[b]
+        return np.abs(self.replicates[b])
+
+    @property
+    def edge_se(self) -> np.ndarray | None:
+        """Bootstrap standard error of each edge's mean score (sd over replicates); None
+        without at least 2 replicates."""
+        if self.n_replicates < 2:
+            return None
+        return self.replicates.astype(np.float64).std(axis=0, ddof=1).astype(np.float32)
+
+    @property
+    def replicate_importance(self) -> np.ndarray | None:
+        """[R, n_layers, n_heads] head importance of every replicate; None without replicates."""
+        if not self.n_replicates:
+            return None
+        return np.stack([_importance(self.layout, self.replicate_ranking(b)) for b in range(self.n_replicates)])
+
+    @property
+    def importance_bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lo, hi) [n_layers, n_heads]: the INTERVAL percentiles of importance over replicates."""
+        reps = self.replicate_importance
+        if reps is None:
+            return None
+        lo, hi = np.percentile(reps.astype(np.float64), INTERVAL, axis=0)
+        return lo.astype(np.float32), hi.astype(np.float32)
 
     def edges_table(self) -> pa.Table:
         """edge_id, score: rows for `edge_scores` (add run_id when storing)."""
         return pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
                          "score": pa.array(self.edge_scores.astype(np.float32))})
+
+    def se_table(self) -> pa.Table | None:
+        """edge_id, se: rows for `edge_score_se` (add run_id); None without replicates."""
+        se = self.edge_se
+        if se is None:
+            return None
+        return pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
+                         "se": pa.array(se, pa.float32())})
 
     def heads_table(self) -> pa.Table:
         """layer, head, score, importance: rows for `head_scores` (add run_id)."""
@@ -90,6 +152,18 @@ class AttributionResult:
         return pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
                          "score": pa.array(self.head_scores.reshape(-1).astype(np.float32)),
                          "importance": pa.array(self.head_importance.reshape(-1))})
+
+    def interval_table(self) -> pa.Table | None:
+        """layer, head, importance_lo, importance_hi: rows for `head_importance_interval` (add
+        run_id), the INTERVAL percentiles of importance over replicates; None without them."""
+        bounds = self.importance_bounds
+        if bounds is None:
+            return None
+        g = self.layout
+        layer, head = np.divmod(np.arange(g.n_layers * g.n_heads, dtype=np.int32), g.n_heads)
+        return pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
+                         "importance_lo": pa.array(bounds[0].reshape(-1), pa.float32()),
+                         "importance_hi": pa.array(bounds[1].reshape(-1), pa.float32())})
 
     def run_metrics(self) -> dict[str, float]:
         """Scalars for `run_metrics` (docs/attribution.md lists them with their signs):
@@ -102,8 +176,20 @@ class AttributionResult:
                "completeness_residual": self.completeness_residual,
                "completeness_relative": self.completeness_relative,
                "n_examples": float(self.n_examples)}
+        if self.n_replicates:
+            out["bootstrap_replicates"] = float(self.n_replicates)
         out.update({k: float(v) for k, v in self.extra.items()})
         return out
+
+
+def _importance(g: GraphLayout, magnitudes: np.ndarray) -> np.ndarray:
+    """[n_layers, n_heads]: per head, the sum of `magnitudes` over its outgoing edges, / total."""
+    per_node = np.bincount(g.edge_src, weights=np.abs(magnitudes.astype(np.float64)), minlength=g.n_nodes)
+    idx = [g.head_node(L, h) for L in range(g.n_layers) for h in range(g.n_heads)]
+    heads = per_node[idx]
+    total = heads.sum()
+    heads = heads / total if total > 0 else heads
+    return heads.reshape(g.n_layers, g.n_heads).astype(np.float32)
 
 
 class Ticker:

@@ -34,6 +34,10 @@ CHAT = typer.Option("auto", "--chat", help="auto | on | off: use the chat templa
 MODE = typer.Option("plain", "--mode", help="plain | think_on | think_off (tasks and generation alike).")
 METHOD = typer.Option("eap-ig", "--method", help="eap-ig | eap | exact.")
 STEPS = typer.Option(5, "--steps", help="Integrated-gradient steps (eap-ig).")
+RANK = typer.Option("abs-mean", "--rank", help="abs-mean (|mean score|, EAP-IG) | mean-abs (mean |score|, the study).")
+BOOTSTRAP = typer.Option(0, "--bootstrap", help="Poisson-bootstrap replicates for per-head confidence (0 = off; "
+                         "e.g. 100).")
+BOOTSTRAP_SEED = typer.Option(0, "--bootstrap-seed", help="Seed of the replicates' weights (pair runs by it).")
 IG_RULE = typer.Option("midpoint", "--ig-rule", help="midpoint | left (EAP-IG, MIB) | right (the study's appendix).")
 METRIC = typer.Option("kl", "--metric", help="kl | logit-diff | logprob.")
 TOPN = typer.Option(5000, "--topn", help="Edges kept in the top-n circuit.")
@@ -76,13 +80,14 @@ def generation_settings(*, samples, temperature, top_p, max_new_tokens, seed, ba
 
 
 def attribution_settings(*, method, steps, ig_rule, metric, topn, threshold, greedy, curve, align, batch_size,
-                         batch_option="--attribution-batch-size"):
+                         rank, bootstrap, seed, batch_option="--attribution-batch-size"):
     from headdb.settings import AttributionSettings, build
 
+    names = {"batch_size": batch_option, "seed": "--bootstrap-seed"}
     return build(AttributionSettings, dict(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
                                            threshold=threshold, greedy=greedy, curve=curve, align=align,
-                                           batch_size=batch_size),
-                 label=lambda f: batch_option if f == "batch_size" else f"--{f.replace('_', '-')}")
+                                           batch_size=batch_size, rank=rank, bootstrap=bootstrap, seed=seed),
+                 label=lambda f: names.get(f, f"--{f.replace('_', '-')}"))
 
 
 def flag_intervention(ablate: Optional[str], scale: Optional[str]):
@@ -233,6 +238,7 @@ def attribution(
     task: str = typer.Option(..., "--task", help="Circuit task file (JSONL or Parquet: clean, corrupted, answer)."),
     method: str = METHOD, steps: int = STEPS, ig_rule: str = IG_RULE, metric: str = METRIC, topn: int = TOPN,
     threshold: Optional[float] = THRESHOLD, greedy: Optional[int] = GREEDY, curve: bool = CURVE, mode: str = MODE,
+    rank: str = RANK, bootstrap: int = BOOTSTRAP, bootstrap_seed: int = BOOTSTRAP_SEED,
     align: str = ALIGN, batch_size: int = typer.Option(8, "--batch-size", help="Prompt pairs per batch."),
     ablate: Optional[str] = ABLATE, scale: Optional[str] = SCALE, lineage: Optional[str] = LINEAGE,
     regime: str = REGIME, step: int = STEP, device: Optional[str] = DEVICE, dtype: str = DTYPE,
@@ -245,7 +251,8 @@ def attribution(
 
     settings = attribution_settings(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
                                     threshold=threshold, greedy=greedy, curve=curve, align=align,
-                                    batch_size=batch_size, batch_option="--batch-size")
+                                    batch_size=batch_size, rank=rank, bootstrap=bootstrap, seed=bootstrap_seed,
+                                    batch_option="--batch-size")
     spec = flag_intervention(ablate, scale)
     at, how = placement(lineage, regime, step), execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
@@ -264,6 +271,7 @@ def training_run(
     bench: List[str] = typer.Option([], "--bench", help="Benchmark file or name to generate on (repeatable)."),
     method: str = METHOD, steps: int = STEPS, ig_rule: str = IG_RULE, metric: str = METRIC, topn: int = TOPN,
     threshold: Optional[float] = THRESHOLD, align: str = ALIGN, attribution_batch_size: int = ATTRIBUTION_BATCH,
+    rank: str = RANK, bootstrap: int = BOOTSTRAP, bootstrap_seed: int = BOOTSTRAP_SEED,
     samples: int = SAMPLES, temperature: float = TEMPERATURE, top_p: float = TOP_P, top_k: Optional[int] = TOP_K,
     min_p: Optional[float] = MIN_P, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = SEED,
     batch_size: int = BATCH_SIZE, k: str = K, chat: str = CHAT, mode: str = MODE, limit: Optional[int] = LIMIT,
@@ -281,7 +289,7 @@ def training_run(
                               max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size, k=k, chat=chat,
                               mode=mode)
     att = attribution_settings(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
-                               threshold=threshold, greedy=None,
+                               threshold=threshold, greedy=None, rank=rank, bootstrap=bootstrap, seed=bootstrap_seed,
                                curve=True, align=align, batch_size=attribution_batch_size)
     how = execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)

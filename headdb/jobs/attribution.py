@@ -35,7 +35,7 @@ class AttributionJob:
 
     @property
     def seed(self) -> int | None:
-        return None
+        return self.settings.seed if self.settings.bootstrap else None  # the replicates' weights
 
     def validate(self, target: Target) -> None:
         from headdb.attribution.graph import build_layout
@@ -73,19 +73,27 @@ class AttributionJob:
             found = discover(loaded, pairs, method=s.method, metric=s.metric, steps=s.steps, ig_rule=s.ig_rule,
                              topn=s.topn,
                              threshold=s.threshold, greedy=s.greedy, curve=s.curve, batch_size=s.batch_size,
-                             progress=lambda d, t: ctx.progress("attribution", d, t))
+                             progress=lambda d, t: ctx.progress("attribution", d, t),
+                             rank=s.rank, bootstrap=s.bootstrap, seed=s.seed)
         facts.add("edge_scores", found.result.edges_table())
         facts.add("head_scores", found.result.heads_table())
+        for name, table in (("edge_score_se", found.result.se_table()),
+                            ("head_importance_interval", found.result.interval_table())):
+            if table is not None:
+                facts.add(name, table)
         for i, circuit in enumerate(found.circuits):
             facts.add("circuits", pa.table({
                 "circuit_id": pa.array([i], pa.int64()), "selection": [circuit.selection],
                 "param": pa.array([float(circuit.param)]), "n_edges": pa.array([circuit.n_edges], pa.int32()),
                 "n_nodes": pa.array([circuit.n_nodes], pa.int32()),
-                "faithfulness": pa.array([circuit.faithfulness], pa.float64())}))
+                "faithfulness": pa.array([circuit.faithfulness], pa.float64()), **circuit.confidence_columns()}))
             edges = circuit.edges_table()
             facts.add("circuit_edges", edges.append_column("circuit_id", pa.array([i] * edges.num_rows, pa.int64())))
             heads = circuit.heads_table()
             facts.add("circuit_heads", heads.append_column("circuit_id", pa.array([i] * heads.num_rows, pa.int64())))
+            if circuit.membership is not None:
+                reps = circuit.replicates_table()
+                facts.add("circuit_head_replicates", reps.append_column("circuit_id", pa.array([i] * reps.num_rows, pa.int64())))
         if found.curve is not None:
             facts.add("faithfulness_curve", found.curve.table())
         for key, value in found.run_metrics().items():

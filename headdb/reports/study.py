@@ -25,6 +25,39 @@ CHANGE = {"gained": ("gained", "#1a9850", "+"), "lost": ("lost", "#d73027", "-")
 SIDES = {"off_only": ("think-off only (compensatory)", "#d73027", "F"),
          "on_only": ("think-on only", "#4575b4", "N"),
          "both": ("both", "#fee090", "B")}
+CONFIDENT = 0.95  # bootstrap confidence below which a heatmap cell is drawn as unsure ("?" keys)
+
+
+def _unsure(categories: dict) -> dict:
+    """categories plus a pale "key?" twin of each: the same set, bootstrap p < CONFIDENT."""
+    out = dict(categories)
+    for key, (label, colour, glyph) in categories.items():
+        pale = "#" + "".join(f"{(int(colour[i:i + 2], 16) + 255) // 2:02x}" for i in (1, 3, 5))
+        out[f"{key}?"] = (f"{label}, p < {CONFIDENT:g}", pale, glyph.lower() if glyph.lower() != glyph else glyph + "?")
+    return out
+
+
+def _mark_unsure(df: pl.DataFrame, key: str, p: str) -> pl.DataFrame:
+    """Column `shown`: `key`, with "?" appended where the bootstrap p is below CONFIDENT."""
+    unsure = pl.col(p).is_not_null() & (pl.col(p) < CONFIDENT) if p in df.columns else pl.lit(False)
+    return df.with_columns(pl.when(unsure).then(pl.col(key) + "?").otherwise(pl.col(key)).alias("shown"))
+
+
+def _confidence_note(console: Console, df: pl.DataFrame, column: str, what: str, *, flag: bool = False) -> None:
+    """One line on how sure the rows are, or that their runs have no bootstrap replicates.
+    flag: the column is a 0/1 indicator; count the ones."""
+    values = df[column].drop_nulls().drop_nans() if column in df.columns else pl.Series([], dtype=pl.Float64)
+    if values.len() == 0:
+        console.print(Text(f"{what}: no bootstrap replicates (attribute with bootstrap > 0 for confidence)",
+                           style="yellow"))
+        return
+    if flag:
+        console.print(Text(f"{what}: {int(values.sum())} of {values.len()}", style="dim"))
+        return
+    console.print(Text(f"{what}: {(values >= CONFIDENT).sum()} of {values.len()} with {column} >= {CONFIDENT:g} "
+                       f"(median {values.median():.2f})", style="dim"))
+
+
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -45,20 +78,29 @@ def _wrote(console: Console, path) -> None:
 def report_heads_gained(q, df, params, console, png=None):
     n_layers, n_heads = q.shape_of(df, checkpoint=params.get("target"))
     console.print(rich_table(df.drop("task_id", "head_label"), title=f"heads gained and lost: {params.get('base')} -> {params.get('target')}"))
+    sure = _mark_unsure(df.with_columns(pl.when(pl.col("change") == "gained").then(pl.col("p_gained"))
+                                        .otherwise(pl.col("p_lost")).alias("p_change")), "change", "p_change")
+    _confidence_note(console, sure, "p_change", "confidence of each change (p_gained / p_lost)")
     panels = []
-    for (task, mode), part in _groups(df, ["task", "mode"]):
-        values = grid(part, n_layers, n_heads, "change", categorical=True)
+    for (task, mode), part in _groups(sure, ["task", "mode"]):
+        values = grid(part, n_layers, n_heads, "shown", categorical=True)
         title = f"{task} ({mode}): +{(part['change'] == 'gained').sum()} / -{(part['change'] == 'lost').sum()}"
-        console.print(heatmap(values, scale=Scale("categorical", categories=CHANGE, label="change"),
+        console.print(heatmap(values, scale=Scale("categorical", categories=_unsure(CHANGE), label="change"),
                               console=console, title=title))
         panels.append((title, values))
     if png:
-        _wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=CHANGE))
+        _wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(CHANGE)))
     return df
 
 
 def report_regime_compare(q, sizes, params, console, png=None):
     console.print(rich_table(sizes.drop("task_id"), title=f"emergent heads over {params.get('base')}"))
+    if sizes["emergent_lo"].null_count() == sizes.height:
+        _confidence_note(console, sizes, "emergent_lo", "emergent heads")
+    else:
+        console.print(Text("emergent heads sure at min_confidence (emergent_confident of emergent): " + ", ".join(
+            f"{r['lineage']} {r['emergent_confident']}/{r['emergent']}" if r["emergent_confident"] is not None
+            else f"{r['lineage']} (no paired bootstrap replicates)" for r in sizes.iter_rows(named=True)), style="dim"))
     overlap = q.run("regime_overlap", params)
     layers = q.run("regime_layers", params)
     for (task,), part in _groups(sizes, ["task"]):
@@ -113,8 +155,10 @@ def report_head_frequency(q, df, params, console, png=None):
         title = f"{params.get('lineage')} / {task}: circuits containing each head (of {total} checkpoints)"
         console.print(heatmap(values, console=console, title=title,
                               scale=Scale("sequential", 0, max(total, 1), label="checkpoints")))
-        top = part.head(10).select("head_label", "n_in_circuit", "frequency", "first_step", "last_step")
+        top = part.head(10).select("head_label", "n_in_circuit", "frequency", "first_step", "last_step",
+                                   "p_mean", "n_in_circuit_lo", "n_in_circuit_hi")
         console.print(rich_table(top, title=f"{task}: most frequent heads"))
+        _confidence_note(console, part, "p_mean", f"{task}: expected frequency under prompt resampling")
         panels.append((title, values))
     if png:
         _wrote(console, plots.heatmaps(png, panels, label="checkpoints", vmin=0))
@@ -126,9 +170,11 @@ def report_head_cohorts(q, df, params, console, png=None):
     panels = []
     for (task,), part in _groups(df, ["task"]):
         summary = (part.group_by("first_step").agg(pl.len().alias("heads"), pl.col("still_active").sum().alias("still_active"),
-                                                  pl.col("in_base").sum().alias("in_base"))
+                                                  pl.col("in_base").sum().alias("in_base"),
+                                                  pl.col("p_first").mean().alias("mean_p_first"))
                    .sort("first_step"))
         console.print(rich_table(summary, title=f"{params.get('lineage')} / {task}: cohorts by first step"))
+        _confidence_note(console, part, "p_first", f"{task}: heads sure to join at their first step")
         values = grid(part, n_layers, n_heads, "first_step")
         title = f"{task}: step at which each head first joins the circuit"
         console.print(heatmap(values, console=console, title=title, scale=Scale.for_values(values, label="first step")))
@@ -225,8 +271,12 @@ def report_effect_map(q, df, params, console, png=None):
         ranked = part.sort("effect", descending=True)
         console.print(rich_table(pl.concat([ranked.head(5), ranked.tail(5)]).unique(maintain_order=True)
                                  .select("head_label", "effect", "effect_min", "effect_max",
-                                         "mean_importance_pre", "mean_importance_post"),
+                                         "mean_importance_pre", "mean_importance_post", "effect_lo", "effect_hi"),
                                  title=f"{task}: strongest gains and losses"))
+        sign_sure = part.with_columns(pl.when(pl.col("effect_lo").is_null()).then(None)
+                                      .otherwise(((pl.col("effect_lo") > 0) | (pl.col("effect_hi") < 0)).cast(pl.Float64))
+                                      .alias("sign_sure"))
+        _confidence_note(console, sign_sure, "sign_sure", f"{task}: heads whose effect interval excludes 0", flag=True)
         panels.append((title, values))
     if png:
         _wrote(console, plots.heatmaps(png, panels, kind="diverging", vmin=-1, vmax=1, label="E(l,h)"))
@@ -239,15 +289,17 @@ def report_think_compensatory(q, sizes, params, console, png=None):
     console.print(rich_table(sizes.drop("checkpoint_id"), title="circuit size with thinking on vs off"))
     heads = q.run("think_compensatory", params, side="all")
     panels = []
-    for (ck, task), part in _groups(heads, ["checkpoint", "task"]):
+    for (ck, task), part in _groups(_mark_unsure(heads, "side", "p_side"), ["checkpoint", "task"]):
         n_layers, n_heads = q.shape_of(part, checkpoint=str(part["checkpoint_id"][0]))
-        values = grid(part, n_layers, n_heads, "side", categorical=True)
+        values = grid(part, n_layers, n_heads, "shown", categorical=True)
         title = f"{ck} / {task}: {(part['side'] == 'off_only').sum()} compensatory heads"
         console.print(heatmap(values, console=console, title=title,
-                              scale=Scale("categorical", categories=SIDES, label="circuit")))
+                              scale=Scale("categorical", categories=_unsure(SIDES), label="circuit")))
+        _confidence_note(console, part.filter(pl.col("side") == "off_only"), "p_side",
+                         f"{ck} / {task}: compensatory heads, p_side")
         panels.append((title, values))
     if png and panels:
-        _wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=SIDES))
+        _wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(SIDES)))
     return sizes
 
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 
 # Fact tables a run may write; all but the circuit children carry run_id.
 RUN_TABLES = ("edge_scores", "head_scores", "circuits", "faithfulness_curve", "run_metrics",
-              "generations", "interventions", "eval_metrics")
-CIRCUIT_CHILDREN = ("circuit_edges", "circuit_heads")
+              "generations", "interventions", "eval_metrics", "edge_score_se", "head_importance_interval")
+CIRCUIT_CHILDREN = ("circuit_edges", "circuit_heads", "circuit_head_replicates")
 FACT_TABLES = RUN_TABLES + CIRCUIT_CHILDREN
 
 
@@ -133,6 +133,7 @@ class Run:
 def _delete_run(s, run_id: int) -> None:
     s.execute(sql("warehouse", "delete_circuit_children_edges"), [run_id])
     s.execute(sql("warehouse", "delete_circuit_children_heads"), [run_id])
+    s.execute(sql("warehouse", "delete_circuit_children_replicates"), [run_id])
     for table in RUN_TABLES:
         s.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     s.execute(sql("warehouse", "delete_run"), [run_id])

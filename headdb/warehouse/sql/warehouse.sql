@@ -26,6 +26,9 @@ DELETE FROM circuit_edges WHERE circuit_id IN (SELECT circuit_id FROM circuits W
 -- name: delete_circuit_children_heads
 DELETE FROM circuit_heads WHERE circuit_id IN (SELECT circuit_id FROM circuits WHERE run_id = ?);
 
+-- name: delete_circuit_children_replicates
+DELETE FROM circuit_head_replicates WHERE circuit_id IN (SELECT circuit_id FROM circuits WHERE run_id = ?);
+
 -- name: delete_run
 DELETE FROM runs WHERE run_id = ?;
 
