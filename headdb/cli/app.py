@@ -58,8 +58,10 @@ def main_options(
 @app.command()
 def init(ctx: typer.Context) -> None:
     """Create a warehouse (schema v1 and later migrations)."""
+    from headdb.warehouse.store import open_sink
+
     opts: Options = ctx.obj
-    existed = Path(opts.db).exists()
+    existed = open_sink(opts.db, create=True, lock_timeout=opts.lock_timeout, data_path=opts.data_path).exists()
     db = opts.connect(create=True)
     version = db.schema_version()
     err.print(f"{'warehouse already at' if existed else 'created warehouse'} {db.location} (schema v{version})")
@@ -69,11 +71,9 @@ def init(ctx: typer.Context) -> None:
 def migrate(ctx: typer.Context) -> None:
     """Apply pending schema migrations in order, in one transaction."""
     opts: Options = ctx.obj
-    from headdb.warehouse.sinks import DuckDBSink
-    from headdb.warehouse.store import Warehouse, default_lock_timeout
+    from headdb.warehouse.store import Warehouse, open_sink
 
-    sink = DuckDBSink(opts.db, lock_timeout=opts.lock_timeout or default_lock_timeout())
-    sink.check_path(create=False)
+    sink = open_sink(opts.db, create=False, lock_timeout=opts.lock_timeout, data_path=opts.data_path)
     applied = Warehouse(sink).migrate()
     err.print(f"applied migrations {applied}" if applied else "warehouse is up to date")
 
