@@ -160,6 +160,18 @@ def test_circuit_report_writes_dot_and_explains_missing_graphviz(st, tmp_path, m
     assert not (tmp_path / "c.png").exists()
 
 
+def test_circuit_report_draws_the_png_itself_without_graphviz(st, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    console = plain_console(200)
+    df = run_report(st.db, "circuit", {"checkpoint": "grpo-gsm8k@400", "task": "math"}, console, tmp_path / "c.png",
+                    out=tmp_path)
+    assert (tmp_path / "c.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / f"circuit-run{st.run['grpo@400']}.dot").exists()  # a folder as --out: the file goes in it
+    assert "drawn with matplotlib" in " ".join(console.export_text().split()) and df.height == 4
+    with pytest.raises(UserError, match="needs a run id .* or a checkpoint and a task"):
+        run_report(st.db, "circuit", {"checkpoint": "grpo-gsm8k@400"}, console)
+
+
 def test_circuit_report_runs_dot_when_installed(st, tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
