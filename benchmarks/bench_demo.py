@@ -57,6 +57,7 @@ def _md(df: pl.DataFrame) -> list[str]:
 
 def seed_section(result: dict) -> tuple[list[str], dict]:
     import headdb
+    from headdb.demo.study import SELECTION
     from headdb.reports.ablation import control_contrasts
     from headdb.reports.session import ReportSession
     from headdb.warehouse.queries import query_session
@@ -75,21 +76,22 @@ def seed_section(result: dict) -> tuple[list[str], dict]:
             traj = q.run("benchmark_trajectory", {"lineage": lineage, "metric": "accuracy"})
             wide = (traj.select("step", "task", "value").pivot(on="task", index="step", values="value").sort("step"))
             lines += [f"{lineage}:", ""] + _md(wide) + [""]
-        sizes = q.run("regime_compare", {"base": "base"})
-        lines += ["Heads gained over the base at each lineage's last checkpoint (threshold circuits):", ""]
+        sizes = q.run("regime_compare", {"base": "base", "selection": SELECTION})
+        lines += [f"Heads gained over the base at each lineage's last checkpoint ({SELECTION} circuits):", ""]
         lines += _md(sizes.select("task", "lineage", "base_heads", "heads", "emergent", "lost", "emergent_heads")) + [""]
         sub = sizes.filter((pl.col("lineage") == "sft") & (pl.col("task") == "sub"))
-        cohorts = q.run("head_cohorts", {"lineage": "sft", "task": "sub"}).filter(~pl.col("in_base").fill_null(False))
+        cohorts = q.run("head_cohorts", {"lineage": "sft", "task": "sub", "selection": SELECTION}).filter(~pl.col("in_base").fill_null(False))
         kept = int(cohorts["still_active"].sum()) if cohorts.height else 0
         lines += [f"SFT on sub: {cohorts.height} head(s) added over the base across its checkpoints, {kept} still in "
                   f"the last circuit; first added at steps {sorted(set(cohorts['first_step'].to_list()))}.", ""]
         verdict["sft_gains"] = bool(sub.height and sub["emergent"][0] > 0)
         verdict["sft_keeps"] = bool(cohorts.height and kept == cohorts.height)
-        dyn = q.run("head_dynamics", {"lineage": "grpo", "task": "add", "metric": "reward"})
+        dyn = q.run("head_dynamics", {"lineage": "grpo", "task": "add", "metric": "reward", "selection": SELECTION})
         lines += ["GRPO on add, per checkpoint (reward: at the step; window: mean since the previous checkpoint):", ""]
         lines += _md(dyn.select("step", "active", "new", "pruned", "cumulative", "metric_value", "window_mean")
                      .rename({"metric_value": "reward", "window_mean": "window"})) + [""]
-        corr = q.run("dynamics_correlation", {"lineage": "grpo", "task": "add", "metric": "reward"})
+        corr = q.run("dynamics_correlation", {"lineage": "grpo", "task": "add", "metric": "reward",
+                                              "selection": SELECTION})
         if corr.height:
             c = corr.row(0, named=True)
             lines += [f"Correlation with the reward over {c['n']} checkpoints: new {_fmt(c['corr_new'], 2)}, pruned "
@@ -137,8 +139,8 @@ def main() -> int:
         f"seed {seed}: SFT gained heads {'yes' if v.get('sft_gains') else 'NO'}"
         f" (all kept: {'yes' if v.get('sft_keeps') else 'no'}), GRPO reward change "
         f"{_fmt(v.get('reward_rise'), 2)}, "
-        + ", ".join(f"{k} hurts more than control: {'yes' if ok else 'no'} ({d:+.3f})"
-                    for k, (ok, d) in v.items() if k.startswith("ablation"))
+        + ", ".join(f"{k} hurts more than control: {'yes' if v[k][0] else 'no'} ({v[k][1]:+.3f})"
+                    for k in v if k.startswith("ablation"))
         for seed, v in summary)]
     text = "\n".join(lines) + "\n"
     if args.markdown:

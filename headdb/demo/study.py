@@ -42,6 +42,9 @@ THREADS = 1
 # The demo's prompts are the bare questions: the study's prompt suffix would triple every
 # sequence, and a model this small does not read instructions anyway.
 SUFFIX = ""
+# The circuits the demo's reports and summary read (see ingest/demo.toml: top n edges, n = the
+# study's share of the graph's edges).
+SELECTION = "topn"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from headdb.demo.study import SELECTION
 from headdb.reports.ablation import control_contrasts
 
 # Below this, a change of a mean over windows of sampled rewards is read as no change.
@@ -38,13 +39,13 @@ def accuracy_lines(q) -> list[str]:
 
 
 def sft_lines(q) -> list[str]:
-    gained = q.run("heads_gained", {"base": "base", "target": "sft@last", "task": "sub"})
+    gained = q.run("heads_gained", {"base": "base", "target": "sft@last", "task": "sub", "selection": SELECTION})
     plus = gained.filter(pl.col("change") == "gained").sort("target_importance", descending=True, nulls_last=True)
     minus = gained.filter(pl.col("change") == "lost")
     if not plus.height:
         return ["SFT gained NO head over the base on the subtraction task: its last circuit has no head the base's "
                 f"lacks ({minus.height} lost). The phenomenon did not show in this run."]
-    cohorts = q.run("head_cohorts", {"lineage": "sft", "task": "sub"}).filter(~pl.col("in_base").fill_null(False))
+    cohorts = q.run("head_cohorts", {"lineage": "sft", "task": "sub", "selection": SELECTION}).filter(~pl.col("in_base").fill_null(False))
     kept = cohorts.filter(pl.col("still_active"))
     return [f"SFT gained {plus.height} head(s) over the base on the subtraction task ({_heads(plus)}) and lost "
             f"{minus.height}; of the {cohorts.height} head(s) its checkpoints added over the base, {kept.height} "
@@ -55,7 +56,7 @@ def sft_lines(q) -> list[str]:
 
 def grpo_lines(q) -> list[str]:
     lines = []
-    dyn = q.run("head_dynamics", {"lineage": "grpo", "task": "add", "metric": "reward"})
+    dyn = q.run("head_dynamics", {"lineage": "grpo", "task": "add", "metric": "reward", "selection": SELECTION})
     if not dyn.height:
         return ["GRPO: no circuits on the addition task, so no dynamics."]
     windows = [v for v in dyn["window_mean"].to_list() if v is not None]
@@ -67,7 +68,7 @@ def grpo_lines(q) -> list[str]:
     else:
         lines.append("GRPO's reward: fewer than two checkpoint windows, so no trend.")
     post = dyn.filter(pl.col("new").is_not_null())
-    corr = q.run("dynamics_correlation", {"lineage": "grpo", "task": "add", "metric": "reward"})
+    corr = q.run("dynamics_correlation", {"lineage": "grpo", "task": "add", "metric": "reward", "selection": SELECTION})
     c = corr.row(0, named=True) if corr.height else {}
     def r(v):
         return "n/a" if v is None else f"{v:+.2f}"
@@ -76,7 +77,7 @@ def grpo_lines(q) -> list[str]:
                  f"correlation with the reward over {c.get('n', 0)} checkpoints: new {r(c.get('corr_new'))}, "
                  f"pruned {r(c.get('corr_pruned'))} (new vs the mean reward since the previous checkpoint "
                  f"{r(c.get('corr_new_window'))}).")
-    gained = q.run("heads_gained", {"base": "base", "target": "grpo@last", "task": "add"})
+    gained = q.run("heads_gained", {"base": "base", "target": "grpo@last", "task": "add", "selection": SELECTION})
     plus = gained.filter(pl.col("change") == "gained")
     lines.append(f"GRPO's last circuit on addition gained {plus.height} head(s) over the base"
                  + (f" ({_heads(plus)})" if plus.height else "") + f" and lost {(gained['change'] == 'lost').sum()}.")

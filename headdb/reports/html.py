@@ -32,7 +32,7 @@ h2 { font-size: 1.25em; margin-top: 2.2em; border-bottom: 1px solid #ccc; paddin
 .meta, .params, .desc { color: #555; font-size: 0.92em; }
 .params code { background: #eee; padding: 0 0.3em; border-radius: 3px; }
 pre.terminal { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px;
-               line-height: 1.25; padding: 0.8em 1em; border-radius: 6px; overflow-x: auto; }
+               line-height: 1.15; padding: 0.8em 1em; border-radius: 6px; overflow-x: auto; }
 figure { margin: 1em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #ddd; background: white; }
 figcaption { color: #555; font-size: 0.9em; }
