@@ -299,3 +299,18 @@ def test_synthetic_by_name():
     # grading the gold answer against a boxed completion works end to end
     row = small.row(0, named=True)
     assert grade(row["answer"], f"\\boxed{{{row['answer']}}}", style=row["style"]).correct
+
+
+def test_synthetic_level_5_and_the_bare_prompt():
+    df = synthetic_arithmetic(n=60, levels=[5], seed=3)
+    for row in df.iter_rows(named=True):
+        a, b = (int(x) for x in json.loads(row["meta"])["expression"].split(" - "))
+        assert 10 <= b < a < 100 and a // 10 > b // 10 and a % 10 >= b % 10  # no borrow, tens differ
+        assert int(row["answer"]) == a - b >= 10
+    bare = load_benchmark("synthetic-arithmetic:n=4,levels=5,suffix=none")
+    assert bare["prompt"].to_list() == bare["problem"].to_list()
+    assert load_benchmark("synthetic-arithmetic:n=4,suffix=study")["prompt"][0].endswith(PROMPT_SUFFIX)
+    plain = load_benchmark("synthetic-arithmetic:n=4", suffix="")  # the loader's suffix when the spec has none
+    assert plain["prompt"].to_list() == plain["problem"].to_list()
+    with pytest.raises(UserError, match="suffix .* must be 'study'"):
+        load_benchmark("synthetic-arithmetic:suffix=short")

@@ -295,6 +295,11 @@ def test_circuit_graph(st):
     assert df["edge"].to_list() == ["input->a0.h0<q>", "input->a3.h1<k>", "a0.h0->a3.h1<v>", "a3.h1->logits"]
     assert df["port"].to_list() == ["q", "k", "v", ""]
     assert df["score"].null_count() == 0
+    # by checkpoint and task: the circuit every other query uses (the latest plain run), not the
+    # older run or the newer run under an intervention that grpo@400 also has
+    by_ref = q(st, "circuit_graph", checkpoint="grpo-gsm8k@400", task="math")
+    assert by_ref["edge"].to_list() == df["edge"].to_list() and set(by_ref["run_id"]) == {st.run["grpo@400"]}
+    assert q(st, "circuit_graph", checkpoint="grpo-gsm8k@400").height == 0  # a task is needed too
 
 
 # -- params: validation, coercion, errors ------------------------------------------------------------

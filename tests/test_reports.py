@@ -124,7 +124,7 @@ def test_head_dynamics_report_shows_bars_beside_the_reward(st):
     console = plain_console(160)
     run_report(st.db, "head_dynamics", {"lineage": "grpo-gsm8k"}, console)
     text = console.export_text()
-    rows = [line for line in text.splitlines() if "checkpoint-" in line]
+    rows = [line for line in text.splitlines() if line.strip("│ ").split(" ")[0] in ("100", "200", "400")]
     assert len(rows) == 3 and all("█" in r for r in rows)
     assert "new -0.72" in text
 
@@ -158,6 +158,18 @@ def test_circuit_report_writes_dot_and_explains_missing_graphviz(st, tmp_path, m
     assert '"a0.h0" -> "a3.h1"' in dot and 'label="v"' in dot and "rank=same" in dot
     assert "graphviz `dot` is not installed" in console.export_text()
     assert not (tmp_path / "c.png").exists()
+
+
+def test_circuit_report_draws_the_png_itself_without_graphviz(st, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    console = plain_console(200)
+    df = run_report(st.db, "circuit", {"checkpoint": "grpo-gsm8k@400", "task": "math"}, console, tmp_path / "c.png",
+                    out=tmp_path)
+    assert (tmp_path / "c.png").read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / f"circuit-run{st.run['grpo@400']}.dot").exists()  # a folder as --out: the file goes in it
+    assert "drawn with matplotlib" in " ".join(console.export_text().split()) and df.height == 4
+    with pytest.raises(UserError, match="needs a run id .* or a checkpoint and a task"):
+        run_report(st.db, "circuit", {"checkpoint": "grpo-gsm8k@400"}, console)
 
 
 def test_circuit_report_runs_dot_when_installed(st, tmp_path, monkeypatch):
@@ -269,3 +281,53 @@ def test_parse_params():
     assert parse_params(["a=1", "b=x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
     with pytest.raises(UserError, match="given twice"):
         parse_params(["a=1", "a=2"])
+
+
+# -- the study report as one HTML file ---------------------------------------------------------------------
+
+def _manifest_with_every_report(st, folder) -> tuple[object, list[str]]:
+    lines, names = ['[study]\nname = "mini"\n'], []
+    for name in sorted(REPORT_PARAMS):
+        params = ", ".join(f"{k} = {json.dumps(v)}" for k, v in REPORT_PARAMS[name].items())
+        lines.append(f'[[reports]]\nname = "{name}"\nparams = {{ {params} }}\n')
+        names.append(name)
+    lines.append('[[reports]]\nname = "circuit"\nparams = { checkpoint = "grpo-gsm8k@400", task = "math" }\n')
+    names.append("circuit")
+    path = folder / "mini.toml"
+    path.write_text("\n".join(lines))
+    return path, names
+
+
+def test_report_study_html_holds_every_report_with_its_figure(app, st, tmp_path):
+    import base64
+    import re
+
+    manifest, names = _manifest_with_every_report(st, tmp_path)
+    out = tmp_path / "study.html"
+    result = invoke(app, "--db", st.db.location, "report", "study", manifest, "--html", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
+    sections = re.findall(r'<section id="r(\d+)-([a-z_]+)">(.*?)</section>', text, flags=re.S)
+    assert [name for _, name, _ in sections] == names
+    for _, name, body in sections:
+        assert f"<h2>{name}</h2>" in body
+        images = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', body)
+        assert len(images) == 1, name
+        assert base64.b64decode(images[0])[:8] == PNG_MAGIC, name
+        assert '<pre class="terminal"' in body and "wrote " not in body  # figures are inline, not files
+    assert EXPECT_TEXT["head_dynamics"] in text and "E(l,h) over 3 checkpoints" in text
+    # self-contained: nothing is fetched from elsewhere
+    assert not re.search(r'(src|href)="(https?:|//|file:)', text) and "<script" not in text and "<link" not in text
+
+
+def test_report_study_errors(app, st, tmp_path):
+    empty = tmp_path / "empty.toml"
+    empty.write_text('[study]\nname = "x"\n')
+    result = invoke(app, "--db", st.db.location, "report", "study", empty, "--html", tmp_path / "x.html")
+    assert isinstance(result.exception, UserError) and "no [[reports]] entries" in str(result.exception)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[reports]]\nname = "heads_gaind"\n')
+    result = invoke(app, "--db", st.db.location, "report", "study", bad, "--html", tmp_path / "x.html")
+    assert isinstance(result.exception, UserError) and "did you mean heads_gained" in str(result.exception)
+    assert not (tmp_path / "x.html").exists()

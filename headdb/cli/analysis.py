@@ -168,6 +168,36 @@ def report_circuit(ctx: typer.Context,
                _extra_dirs(ctx, queries), out=out)
 
 
+@report_app.command("study")
+def report_study(ctx: typer.Context,
+                 manifest: Path = typer.Argument(..., help="Study manifest (TOML) whose [[reports]] to render."),
+                 html: Optional[Path] = typer.Option(None, "--html", help="Write every report, with its figure, "
+                                                     "into this one self-contained HTML file."),
+                 queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP)) -> None:
+    """Every report of a study manifest: on the terminal, or with --html as one HTML file (tables,
+    heatmaps and figures embedded; no network needed to view it)."""
+    from headdb.jobs.manifest import load_manifest
+
+    m = load_manifest(manifest)
+    entries = [(r.name, r.params) for r in m.reports]
+    db = ctx.obj.connect()
+    dirs = _extra_dirs(ctx, queries)
+    if html is None:
+        from headdb.reports import get_report, print_reports
+
+        if not entries:
+            raise UserError(f"{manifest} has no [[reports]] entries")
+        for name, _ in entries:
+            get_report(name)
+        print_reports(db, entries, Console(), dirs)
+        return
+    from headdb.reports.html import write_study_html
+
+    path = write_study_html(db, entries, html, title=f"study {m.name}", subtitle=f"manifest {manifest}; "
+                            f"warehouse {db.location}", extra_dirs=dirs)
+    err.print(f"wrote {path}: {len(entries)} report(s)")
+
+
 _register_reports()
 
 

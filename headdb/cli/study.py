@@ -54,55 +54,51 @@ def study(
         raise typer.Exit(1)
 
 
-def print_reports(db, m) -> None:
-    from headdb.reports import run_report
+def print_reports(db, m, console: Console | None = None) -> None:
+    from headdb.reports import print_reports as print_all
 
-    console = Console()
-    for spec in m.reports:
-        console.rule(f"[bold]{spec.name}[/bold] {spec.params or ''}")
-        run_report(db, spec.name, spec.params, console, extra_dirs=db.query_dirs)
+    print_all(db, [(r.name, r.params) for r in m.reports], console or Console(), db.query_dirs)
 
 
 def demo(
     ctx: typer.Context,
-    quick: bool = typer.Option(False, "--quick", help="Smaller models, runs and benchmarks (about 3 minutes)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for models, runs and tasks "
-                                       "(default ./headdb-demo, or ./headdb-demo-quick)."),
-    seed: int = typer.Option(0, "--seed"),
+    quick: bool = typer.Option(False, "--quick", help="Smaller models, runs and benchmarks (under 2 minutes)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for models, runs, tasks, the log and the HTML "
+                                       "report (default ./headdb-demo, or ./headdb-demo-quick)."),
+    seed: int = typer.Option(0, "--seed", help="Training seed (weights, data order, sampling); the benchmarks "
+                             "and circuit tasks stay the same, so seeds are comparable."),
     reports: bool = typer.Option(True, "--reports/--no-reports"),
 ) -> None:
     """The whole study in miniature, offline on a CPU: pretrain a tiny model, post-train it with
-    trl (SFT and GRPO), ingest every checkpoint and print the study's reports."""
-    import time
+    trl (SFT and GRPO), ingest every checkpoint, print the study's reports and what they found,
+    and write them all into one HTML file."""
+    from headdb.demo.run import run_demo
+    from headdb.demo.study import FULL, QUICK
 
-    from headdb.progress import progress_bar
-    from headdb.jobs.study import run_study
-    from headdb.demo.study import FULL, QUICK, build_models, demo_study
-
-    import torch
-
-    from headdb.demo.study import THREADS
-
-    torch.set_num_threads(THREADS)
-    started = time.monotonic()
     settings = QUICK if quick else FULL
     root = out or Path("headdb-demo-quick" if quick else "headdb-demo")
-    root.mkdir(parents=True, exist_ok=True)
     db = ctx.obj.connect(create=True)
-    build_models(root, settings, seed=seed, say=err.print)
-    built = time.monotonic()
-    m = demo_study(root, settings)
-    from headdb.settings import Execution
-
-    with progress_bar("demo") as progress:
-        outcome = run_study(db, m, execution=Execution(device="cpu", dtype="float32"), progress=progress,
-                            say=err.print)
-    ingested = time.monotonic()
-    if reports:
-        print_reports(db, m)
-    err.print(f"demo: models {built - started:.0f} s, ingest {ingested - built:.0f} s, "
-              f"total {time.monotonic() - started:.0f} s; {len(outcome.done)} run(s) added, "
-              f"{len(outcome.skipped)} already there, {len(outcome.failed)} failed; warehouse {db.location}")
-    err.print(f"next: headdb --db {db.location} runs | headdb --db {db.location} query list")
+    err.print(f"headdb demo{' --quick' if quick else ''}: building in {root}/ (library logs: {root}/demo.log)",
+              highlight=False)
+    done = run_demo(db, root, settings, seed=seed, console=err, out=Console(), reports=reports,
+                    title="headdb demo" + (" (quick)" if quick else "") + f", seed {seed}")
+    outcome, t = done.outcome, done.seconds
+    out_console = Console()
+    out_console.rule("[bold]what the demo found[/bold] (every number measured above)")
+    for line in done.summary:
+        out_console.print(f"- {line}", highlight=False, markup=False)
+    err.print(f"demo: models {t['models']:.0f} s, ingest {t['ingest']:.0f} s, reports {t['reports']:.0f} s, "
+              f"total {t['total']:.0f} s; {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
+              f"{len(outcome.failed)} failed", highlight=False)
+    err.print(f"report: {done.html}  (open it in a browser: every report with its figure, self-contained)",
+              highlight=False)
+    err.print(f"log: {done.log}   warehouse: {db.location}", highlight=False)
+    err.print(f"next: headdb --db {db.location} runs | headdb --db {db.location} report study "
+              f"{_manifest_path()} --html study.html", highlight=False)
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _manifest_path() -> str:
+    from headdb.demo.study import demo_manifest
+    return str(demo_manifest())

@@ -118,7 +118,8 @@ def solution_text(expression: str, style: str = "steps") -> str:
     style "steps": a step-by-step solution; a single addition or subtraction goes column by
     column ("Ones: 7 + 8 = 15, write 5 carry 1."), anything else one operation per line, then
     ``\\boxed{<value>}`` on the last line. style "direct":
-    "<expression> = <value>." and the box.
+    "<expression> = <value>." and the box; style "unboxed": the same without the box (an answer
+    the math grader cannot read, as a base model's unformatted replies).
     """
     m = _BINARY.match(expression)
     if m and m.group(2) in "+-":
@@ -129,8 +130,10 @@ def solution_text(expression: str, style: str = "steps") -> str:
         lines, value = _eval_steps(expression)
     if style == "direct":
         return f"{expression} = {value}.\n\\boxed{{{value}}}"
+    if style == "unboxed":
+        return f"{expression} = {value}."
     if style != "steps":
-        raise ValueError(f"unknown solution style {style!r}; use 'steps' or 'direct'")
+        raise ValueError(f"unknown solution style {style!r}; use 'steps', 'direct' or 'unboxed'")
     return "\n".join(lines + [f"\\boxed{{{value}}}"])
 
 
@@ -138,15 +141,16 @@ def solution_text(expression: str, style: str = "steps") -> str:
 # Datasets
 
 
-def arithmetic_items(n: int, seed: int, levels: Sequence[int] = (1, 2)) -> list[dict]:
+def arithmetic_items(n: int, seed: int, levels: Sequence[int] = (1, 2), *,
+                     suffix: Optional[str] = None) -> list[dict]:
     """``n`` training items (dicts: prompt, problem, answer, level, expression) from the
     synthetic arithmetic benchmark under seed ``TRAIN_SEED_OFFSET + seed``; the prompt is the
-    benchmark's (problem + the "\\boxed{}" suffix)."""
+    benchmark's (problem + the "\\boxed{}" suffix, or ``suffix`` when given; "" for none)."""
     import json
 
     from headdb.evals.benchmarks import synthetic_arithmetic
 
-    df = synthetic_arithmetic(n, levels=tuple(levels), seed=TRAIN_SEED_OFFSET + int(seed))
+    df = synthetic_arithmetic(n, levels=tuple(levels), seed=TRAIN_SEED_OFFSET + int(seed), suffix=suffix)
     out = []
     for row in df.iter_rows(named=True):
         out.append({
@@ -159,13 +163,14 @@ def arithmetic_items(n: int, seed: int, levels: Sequence[int] = (1, 2)) -> list[
     return out
 
 
-def sft_dataset(n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2), style: str = "steps"):
+def sft_dataset(n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2), style: str = "steps",
+                suffix: Optional[str] = None):
     """A `datasets.Dataset` for `trl.SFTTrainer` in conversational prompt/completion form:
     ``prompt`` = [user: benchmark prompt], ``completion`` = [assistant: `solution_text`], plus
     ``answer`` and ``level`` columns (ignored by SFT)."""
     from datasets import Dataset
 
-    rows = arithmetic_items(n, seed, levels)
+    rows = arithmetic_items(n, seed, levels, suffix=suffix)
     return Dataset.from_dict({
         "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
         "completion": [[{"role": "assistant", "content": solution_text(r["expression"], style)}]
@@ -175,12 +180,12 @@ def sft_dataset(n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2), style:
     })
 
 
-def grpo_dataset(n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2)):
+def grpo_dataset(n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2), suffix: Optional[str] = None):
     """A `datasets.Dataset` for `trl.GRPOTrainer`: conversational ``prompt`` = [user: benchmark
     prompt] and the gold ``answer`` (passed to `accuracy_reward`), plus ``level``."""
     from datasets import Dataset
 
-    rows = arithmetic_items(n, seed, levels)
+    rows = arithmetic_items(n, seed, levels, suffix=suffix)
     return Dataset.from_dict({
         "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
         "answer": [r["answer"] for r in rows],
@@ -340,27 +345,30 @@ def _chat_renderer(tok):
 
 def pretraining_texts(tok, n: int, seed: int, *, levels: Sequence[int] = (1, 2),
                       plain_fraction: float = 0.3, steps_fraction: float = 0.1,
-                      lines_per_plain: int = 4) -> list[str]:
+                      boxed_fraction: float = 1.0, lines_per_plain: int = 4,
+                      suffix: Optional[str] = None) -> list[str]:
     """The pretraining corpus: ``n`` documents, deterministic under ``seed``.
 
     A share ``plain_fraction`` are raw question/answer lines ("What is 47 + 38? 47 + 38 = 85.",
     ``lines_per_plain`` per document); the rest are chat-formatted question/answer pairs (the benchmark prompt as
     the user turn), answered step by step with probability ``steps_fraction`` and directly
-    otherwise. Every document ends with the tokenizer's eos.
+    otherwise; a direct answer carries its ``\\boxed{}`` with probability ``boxed_fraction``.
+    Every document ends with the tokenizer's eos.
     """
     import random
 
     rng = random.Random(f"headdb-pretrain:{seed}")
     render = _chat_renderer(tok)
     n_plain = int(round(n * plain_fraction))
-    items = arithmetic_items(max(1, n - n_plain + n_plain * lines_per_plain), seed, levels)
+    items = arithmetic_items(max(1, n - n_plain + n_plain * lines_per_plain), seed, levels, suffix=suffix)
     rng.shuffle(items)
     docs: list[str] = []
     pos = 0
     for _ in range(n - n_plain):
         it = items[pos]
         pos += 1
-        style = "steps" if rng.random() < steps_fraction else "direct"
+        style = ("steps" if rng.random() < steps_fraction
+                 else "direct" if boxed_fraction >= 1.0 or rng.random() < boxed_fraction else "unboxed")
         docs.append(render(it["prompt"], solution_text(it["expression"], style)) + tok.eos_token)
     for _ in range(n_plain):
         chunk = items[pos:pos + lines_per_plain]
@@ -379,6 +387,7 @@ def pretrain_base(
     n_kv_heads: int = 2,
     d_model: int = 64,
     d_mlp: Optional[int] = None,
+    d_head: Optional[int] = None,
     arch: str = "qwen2",
     steps: int = 1000,
     batch_size: int = 16,
@@ -388,6 +397,9 @@ def pretrain_base(
     levels: Sequence[int] = (1, 2),
     plain_fraction: float = 0.3,
     steps_fraction: float = 0.1,
+    boxed_fraction: float = 1.0,
+    lines_per_plain: int = 4,
+    suffix: Optional[str] = None,
     seed: int = 0,
     save_steps: Optional[int] = None,
     threads: Optional[int] = None,
@@ -410,11 +422,12 @@ def pretrain_base(
     _quiet_env()
     out = Path(out_dir)
     build_tiny_model(out, arch=arch, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                     d_model=d_model, d_mlp=d_mlp, seed=seed)
+                     d_model=d_model, d_mlp=d_mlp, d_head=d_head, seed=seed)
     model, tok = _load(out)
     _end_of_turn_eos(model, tok)
     texts = pretraining_texts(tok, steps * batch_size, seed, levels=levels,
-                              plain_fraction=plain_fraction, steps_fraction=steps_fraction)
+                              plain_fraction=plain_fraction, steps_fraction=steps_fraction,
+                              boxed_fraction=boxed_fraction, lines_per_plain=lines_per_plain, suffix=suffix)
     ids = tok(texts, add_special_tokens=False)["input_ids"]
     ds = Dataset.from_dict({"input_ids": ids})
     args = TrainingArguments(**_cpu_args(out, steps=steps, save_steps=save_steps, seed=seed, lr=lr,
@@ -444,6 +457,7 @@ def train_sft(
     n_examples: Optional[int] = None,
     levels: Sequence[int] = (1, 2),
     style: str = "steps",
+    suffix: Optional[str] = None,
     scheduler: str = "constant",
     warmup_steps: int = 0,
     max_length: int = 384,
@@ -463,7 +477,7 @@ def train_sft(
     out = Path(out_dir)
     model, tok = _load(Path(base_dir))
     _end_of_turn_eos(model, tok)
-    ds = sft_dataset(n_examples or steps * batch_size, seed, levels=levels, style=style)
+    ds = sft_dataset(n_examples or steps * batch_size, seed, levels=levels, style=style, suffix=suffix)
     config = SFTConfig(
         **_cpu_args(out, steps=steps, save_steps=save_steps, seed=seed, lr=lr,
                     batch_size=batch_size, scheduler=scheduler, warmup_steps=warmup_steps,
@@ -494,6 +508,7 @@ def train_grpo(
     temperature: float = 0.7,
     n_prompts: Optional[int] = None,
     levels: Sequence[int] = (1, 2),
+    suffix: Optional[str] = None,
     scheduler: str = "constant_with_warmup",
     warmup_steps: int = 10,
     reward_funcs: Optional[list] = None,
@@ -515,7 +530,7 @@ def train_grpo(
     out = Path(out_dir)
     model, tok = _load(Path(base_dir))
     _end_of_turn_eos(model, tok)
-    ds = grpo_dataset(n_prompts or steps * prompts_per_step, seed, levels=levels)
+    ds = grpo_dataset(n_prompts or steps * prompts_per_step, seed, levels=levels, suffix=suffix)
     config = GRPOConfig(
         **_cpu_args(out, steps=steps, save_steps=save_steps, seed=seed, lr=lr,
                     batch_size=num_generations * prompts_per_step, scheduler=scheduler,
@@ -540,7 +555,7 @@ def train_grpo(
 
 def evaluate_accuracy(model_dir, *, n: int = 64, levels: Sequence[int] = (1, 2), seed: int = 0,
                       max_new_tokens: int = 96, batch_size: int = 64, temperature: float = 0.0,
-                      samples: int = 1, top_p: float = 1.0) -> dict[str, float]:
+                      samples: int = 1, top_p: float = 1.0, suffix: Optional[str] = None) -> dict[str, float]:
     """Accuracy of ``model_dir`` on ``synthetic_arithmetic(n, levels, seed)`` through the chat
     template (`headdb.evals.generation`), graded by `headdb.evals.grading.grade`: {"all": ..., "level1":
     ...}. Greedy by default; ``temperature`` > 0 samples ``samples`` completions per problem
@@ -553,7 +568,7 @@ def evaluate_accuracy(model_dir, *, n: int = 64, levels: Sequence[int] = (1, 2),
 
     model, tok = _load(Path(model_dir))
     model.eval()
-    df = synthetic_arithmetic(n, levels=tuple(levels), seed=seed)
+    df = synthetic_arithmetic(n, levels=tuple(levels), seed=seed, suffix=suffix)
     prompts = chat_prompts(tok, df["prompt"].to_list())
     sampling = Sampling(samples=samples if temperature > 0 else 1, temperature=temperature,
                         top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)

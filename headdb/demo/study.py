@@ -1,25 +1,34 @@
-"""`headdb demo`: the study in miniature, offline, on a CPU.
+"""`headdb demo`: the study in miniature, offline, on a CPU, built so its phenomena can be found.
 
-1. pretrain a tiny Qwen2-architecture model with grouped-query attention from scratch on
-   synthetic arithmetic (`recipes.pretrain_base`) into `models/base`;
-2. post-train two lineages from it with real trl: SFT on step-by-step solutions
-   (`runs/sft`) and GRPO with a math-verify accuracy reward (`runs/grpo`), saving checkpoints;
-3. write the circuit task (`tasks/arith.jsonl`);
-4. run the study manifest `ingest/demo.toml` over that folder: attribution of the base and every
-   checkpoint, generations by difficulty level, and an ablation of GRPO's emergent heads beside
-   a random layer-matched control; then print its reports.
+The mechanisms it is built from (every number it prints is measured, none is set):
 
-Every stage is skipped when its output is complete, so an interrupted demo resumes; every
-number is printed as measured. `--quick` uses smaller settings (and a separate folder).
+1. **A base without a skill.** A tiny Qwen2-architecture model (4 layers x 8 query heads on 2
+   key/value heads, as grouped-query attention in Qwen2.5) is pretrained from scratch on
+   addition only (`recipes.pretrain_base`), in the chat format the benchmarks use; half of its
+   chat answers end in ``\\boxed{}``, the other half do not. It has never seen a minus sign.
+2. **SFT teaches a new operation.** trl SFT on two-digit subtraction (plus addition, always
+   boxed) must build circuitry the base lacks, so the circuit of the subtraction task should
+   gain heads, and keep them as SFT goes on (`runs/sft`).
+3. **GRPO at the edge of the base's ability.** trl GRPO on addition with a math-verify accuracy
+   reward: the base answers correctly but boxes only about half its answers and slips on
+   carries when sampling, so the reward has room to rise (`runs/grpo`); its circuit on the
+   addition task is followed checkpoint by checkpoint beside the reward.
+4. **The study** (`ingest/demo.toml`): attribution of the base and every checkpoint on both
+   circuit tasks, generations on both benchmarks, and zero-ablation of each regime's emergent
+   heads beside a random layer-matched control; then its reports, a closing summary of what
+   was measured (`headdb.demo.summary`) and one HTML file with every report and figure.
+
+Every stage is skipped when its output is complete, so an interrupted demo resumes. Library
+logs and the trainers' log dicts go to `<out>/demo.log`; the terminal shows one progress bar
+per stage. `--quick` uses smaller settings (and a separate folder).
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 import random
 import shutil
-from dataclasses import dataclass, replace
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,110 +36,164 @@ from headdb.resources import package_dir
 
 DONE = ".headdb-done"
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning
-# threads slow each small matmul down many times over: one thread is faster and predictable.
+# threads slow each small matmul down many times over: one thread is faster and predictable
+# (runs are also bit-identical only at a fixed thread count).
 THREADS = 1
+# The demo's prompts are the bare questions: the study's prompt suffix would triple every
+# sequence, and a model this small does not read instructions anyway.
+SUFFIX = ""
+# The circuits the demo's reports and summary read (see ingest/demo.toml: top n edges, n = the
+# study's share of the graph's edges).
+SELECTION = "topn"
 
 
 @dataclass(frozen=True)
 class DemoSettings:
+    # the model
     n_layers: int = 4
-    n_heads: int = 4
+    n_heads: int = 8
     n_kv_heads: int = 2          # grouped-query attention, as in Qwen2.5
     d_model: int = 64
-    pretrain_steps: int = 600
+    d_head: int = 16             # 8 heads of 8 dimensions leave rotary embeddings too little room
+    # pretraining: addition only, half the chat answers boxed
+    pretrain_steps: int = 500
     pretrain_batch_size: int = 32
     pretrain_lr: float = 3e-3
+    pretrain_levels: tuple[int, ...] = (1, 2)
+    boxed_fraction: float = 0.5
+    # SFT: subtraction (a new operation) and addition, always boxed
     sft_steps: int = 200
-    sft_save_steps: int = 50
+    sft_save_steps: int = 40
     sft_lr: float = 1e-3
-    grpo_steps: int = 150
-    grpo_save_steps: int = 50
+    sft_batch_size: int = 32
+    sft_levels: tuple[int, ...] = (5, 5, 1, 2)
+    # GRPO: addition, accuracy reward
+    grpo_steps: int = 80
+    grpo_save_steps: int = 16
     grpo_lr: float = 5e-5
+    grpo_warmup_steps: int = 10
     grpo_generations: int = 8
-    grpo_prompts_per_step: int = 4
+    grpo_prompts_per_step: int = 8
     grpo_temperature: float = 0.7
-    grpo_max_completion_length: int = 64
-    grpo_beta: float = 0.04
-    sft_batch_size: int = 16
-    levels: tuple[int, ...] = (1, 2, 3)
+    grpo_max_completion_length: int = 32
+    grpo_beta: float = 0.0
+    grpo_levels: tuple[int, ...] = (1, 2)
+    # the study's sizes
     task_items: int = 24
     bench_items: int = 48
     samples: int = 4
-    max_new_tokens: int = 96
+    max_new_tokens: int = 32
 
 
 # Every training setting is pinned here (not left to the recipes' defaults), so the demo's numbers
-# change only when this file does. Timings on a 2-core CPU: benchmarks/RESULTS.md, "Demo".
+# change only when this file does. Timings and the three-seed results: benchmarks/RESULTS.md, "Demo".
 FULL = DemoSettings()
-QUICK = DemoSettings(pretrain_steps=400, sft_steps=40, sft_save_steps=20, grpo_steps=30, grpo_save_steps=15,
-                     grpo_lr=2e-4, grpo_generations=4, grpo_prompts_per_step=2, task_items=12, bench_items=48, samples=4,
-                     max_new_tokens=64)
+QUICK = DemoSettings(pretrain_steps=200, sft_steps=40, sft_save_steps=20, grpo_steps=16, grpo_save_steps=8,
+                     grpo_warmup_steps=4, grpo_prompts_per_step=4, task_items=8, bench_items=16, samples=2)
 
 
 def demo_manifest() -> Path:
     return package_dir("manifests") / "demo.toml"
 
 
-def circuit_task_items(n: int, seed: int) -> list[dict]:
-    """Clean/corrupted pairs in the models' own chat format: the benchmark question, then the
-    start of the answer "a + b = "; the corrupted pair changes both operands (same number of
-    digits, so the same token length) and its sum has a different first digit."""
+def circuit_task_items(n: int, seed: int = 0, op: str = "+") -> list[dict]:
+    """Clean/corrupted pairs in the models' own chat format: the question, then the start of
+    the answer "a op b = ", whose next token is the result's first digit.
+
+    op "+": two-digit additions with a carry out of the ones and a two-digit sum (the first
+    digit needs the carry: the problems GRPO trains on). op "-": two-digit subtractions without
+    a borrow (the skill SFT teaches). The corrupted prompt changes both operands (same digit
+    counts, so the same token length) and has a different first digit of the result.
+    """
     from headdb.evals.benchmarks import build_prompt
 
-    rng = random.Random(f"headdb-demo-task:{seed}")
+    if op not in ("+", "-"):
+        raise ValueError(f"op must be '+' or '-', got {op!r}")
+    rng = random.Random(f"headdb-demo-task:{op}:{seed}")
+
+    def draw() -> tuple[int, int, int]:
+        while True:
+            if op == "+":
+                a, b = rng.randint(10, 89), rng.randint(10, 89)
+                if a % 10 + b % 10 >= 10 and a + b < 100:
+                    return a, b, a + b
+            else:
+                a, b = rng.randint(20, 99), rng.randint(10, 89)
+                if a // 10 > b // 10 and a % 10 >= b % 10:
+                    return a, b, a - b
+
     items = []
     while len(items) < n:
-        digits = 1 if len(items) % 2 == 0 else 2
-        lo, hi = (1, 4) if digits == 1 else (10, 49)
-        a, b, c, d = (rng.randint(lo, hi) for _ in range(4))
-        if str(a + b)[0] == str(c + d)[0] or len(str(a + b)) != len(str(c + d)):
+        (a, b, x), (c, d, y) = draw(), draw()
+        if str(x)[0] == str(y)[0]:
             continue
         items.append({
             "id": f"t{len(items):03d}",
-            "clean": build_prompt(f"What is {a} + {b}?"), "clean_prefix": f"{a} + {b} = ",
-            "corrupted": build_prompt(f"What is {c} + {d}?"), "corrupted_prefix": f"{c} + {d} = ",
-            "answer": str(a + b)[0], "wrong_answer": str(c + d)[0], "level": str(digits),
+            "clean": build_prompt(f"What is {a} {op} {b}?", suffix=SUFFIX), "clean_prefix": f"{a} {op} {b} = ",
+            "corrupted": build_prompt(f"What is {c} {op} {d}?", suffix=SUFFIX), "corrupted_prefix": f"{c} {op} {d} = ",
+            "answer": str(x)[0], "wrong_answer": str(y)[0],
         })
     return items
 
 
-def _stage(path: Path, say: Callable[[str], None], what: str, build: Callable[[], object]) -> None:
-    """Run `build` unless `path` holds a finished result (a marker written after it succeeds)."""
+# ------------------------------------------------------------------------------ building the models
+
+@dataclass
+class Stages:
+    """What the demo's stages report to: progress bars, one-line notes, the log file."""
+    progress: object = None                       # a rich Progress, or None (no bars)
+    say: Callable[[str], None] = print
+    log: object = None                            # an open text file for library output, or None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _stage(path: Path, what: str, build: Callable[[list], object], stages: Stages, show: str = "loss") -> None:
+    """Run `build(callbacks)` unless `path` holds a finished result (a marker written after it succeeds)."""
+    import contextlib
+
+    from headdb.demo.quiet import TrainerBar, quiet_libraries
+
     if (path / DONE).exists():
-        say(f"{what}: already built in {path}")
+        stages.say(f"{what}: already built in {path}")
         return
     if path.exists():
         shutil.rmtree(path)  # an interrupted stage starts over
-    say(f"{what} ...")
-    with contextlib.redirect_stdout(sys.stderr):  # trainer logs are progress, not results
-        build()
+    started = time.monotonic()
+    callbacks = [TrainerBar(stages.progress, what, show=show)] if stages.progress is not None else []
+    quiet = quiet_libraries(stages.log) if stages.log is not None else contextlib.nullcontext()
+    with quiet:
+        build(callbacks)
     (path / DONE).write_text("ok\n")
+    stages.seconds[what] = time.monotonic() - started
 
 
-def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, say: Callable[[str], None] = print) -> None:
+def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, stages: Stages | None = None) -> None:
     from headdb.demo import recipes
 
+    s, stages = settings, stages or Stages()
     base, sft, grpo = root / "models" / "base", root / "runs" / "sft", root / "runs" / "grpo"
-    _stage(base, say, "pretraining the base model from scratch",
-           lambda: recipes.pretrain_base(base, steps=settings.pretrain_steps, n_layers=settings.n_layers,
-                                         n_heads=settings.n_heads, n_kv_heads=settings.n_kv_heads,
-                                         d_model=settings.d_model, batch_size=settings.pretrain_batch_size,
-                                         lr=settings.pretrain_lr, threads=THREADS, seed=seed))
-    _stage(sft, say, "SFT with trl (step-by-step solutions)",
-           lambda: recipes.train_sft(base, sft, steps=settings.sft_steps, save_steps=settings.sft_save_steps,
-                                     lr=settings.sft_lr, batch_size=settings.sft_batch_size, levels=settings.levels,
-                                     threads=THREADS, seed=seed))
-    _stage(grpo, say, "GRPO with trl (math-verify accuracy reward)",
-           lambda: recipes.train_grpo(base, grpo, steps=settings.grpo_steps, save_steps=settings.grpo_save_steps,
-                                      num_generations=settings.grpo_generations, lr=settings.grpo_lr,
-                                      prompts_per_step=settings.grpo_prompts_per_step,
-                                      temperature=settings.grpo_temperature, levels=settings.levels,
-                                      max_completion_length=settings.grpo_max_completion_length,
-                                      beta=settings.grpo_beta, threads=THREADS, seed=seed))
+    _stage(base, "pretraining", lambda cb: recipes.pretrain_base(
+        base, steps=s.pretrain_steps, n_layers=s.n_layers, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
+        d_model=s.d_model, d_head=s.d_head, batch_size=s.pretrain_batch_size, lr=s.pretrain_lr,
+        levels=s.pretrain_levels, steps_fraction=0.0, boxed_fraction=s.boxed_fraction, lines_per_plain=2,
+        suffix=SUFFIX, threads=THREADS, seed=seed, callbacks=cb), stages)
+    _stage(sft, "SFT (trl)", lambda cb: recipes.train_sft(
+        base, sft, steps=s.sft_steps, save_steps=s.sft_save_steps, lr=s.sft_lr, batch_size=s.sft_batch_size,
+        levels=s.sft_levels, style="direct", suffix=SUFFIX, scheduler="cosine", warmup_steps=10,
+        threads=THREADS, seed=seed, callbacks=cb), stages)
+    _stage(grpo, "GRPO (trl)", lambda cb: recipes.train_grpo(
+        base, grpo, steps=s.grpo_steps, save_steps=s.grpo_save_steps, lr=s.grpo_lr,
+        warmup_steps=s.grpo_warmup_steps, num_generations=s.grpo_generations,
+        prompts_per_step=s.grpo_prompts_per_step, temperature=s.grpo_temperature, levels=s.grpo_levels,
+        suffix=SUFFIX, max_completion_length=s.grpo_max_completion_length, beta=s.grpo_beta,
+        threads=THREADS, seed=seed, callbacks=cb), stages, show="reward")
     tasks = root / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
-    (tasks / "arith.jsonl").write_text(
-        "".join(json.dumps(item) + "\n" for item in circuit_task_items(settings.task_items, seed)))
+    # The tasks and benchmarks do not depend on --seed: seeds change the training, and every
+    # seed is measured with the same instruments.
+    for name, op in (("add", "+"), ("sub", "-")):
+        (tasks / f"{name}.jsonl").write_text(
+            "".join(json.dumps(item) + "\n" for item in circuit_task_items(settings.task_items, 0, op)))
 
 
 def demo_study(root: Path, settings: DemoSettings):

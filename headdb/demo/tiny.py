@@ -109,7 +109,7 @@ def _config(arch: str, *, vocab: int, n_layers: int, n_heads: int, n_kv_heads: i
     )
     if arch == "qwen2":
         from transformers import Qwen2Config, Qwen2ForCausalLM
-        return Qwen2Config(**common), Qwen2ForCausalLM
+        return Qwen2Config(**common, **({"head_dim": d_head} if d_head else {})), Qwen2ForCausalLM
     if arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
         return LlamaConfig(**common, head_dim=d_head or d_model // n_heads), LlamaForCausalLM
@@ -136,7 +136,8 @@ def build_tiny_model(
 ) -> Path:
     """Write a randomly initialised tiny causal LM + tokenizer to `out_dir`; return the path.
 
-    arch: "qwen2" (q/k/v biases), "llama", or "qwen3" (q/k norms, explicit head_dim).
+    arch: "qwen2" (q/k/v biases), "llama", or "qwen3" (q/k norms, explicit head_dim). d_head
+    defaults to d_model // n_heads; a larger one gives many heads rotary room in a small model.
     d_mlp defaults to 4 * d_model; vocab defaults to the tokenizer's size (larger values add
     unused rows). init_std is the normal init's standard deviation (HF default 0.02; tests use
     larger values so that a random model's outputs depend visibly on its input).

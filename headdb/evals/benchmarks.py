@@ -33,7 +33,8 @@ maps other column names (roles: problem, answer, item_id, level; gpqa: question,
 incorrect1..3). Item ids come from the preset's id column, else the 0-based record number.
 
 The built-in ``synthetic-arithmetic`` benchmark (`synthetic_arithmetic`) needs no file:
-``load_benchmark("synthetic-arithmetic:n=50,seed=1,levels=1-3")``.
+``load_benchmark("synthetic-arithmetic:n=50,seed=1,levels=1-3")``; ``suffix=none`` in the spec
+gives the bare question without the study's prompt suffix (the offline demo's short prompts).
 """
 
 from __future__ import annotations
@@ -531,8 +532,8 @@ def load_benchmark(
     src = str(source)
     name = src.split(":", 1)[0].strip().lower().replace("_", "-")
     if name == SYNTHETIC_NAME and not Path(src).exists():
-        opts = _parse_synthetic_options(src, seed)
-        df = synthetic_arithmetic(**opts, suffix=suffix, style=style or "math")
+        opts = {"suffix": suffix, **_parse_synthetic_options(src, seed)}  # the spec's suffix= wins
+        df = synthetic_arithmetic(**opts, style=style or "math")
         return df.head(limit) if limit is not None else df
 
     path = Path(src).expanduser()
@@ -616,6 +617,7 @@ _LEVEL_TEXT = {
     2: "two-digit addition with a carry",
     3: "three-digit addition or subtraction",
     4: "multi-step expression",
+    5: "two-digit subtraction without borrow",
 }
 
 
@@ -646,7 +648,13 @@ def _synthetic_item(level: int, rng: random.Random) -> tuple[str, int]:
         a, b = rng.randint(11, 40), rng.randint(2, 10)
         c, d = rng.randint(2, 9), rng.randint(1, 20)
         return f"({a} - {b}) * {c} + {d}", (a - b) * c + d
-    raise UserError(f"unknown synthetic arithmetic level {level}; use levels 1 to 4")
+    if level == 5:
+        # Every column subtracts without a borrow and the tens differ, so the result has two digits.
+        ta, tb = sorted(rng.sample(range(1, 10), 2), reverse=True)
+        ob = rng.randint(0, 9)
+        oa = rng.randint(ob, 9)
+        return f"{10 * ta + oa} - {10 * tb + ob}", 10 * (ta - tb) + (oa - ob)
+    raise UserError(f"unknown synthetic arithmetic level {level}; use levels 1 to 5")
 
 
 def synthetic_arithmetic(
@@ -661,7 +669,8 @@ def synthetic_arithmetic(
 
     Levels: 1 one-digit addition without carry; 2 two-digit addition with a carry in the ones;
     3 three-digit addition or subtraction (non-negative result); 4 multi-step expressions
-    ``(a + b) * c``, ``a * b - c``, ``(a - b) * c + d``. Item i has level
+    ``(a + b) * c``, ``a * b - c``, ``(a - b) * c + d``; 5 two-digit subtraction without a borrow
+    and with a two-digit result (the demo's skill that its base model never sees). Item i has level
     ``levels[i % len(levels)]`` and its own random stream seeded by (seed, i), so a smaller n is a
     prefix of a larger one. Problem: "What is 12 + 34?"; answer: the integer; grading ``style``
     "math" unless given.
@@ -670,7 +679,7 @@ def synthetic_arithmetic(
         raise UserError(f"synthetic arithmetic needs n >= 1, got {n}")
     levels = [int(x) for x in levels]
     if not levels or any(x not in _LEVEL_TEXT for x in levels):
-        raise UserError(f"synthetic arithmetic levels must be among 1-4, got {levels}")
+        raise UserError(f"synthetic arithmetic levels must be among 1-5, got {levels}")
     rows = []
     for i in range(n):
         level = levels[i % len(levels)]
@@ -725,9 +734,14 @@ def _parse_synthetic_options(spec: str, default_seed: int) -> dict:
                 opts["seed"] = int(val)
             elif key == "levels":
                 opts["levels"] = _parse_levels(val)
+            elif key == "suffix":
+                if val not in ("study", "none"):
+                    raise UserError(f"suffix in {spec!r} must be 'study' (the study's prompt suffix, the "
+                                    f"default) or 'none' (the bare question)")
+                opts["suffix"] = None if val == "study" else ""
             else:
                 raise UserError(
-                    f"unknown option {key!r} in {spec!r}; use n, seed, levels "
+                    f"unknown option {key!r} in {spec!r}; use n, seed, levels, suffix "
                     f"(e.g. {SYNTHETIC_NAME}:n=50,seed=1,levels=1-3)"
                 )
         except ValueError:

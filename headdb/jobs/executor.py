@@ -191,8 +191,9 @@ class LocalExecutor:
                     fail_unit(db, unit, exc, outcome, force, say)
                     finished += len(unit.pending)
                     continue
+            progress(f"{unit.label} jobs", 0, len(unit.pending))
             try:
-                for p in unit.pending:
+                for i, p in enumerate(unit.pending, start=1):
                     run = open_run(db, unit, p, force)
                     if run.skipped:  # another process finished it meanwhile
                         outcome.skipped.append(run.run_id)
@@ -208,6 +209,7 @@ class LocalExecutor:
                             result = exc
                         close_run(db, unit, p, run, result, outcome, say)
                     finished += 1
+                    progress(f"{unit.label} jobs", i, len(unit.pending))
                     progress("jobs done", finished, total)
             finally:
                 if loaded is not None:  # free the weights before the next checkpoint loads

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from headdb.errors import UserError
 from headdb.reports import study
-from headdb.reports.session import ReportSession, no_png
+from headdb.reports.session import ReportSession
 
 
 @dataclass(frozen=True)
@@ -83,23 +83,43 @@ def get_report(name: str) -> Report:
         raise UserError(f"unknown report {name!r}; {fix}") from None
 
 
-def run_report(db, name: str, params: Mapping[str, Any], console, png=None, extra_dirs=(), **kw):
-    """Render report `name` over one query session; returns its main query result."""
+def run_report(db, name: str, params: Mapping[str, Any], console, png=None, extra_dirs=(), *,
+               announce_files: bool = True, **kw):
+    """Render report `name` over one query session; returns its main query result.
+    announce_files=False: say nothing about the PNG (written or not), for callers that place the
+    figure themselves (the HTML study report)."""
     from headdb.warehouse.queries import query_session
 
     report = get_report(name)
     params = dict(params)
     with query_session(db, extra_dirs) as session:
-        q = ReportSession(session)
+        q = ReportSession(session, announce_files)
         q.check_params(name, params, report.queries)
-        if name == "circuit" and params.get("run") is None:
-            raise UserError("report circuit needs a run id: `headdb report circuit RUN`")
+        if name == "circuit" and params.get("run") is None and (params.get("checkpoint") is None
+                                                                  or params.get("task") is None):
+            raise UserError("report circuit needs a run id (`headdb report circuit RUN`), or a checkpoint "
+                            "and a task (params checkpoint = ..., task = ...)")
         df = q.run(report.queries[0], params)
         if df.is_empty():
             if name == "circuit":
-                raise UserError(f"run {params['run']} has no {params.get('selection') or 'threshold'} circuit with "
+                what = (f"run {params['run']}" if params.get("run") is not None
+                        else f"checkpoint {params['checkpoint']} on task {params['task']}")
+                raise UserError(f"{what} has no {params.get('selection') or 'threshold'} circuit with "
                                 "edges; see `headdb query circuit_faithfulness` for the circuits that exist")
             console.print(Text(f"{name}: no rows. {report.empty}", style="yellow"))
-            no_png(console, png)
+            q.no_png(console, png)
             return df
         return report.render(q, df, params, console, png, **kw)
+
+
+def print_reports(db, entries, console, extra_dirs=(), files_dir=None) -> None:
+    """Each (name, params) report under a rule naming it, one after the other (a study's reports).
+    files_dir: where a circuit report writes its .dot file (default: the current folder)."""
+    for name, params in entries:
+        console.rule(f"[bold]{name}[/bold] {_params_text(params)}")
+        kw = {"out": files_dir} if name == "circuit" and files_dir is not None else {}
+        run_report(db, name, params, console, extra_dirs=extra_dirs, **kw)
+
+
+def _params_text(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in (params or {}).items())

@@ -84,7 +84,8 @@ def write_circuit(edges: pl.DataFrame, dot_path: str | Path, png_path: str | Pat
     binary = shutil.which("dot")
     if binary is None:
         return dot_path, None, (f"graphviz `dot` is not installed, so only {dot_path} was written; install graphviz "
-                                f"(e.g. apt-get install graphviz) and run `dot -Tpng {dot_path} -o {png_path}`")
+                                f"(e.g. apt-get install graphviz) and run `dot -Tpng {dot_path} -o {png_path}`, or "
+                                "give --png FILE to draw it with matplotlib")
     proc = subprocess.run([binary, "-Tpng", str(dot_path), "-o", str(png_path)], capture_output=True, text=True)
     if proc.returncode != 0:
         reason = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit code {proc.returncode}"

@@ -22,10 +22,12 @@ def _cell(value) -> str:
     return escape(str(value))
 
 
-def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200) -> Table:
-    table = Table(title=title, header_style="bold", show_lines=False)
+def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200, title_justify: str = "center") -> Table:
+    """A query result as a rich table; headers wrap at underscores (written as spaces), so a
+    narrow terminal wraps a header by words, not by letters."""
+    table = Table(title=title, header_style="bold", show_lines=False, title_justify=title_justify)
     for name, dtype in df.schema.items():
-        table.add_column(name, justify="right" if dtype.is_numeric() else "left", overflow="fold")
+        table.add_column(name.replace("_", " "), justify="right" if dtype.is_numeric() else "left", overflow="fold")
     for row in df.head(max_rows).iter_rows():
         table.add_row(*(_cell(v) for v in row))
     if df.height > max_rows:

@@ -124,18 +124,80 @@ def curves(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[f
 
 
 def barh(path: str | Path, labels: Sequence[str], values: Sequence[float], *, title: str = "",
-         xlabel: str = "") -> Path:
+         xlabel: str = "", intervals: Sequence[tuple[float, float] | None] | None = None) -> Path:
+    """Horizontal bars, red below zero and blue above; `intervals` (low, high) per bar draw error bars."""
     plt = _plt()
     path = _check(path)
     fig, ax = plt.subplots(figsize=(8, 1.0 + 0.35 * max(len(labels), 1)))
     colours = ["#b2182b" if v < 0 else "#2166ac" for v in values]
     ax.barh(range(len(labels)), values, color=colours)
+    if intervals is not None:
+        for i, (value, ci) in enumerate(zip(values, intervals)):
+            if ci is not None:
+                ax.errorbar(value, i, xerr=[[value - ci[0]], [ci[1] - value]], color="black", capsize=3, lw=1)
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels, fontsize=8)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.invert_yaxis()
     ax.set_title(title)
     ax.set_xlabel(xlabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def circuit(path: str | Path, edges, *, n_layers: int, n_heads: int, title: str = "") -> Path:
+    """A circuit drawn without graphviz: input at the bottom, each layer's heads on one row with
+    its MLP above them, logits at the top; every head of the model is a faint dot, the circuit's
+    nodes are filled boxes; edges are red for a positive score and blue for a negative one, wider
+    and darker for a larger |score|. `edges`: rows of the `circuit_graph` query."""
+    plt = _plt()
+    path = _check(path)
+    centre = (n_heads - 1) / 2
+
+    def place(kind: str, layer, head) -> tuple[float, float]:
+        if kind == "input":
+            return centre, -1.0
+        if kind == "logits":
+            return centre, float(n_layers)
+        if kind == "mlp":
+            return centre, layer + 0.5
+        return float(head), float(layer)
+
+    fig, ax = plt.subplots(figsize=(min(3.0 + 0.55 * n_heads, 14.0), min(2.0 + 1.1 * n_layers, 12.0)))
+    for layer in range(n_layers):
+        ax.scatter(range(n_heads), [layer] * n_heads, s=12, color="#cccccc", zorder=1)
+    rows = list(edges.iter_rows(named=True))
+    top = max([abs(r["score"]) for r in rows if r["score"] is not None] + [1e-12])
+    for r in sorted(rows, key=lambda r: abs(r["score"] or 0.0)):  # strongest drawn last, on top
+        (x0, y0), (x1, y1) = (place(r["src_kind"], r["src_layer"], r["src_head"]),
+                              place(r["dst_kind"], r["dst_layer"], r["dst_head"]))
+        weight = abs(r["score"]) / top if r["score"] is not None else 0.2
+        colour = "#888888" if r["score"] is None else ("#b2182b" if r["score"] >= 0 else "#2166ac")
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=2,
+                    arrowprops=dict(arrowstyle="-|>", color=colour, alpha=0.25 + 0.6 * weight,
+                                    lw=0.4 + 2.6 * weight, shrinkA=7, shrinkB=7,
+                                    connectionstyle="arc3,rad=0.08"))
+    fills = {"input": "#dddddd", "logits": "#dddddd", "attn": "#c6dbef", "mlp": "#c7e9c0"}
+    nodes = {}
+    for r in rows:
+        nodes[r["src"]] = (r["src_kind"], r["src_layer"], r["src_head"])
+        nodes[r["dst"]] = (r["dst_kind"], r["dst_layer"], r["dst_head"])
+    for name, (kind, layer, head) in nodes.items():
+        x, y = place(kind, layer, head)
+        label = f"L{layer}H{head}" if kind == "attn" else (f"MLP{layer}" if kind == "mlp" else name)
+        ax.text(x, y, label, ha="center", va="center", fontsize=7, zorder=3,
+                bbox=dict(boxstyle="round,pad=0.25", facecolor=fills.get(kind, "white"), edgecolor="#555555"))
+    ax.set_xlim(-0.8, n_heads - 0.2)
+    ax.set_ylim(-1.6, n_layers + 0.6)
+    ax.set_yticks(range(n_layers))
+    ax.set_yticklabels([f"layer {i}" for i in range(n_layers)], fontsize=8)
+    ax.set_xticks(range(n_heads))
+    ax.set_xlabel("head")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -13,9 +13,19 @@ from headdb.warehouse.queries import QuerySession
 
 
 class ReportSession:
-    def __init__(self, session: QuerySession):
+    def __init__(self, session: QuerySession, announce_files: bool = True):
         self.session = session
         self.catalogue = session.catalogue
+        self.announce_files = announce_files  # False when figures go somewhere else (an HTML file)
+
+    def wrote(self, console: Console, path) -> None:
+        """Say that a figure was written (a renderer calls this with what plots returned)."""
+        if self.announce_files:
+            console.print(Text(f"wrote {path}", style="dim"))
+
+    def no_png(self, console: Console, png) -> None:
+        if self.announce_files:
+            no_png(console, png)
 
     def run(self, name: str, params: Mapping[str, Any], **only) -> pl.DataFrame:
         """Query `name` with the subset of `params` it declares (plus `only` overrides)."""

@@ -18,7 +18,6 @@ from rich.text import Text
 
 from headdb.reports import plots
 from headdb.reports.output import rich_table
-from headdb.reports.session import no_png
 from headdb.reports.terminal import Scale, bar, grid, heatmap, sparkline
 
 CHANGE = {"gained": ("gained", "#1a9850", "+"), "lost": ("lost", "#d73027", "-")}
@@ -66,35 +65,37 @@ def _groups(df: pl.DataFrame, by: list[str]) -> list[tuple[tuple, pl.DataFrame]]
     if df.is_empty():
         return []
     keys = df.select(by).unique(maintain_order=True).rows()
-    return [(key, df.filter(pl.all_horizontal([pl.col(c) == v for c, v in zip(by, key)]))) for key in keys]
-
-
-def _wrote(console: Console, path) -> None:
-    console.print(Text(f"wrote {path}", style="dim"))
+    return [(key, df.filter(pl.all_horizontal([pl.col(c).eq_missing(v) for c, v in zip(by, key)]))) for key in keys]
 
 
 # ---------------------------------------------------------------------- analysis 1
 
 def report_heads_gained(q, df, params, console, png=None):
     n_layers, n_heads = q.shape_of(df, checkpoint=params.get("target"))
-    console.print(rich_table(df.drop("task_id", "head_label"), title=f"heads gained and lost: {params.get('base')} -> {params.get('target')}"))
     sure = _mark_unsure(df.with_columns(pl.when(pl.col("change") == "gained").then(pl.col("p_gained"))
                                         .otherwise(pl.col("p_lost")).alias("p_change")), "change", "p_change")
     _confidence_note(console, sure, "p_change", "confidence of each change (p_gained / p_lost)")
     panels = []
     for (task, mode), part in _groups(sure, ["task", "mode"]):
+        console.print(rich_table(part.select("change", "head_label", "base_importance", "target_importance", "p_change")
+                                 .rename({"head_label": "head", "p_change": "p"}),
+                                 title=f"{task} ({mode}): heads gained and lost, {params.get('base')} -> "
+                                       f"{params.get('target')}"))
         values = grid(part, n_layers, n_heads, "shown", categorical=True)
         title = f"{task} ({mode}): +{(part['change'] == 'gained').sum()} / -{(part['change'] == 'lost').sum()}"
         console.print(heatmap(values, scale=Scale("categorical", categories=_unsure(CHANGE), label="change"),
                               console=console, title=title))
         panels.append((title, values))
     if png:
-        _wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(CHANGE)))
+        q.wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(CHANGE)))
     return df
 
 
 def report_regime_compare(q, sizes, params, console, png=None):
-    console.print(rich_table(sizes.drop("task_id"), title=f"emergent heads over {params.get('base')}"))
+    shown = sizes.select("task", "lineage", pl.col("last_step").alias("step"), pl.col("base_heads").alias("base"),
+                         "heads", pl.col("emergent").alias("new"), "kept", "lost",
+                         pl.col("emergent_heads").str.replace_all(",", " ").alias("emergent heads"))
+    console.print(rich_table(shown, title=f"emergent heads over {params.get('base')} (circuit sizes in heads)"))
     if sizes["emergent_lo"].null_count() == sizes.height:
         _confidence_note(console, sizes, "emergent_lo", "emergent heads")
     else:
@@ -139,7 +140,7 @@ def report_regime_compare(q, sizes, params, console, png=None):
         lay = layers.filter(pl.col("task") == first)
         bars = {name: (g["layer"].to_list(), g["emergent"].to_list())
                 for (name,), g in _groups(lay, ["lineage"])}
-        _wrote(console, plots.curves(png, {}, bars=bars, title=f"{first}: emergent heads per layer",
+        q.wrote(console, plots.curves(png, {}, bars=bars, title=f"{first}: emergent heads per layer",
                                      xlabel="layer", ylabel="emergent heads"))
     return sizes
 
@@ -161,7 +162,7 @@ def report_head_frequency(q, df, params, console, png=None):
         _confidence_note(console, part, "p_mean", f"{task}: expected frequency under prompt resampling")
         panels.append((title, values))
     if png:
-        _wrote(console, plots.heatmaps(png, panels, label="checkpoints", vmin=0))
+        q.wrote(console, plots.heatmaps(png, panels, label="checkpoints", vmin=0))
     return df
 
 
@@ -180,7 +181,7 @@ def report_head_cohorts(q, df, params, console, png=None):
         console.print(heatmap(values, console=console, title=title, scale=Scale.for_values(values, label="first step")))
         panels.append((title, values))
     if png:
-        _wrote(console, plots.heatmaps(png, panels, label="first step"))
+        q.wrote(console, plots.heatmaps(png, panels, label="first step"))
     return df
 
 
@@ -194,18 +195,16 @@ def report_head_dynamics(q, df, params, console, png=None):
         top_active = max(part["active"].max() or 1, part["cumulative"].max() or 1, 1)
         mvals = [v for v in part["metric_value"].to_list() if v is not None]
         lo, hi = (min(mvals), max(mvals)) if mvals else (0.0, 1.0)
-        table = Table(title=f"{params.get('lineage')} / {task}: head dynamics beside {metric}", header_style="bold")
-        for name, justify in [("step", "right"), ("checkpoint", "left"), ("active", "right"), ("", "left"),
-                              ("new", "right"), ("", "left"), ("pruned", "right"), ("", "left"),
-                              ("cumul.", "right"), (metric, "right"), ("", "left")]:
-            table.add_column(name, justify=justify)
+        wmax = max([v for v in part["window_mean"].to_list() if v is not None] + [hi, 1e-9])
+        table = Table(title=f"{params.get('lineage')} / {task}: head dynamics beside {metric}", header_style="bold",
+                      title_justify="left")
+        for name in ("step", "active", "new", "pruned", "cumul.", metric[:12], "mean since prev."):
+            table.add_column(name, justify="left" if name in ("active", "new", "pruned", "mean since prev.") else "right")
         for r in part.iter_rows(named=True):
-            m = r["metric_value"]
-            table.add_row(str(r["step"]), r["checkpoint"], str(r["active"]), bar(r["active"], top_active, 8, style="blue"),
-                          "–" if r["new"] is None else str(r["new"]), bar(r["new"], top_change, 8, style="green"),
-                          "–" if r["pruned"] is None else str(r["pruned"]), bar(r["pruned"], top_change, 8, style="red"),
-                          str(r["cumulative"]), "–" if m is None else f"{m:.3g}",
-                          bar(None if m is None else (m - lo) + (hi - lo) * 0.05, (hi - lo) * 1.05 or 1.0, 12, style="yellow"))
+            m, w = r["metric_value"], r["window_mean"]
+            table.add_row(str(r["step"]), _count_bar(r["active"], top_active, "blue"), _count_bar(r["new"], top_change, "green"),
+                          _count_bar(r["pruned"], top_change, "red"), str(r["cumulative"]), "–" if m is None else f"{m:.3g}",
+                          Text("–") if w is None else Text(f"{w:.3f} ") + bar(w, wmax, 8, style="yellow"))
         console.print(table)
         line = Text()
         line.append("new     ", style="green")
@@ -233,10 +232,16 @@ def report_head_dynamics(q, df, params, console, png=None):
         series = {"active": (steps, part["active"].to_list()), "cumulative": (steps, part["cumulative"].to_list())}
         mv = part.filter(pl.col("metric_value").is_not_null())
         twin = {metric: (mv["step"].to_list(), mv["metric_value"].to_list())} if mv.height else None
-        _wrote(console, plots.curves(png, series, bars=bars, twin=twin, twin_label=metric,
+        q.wrote(console, plots.curves(png, series, bars=bars, twin=twin, twin_label=metric,
                                      title=f"{params.get('lineage')} / {task}: head dynamics", xlabel="step",
                                      ylabel="heads"))
     return df
+
+
+def _count_bar(value, top, style: str) -> Text:
+    if value is None:
+        return Text("–")
+    return Text(f"{value:>2} ") + bar(value, top, 5, style=style)
 
 
 # ---------------------------------------------------------------------- analysis 4
@@ -246,14 +251,14 @@ def report_benchmark_trajectory(q, df, params, console, png=None):
                          .otherwise(pl.col("task") + "@" + pl.col("k").cast(pl.Utf8)).alias("series"))
     wide = (df.select("step", "checkpoint", "is_base", "series", "value")
             .pivot(on="series", index=["step", "checkpoint", "is_base"], values="value")
-            .sort(["is_base", "step"], descending=[True, False]))
+            .sort(["is_base", "step"], descending=[True, False]).drop("is_base"))
     console.print(rich_table(wide, title=f"{params.get('lineage')}: {df['metric'][0]} per benchmark"))
     for (series,), part in _groups(df, ["series"]):
         console.print(Text(f"{series:>16} ", style="bold") + Text(sparkline(part["value"].to_list()), style="cyan")
                       + Text(f"  {part['value'][0]:.3g} -> {part['value'][-1]:.3g}", style="dim"))
     if png:
         series = {name: (g["step"].to_list(), g["value"].to_list()) for (name,), g in _groups(df, ["series"])}
-        _wrote(console, plots.curves(png, series, title=f"{params.get('lineage')}: benchmark trajectory",
+        q.wrote(console, plots.curves(png, series, title=f"{params.get('lineage')}: benchmark trajectory",
                                      xlabel="step", ylabel=df["metric"][0]))
     return df
 
@@ -279,14 +284,16 @@ def report_effect_map(q, df, params, console, png=None):
         _confidence_note(console, sign_sure, "sign_sure", f"{task}: heads whose effect interval excludes 0", flag=True)
         panels.append((title, values))
     if png:
-        _wrote(console, plots.heatmaps(png, panels, kind="diverging", vmin=-1, vmax=1, label="E(l,h)"))
+        q.wrote(console, plots.heatmaps(png, panels, kind="diverging", vmin=-1, vmax=1, label="E(l,h)"))
     return df
 
 
 # ---------------------------------------------------------------------- analysis 6
 
 def report_think_compensatory(q, sizes, params, console, png=None):
-    console.print(rich_table(sizes.drop("checkpoint_id"), title="circuit size with thinking on vs off"))
+    console.print(rich_table(sizes.select("checkpoint", "task", "heads_on", "heads_off", "faithfulness_on",
+                                          "faithfulness_off", "off_only", "on_only", "both"),
+                             title="circuit size (heads) with thinking on vs off"))
     heads = q.run("think_compensatory", params, side="all")
     panels = []
     for (ck, task), part in _groups(_mark_unsure(heads, "side", "p_side"), ["checkpoint", "task"]):
@@ -299,35 +306,68 @@ def report_think_compensatory(q, sizes, params, console, png=None):
                          f"{ck} / {task}: compensatory heads, p_side")
         panels.append((title, values))
     if png and panels:
-        _wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(SIDES)))
+        q.wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(SIDES)))
     return sizes
 
 
 # ---------------------------------------------------------------------- analysis 7, 8
 
+def _set_label(row) -> str:
+    """The head set's label, or 'heads' when it is only the automatic kind + heads text."""
+    auto = f"{row['kind']} {row['heads']}"
+    return "heads" if row["head_set"] == auto else row["head_set"]
+
+
 def report_ablation_table(q, df, params, console, png=None):
-    table = Table(title="benchmark accuracy with and without each head set", header_style="bold")
-    for name in ("checkpoint", "task", "head set", "kind", "heads", "metric", "without", "with", "delta", "n"):
-        table.add_column(name, justify="right" if name in ("without", "with", "delta", "n") else "left")
-    for r in df.iter_rows(named=True):
-        metric = r["metric"] + (f"@{r['k']}" if r["k"] is not None else "")
-        kind = r["kind"] + (f" x{r['factor']:g}" if r["kind"] == "scale" and r["factor"] is not None else "")
-        delta = r["delta"]
-        delta_text = Text("no baseline", style="yellow") if delta is None else Text(
-            f"{delta:+.3f}", style="red" if delta < 0 else "green" if delta > 0 else "")
-        table.add_row(r["checkpoint"], r["task"], r["head_set"], kind, r["heads"], metric,
-                      "–" if r["baseline"] is None else f"{r['baseline']:.3f}", f"{r['value']:.3f}", delta_text,
-                      str(r["n"]))
-    console.print(table)
+    from headdb.reports.ablation import control_contrasts, delta_intervals
+
+    intervals = delta_intervals(q.run, df)
+    contrasts = control_contrasts(q.run, df)
+    for (checkpoint, task, metric, k), part in _groups(df, ["checkpoint", "task", "metric", "k"]):
+        name = metric + (f"@{k}" if k is not None else "")
+        n = part["n"].max()
+        table = Table(title=f"{checkpoint} on {task}: {name} with each head set ablated (n = {n} problems)",
+                      header_style="bold", title_justify="left")
+        for column in ("set", "kind", "heads", "without", "with", "delta", "95% CI"):
+            table.add_column(column, justify="right" if column in ("without", "with", "delta") else "left",
+                             overflow="fold")
+        for r in part.iter_rows(named=True):
+            kind = r["kind"] + (f" x{r['factor']:g}" if r["kind"] == "scale" and r["factor"] is not None else "")
+            delta = r["delta"]
+            delta_text = Text("no baseline", style="yellow") if delta is None else Text(
+                f"{delta:+.3f}", style="red" if delta < 0 else "green" if delta > 0 else "")
+            ci = intervals.get(int(r["run_id"]))
+            table.add_row(_set_label(r), kind, r["heads"].replace(",", " "),
+                          "–" if r["baseline"] is None else f"{r['baseline']:.3f}", f"{r['value']:.3f}", delta_text,
+                          "–" if ci is None else ci.text())
+        console.print(table)
+        for c in contrasts.filter((pl.col("checkpoint") == checkpoint) & (pl.col("task") == task)).iter_rows(named=True):
+            worse = c["difference"] < 0
+            sure = c["high"] < 0 or c["low"] > 0
+            console.print(Text(
+                f"{_set_label_text(c)} {c['heads'].replace(',', ' ')} vs control {c['control_heads'].replace(',', ' ')}: "
+                f"{c['difference']:+.3f} accuracy "
+                f"(95% CI [{c['low']:+.3f}, {c['high']:+.3f}], paired bootstrap over {c['n']} problems): "
+                + ("ablating these heads hurts more than the control" if worse and sure else
+                   "ablating these heads hurts less than the control" if sure else
+                   "not distinguishable from the control"),
+                style="bold" if sure else ""))
     if png:
         have = df.filter(pl.col("delta").is_not_null())
         if have.height:
-            labels = [f"{r['checkpoint']} {r['task']} {r['head_set']} {r['metric']}" for r in have.iter_rows(named=True)]
-            _wrote(console, plots.barh(png, labels, have["delta"].to_list(), title="effect of interventions",
-                                       xlabel="delta vs matching baseline"))
+            labels = [f"{r['checkpoint']} {r['task']} {_set_label(r)}" + (f" ({r['metric']})" if r["metric"] != "accuracy" else "")
+                      for r in have.iter_rows(named=True)]
+            errors = [intervals.get(int(r)) for r in have["run_id"].to_list()]
+            q.wrote(console, plots.barh(png, labels, have["delta"].to_list(), title="effect of ablating each head set",
+                                        xlabel="accuracy change vs the same checkpoint without ablation",
+                                        intervals=[(e.low, e.high) if e is not None else None for e in errors]))
         else:
-            no_png(console, png)
+            q.no_png(console, png)
     return df
+
+
+def _set_label_text(c) -> str:
+    return "heads" if c["head_set"].startswith(("zero ", "mean ", "scale ")) else c["head_set"]
 
 
 def report_passk_curve(q, df, params, console, png=None):
@@ -338,7 +378,7 @@ def report_passk_curve(q, df, params, console, png=None):
     console.print(rich_table(wide, title=f"{df['metric'][0]} by k"))
     if png:
         series = {name: (g["k"].to_list(), g["value"].to_list()) for (name,), g in _groups(df, ["curve"])}
-        _wrote(console, plots.curves(png, series, title=f"{df['metric'][0]} curves", xlabel="k",
+        q.wrote(console, plots.curves(png, series, title=f"{df['metric'][0]} curves", xlabel="k",
                                      ylabel=df["metric"][0], logx=True))
     return df
 
@@ -346,13 +386,15 @@ def report_passk_curve(q, df, params, console, png=None):
 # ---------------------------------------------------------------------- analysis 9
 
 def report_newly_solved_missed(q, df, params, console, png=None):
-    summary = (df.with_columns(pl.col("failure_tag").fill_null("untagged"))
-               .group_by("task", "step", "checkpoint", "change", "failure_tag").agg(pl.len().alias("items"))
-               .pivot(on="failure_tag", index=["task", "step", "checkpoint", "change"], values="items")
+    short = pl.col("change").str.replace("newly_", "")
+    summary = (df.with_columns(pl.col("failure_tag").fill_null("untagged"), short)
+               .group_by("task", "step", "change", "failure_tag").agg(pl.len().alias("items"))
+               .pivot(on="failure_tag", index=["task", "step", "change"], values="items")
                .fill_null(0).sort("task", "step", "change"))
-    console.print(rich_table(summary, title=f"{params.get('lineage')}: items newly solved / missed vs base, by failure tag"))
-    console.print(rich_table(df.select("task", "step", "checkpoint", "change", "item_id", "level", "rate", "base_rate",
-                                       "failure_tag"), title="items", max_rows=40))
+    console.print(rich_table(summary, title=f"{params.get('lineage')}: items newly solved / missed vs the base, by "
+                                            "failure tag (newly_solved: solved / newly_missed: missed)"))
+    console.print(rich_table(df.with_columns(short).select("task", "step", "change", "item_id", "level", "rate",
+                                                           "base_rate", "failure_tag"), title="items", max_rows=20))
     if png:
         missed = df.filter(pl.col("change") == "newly_missed").with_columns(pl.col("failure_tag").fill_null("untagged"))
         solved = df.filter(pl.col("change") == "newly_solved")
@@ -361,7 +403,7 @@ def report_newly_solved_missed(q, df, params, console, png=None):
         bars = {name: _count_by_step(xs) for name, (xs, _) in bars.items()}
         if solved.height:
             bars["solved"] = _count_by_step(solved["step"].to_list())
-        _wrote(console, plots.curves(png, {}, bars=bars, title="newly solved / missed per checkpoint",
+        q.wrote(console, plots.curves(png, {}, bars=bars, title="newly solved / missed per checkpoint",
                                      xlabel="step", ylabel="items"))
     return df
 
@@ -374,24 +416,32 @@ def _count_by_step(steps):
 # ---------------------------------------------------------------------- faithfulness, top heads
 
 def report_circuit_faithfulness(q, df, params, console, png=None):
-    console.print(rich_table(df.drop("circuit_id"), title="circuit faithfulness"))
+    for (selection, param), part in _groups(df, ["selection", "param"]):
+        shown = part.select(pl.when(pl.col("step") == 0).then(pl.col("checkpoint"))
+                            .otherwise(pl.col("lineage") + "@" + pl.col("step").cast(pl.Utf8)).alias("checkpoint"),
+                            pl.col("task") + pl.when(pl.col("mode") == "plain").then(pl.lit(""))
+                            .otherwise(" (" + pl.col("mode") + ")").alias("task"),
+                            pl.col("n_heads").alias("heads"), pl.col("n_edges").alias("edges"),
+                            "faithfulness", "cpr", "cmd", pl.col("run_id").alias("run"))
+        console.print(rich_table(shown, title=f"circuit faithfulness: {selection} circuits"
+                                 + ("" if param is None else f" ({param:g})"), title_justify="left"))
     if png:
         runs = df["run_id"].unique().to_list()
         if len(runs) == 1:
             curve = q.run("faithfulness_curve", {"run": runs[0]})
             if curve.height:
-                _wrote(console, plots.curves(png, {f"run {runs[0]}": (curve["percent"].to_list(),
+                q.wrote(console, plots.curves(png, {f"run {runs[0]}": (curve["percent"].to_list(),
                                                                     curve["faithfulness"].to_list())},
                                              title="faithfulness vs circuit size", xlabel="% of edges kept",
                                              ylabel="faithfulness", logx=True))
                 return df
         have = df.filter(pl.col("faithfulness").is_not_null())
         if not have.height:
-            no_png(console, png)
+            q.no_png(console, png)
             return df
         series = {f"{lin} {task} {sel}": (g["step"].to_list(), g["faithfulness"].to_list())
                   for (lin, task, sel), g in _groups(have, ["lineage", "task", "selection"])}
-        _wrote(console, plots.curves(png, series, title="faithfulness per checkpoint", xlabel="step",
+        q.wrote(console, plots.curves(png, series, title="faithfulness per checkpoint", xlabel="step",
                                      ylabel="faithfulness"))
     return df
 
@@ -408,7 +458,7 @@ def report_top_heads(q, df, params, console, png=None):
         console.print(table)
     if png:
         first = df.filter(pl.col("run_id") == df["run_id"][0])
-        _wrote(console, plots.barh(png, first["head_label"].to_list(), first["importance"].to_list(),
+        q.wrote(console, plots.barh(png, first["head_label"].to_list(), first["importance"].to_list(),
                                    title=f"top heads of run {df['run_id'][0]}", xlabel="importance"))
     return df
 
@@ -416,14 +466,24 @@ def report_top_heads(q, df, params, console, png=None):
 # ---------------------------------------------------------------------- analysis 10
 
 def report_circuit(q, df, params, console, png=None, out: str | Path | None = None):
-    """Write run `params['run']`'s circuit as a graphviz .dot file (and a PNG when `dot` exists)."""
+    """Write a run's circuit as a graphviz .dot file, and a PNG: rendered by `dot` when graphviz is
+    installed, else drawn with matplotlib when a PNG path is given."""
     from headdb.reports.circuit import write_circuit
 
     selection = params.get("selection") or "threshold"
-    dot_path = Path(out) if out else Path(f"circuit-run{params['run']}.dot")
-    title = f"run {params['run']}: {selection} circuit, {df.height} edges"
-    dot, png_path, note = write_circuit(df, dot_path, png, name=f"circuit_run{params['run']}", title=title)
-    n_heads = df.filter(pl.col("dst_kind") == "attn")["dst"].n_unique()
-    console.print(Text(f"{title}; {n_heads} heads receive edges", style="bold"))
-    console.print(Text(note, style="dim" if png_path else "yellow"))
+    run = int(df["run_id"][0])
+    dot_path = Path(out) if out else Path(f"circuit-run{run}.dot")
+    if dot_path.is_dir():  # a folder for the file, e.g. a study's output folder
+        dot_path = dot_path / f"circuit-run{run}.dot"
+    where = f"run {run}" if params.get("run") is not None else f"{params['checkpoint']} / {params['task']} (run {run})"
+    title = f"{where}: {selection} circuit, {df.height} edges"
+    dot, png_path, note = write_circuit(df, dot_path, png, name=f"circuit_run{run}", title=title)
+    if png and png_path is None:
+        n_layers, n_heads = q.shape_of(df, run=run)
+        png_path = plots.circuit(png, df, n_layers=n_layers, n_heads=n_heads, title=title)
+        note = f"wrote {dot}; graphviz `dot` is not installed, so {png_path} is drawn with matplotlib"
+    n_heads_in = df.filter(pl.col("dst_kind") == "attn")["dst"].n_unique()
+    console.print(Text(f"{title}; {n_heads_in} heads receive edges", style="bold"))
+    if q.announce_files:
+        console.print(Text(note, style="dim" if png_path else "yellow"))
     return df
