@@ -77,6 +77,7 @@ def test_sparkline():
     assert sparkline([0, 1, 2, None, 2]) == "▁▅█ █"
     assert sparkline([None, None]) == "  "
     assert sparkline([3, 3]) == "▅▅"
+    assert sparkline([0, 0, 0]) == "▁▁▁"  # nothing at all is drawn at the bottom
 
 
 # -- every report on the study, with a PNG ---------------------------------------------------------------

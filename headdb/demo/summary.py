@@ -68,6 +68,11 @@ def grpo_lines(q) -> list[str]:
     else:
         lines.append("GRPO's reward: fewer than two checkpoint windows, so no trend.")
     post = dyn.filter(pl.col("new").is_not_null())
+    if not post.height or (post["new"].sum() == 0 and post["pruned"].sum() == 0):
+        lines.append(f"GRPO's circuit on addition did NOT change: no head was activated or pruned at any of its "
+                     f"{post.height} checkpoints, so there are no dynamics to set beside the reward. The study's "
+                     "GRPO dynamics did not show in this run.")
+        return lines + _grpo_gained(q)
     corr = q.run("dynamics_correlation", {"lineage": "grpo", "task": "add", "metric": "reward", "selection": SELECTION})
     c = corr.row(0, named=True) if corr.height else {}
     def r(v):
@@ -77,11 +82,14 @@ def grpo_lines(q) -> list[str]:
                  f"correlation with the reward over {c.get('n', 0)} checkpoints: new {r(c.get('corr_new'))}, "
                  f"pruned {r(c.get('corr_pruned'))} (new vs the mean reward since the previous checkpoint "
                  f"{r(c.get('corr_new_window'))}).")
+    return lines + _grpo_gained(q)
+
+
+def _grpo_gained(q) -> list[str]:
     gained = q.run("heads_gained", {"base": "base", "target": "grpo@last", "task": "add", "selection": SELECTION})
     plus = gained.filter(pl.col("change") == "gained")
-    lines.append(f"GRPO's last circuit on addition gained {plus.height} head(s) over the base"
-                 + (f" ({_heads(plus)})" if plus.height else "") + f" and lost {(gained['change'] == 'lost').sum()}.")
-    return lines
+    return [f"GRPO's last circuit on addition gained {plus.height} head(s) over the base"
+            + (f" ({_heads(plus)})" if plus.height else "") + f" and lost {(gained['change'] == 'lost').sum()}."]
 
 
 def ablation_lines(q) -> list[str]:

@@ -103,14 +103,18 @@ def curves(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[f
         ax.plot(xs, ys, marker="o", label=name)
     if logx:
         ax.set_xscale("log", base=2)
+    xs_seen = [x for xs, _ in [*series.values(), *(bars or {}).values()] for x in xs if x is not None]
+    if xs_seen and all(float(x).is_integer() for x in xs_seen):
+        from matplotlib.ticker import MaxNLocator
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers, steps: no half ticks
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     handles, labels = ax.get_legend_handles_labels()
     if twin:
         ax2 = ax.twinx()
-        for name, (xs, ys) in twin.items():
-            ax2.plot(xs, ys, color="black", linestyle="--", marker="s", label=name)
+        for (name, (xs, ys)), style in zip(twin.items(), ("--", ":", "-.")):
+            ax2.plot(xs, ys, color="black", linestyle=style, marker="s", label=name)
         ax2.set_ylabel(twin_label)
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2

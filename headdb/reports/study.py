@@ -231,8 +231,13 @@ def report_head_dynamics(q, df, params, console, png=None):
                 "pruned": (steps, [v or 0 for v in part["pruned"].to_list()])}
         series = {"active": (steps, part["active"].to_list()), "cumulative": (steps, part["cumulative"].to_list())}
         mv = part.filter(pl.col("metric_value").is_not_null())
-        twin = {metric: (mv["step"].to_list(), mv["metric_value"].to_list())} if mv.height else None
-        q.wrote(console, plots.curves(png, series, bars=bars, twin=twin, twin_label=metric,
+        wm = part.filter(pl.col("window_mean").is_not_null())
+        twin = {}
+        if mv.height:
+            twin[f"{metric} at the step"] = (mv["step"].to_list(), mv["metric_value"].to_list())
+        if wm.height:
+            twin[f"{metric}, mean since previous"] = (wm["step"].to_list(), wm["window_mean"].to_list())
+        q.wrote(console, plots.curves(png, series, bars=bars, twin=twin or None, twin_label=metric,
                                      title=f"{params.get('lineage')} / {task}: head dynamics", xlabel="step",
                                      ylabel="heads"))
     return df

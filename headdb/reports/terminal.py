@@ -193,7 +193,7 @@ def sparkline(values: Sequence[float | None]) -> str:
         if v is None or not math.isfinite(v):
             out.append(" ")
         elif hi == lo:
-            out.append(SPARKS[len(SPARKS) // 2])
+            out.append(SPARKS[0] if v == 0 else SPARKS[len(SPARKS) // 2])  # all zero: nothing there
         else:
             out.append(SPARKS[min(int((v - lo) / (hi - lo) * (len(SPARKS) - 1) + 0.5), len(SPARKS) - 1)])
     return "".join(out)
