@@ -40,7 +40,7 @@ from headdb.attribution.metrics import check_metric, metric_values
 from headdb.attribution.result import AttributionResult, Ticker
 from headdb.attribution.probe import (EMBED, LOGITS_IN, Probe, k_in, mlp_in, q_in, v_in)
 from headdb.errors import UserError
-from headdb.settings import IG_RULES, METHODS
+from headdb.settings import IG_RULES
 
 def check_ig_rule(ig_rule: str) -> None:
     """Where EAP-IG places its m integration points on [0, 1] (see the module docstring)."""
