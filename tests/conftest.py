@@ -84,6 +84,22 @@ def tiny_checkpoint(tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def two_checkpoint_study(tmp_path_factory, tiny_checkpoint):
+    """two_checkpoint_study(manifest_text): a folder with tiny checkpoints `base` and `tuned`, a
+    three-item circuit task `t.jsonl` and the manifest as `study.toml`; returns the folder."""
+    def make(manifest: str):
+        root = tmp_path_factory.mktemp("study")
+        tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3, at=root / "base")
+        tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=4, at=root / "tuned")
+        (root / "t.jsonl").write_text("".join(json.dumps(
+            {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3"}) + "\n" for i in range(3)))
+        (root / "study.toml").write_text(manifest)
+        return root
+
+    return make
+
+
 def _build(tiny_checkpoint, name, **kw):
     return tiny_checkpoint(**kw)
 

@@ -2,7 +2,6 @@
 a job that raises is recorded as failed while the others land."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -58,14 +57,8 @@ def counted_loads(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory, tiny_checkpoint):
-    root = tmp_path_factory.mktemp("study")
-    tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3, at=root / "base")
-    tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=4, at=root / "tuned")
-    (root / "t.jsonl").write_text("".join(json.dumps(
-        {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3"}) + "\n" for i in range(3)))
-    (root / "study.toml").write_text(MANIFEST)
-    return root
+def study_dir(two_checkpoint_study):
+    return two_checkpoint_study(MANIFEST)
 
 
 def test_each_checkpoint_loads_once_and_a_rerun_loads_nothing(study_dir, tmp_path, counted_loads):

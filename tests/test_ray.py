@@ -3,7 +3,6 @@ run and score for score; a worker killed mid-job leaves that job failed, the oth
 re-run completes it."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -58,14 +57,8 @@ benchmarks = ["arith"]
 
 
 @pytest.fixture(scope="module")
-def study_dir(tmp_path_factory, tiny_checkpoint):
-    root = tmp_path_factory.mktemp("raystudy")
-    tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3, at=root / "base")
-    tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=4, at=root / "tuned")
-    (root / "t.jsonl").write_text("".join(json.dumps(
-        {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3"}) + "\n" for i in range(3)))
-    (root / "study.toml").write_text(MANIFEST)
-    return root
+def study_dir(two_checkpoint_study):
+    return two_checkpoint_study(MANIFEST)
 
 
 def cli(db, *args):
