@@ -60,7 +60,7 @@ def run_demo(db, root: Path, settings: DemoSettings, *, seed: int, console: Cons
 
         with Progress(*progress_columns(), console=console, transient=False) as progress:
             stages = Stages(progress=progress, say=say, log=log)
-            build_models(root, settings, seed=seed, stages=stages)
+            build_models(root, settings, seed=seed, stages=stages, log_path=log_path)
             result.seconds["models"] = time.monotonic() - started
             m = demo_study(root, settings)
             t0 = time.monotonic()

@@ -147,10 +147,12 @@ class Stages:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _stage(path: Path, what: str, build: Callable[[list], object], stages: Stages, show: str = "loss") -> None:
-    """Run `build(callbacks)` unless `path` holds a finished result (a marker written after it succeeds)."""
+def _stage(path: Path, what: str, recipe: str, kwargs: dict, stages: Stages, show: str = "loss") -> None:
+    """Run `recipes.<recipe>(**kwargs, callbacks=...)` unless `path` holds a finished result (a
+    marker written after it succeeds)."""
     import contextlib
 
+    from headdb.demo import recipes
     from headdb.demo.quiet import TrainerBar, quiet_libraries
 
     if (path / DONE).exists():
@@ -162,31 +164,40 @@ def _stage(path: Path, what: str, build: Callable[[list], object], stages: Stage
     callbacks = [TrainerBar(stages.progress, what, show=show)] if stages.progress is not None else []
     quiet = quiet_libraries(stages.log) if stages.log is not None else contextlib.nullcontext()
     with quiet:
-        build(callbacks)
+        getattr(recipes, recipe)(**kwargs, callbacks=callbacks)
     (path / DONE).write_text("ok\n")
     stages.seconds[what] = time.monotonic() - started
 
 
-def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, stages: Stages | None = None) -> None:
-    from headdb.demo import recipes
+def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, stages: Stages | None = None,
+                 log_path: Path | None = None) -> None:
+    """The base, then SFT and GRPO from it, side by side in two processes (headdb.demo.parallel);
+    `log_path`: the file the second process writes its library output to."""
+    from headdb.demo.parallel import stage_beside
 
     s, stages = settings, stages or Stages()
     base, sft, grpo = root / "models" / "base", root / "runs" / "sft", root / "runs" / "grpo"
-    _stage(base, "pretraining", lambda cb: recipes.pretrain_base(
-        base, steps=s.pretrain_steps, n_layers=s.n_layers, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
+    _stage(base, "pretraining", "pretrain_base", dict(
+        out_dir=base, steps=s.pretrain_steps, n_layers=s.n_layers, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
         d_model=s.d_model, d_head=s.d_head, batch_size=s.pretrain_batch_size, lr=s.pretrain_lr,
         levels=s.pretrain_levels, steps_fraction=0.0, boxed_fraction=s.boxed_fraction, lines_per_plain=2,
-        suffix=SUFFIX, threads=THREADS, seed=seed, callbacks=cb), stages)
-    _stage(sft, "SFT (trl)", lambda cb: recipes.train_sft(
-        base, sft, steps=s.sft_steps, save_steps=s.sft_save_steps, lr=s.sft_lr, batch_size=s.sft_batch_size,
-        levels=s.sft_levels, style="direct", suffix=SUFFIX, scheduler="cosine", warmup_steps=10,
-        threads=THREADS, seed=seed, callbacks=cb), stages)
-    _stage(grpo, "GRPO (trl)", lambda cb: recipes.train_grpo(
-        base, grpo, steps=s.grpo_steps, save_steps=s.grpo_save_steps, lr=s.grpo_lr,
+        suffix=SUFFIX, threads=THREADS, seed=seed), stages)
+    sft_args = dict(
+        base_dir=base, out_dir=sft, steps=s.sft_steps, save_steps=s.sft_save_steps, lr=s.sft_lr,
+        batch_size=s.sft_batch_size, levels=s.sft_levels, style="direct", suffix=SUFFIX, scheduler="cosine",
+        warmup_steps=10, threads=THREADS, seed=seed)
+    grpo_args = dict(
+        base_dir=base, out_dir=grpo, steps=s.grpo_steps, save_steps=s.grpo_save_steps, lr=s.grpo_lr,
         warmup_steps=s.grpo_warmup_steps, num_generations=s.grpo_generations,
         prompts_per_step=s.grpo_prompts_per_step, temperature=s.grpo_temperature, levels=s.grpo_levels,
         suffix=SUFFIX, max_completion_length=s.grpo_max_completion_length, beta=s.grpo_beta,
-        threads=THREADS, seed=seed, callbacks=cb), stages, show="reward")
+        threads=THREADS, seed=seed)
+    if (grpo / DONE).exists() or (sft / DONE).exists():  # resuming: at most one left to train
+        _stage(sft, "SFT (trl)", "train_sft", sft_args, stages)
+        _stage(grpo, "GRPO (trl)", "train_grpo", grpo_args, stages, show="reward")
+    else:
+        with stage_beside(grpo, "GRPO (trl)", "train_grpo", grpo_args, stages, "reward", THREADS, log_path):
+            _stage(sft, "SFT (trl)", "train_sft", sft_args, stages)
     tasks = root / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
     # The tasks and benchmarks do not depend on --seed: seeds change the training, and every
