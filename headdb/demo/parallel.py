@@ -37,14 +37,14 @@ def _child(path: str, what: str, recipe: str, kwargs: dict, show: str, threads: 
            queue) -> None:
     import torch
 
-    from headdb.demo.study import Stages, _stage
+    from headdb.demo.stages import Stages, run_stage
 
     torch.set_num_threads(threads)
     try:
         with (open(log_path, "a", encoding="utf-8") if log_path else contextlib.nullcontext()) as log:
             stages = Stages(progress=_RelayedProgress(queue), say=lambda line: queue.put(("say", 0, line, {})),
                             log=log)
-            _stage(Path(path), what, recipe, kwargs, stages, show)
+            run_stage(Path(path), what, recipe, kwargs, stages, show)
         queue.put(("done", 0, None, stages.seconds))
     except BaseException:  # the parent re-raises it with the child's traceback
         queue.put(("error", 0, traceback.format_exc(), {}))
@@ -53,7 +53,7 @@ def _child(path: str, what: str, recipe: str, kwargs: dict, show: str, threads: 
 @contextlib.contextmanager
 def stage_beside(path: Path, what: str, recipe: str, kwargs: dict, stages, show: str, threads: int,
                  log_path: Path | None) -> Iterator[None]:
-    """Run `_stage(path, what, recipe, kwargs)` in a child process while the body runs here;
+    """Run `run_stage(path, what, recipe, kwargs)` in a child process while the body runs here;
     on leaving, wait for it and raise its error, if any."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()

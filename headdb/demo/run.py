@@ -14,7 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from headdb.demo.study import THREADS, DemoSettings, Stages, build_models, demo_study
+from headdb.demo.stages import Stages
+from headdb.demo.study import THREADS, DemoSettings, build_models, demo_study
 
 LOG = "demo.log"
 HTML = "demo-report.html"

@@ -26,15 +26,12 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
+from headdb.demo.stages import DONE, Stages, run_stage
 from headdb.resources import package_dir
 
-DONE = ".headdb-done"
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning
 # threads slow each small matmul down many times over: one thread is faster and predictable
 # (runs are also bit-identical only at a fixed thread count).
@@ -138,37 +135,6 @@ def circuit_task_items(n: int, seed: int = 0, op: str = "+") -> list[dict]:
 
 # ------------------------------------------------------------------------------ building the models
 
-@dataclass
-class Stages:
-    """What the demo's stages report to: progress bars, one-line notes, the log file."""
-    progress: object = None                       # a rich Progress, or None (no bars)
-    say: Callable[[str], None] = print
-    log: object = None                            # an open text file for library output, or None
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
-def _stage(path: Path, what: str, recipe: str, kwargs: dict, stages: Stages, show: str = "loss") -> None:
-    """Run `recipes.<recipe>(**kwargs, callbacks=...)` unless `path` holds a finished result (a
-    marker written after it succeeds)."""
-    import contextlib
-
-    from headdb.demo import recipes
-    from headdb.demo.quiet import TrainerBar, quiet_libraries
-
-    if (path / DONE).exists():
-        stages.say(f"{what}: already built in {path}")
-        return
-    if path.exists():
-        shutil.rmtree(path)  # an interrupted stage starts over
-    started = time.monotonic()
-    callbacks = [TrainerBar(stages.progress, what, show=show)] if stages.progress is not None else []
-    quiet = quiet_libraries(stages.log) if stages.log is not None else contextlib.nullcontext()
-    with quiet:
-        getattr(recipes, recipe)(**kwargs, callbacks=callbacks)
-    (path / DONE).write_text("ok\n")
-    stages.seconds[what] = time.monotonic() - started
-
-
 def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, stages: Stages | None = None,
                  log_path: Path | None = None) -> None:
     """The base, then SFT and GRPO from it, side by side in two processes (headdb.demo.parallel);
@@ -177,7 +143,7 @@ def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, stages: S
 
     s, stages = settings, stages or Stages()
     base, sft, grpo = root / "models" / "base", root / "runs" / "sft", root / "runs" / "grpo"
-    _stage(base, "pretraining", "pretrain_base", dict(
+    run_stage(base, "pretraining", "pretrain_base", dict(
         out_dir=base, steps=s.pretrain_steps, n_layers=s.n_layers, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
         d_model=s.d_model, d_head=s.d_head, batch_size=s.pretrain_batch_size, lr=s.pretrain_lr,
         levels=s.pretrain_levels, steps_fraction=0.0, boxed_fraction=s.boxed_fraction, lines_per_plain=2,
@@ -193,11 +159,11 @@ def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, stages: S
         suffix=SUFFIX, max_completion_length=s.grpo_max_completion_length, beta=s.grpo_beta,
         threads=THREADS, seed=seed)
     if (grpo / DONE).exists() or (sft / DONE).exists():  # resuming: at most one left to train
-        _stage(sft, "SFT (trl)", "train_sft", sft_args, stages)
-        _stage(grpo, "GRPO (trl)", "train_grpo", grpo_args, stages, show="reward")
+        run_stage(sft, "SFT (trl)", "train_sft", sft_args, stages)
+        run_stage(grpo, "GRPO (trl)", "train_grpo", grpo_args, stages, show="reward")
     else:
         with stage_beside(grpo, "GRPO (trl)", "train_grpo", grpo_args, stages, "reward", THREADS, log_path):
-            _stage(sft, "SFT (trl)", "train_sft", sft_args, stages)
+            run_stage(sft, "SFT (trl)", "train_sft", sft_args, stages)
     tasks = root / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
     # The tasks and benchmarks do not depend on --seed: seeds change the training, and every
