@@ -121,10 +121,10 @@ def test_writer_waits_and_succeeds_when_lock_is_released(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "headdb", "--db", str(path), "sql", "--write",
                              "create table t as select 1 as x"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    import time
-    time.sleep(2.0)
+    # release the lock once the writer says it waits (a fixed sleep raced a slow start on a busy machine)
+    first = proc.stderr.readline()
     holder.close()
     out, errs = proc.communicate(timeout=60)
-    assert proc.returncode == 0, errs
-    assert "waiting for the warehouse lock" in errs
+    assert proc.returncode == 0, first + errs
+    assert "waiting for the warehouse lock" in first
     assert headdb.connect(path).sql("select x from t")["x"].to_list() == [1]

@@ -1,6 +1,8 @@
 """The named-query catalogue: known answers on a hand-made warehouse (tests/warehouse_builders.py)."""
 from __future__ import annotations
 
+import re
+
 
 import numpy as np
 import polars as pl
@@ -69,7 +71,8 @@ def test_the_circuit_is_the_latest_ok_plain_run(st):
 def test_lineage_at_last_names_the_highest_step(st):
     last = q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@last", task="math")
     assert last.equals(q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@400", task="math"))
-    assert q(st, "heads_gained", base="qwen-math", target="nosuch@last").height == 0
+    with pytest.raises(UserError, match="no checkpoint 'nosuch@last' in the warehouse"):
+        q(st, "heads_gained", base="qwen-math", target="nosuch@last")
 
 
 def test_heads_gained_selection(st):
@@ -80,9 +83,54 @@ def test_heads_gained_selection(st):
 def test_heads_gained_empty_results(st):
     assert q(st, "heads_gained", base="qwen-math", target="qwen-math").height == 0
     assert q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@400", task="trivia").height == 0
-    assert q(st, "heads_gained", base="qwen-math", target="no-such-checkpoint").height == 0
-    empty = q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@300")  # the missing step
+    empty = q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@400", task="trivia")
     assert empty.height == 0 and "change" in empty.columns
+
+
+def test_a_reference_that_names_nothing_is_refused_with_the_closest_names(st):
+    """A typo is an error that names what exists, never an empty answer read as "none"."""
+    cases = [
+        (dict(base="qwen-math", target="grpo-gsm8k@300"),  # the missing step
+         "no checkpoint 'grpo-gsm8k@300'; grpo-gsm8k has steps 100..400 (100, 200, 400); "
+         "did you mean grpo-gsm8k@200 or grpo-gsm8k@last?"),
+        (dict(base="qwen-math", target="no-such-checkpoint"), "no checkpoint 'no-such-checkpoint' in the warehouse"),
+        (dict(base="qwen-mth", target="sft@100"), "did you mean qwen-math"),
+        (dict(base="qwen-math", target="sft"), "'sft' is a lineage, not a checkpoint; name one of its checkpoints: "
+                                               "sft@last, or sft@STEP with a step of 100, 200"),
+        (dict(base="qwen-math", target="sft@100", task="mat"), "no task 'mat' in the warehouse (param task); "
+                                                                "did you mean math"),
+        (dict(base="qwen-math", target="sft@100", selection="tpn"),
+         "no circuit in the warehouse was selected by 'tpn' (param selection); did you mean topn?"),
+    ]
+    for params, message in cases:
+        with pytest.raises(UserError, match=re.escape(message)):
+            q(st, "heads_gained", **params)
+    with pytest.raises(UserError, match=re.escape("no lineage 'grpo-gsm8' in the warehouse (param lineage); "
+                                                  "did you mean grpo-gsm8k")):
+        q(st, "head_dynamics", lineage="grpo-gsm8")
+    with pytest.raises(UserError, match=re.escape("no run '999' in the warehouse (param run)")):
+        q(st, "top_heads", run=999)
+    with pytest.raises(UserError, match=re.escape("no lineage 'nope' in the warehouse (param lineages)")):
+        q(st, "regime_compare", base="qwen-math", lineages="sft,nope")
+
+
+def test_a_checkpoint_folder_names_its_checkpoint(tmp_path):
+    import headdb
+    from warehouse_builders import MODEL_KEY, register_tiny_model
+    db = headdb.connect(tmp_path / "w.duckdb")
+    register_tiny_model(db)
+    folders = {}
+    for step in (10, 20):
+        folders[step] = tmp_path / "run" / f"checkpoint-{step}"
+        folders[step].mkdir(parents=True)
+        db.register_checkpoint(model_key=MODEL_KEY, path=str(folders[step].resolve()), weights_digest=f"d{step}",
+                               name=f"checkpoint-{step}", lineage="run", regime="sft", step=step)
+    by_folder = run_query(db, "model_shape", {"checkpoint": str(folders[20])})
+    assert by_folder.equals(run_query(db, "model_shape", {"checkpoint": "run@20"})) and by_folder.height == 1
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    with pytest.raises(UserError, match="is not a registered checkpoint"):
+        run_query(db, "model_shape", {"checkpoint": str(other)})
 
 
 def test_ambiguous_checkpoint_name_is_a_user_error(st):
@@ -93,9 +141,12 @@ def test_ambiguous_checkpoint_name_is_a_user_error(st):
 
 def test_sql_injection_through_a_param_is_inert(st):
     evil = "x'; DROP TABLE runs; --"
-    assert q(st, "heads_gained", base=evil, target="grpo-gsm8k@400").height == 0
-    assert q(st, "head_frequency", lineage=evil).height == 0
-    assert q(st, "head_frequency", lineage="grpo-gsm8k", task="math' OR '1'='1").height == 0
+    with pytest.raises(UserError, match="no checkpoint"):
+        q(st, "heads_gained", base=evil, target="grpo-gsm8k@400")
+    with pytest.raises(UserError, match="no lineage"):
+        q(st, "head_frequency", lineage=evil)
+    with pytest.raises(UserError, match="no task"):
+        q(st, "head_frequency", lineage="grpo-gsm8k", task="math' OR '1'='1")
     assert st.db.sql("SELECT count(*) AS n FROM runs")["n"][0] > 0
 
 
@@ -208,7 +259,8 @@ def test_effect_map(st, pairing):
 def test_effect_map_with_explicit_base_and_unknown_base(st):
     same = q(st, "effect_map", lineage="grpo-gsm8k", base="qwen-math")
     assert same.equals(q(st, "effect_map", lineage="grpo-gsm8k"))
-    assert q(st, "effect_map", lineage="grpo-gsm8k", base="nope").height == 0
+    with pytest.raises(UserError, match="no checkpoint 'nope'"):
+        q(st, "effect_map", lineage="grpo-gsm8k", base="nope")
     assert q(st, "effect_map", lineage="sft").height == 0  # no head scores in that lineage
 
 
@@ -287,7 +339,6 @@ def test_top_heads_keeps_ties(st):
     assert heads(df) == {(0, 0), (3, 0)} and df["rank"].to_list() == [1, 1]
     df = q(st, "top_heads", run=st.run["grpo@100"], n=3)
     assert df["rank"].to_list() == [1, 1, 3] and df["in_circuit"].to_list() == [True, True, True]
-    assert q(st, "top_heads", run=999).height == 0
 
 
 def test_circuit_graph(st):
@@ -374,13 +425,16 @@ def test_queries_are_read_only(st, tmp_path):
     assert st.db.sql("SELECT count(*) AS n FROM runs")["n"][0] > 0
 
 
-def test_empty_warehouse_gives_empty_frames(tmp_path):
+def test_empty_warehouse_gives_empty_frames_and_refuses_references(tmp_path):
     import headdb
     db = headdb.connect(tmp_path / "empty.duckdb")
-    for name, params in [("heads_gained", {"base": "a", "target": "b"}), ("head_dynamics", {"lineage": "x"}),
-                         ("effect_map", {"lineage": "x"}), ("ablation_table", {}), ("regime_compare", {"base": "a"})]:
-        df = run_query(db, name, params)
+    for name in ("ablation_table", "circuit_faithfulness"):
+        df = run_query(db, name, {})
         assert df.height == 0 and df.width > 0, name
+    for name, params in [("heads_gained", {"base": "a", "target": "b"}), ("head_dynamics", {"lineage": "x"}),
+                         ("effect_map", {"lineage": "x"}), ("regime_compare", {"base": "a"})]:
+        with pytest.raises(UserError, match="the warehouse has no"):
+            run_query(db, name, params)
 
 
 def test_query_session_runs_many_queries_on_one_connection(st):

@@ -18,6 +18,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from headdb.errors import UserError
@@ -115,6 +116,12 @@ def _run_named_query(ctx: typer.Context,
     from headdb.warehouse.queries import catalogue
     catalogue(dirs).get(name).bind(params)  # check the params before opening the warehouse
     df = run_query(ctx.obj.connect(), name, params, dirs)
+    if df.is_empty() and fmt == "table":
+        # every reference in the params names something (checked), so this is a true "none"
+        given = " ".join(f"{k}={v}" for k, v in params.items()) or "no params"
+        Console(stderr=True).print(Text(f"{name}: no rows: nothing in the warehouse matches ({given})",
+                                        style="yellow"), soft_wrap=True)
+        return
     emit(df, fmt, out, title=name)
 
 

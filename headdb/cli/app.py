@@ -166,7 +166,10 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]headdb: error:[/bold red] {message}", highlight=False, soft_wrap=True, markup=True)
+    from rich.text import Text
+
+    # the message as written: never read as rich markup, which would eat "[[models]]"
+    err.print(Text("headdb: error: ", style="bold red") + Text(message), highlight=False, soft_wrap=True)
     sys.exit(2)
 
 

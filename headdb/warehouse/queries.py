@@ -39,6 +39,7 @@ import polars as pl
 
 from headdb.errors import UserError
 from headdb.resources import queries_dir
+from headdb.warehouse.refs import resolve_params
 
 TYPES = ("str", "int", "float", "bool")
 ENV_DIRS = "HEADDB_QUERIES"
@@ -410,6 +411,12 @@ class QuerySession:
             raise UserError(f"query {query.name} ({query.path}): {_first_line(exc)}") from None
         if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
             raise UserError(f"query {query.name} ({query.path}) must be exactly one SELECT statement")
+        try:
+            # a param naming a checkpoint, lineage, task, run or selection must name something:
+            # checked here, so that an empty result means nothing matched, not a typo
+            bound = resolve_params(con, bound)
+        except duckdb.Error as exc:
+            raise _as_user_error(exc, f"query {query.name}") from None
         try:
             result = con.execute(query.sql, bound) if bound else con.execute(query.sql)
             table = result.to_arrow_table()

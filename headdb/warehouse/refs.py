@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from headdb.errors import UserError
-from headdb.warehouse.queries import query_session
+from headdb.resources import queries_dir
 
 
 def find_checkpoint(db, ref: str | int) -> int | None:
@@ -25,9 +25,17 @@ def find_checkpoint(db, ref: str | int) -> int | None:
                             f"{', '.join(map(str, rows['checkpoint_id']))}); name one by id or lineage@step")
         if rows.height:
             return int(rows["checkpoint_id"][0])
-    with query_session(db, db.query_dirs) as q:
-        found = q.value("SELECT hd_checkpoint(?)", [text])
+    with db.sink.read() as session:
+        create_macros(session.con)
+        found = session.con.execute("SELECT hd_checkpoint(?)", [text]).fetchone()[0]
     return None if found is None else int(found)
+
+
+def create_macros(con) -> None:
+    """The packaged query macros (queries/_macros.sql: hd_checkpoint, the rule of what a reference
+    names) as TEMP macros on `con`."""
+    for path in sorted(queries_dir().glob("_*.sql")):
+        con.execute(path.read_text())
 
 
 def resolve_checkpoint(db, ref: str | int) -> int:
@@ -59,7 +67,6 @@ def check_planned_references(db, planned, refs: list[str]) -> list[str]:
     import polars as pl
 
     from headdb.warehouse.migrations import apply_pending
-    from headdb.warehouse.queries import catalogue
     from headdb.warehouse.sinks import Session
 
     if not refs:
@@ -78,8 +85,7 @@ def check_planned_references(db, planned, refs: list[str]) -> list[str]:
         con.register("planned", table.to_arrow())
         con.execute("INSERT INTO checkpoints (checkpoint_id, model_key, name, path, weights_digest, lineage, regime, "
                     "step) SELECT checkpoint_id, '', name, path, '', lineage, 'other', step FROM planned")
-        for _, text in catalogue().macros:
-            con.execute(text)
+        create_macros(con)
         paths = []
         for ref in refs:
             try:
@@ -96,3 +102,114 @@ def check_planned_references(db, planned, refs: list[str]) -> list[str]:
     finally:
         con.close()
     return paths
+
+
+# ------------------------------------------------------------------ the params of named queries
+
+# What a named query's param names, by its name: the same in every query (queries/*.sql). A value
+# of one of these params is checked against the warehouse before the query runs, so a typo is an
+# error naming the closest known values, never an empty answer; a checkpoint folder becomes its id.
+REFERENCE_PARAMS = {"base": "checkpoint", "target": "checkpoint", "checkpoint": "checkpoint",
+                    "lineage": "lineage", "lineages": "lineage list", "task": "task", "run": "run",
+                    "runs": "run list", "selection": "selection"}
+
+
+def _closest(word: str, known: list[str], what: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, known, n=3, cutoff=0.5)
+    if close:
+        return "did you mean " + " or ".join(close) + "?"
+    shown = ", ".join(known[:12]) + (f" ... ({len(known)} in all)" if len(known) > 12 else "")
+    return f"known {what}: {shown}" if known else f"the warehouse has no {what} yet"
+
+
+def _column(con, sql: str) -> list[str]:
+    return [str(row[0]) for row in con.execute(sql).fetchall()]
+
+
+def _checkpoint_error(con, text: str) -> UserError:
+    """Why `text` names no checkpoint, with the closest references that do."""
+    rows = con.execute("SELECT lineage, step, name FROM checkpoints ORDER BY lineage, step").fetchall()
+    steps: dict[str, list[int]] = {}
+    for lineage, step, _ in rows:
+        steps.setdefault(lineage, []).append(int(step))
+    lineage, at, step = text.partition("@")
+    if at and lineage in steps:
+        have = steps[lineage]
+        listed = ", ".join(map(str, have[:10])) + (" ..." if len(have) > 10 else "")
+        guess = ""
+        if step.lstrip("-").isdigit():
+            nearest = min(have, key=lambda s: (abs(s - int(step)), s))
+            guess = f"; did you mean {lineage}@{nearest} or {lineage}@last?"
+        return UserError(f"no checkpoint {text!r}; {lineage} has steps {have[0]}..{have[-1]} ({listed}){guess}")
+    if not at and text in steps:
+        return UserError(f"{text!r} is a lineage, not a checkpoint; name one of its checkpoints: {text}@last, or "
+                         f"{text}@STEP with a step of {', '.join(map(str, steps[text][:10]))}")
+    known = sorted({f"{lin}@last" for lin in steps} | {f"{lin}@{s}" for lin, ss in steps.items() for s in ss}
+                   | {str(name) for _, _, name in rows})
+    return UserError(f"no checkpoint {text!r} in the warehouse; {_closest(text, known, 'checkpoints')} "
+                     "(name one by id, lineage@step, lineage@last, name or folder; see `headdb checkpoints`)")
+
+
+def _checkpoint_param(con, value: str) -> str:
+    directory = Path(value).expanduser()
+    if ("/" in value or value.startswith(".")) and directory.exists():
+        ids = [str(r[0]) for r in con.execute("SELECT checkpoint_id FROM checkpoints WHERE path = ? ORDER BY 1",
+                                              [str(directory.resolve())]).fetchall()]
+        if len(ids) > 1:
+            raise UserError(f"folder {value} was registered as {len(ids)} checkpoints (ids {', '.join(ids)}); "
+                            "name one by id or lineage@step")
+        if ids:
+            return ids[0]
+        raise UserError(f"folder {value} is not a registered checkpoint; `headdb checkpoints` lists them "
+                        "(ingest it first, or name a checkpoint by lineage@step)")
+    if con.execute("SELECT hd_checkpoint(?)", [value]).fetchone()[0] is None:
+        raise _checkpoint_error(con, value)
+    return value
+
+
+def _one(con, kind: str, value: str, param: str) -> str:
+    if kind == "checkpoint":
+        return _checkpoint_param(con, value)
+    if kind == "task":
+        if not con.execute("SELECT count(*) FROM tasks WHERE CAST(task_id AS VARCHAR) = ? OR name = ?",
+                           [value, value]).fetchone()[0]:
+            names = _column(con, "SELECT DISTINCT name FROM tasks ORDER BY 1")
+            raise UserError(f"no task {value!r} in the warehouse (param {param}); {_closest(value, names, 'tasks')}")
+        return value
+    if kind == "lineage":
+        known = _column(con, "SELECT lineage FROM checkpoints UNION SELECT lineage FROM training_metrics ORDER BY 1")
+        if value not in known:
+            raise UserError(f"no lineage {value!r} in the warehouse (param {param}); "
+                            f"{_closest(value, known, 'lineages')}")
+        return value
+    if kind == "run":
+        if not value.strip().isdigit() or not con.execute("SELECT count(*) FROM runs WHERE run_id = ?",
+                                                          [int(value)]).fetchone()[0]:
+            raise UserError(f"no run {value!r} in the warehouse (param {param}); `headdb runs` lists the runs")
+        return value.strip()
+    if kind == "selection":
+        known = _column(con, "SELECT DISTINCT selection FROM circuits ORDER BY 1")
+        if value not in known:
+            raise UserError(f"no circuit in the warehouse was selected by {value!r} (param {param}); "
+                            f"{_closest(value, known, 'selections')}")
+        return value
+    raise ValueError(kind)
+
+
+def resolve_params(con, values: dict) -> dict:
+    """`values` (a named query's bound params) with every reference checked against the warehouse
+    open on `con` (a session with the query macros): UserError naming the closest known values for
+    a reference that names nothing; a checkpoint folder becomes its id. None (not given) passes."""
+    out = dict(values)
+    for param, value in values.items():
+        kind = REFERENCE_PARAMS.get(param)
+        if kind is None or value is None:
+            continue
+        if kind.endswith(" list"):
+            parts = [p.strip() for p in str(value).split(",") if p.strip()]
+            out[param] = ",".join(_one(con, kind.split()[0], p, param) for p in parts)
+        else:
+            out[param] = _one(con, kind, str(value), param) if kind != "run" else int(_one(con, kind, str(value), param))
+    return out
