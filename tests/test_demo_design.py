@@ -21,15 +21,20 @@ def test_circuit_tasks_ask_for_the_first_digit_of_the_result(op, tok):
     items = circuit_task_items(24, 0, op)
     assert len({i["clean"] for i in items}) > 12
     for item in items:
+        values = {}
         for side, digit in (("clean", "answer"), ("corrupted", "wrong_answer")):
-            a, b = (int(x) for x in item[f"{side}_prefix"].rstrip("= ").split(f" {op} "))
-            value = a + b if op == "+" else a - b
-            assert item[side] == f"What is {a} {op} {b}?" and str(value)[0] == item[digit]
+            sign = op if side == "clean" else "+"  # sub's corrupted prompt is the same problem as a sum
+            a, b = (int(x) for x in item[f"{side}_prefix"].rstrip("= ").split(f" {sign} "))
+            value = a + b if sign == "+" else a - b
+            assert item[side] == f"What is {a} {sign} {b}?" and str(value)[0] == item[digit]
             assert 10 <= value < 100
+            values[side] = (a, b)
             if op == "+":
                 assert a % 10 + b % 10 >= 10  # the first digit needs the carry
-            else:
+            elif side == "clean":
                 assert a % 10 >= b % 10      # no borrow
+        if op == "-":
+            assert values["clean"] == values["corrupted"]  # only the operation differs
         assert item["answer"] != item["wrong_answer"]
         assert (len(tok(item["clean"] + item["clean_prefix"])["input_ids"])
                 == len(tok(item["corrupted"] + item["corrupted_prefix"])["input_ids"]))

@@ -98,9 +98,13 @@ def circuit_task_items(n: int, seed: int = 0, op: str = "+") -> list[dict]:
     the answer "a op b = ", whose next token is the result's first digit.
 
     op "+": two-digit additions with a carry out of the ones and a two-digit sum (the first
-    digit needs the carry: the problems GRPO trains on). op "-": two-digit subtractions without
-    a borrow (the skill SFT teaches). The corrupted prompt changes both operands (same digit
-    counts, so the same token length) and has a different first digit of the result.
+    digit needs the carry: the problems GRPO trains on); the corrupted prompt changes both
+    operands (same digit counts, so the same token length) and has another first digit.
+    op "-": two-digit subtractions without a borrow, the skill SFT teaches; the corrupted prompt
+    is the same problem with a plus ("73 + 25 = " against "73 - 25 = ", a sum below 100 with
+    another first digit), so the circuit is what makes the model subtract rather than add: the
+    operation the base never saw. (Changing the operands instead measures mostly the operand
+    routing that addition already built, which left SFT only 1 or 2 new heads in some runs.)
     """
     from headdb.evals.benchmarks import build_prompt
 
@@ -108,28 +112,30 @@ def circuit_task_items(n: int, seed: int = 0, op: str = "+") -> list[dict]:
         raise ValueError(f"op must be '+' or '-', got {op!r}")
     rng = random.Random(f"headdb-demo-task:{op}:{seed}")
 
-    def draw() -> tuple[int, int, int]:
-        while True:
-            if op == "+":
-                a, b = rng.randint(10, 89), rng.randint(10, 89)
-                if a % 10 + b % 10 >= 10 and a + b < 100:
-                    return a, b, a + b
-            else:
-                a, b = rng.randint(20, 99), rng.randint(10, 89)
-                if a // 10 > b // 10 and a % 10 >= b % 10:
-                    return a, b, a - b
+    def pair(a: int, b: int, c: int, d: int, other: str) -> dict:
+        x, y = (a + b, c + d) if op == "+" else (a - b, c + d)
+        return {"clean": build_prompt(f"What is {a} {op} {b}?", suffix=SUFFIX), "clean_prefix": f"{a} {op} {b} = ",
+                "corrupted": build_prompt(f"What is {c} {other} {d}?", suffix=SUFFIX),
+                "corrupted_prefix": f"{c} {other} {d} = ", "answer": str(x)[0], "wrong_answer": str(y)[0]}
 
-    items = []
+    def carry_sum() -> tuple[int, int]:
+        while True:
+            a, b = rng.randint(10, 89), rng.randint(10, 89)
+            if a % 10 + b % 10 >= 10 and a + b < 100:
+                return a, b
+
+    items: list[dict] = []
     while len(items) < n:
-        (a, b, x), (c, d, y) = draw(), draw()
-        if str(x)[0] == str(y)[0]:
-            continue
-        items.append({
-            "id": f"t{len(items):03d}",
-            "clean": build_prompt(f"What is {a} {op} {b}?", suffix=SUFFIX), "clean_prefix": f"{a} {op} {b} = ",
-            "corrupted": build_prompt(f"What is {c} {op} {d}?", suffix=SUFFIX), "corrupted_prefix": f"{c} {op} {d} = ",
-            "answer": str(x)[0], "wrong_answer": str(y)[0],
-        })
+        if op == "+":
+            (a, b), (c, d) = carry_sum(), carry_sum()
+            item = pair(a, b, c, d, "+")
+        else:
+            a, b = rng.randint(20, 99), rng.randint(10, 89)
+            if not (a // 10 > b // 10 and a % 10 >= b % 10 and a + b < 100):
+                continue
+            item = pair(a, b, a, b, "+")
+        if item["answer"] != item["wrong_answer"]:
+            items.append({"id": f"t{len(items):03d}", **item})
     return items
 
 
