@@ -169,33 +169,27 @@ def _checkpoint_param(con, value: str) -> str:
     return value
 
 
+# kind: (SQL of the values it accepts, SQL of the names to suggest, what "not found" says, their plural)
+_NAMES = {
+    "task": ("SELECT CAST(task_id AS VARCHAR) FROM tasks UNION SELECT name FROM tasks",
+             "SELECT DISTINCT name FROM tasks ORDER BY 1", "no task {!r} in the warehouse", "tasks"),
+    "lineage": ("SELECT lineage FROM checkpoints UNION SELECT lineage FROM training_metrics",
+                "SELECT lineage FROM checkpoints UNION SELECT lineage FROM training_metrics ORDER BY 1",
+                "no lineage {!r} in the warehouse", "lineages"),
+    "selection": ("SELECT DISTINCT selection FROM circuits", "SELECT DISTINCT selection FROM circuits ORDER BY 1",
+                  "no circuit in the warehouse was selected by {!r}", "selections"),
+    "run": ("SELECT CAST(run_id AS VARCHAR) FROM runs", None, "no run {!r} in the warehouse", "runs"),
+}
+
+
 def _one(con, kind: str, value: str, param: str) -> str:
     if kind == "checkpoint":
         return _checkpoint_param(con, value)
-    if kind == "task":
-        if not con.execute("SELECT count(*) FROM tasks WHERE CAST(task_id AS VARCHAR) = ? OR name = ?",
-                           [value, value]).fetchone()[0]:
-            names = _column(con, "SELECT DISTINCT name FROM tasks ORDER BY 1")
-            raise UserError(f"no task {value!r} in the warehouse (param {param}); {_closest(value, names, 'tasks')}")
-        return value
-    if kind == "lineage":
-        known = _column(con, "SELECT lineage FROM checkpoints UNION SELECT lineage FROM training_metrics ORDER BY 1")
-        if value not in known:
-            raise UserError(f"no lineage {value!r} in the warehouse (param {param}); "
-                            f"{_closest(value, known, 'lineages')}")
-        return value
-    if kind == "run":
-        if not value.strip().isdigit() or not con.execute("SELECT count(*) FROM runs WHERE run_id = ?",
-                                                          [int(value)]).fetchone()[0]:
-            raise UserError(f"no run {value!r} in the warehouse (param {param}); `headdb runs` lists the runs")
-        return value.strip()
-    if kind == "selection":
-        known = _column(con, "SELECT DISTINCT selection FROM circuits ORDER BY 1")
-        if value not in known:
-            raise UserError(f"no circuit in the warehouse was selected by {value!r} (param {param}); "
-                            f"{_closest(value, known, 'selections')}")
-        return value
-    raise ValueError(kind)
+    accepts, suggest, missing, plural = _NAMES[kind]
+    if value not in set(_column(con, accepts)):
+        hint = _closest(value, _column(con, suggest), plural) if suggest else "`headdb runs` lists the runs"
+        raise UserError(f"{missing.format(value)} (param {param}); {hint}")
+    return value
 
 
 def resolve_params(con, values: dict) -> dict:
@@ -211,5 +205,6 @@ def resolve_params(con, values: dict) -> dict:
             parts = [p.strip() for p in str(value).split(",") if p.strip()]
             out[param] = ",".join(_one(con, kind.split()[0], p, param) for p in parts)
         else:
-            out[param] = _one(con, kind, str(value), param) if kind != "run" else int(_one(con, kind, str(value), param))
+            found = _one(con, kind, str(value).strip(), param)
+            out[param] = int(found) if kind == "run" else found
     return out
