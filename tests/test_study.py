@@ -145,3 +145,21 @@ params = { base = "base", target = "distilled" }
     again = cli("study", str(tmp_path / "study.toml"), "--no-reports", db=db)
     assert again.returncode == 0 and "0 run(s) added" in again.stderr
     assert "0 checkpoint(s) loaded" in again.stderr  # nothing missing: no model is loaded
+
+
+@pytest.mark.parametrize("report, message", [
+    ('name = "heads_gaind"\nparams = {}', "reports[0].name: unknown report 'heads_gaind'; did you mean heads_gained"),
+    ('name = "heads_gained"\nparams = { base = "base", targte = "base" }',
+     "reports[0].params: report heads_gained has no param 'targte'"),
+])
+def test_a_misspelt_report_is_refused_before_anything_is_written(tmp_path, tiny_checkpoint, report, message):
+    tiny_checkpoint(arch="qwen2", seed=3, at=tmp_path / "models" / "base")
+    write_jsonl(tmp_path / "tasks" / "t.jsonl", TASK)
+    path = tmp_path / "study.toml"
+    path.write_text('[[tasks]]\nname = "t"\nfile = "tasks/t.jsonl"\n[[models]]\nname = "base"\npath = "models/base"\n'
+                    f'regime = "base"\n[[reports]]\n{report}\n')
+    for args in (["study", "--check", str(path)], ["study", str(path)]):
+        out = cli(*args, db=tmp_path / "w.duckdb")
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert message in " ".join(out.stderr.split()), out.stderr
+    assert not (tmp_path / "w.duckdb").exists()  # validated before the warehouse was even created

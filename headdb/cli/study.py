@@ -38,9 +38,10 @@ def study(
             err.print(line, highlight=False)
         err.print("[green]manifest ok[/green]")
         return
-    from headdb.jobs.study import StudyJobs, check_ablations, plan_models_and_runs
+    from headdb.jobs.study import StudyJobs, check_ablations, check_reports, plan_models_and_runs
 
-    check_ablations(None, m, plan_models_and_runs(m, StudyJobs(m), how), ctx.obj.queries)  # before the file exists
+    check_reports(m, ctx.obj.queries)  # before the file exists
+    check_ablations(None, m, plan_models_and_runs(m, StudyJobs(m), how), ctx.obj.queries)
     db = ctx.obj.connect(create=True)
     with progress_bar(m.name) as progress:
         outcome = run_study(db, m, executor=runner, execution=how, progress=progress, say=err.print)

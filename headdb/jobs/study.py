@@ -177,6 +177,7 @@ def plan_ablations(db, m: Manifest, sj: StudyJobs, execution: Execution, say: Sa
 
 def run_study(db, m: Manifest, *, executor: Executor | None = None, execution: Execution = Execution(),
               progress=no_progress, say: Say = print) -> Outcome:
+    check_reports(m, db.query_dirs)  # a misspelt report or param fails before anything is computed
     sj = StudyJobs(m)
     stage1 = plan_models_and_runs(m, sj, execution)
     check_ablations(db, m, stage1, db.query_dirs)
@@ -186,11 +187,26 @@ def run_study(db, m: Manifest, *, executor: Executor | None = None, execution: E
     return outcome
 
 
+def check_reports(m: Manifest, query_dirs=()) -> None:
+    """Each [[reports]] entry names a report, and only params that its queries declare."""
+    from headdb.reports import get_report
+    from headdb.warehouse.queries import catalogue
+
+    where, cat = Where(m.file), catalogue(query_dirs)
+    for i, r in enumerate(m.reports):
+        try:
+            report = get_report(r.name)
+        except UserError as exc:
+            raise where.fail(f"reports[{i}].name", str(exc)) from None
+        known = {p.name for q in report.queries for p in cat.get(q).params}
+        unknown = sorted(set(r.params or {}) - known)
+        if unknown:
+            raise where.fail(f"reports[{i}].params", f"report {r.name} has no param {unknown[0]!r}; its params "
+                             f"are {', '.join(sorted(known))}")
+
+
 def check(m: Manifest, query_dirs=()) -> list[str]:
     """Build every plan without a warehouse or a model; lines describing the study."""
-    from headdb.reports import get_report
-
-    where = Where(m.file)
     sj = StudyJobs(m)
     stage1 = plan_models_and_runs(m, sj, Execution())
     check_ablations(None, m, stage1, query_dirs)
@@ -205,11 +221,7 @@ def check(m: Manifest, query_dirs=()) -> list[str]:
         lines.append(f"  ablation ({a.kind}) on {a.checkpoint}: "
                      f"{a.heads or a.heads_query['name']} over {', '.join(a.benchmarks)}"
                      + (" + random control" if a.control else ""))
-    for i, r in enumerate(m.reports):
-        try:
-            get_report(r.name)
-        except UserError as exc:
-            raise where.fail(f"reports[{i}].name", str(exc)) from None
+    check_reports(m, query_dirs)
     lines.append(f"  {stage1.n_jobs} job(s) over {len(stage1.work)} checkpoint(s); "
                  f"reports: {', '.join(r.name for r in m.reports) or 'none'}")
     return lines
