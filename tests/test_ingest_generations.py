@@ -100,4 +100,5 @@ def test_head_set_from_a_named_query(tmp_path, checkpoint, arith_task_file):
     assert '"label": "top_heads"' in label["config"][0]
     none = cli(db_path, "ingest", "ablation", "--checkpoint", str(checkpoint), "--bench", "synthetic-arithmetic:n=2",
                "--heads-query", "top_heads", "--param", "checkpoint=nosuch")
-    assert none.returncode == 2 and "returned no heads" in none.stderr
+    # a reference that names nothing is refused by name (not read as "the query returned no heads")
+    assert none.returncode == 2 and "no checkpoint 'nosuch' in the warehouse" in none.stderr
