@@ -2,6 +2,7 @@
 
     python benchmarks/bench_demo.py [--seeds 0,1,2] [--kernels native,aten-default,onednn-sse41]
                                     [--jobs 2] [--quick] [--out DIR] [--markdown FILE]
+                                    [--models-from DIR]
 
 Another machine's arithmetic can be had on this one: torch dispatches its own vector kernels by
 CPU capability (ATEN_CPU_CAPABILITY), MKL picks code paths per CPU (MKL_CBWR) and oneDNN per
@@ -18,7 +19,9 @@ layer-matched control (paired bootstrap over problems), GRPO's circuit changes p
 and its reward. It writes a markdown section (to --markdown, else stdout) with one row per run
 and the verdict per criterion of docs/demo.md. Nothing is tuned here: it only reads what each
 demo measured. Times with --jobs > 1 include the other job's contention: measure times with
---jobs 1 on a quiet machine.
+--jobs 1 on a quiet machine. --models-from DIR reuses the models and runs an earlier call trained
+in DIR (same seeds and kernel paths; training is deterministic, so they are the same bits) and
+runs only the study again, into fresh warehouses: for a change to the study, not to training.
 """
 from __future__ import annotations
 
@@ -81,9 +84,14 @@ def probe_kernels(names: list[str]) -> list[str]:
     return lines + [""]
 
 
-def run_demo(seed: int, kernels: str, out: Path, quick: bool) -> dict:
+def run_demo(seed: int, kernels: str, out: Path, quick: bool, models_from: Path | None = None) -> dict:
     name = f"seed{seed}-{kernels}"
     folder, db = out / name, out / f"{name}.duckdb"
+    if models_from is not None:  # the trained models of an earlier call: only the study runs again
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in ("models", "runs"):
+            if not (folder / part).exists():
+                (folder / part).symlink_to((models_from / name / part).resolve(), target_is_directory=True)
     cmd = [sys.executable, "-m", "headdb", "--db", str(db), "demo", "--seed", str(seed), "--out", str(folder)]
     if quick:
         cmd.append("--quick")
@@ -194,6 +202,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="`headdb demo --quick` (a smoke run of this script)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a new temporary one)")
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--models-from", type=Path, default=None,
+                    help="reuse the trained models of an earlier --out folder; run only the study")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     kernels = args.kernels.split(",")
@@ -204,13 +214,15 @@ def main() -> int:
         import tempfile
         args.out = Path(tempfile.mkdtemp(prefix="headdb-bench-demo-"))
     args.out.mkdir(parents=True, exist_ok=True)
-    lines = [f"`headdb demo{' --quick' if args.quick else ''}`, seeds {', '.join(map(str, seeds))} x kernel paths "
+    lines = [f"`headdb demo{' --quick' if args.quick else ''}`"
+             + (f" (models reused from {args.models_from}: times are the study's alone)" if args.models_from else "")
+             + f", seeds {', '.join(map(str, seeds))} x kernel paths "
              f"{', '.join(kernels)}, {args.jobs} at a time, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
              f"load average before {os.getloadavg()[0]:.1f}, work folder {args.out}", ""]
     lines += probe_kernels(kernels)
     todo = [(s, k) for s in seeds for k in kernels]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = list(pool.map(lambda sk: run_demo(sk[0], sk[1], args.out, args.quick), todo))
+        results = list(pool.map(lambda sk: run_demo(sk[0], sk[1], args.out, args.quick, args.models_from), todo))
     for r in results:
         print(f"seed {r['seed']} {r['kernels']}: exit {r['rc']}, wall {r['wall']:.0f} s, CPU {r['cpu']:.0f} s",
               flush=True)

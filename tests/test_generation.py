@@ -104,6 +104,16 @@ def test_head_specs_and_matched_random_control():
     assert control != random_control(heads, n_heads=8, seed=1) or control != random_control(heads, 8, seed=2)
 
 
+def test_a_control_is_drawn_outside_the_heads_it_avoids_while_a_layer_has_enough():
+    heads = [(2, 0), (5, 3)]
+    circuit = [(2, h) for h in range(1, 7)] + [(5, h) for h in range(0, 8) if h != 3]  # all but L2H7 / none in L5
+    for seed in range(20):
+        control = random_control(heads, n_heads=8, seed=seed, avoid=circuit)
+        assert control[0] == (2, 7)                  # the one head of layer 2 outside the circuit and the set
+        assert control[1][0] == 5 and control[1] != (5, 3)  # layer 5 has no head outside: any other head
+    assert random_control(heads, 8, seed=4, avoid=()) == random_control(heads, 8, seed=4)  # no avoid: as before
+
+
 def test_chat_prompts_modes(tiny):
     _, tok = tiny
     on = chat_prompts(tok, ["1+1="], mode="think_on")[0]

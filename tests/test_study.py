@@ -76,6 +76,8 @@ def test_the_demo_manifest_parses():
     ("[attribution]\nsteps=5\nmetod='eap'\n", "attribution.metod: unknown key"),
     ("[[ablations]]\ncheckpoint='a@last'\nkind='scale'\nheads='L0H1'\n", "ablations[0].factor: is required"),
     ("[[ablations]]\ncheckpoint='a@last'\n", "ablations[0]: give exactly one of heads"),
+    ("[[ablations]]\ncheckpoint='a@last'\nheads='L0H1'\ncontrol=true\ncontrol_avoid={name='top_heads', fallback={}}\n",
+     "ablations[0].control_avoid.fallback: unknown key"),
     ("[studdy]\nname='x'\n", "studdy: unknown section"),
     ("[[tasks]]\nname='t'\nfile='a'\n[[tasks]]\nname='t'\nfile='b'\n", "tasks[1].name: 't (plain)' is used twice"),
     ("name = [", "not valid TOML"),

@@ -20,7 +20,8 @@ def heads_from_query(db, name: str, params: Mapping[str, Any] | None = None, *,
         if column not in rows.columns:
             raise UserError(f"query {name} has no column {column!r} to filter on "
                             f"(columns: {', '.join(rows.columns)})")
-        rows = rows.filter(rows[column].cast(str) == str(value))
+        text = str(value).lower() if isinstance(value, bool) else str(value)  # TOML true = polars "true"
+        rows = rows.filter(rows[column].cast(str) == text)
     if order_by is not None:
         if order_by not in rows.columns:
             raise UserError(f"query {name} has no column {order_by!r} to order by "

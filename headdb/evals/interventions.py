@@ -54,10 +54,13 @@ def format_heads(heads: Iterable[tuple[int, int]]) -> str:
     return ",".join(f"L{l}H{h}" for l, h in sorted(heads))
 
 
-def random_control(heads: Iterable[tuple[int, int]], n_heads: int, seed: int) -> list[tuple[int, int]]:
+def random_control(heads: Iterable[tuple[int, int]], n_heads: int, seed: int,
+                   avoid: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
     """A random head set matched by layer: as many heads in each layer, none of the given ones
-    where the layer has enough others, drawn deterministically under `seed`."""
+    (nor of `avoid`, e.g. the circuit's other heads) where the layer has enough others, drawn
+    deterministically under `seed`."""
     rng = random.Random(seed)
+    outside = set(avoid)
     chosen = sorted(set(heads))
     by_layer: dict[int, int] = {}
     for layer, _ in chosen:
@@ -66,7 +69,9 @@ def random_control(heads: Iterable[tuple[int, int]], n_heads: int, seed: int) ->
     control = []
     for layer in sorted(by_layer):
         others = [h for h in range(n_heads) if (layer, h) not in taken]
-        pool = others if len(others) >= by_layer[layer] else list(range(n_heads))
+        away = [h for h in others if (layer, h) not in outside]
+        pool = (away if len(away) >= by_layer[layer] else others if len(others) >= by_layer[layer]
+                else list(range(n_heads)))
         control += [(layer, h) for h in sorted(rng.sample(pool, by_layer[layer]))]
     return control
 

@@ -20,10 +20,12 @@ def intervention(spec: InterventionSettings, shape: ModelShape) -> Intervention:
                         label=spec.label)
 
 
-def with_control(spec: InterventionSettings, shape: ModelShape, seed: int) -> list[InterventionSettings]:
-    """The head set and a random head set matched to it by layer (seed `seed`)."""
+def with_control(spec: InterventionSettings, shape: ModelShape, seed: int,
+                 avoid: Sequence[tuple[int, int]] = ()) -> list[InterventionSettings]:
+    """The head set and a random head set matched to it by layer (seed `seed`), drawn outside
+    `avoid` (e.g. the circuit's heads) where the layer has enough other heads."""
     heads = parse_heads(spec.heads, shape.n_layers, shape.n_heads)
-    control = random_control(heads, shape.n_heads, seed)
+    control = random_control(heads, shape.n_heads, seed, avoid)
     return [spec, spec.model_copy(update={"heads": format_heads(control), "label": "control"})]
 
 

@@ -99,6 +99,7 @@ class AblationSpec:
     control: bool = False
     control_seed: int = 0
     benchmarks: tuple[str, ...] = ()
+    control_avoid: dict | None = None  # a heads query: heads the random control is not drawn from
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,11 @@ def _unique(names: list[str], section: str, where: Where) -> None:
         seen.add(name)
 
 
-def _check_heads_query(query: Any, key: str, where: Where) -> None:
+def _check_heads_query(query: Any, key: str, where: Where, fallback: bool = True) -> None:
     if not isinstance(query, dict):
         raise where.fail(key, "must be a table such as { name = \"heads_gained\", params = { ... } }")
-    allowed = {"name", "params", "limit", "where", "order_by"} | ({"fallback"} if not key.endswith("fallback") else set())
+    allowed = {"name", "params", "limit", "where", "order_by"} | ({"fallback"} if fallback and not key.endswith("fallback")
+                                                                  else set())
     _no_unknown(query, allowed, key, where)
     _get(query, "name", key, where, str)
     _get(query, "params", key, where, dict, {})
@@ -257,7 +259,7 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
     for i, a in enumerate(_table_list(data, "ablations", where)):
         key = f"ablations[{i}]"
         _no_unknown(a, {"checkpoint", "heads", "heads_query", "kind", "factor", "control", "control_seed",
-                        "benchmarks"}, key, where)
+                        "control_avoid", "benchmarks"}, key, where)
         heads = _get(a, "heads", key, where, str, None)
         query = _get(a, "heads_query", key, where, dict, None)
         if (heads is None) == (query is None):
@@ -267,6 +269,9 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
             if "fallback" in query:
                 _check_heads_query(query["fallback"], f"{key}.heads_query.fallback", where)
             _get(query, "name", f"{key}.heads_query", where, str)
+        avoid = _get(a, "control_avoid", key, where, dict, None)
+        if avoid is not None:
+            _check_heads_query(avoid, f"{key}.control_avoid", where, fallback=False)
         kind = _get(a, "kind", key, where, str, "zero", choices=INTERVENTION_KINDS)
         factor = _get(a, "factor", key, where, (int, float), None)
         if kind == "scale" and factor is None:
@@ -277,7 +282,7 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
                 raise where.fail(f"{key}.benchmarks", f"{b!r} is not the name of a [[benchmarks]] entry")
         ablations.append(AblationSpec(key, _get(a, "checkpoint", key, where, str), heads, query, kind,
                                       None if factor is None else float(factor), _get(a, "control", key, where, bool, False),
-                                      _get(a, "control_seed", key, where, int, 0), benches))
+                                      _get(a, "control_seed", key, where, int, 0), benches, avoid))
     reports = []
     for i, r in enumerate(_table_list(data, "reports", where)):
         key = f"reports[{i}]"

@@ -136,12 +136,17 @@ def check_ablations(db, m: Manifest, stage1: Plan, query_dirs=()) -> None:
         else:
             for key, q in ((f"{a.key}.heads_query", a.heads_query),
                            (f"{a.key}.heads_query.fallback", a.heads_query.get("fallback"))):
-                if q is None:
-                    continue
-                try:
-                    cat.get(q["name"]).bind(q.get("params", {}))
-                except UserError as exc:
-                    raise where.fail(key, str(exc)) from None
+                _check_query(cat, where, key, q)
+        _check_query(cat, where, f"{a.key}.control_avoid", a.control_avoid)
+
+
+def _check_query(cat, where: Where, key: str, q: dict | None) -> None:
+    if q is None:
+        return
+    try:
+        cat.get(q["name"]).bind(q.get("params", {}))
+    except UserError as exc:
+        raise where.fail(key, str(exc)) from None
 
 
 def plan_ablations(db, m: Manifest, sj: StudyJobs, execution: Execution, say: Say) -> Plan:
@@ -167,7 +172,8 @@ def plan_ablations(db, m: Manifest, sj: StudyJobs, execution: Execution, say: Sa
                 continue
             heads = format_heads(found)
         spec = InterventionSettings(kind=a.kind, heads=heads, factor=a.factor, label=label)
-        specs = with_control(spec, t.shape, a.control_seed) if a.control else [spec]
+        avoid = _query_heads(db, m, a, a.control_avoid) if a.control and a.control_avoid else ()
+        specs = with_control(spec, t.shape, a.control_seed, avoid) if a.control else [spec]
         say(f"{a.key}: {a.kind} on {a.checkpoint}: heads {specs[0].heads}"
             + (f"; control {specs[1].heads}" if a.control else ""))
         jobs = [job for name in a.benchmarks for job in generation_jobs(sj.benches[name], sj.generation, specs, t.shape)]
