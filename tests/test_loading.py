@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 
@@ -59,13 +60,49 @@ def test_unsupported_architecture_names_the_supported_ones(tmp_path):
         assert name in str(err.value)
 
 
-def test_truncated_weights_are_a_user_error(qwen2_gqa_dir, tmp_path):
+def test_truncated_weights_are_refused_from_their_header(qwen2_gqa_dir, tmp_path):
+    """A cut safetensors file is found from its header and size, without loading a tensor."""
     broken = tmp_path / "broken"
     shutil.copytree(qwen2_gqa_dir, broken)
-    data = (broken / "model.safetensors").read_bytes()
-    (broken / "model.safetensors").write_bytes(data[:1000])
-    with pytest.raises(UserError, match="cannot load the weights"):
+    weights = broken / "model.safetensors"
+    data = weights.read_bytes()
+    for cut, says in ((len(data) - 1, "truncated (its header describes"), (1000, "truncated"),
+                      (4, "shorter than a safetensors header")):
+        weights.write_bytes(data[:cut])
+        with pytest.raises(UserError, match=re.escape(says)) as err:
+            read_config(broken)
+        assert str(weights) in str(err.value) and "\n" not in str(err.value)
+    weights.write_bytes(data + b"\0")
+    with pytest.raises(UserError, match="longer than its header says"):
         load_model(broken, device="cpu")
+    weights.write_bytes(data)
+    assert read_config(broken)[0] == broken.resolve()
+
+
+def test_sharded_checkpoint_with_a_missing_or_cut_shard_is_refused(qwen2_gqa_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    sharded = tmp_path / "sharded"
+    shutil.copytree(qwen2_gqa_dir, sharded)
+    tensors = load_file(sharded / "model.safetensors")
+    (sharded / "model.safetensors").unlink()
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for shard, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, sharded / shard, metadata={"format": "pt"})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}))
+    loaded = load_model(sharded, device="cpu")  # whole: loads
+    assert loaded.shape.n_layers == 2
+    second = sharded / "model-00002-of-00002.safetensors"
+    data = second.read_bytes()
+    second.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="00002-of-00002.safetensors: truncated"):
+        read_config(sharded)
+    second.unlink()
+    with pytest.raises(UserError, match="shard model-00002-of-00002.safetensors of 2 is missing"):
+        read_config(sharded)
 
 
 def test_load_tiny_model_shape_and_key(qwen2_gqa_dir):

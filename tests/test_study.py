@@ -147,6 +147,17 @@ params = { base = "base", target = "distilled" }
     again = cli("study", str(tmp_path / "study.toml"), "--no-reports", db=db)
     assert again.returncode == 0 and "0 run(s) added" in again.stderr
     assert "0 checkpoint(s) loaded" in again.stderr  # nothing missing: no model is loaded
+    # a weights file cut short (an interrupted copy) is found by --check and by the study at plan
+    # time, from its header; nothing is written
+    before = w.sql("SELECT run_id, status FROM runs ORDER BY run_id").rows()
+    weights = tmp_path / "models" / "distilled" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    for args in (("--check",), ()):
+        cut = cli("study", str(tmp_path / "study.toml"), *args, db=db)
+        assert cut.returncode == 2 and "Traceback" not in cut.stderr, cut.stderr
+        assert "models/distilled/model.safetensors: truncated" in cut.stderr
+    w = headdb.connect(db, create=False)
+    assert w.sql("SELECT run_id, status FROM runs ORDER BY run_id").rows() == before
 
 
 @pytest.mark.parametrize("report, message", [

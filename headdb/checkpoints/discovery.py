@@ -36,8 +36,8 @@ def discover(run_dir: str | Path) -> list[FoundCheckpoint]:
     """Every `checkpoint-<step>/` of a training output directory, plus the top-level final model.
 
     The final model's step is trainer_state.json's `global_step` (or the last checkpoint's step).
-    A checkpoint folder without config.json is still listed: loading it will fail and be
-    recorded as a failed run rather than silently skipped.
+    A checkpoint folder without config.json is still listed (not silently skipped): planning it
+    is an error that names it.
     """
     root = Path(run_dir).expanduser()
     if not root.is_dir():

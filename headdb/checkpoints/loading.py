@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headdb.checkpoints.integrity import check_weights
 from headdb.errors import UserError
 
 SUPPORTED_ARCHITECTURES = {
@@ -208,6 +209,7 @@ def read_config(path) -> tuple[Path, dict]:
         supported = ", ".join(sorted(SUPPORTED_ARCHITECTURES))
         raise UserError(f"unsupported architecture {arch!r} in {config_path}; headdb supports "
                         f"{supported}")
+    check_weights(directory)
     return directory.resolve(), config
 
 

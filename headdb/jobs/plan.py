@@ -46,20 +46,12 @@ class Plan:
         return self
 
 
-def target(path: str | Path, placement: Placement = Placement(), *, fallback: Target | None = None) -> Target:
-    """A checkpoint directory as a plan target, its shape read from config.json.
-
-    With `fallback` (a training run's earlier checkpoint), a directory too broken to describe
-    itself is still planned under the fallback's shape, so the failure of its jobs can be
-    recorded; without, it is a UserError.
-    """
-    try:
-        directory, config = read_config(path)
-        return Target(directory, placement, shape_from_config(config))
-    except UserError as exc:
-        if fallback is None or fallback.shape is None:
-            raise
-        return Target(Path(path).expanduser().resolve(), placement, fallback.shape, broken=str(exc))
+def target(path: str | Path, placement: Placement = Placement()) -> Target:
+    """A checkpoint directory as a plan target, its shape read from config.json and its weight
+    files checked to be whole (headers and sizes, nothing loaded): an unreadable or truncated
+    checkpoint is a UserError here, before anything is registered or computed."""
+    directory, config = read_config(path)
+    return Target(directory, placement, shape_from_config(config))
 
 
 def existing_target(db, checkpoint_id: int) -> Target:

@@ -1,8 +1,9 @@
 """The plan of a whole training output directory (`headdb ingest run`, a manifest's [[runs]],
 the training callback): its base, every checkpoint in step order, and the trainer's metrics.
 
-A checkpoint that cannot be read is still planned (under the lineage's shape), so its jobs are
-recorded as failed while the others land; re-running does only what is missing.
+A checkpoint that cannot be read (no config.json, a truncated weights file, a missing shard: an
+interrupted save) is a plan error naming it, before anything is written; re-running after it is
+fixed or moved aside does only what is missing.
 """
 from __future__ import annotations
 
@@ -48,28 +49,17 @@ def plan_training_run(run_dir: str | Path, *, regime: str, lineage: str, jobs: S
     state = latest_trainer_state(run_dir)
     if state is not None:
         plan.training_metrics.append((lineage, state))
-    previous = None
     parent = None
     if base is not None:
         base_path = Path(base).expanduser()
         name = base_path.resolve().name
-        previous = target(base_path, base_placement or Placement(lineage=name, regime="base", step=0, name=name))
-        parent = previous.path
-        plan.work.append(CheckpointWork(previous, list(jobs)))
+        base_target = target(base_path, base_placement or Placement(lineage=name, regime="base", step=0, name=name))
+        parent = base_target.path
+        plan.work.append(CheckpointWork(base_target, list(jobs)))
     for ck in _distinct(found, plan.notes):
         name = f"{lineage}/final" if ck.final else f"{lineage}/checkpoint-{ck.step}"
         placement = Placement(lineage=lineage, regime=regime, step=ck.step, parent=parent, name=name)
-        t = target(ck.path, placement, fallback=previous or _first_readable(found))
+        t = target(ck.path, placement)
         plan.work.append(CheckpointWork(t, list(jobs)))
-        previous = t
     return plan
 
-
-def _first_readable(found: list[FoundCheckpoint]):
-    """The shape donor for broken checkpoints of a run without a base: any readable checkpoint."""
-    for ck in found:
-        try:
-            return target(ck.path)
-        except UserError:
-            continue
-    return None
