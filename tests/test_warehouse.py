@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 
 import pyarrow as pa
 import pytest
@@ -144,6 +147,35 @@ def test_failed_run_is_retried_and_replaced(db):
     with retry:
         retry.add("edge_scores", scores(3))
     assert db.sql("SELECT run_id, status FROM runs").rows() == [(retry.run_id, "ok")]
+
+
+def test_a_run_whose_process_died_is_abandoned_not_running(tmp_path):
+    """kill -9 between start and commit: `runs` never calls the dead job running, the next
+    writer stores it as abandoned, and a re-run of the same config replaces it."""
+    path = tmp_path / "w.duckdb"
+    headdb.connect(path)
+    script = ("import os, signal, headdb\n"
+              f"db = headdb.connect({str(path)!r})\n"
+              "run = db.start_run('attribution', config={'m': 5})\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    died = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    db = headdb.connect(path, create=False)
+    assert db.sql("SELECT status FROM runs").rows() == [("running",)]  # what the dead process left
+    assert db.runs()["status"].to_list() == ["abandoned"]               # what `headdb runs` shows
+    listed = subprocess.run([sys.executable, "-m", "headdb", "--db", str(path), "runs", "--format", "csv"],
+                            capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0 and "abandoned" in listed.stdout and "running" not in listed.stdout
+    other = db.start_run("attribution", config={"m": 6})             # the next writer marks it
+    row = db.sql("SELECT status, error FROM runs WHERE run_id < ?", [other.run_id]).row(0, named=True)
+    assert row["status"] == "abandoned" and "ended before the run finished" in row["error"]
+    with other:
+        other.add("edge_scores", scores(2))
+    assert db.sql("SELECT status FROM runs WHERE run_id = ?", [other.run_id]).rows() == [("ok",)]  # alive: untouched
+    again = db.start_run("attribution", config={"m": 5})
+    with again:
+        again.add("edge_scores", scores(3))
+    assert db.sql("SELECT status, count(*) AS n FROM runs GROUP BY 1").rows() == [("ok", 2)]
 
 
 def test_circuit_ids_become_global(db):

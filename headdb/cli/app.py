@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Optional
@@ -78,31 +77,12 @@ def migrate(ctx: typer.Context) -> None:
     err.print(f"applied migrations {applied}" if applied else "warehouse is up to date")
 
 
-def _is_stale(row: dict) -> bool:
-    if row["status"] != "running" or row["host"] != socket.gethostname() or row["pid"] is None:
-        return False
-    try:
-        os.kill(row["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 @app.command()
 def runs(ctx: typer.Context,
          fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
          out: Optional[Path] = typer.Option(None, "--out", help="Write to this file.")) -> None:
     """List runs: id, kind, checkpoint, task, status, duration."""
-    import polars as pl
-
     df = ctx.obj.connect().runs()
-    stale = [_is_stale(r) for r in df.iter_rows(named=True)]
-    df = df.with_columns(
-        pl.when(pl.Series(stale, dtype=pl.Boolean)).then(pl.lit("running (stale)"))
-        .otherwise(pl.col("status")).alias("status")
-    ) if df.height else df
     if fmt == "table":
         df = df.select("id", "kind", "checkpoint", "task", "status", "duration_s", "intervened")
     emit(df, fmt, out, title="runs")

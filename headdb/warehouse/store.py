@@ -22,6 +22,7 @@ from headdb.errors import UserError
 from headdb.settings import MODES, REGIMES, RUN_KINDS, TASK_KINDS, check_choice
 from headdb.warehouse.migrations import apply_pending, check_compatible, code_version, current_version
 from headdb.warehouse.lake import LakeSink, is_lake
+from headdb.warehouse.liveness import ABANDONED, abandon_dead_runs, process_ended
 from headdb.warehouse.runs import Run
 from headdb.warehouse.sinks import DuckDBSink, Sink
 from headdb.warehouse.statements import sql
@@ -191,8 +192,14 @@ class Warehouse:
         return self.sink.held()
 
     def runs(self) -> pl.DataFrame:
+        """Every run; a `running` row whose process ended on this host reads `abandoned` (the
+        next writer stores that)."""
         with self.sink.read() as s:
-            return pl.from_arrow(s.fetch(sql("warehouse", "list_runs")))
+            df = pl.from_arrow(s.fetch(sql("warehouse", "list_runs")))
+        dead = [status == "running" and process_ended(host, pid)
+                for status, host, pid in df.select("status", "host", "pid").iter_rows()]
+        return df.with_columns(pl.when(pl.Series(dead, dtype=pl.Boolean)).then(pl.lit(ABANDONED))
+                               .otherwise(pl.col("status")).alias("status"))
 
     def checkpoints(self) -> pl.DataFrame:
         with self.sink.read() as s:
@@ -328,6 +335,7 @@ class Warehouse:
         git_sha, host, version = provenance.git_sha(), provenance.host(), provenance.headdb_version()
 
         def body(s) -> Run:
+            abandon_dead_runs(s)  # rows of writers that died on this host say so from now on
             digest = self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
             previous = s.rows(sql("warehouse", "find_run_by_hash"), [digest])
             ok = [r[0] for r in previous if r[1] == "ok"]

@@ -20,6 +20,13 @@ UPDATE runs SET status = 'ok', finished_at = current_timestamp, error = NULL WHE
 -- name: fail_run
 UPDATE runs SET status = 'failed', finished_at = current_timestamp, error = ? WHERE run_id = ?;
 
+-- name: running_on_host
+SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ? ORDER BY run_id;
+
+-- name: abandon_run
+UPDATE runs SET status = 'abandoned', finished_at = current_timestamp, error = ?
+WHERE run_id = ? AND status = 'running';
+
 -- name: delete_circuit_children_edges
 DELETE FROM circuit_edges WHERE circuit_id IN (SELECT circuit_id FROM circuits WHERE run_id = ?);
 
