@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles between headdb modules (function-level imports included)."""
+"""The package's shape: no import cycles between headdb modules (function-level imports included),
+and every import follows the layering rules of docs/architecture.md."""
 from __future__ import annotations
 
 import ast
@@ -70,3 +71,59 @@ def test_no_import_cycles():
 def test_cycle_finder_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+# The layering rules of docs/architecture.md ("Layers"): which sub-packages each may import.
+# Foundation modules are shared by all; a layer may also import the layers listed for it.
+FOUNDATION = {"errors", "settings", "provenance", "resources"}
+MAY_IMPORT = {
+    "errors": set(), "settings": {"errors"}, "provenance": set(), "resources": set(),
+    # engines: pure computation on models and data, no storage, no orchestration
+    "checkpoints": FOUNDATION, "evals": FOUNDATION, "attribution": FOUNDATION | {"evals"},
+    "training": FOUNDATION,  # a trainer callback: it starts `headdb ingest run` as a process
+    # storage
+    "warehouse": FOUNDATION,
+    # readers and writers of files in other tools' formats
+    "interop": FOUNDATION | {"attribution", "warehouse"},
+    # named queries rendered
+    "reports": FOUNDATION | {"evals", "warehouse"},
+    # orchestration: plans, jobs, executors, studies
+    "jobs": FOUNDATION | {"checkpoints", "evals", "attribution", "warehouse", "interop", "reports"},
+    # interfaces: nothing imports them but other interfaces
+    "progress": FOUNDATION | {"jobs"},
+    "demo": FOUNDATION | {"checkpoints", "evals", "attribution", "warehouse", "reports", "jobs", "training", "progress"},
+    "cli": FOUNDATION | {"checkpoints", "evals", "attribution", "warehouse", "interop", "reports", "jobs",
+                         "training", "progress", "demo", "headdb"},
+    "__main__": {"cli"},
+    "headdb": FOUNDATION | {"warehouse"},  # the package root: connect() and the version
+}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "headdb"
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for name, deps in sorted(graph.items()):
+        allowed = MAY_IMPORT.get(_part(name))
+        if allowed is None:
+            out.append(f"{name}: its sub-package {_part(name)!r} has no layering rule (add it to MAY_IMPORT and the doc)")
+            continue
+        out += [f"{name} imports {dep}" for dep in sorted(deps)
+                if _part(dep) != _part(name) and _part(dep) not in allowed]
+    return out
+
+
+def test_every_import_follows_the_layering_rules():
+    modules = _modules()
+    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    assert layering_violations(graph) == []
+
+
+def test_the_layering_check_finds_a_violation():
+    assert layering_violations({"headdb.warehouse.store": {"headdb.jobs.plan"}}) == \
+        ["headdb.warehouse.store imports headdb.jobs.plan"]
+    assert layering_violations({"headdb.newthing.x": set()})[0].startswith("headdb.newthing.x: its sub-package")
+    assert layering_violations({"headdb.jobs.plan": {"headdb.warehouse.store", "headdb.errors"}}) == []

@@ -63,7 +63,7 @@ def plan_generations(checkpoint, bench: Benchmark, settings: GenerationSettings,
 def heads_from_query(db, name: str, params: Mapping[str, Any] | None = None, *, where=None, order_by=None,
                      limit=None) -> str:
     """The head set (text form) a named query selects; a query that selects none is a UserError."""
-    from headdb.evals.headsets import heads_from_query as select
+    from headdb.jobs.headsets import heads_from_query as select
 
     found = select(db, name, params, where=where, order_by=order_by, limit=limit, extra_dirs=db.query_dirs)
     if not found:

@@ -104,7 +104,7 @@ def plan_models_and_runs(m: Manifest, sj: StudyJobs, execution: Execution) -> Pl
 
 def _query_heads(db, m: Manifest, a, q: dict) -> list[tuple[int, int]]:
     """The (layer, head) pairs a manifest's heads_query selects."""
-    from headdb.evals.headsets import heads_from_query
+    from headdb.jobs.headsets import heads_from_query
 
     try:
         return heads_from_query(db, q["name"], q.get("params", {}), where=q.get("where"),
