@@ -25,7 +25,7 @@ export TOKENIZERS_PARALLELISM := false
 # uv reads the machine's CA certificates, as pip does.
 export UV_SYSTEM_CERTS := 1
 
-.PHONY: test demo install lock bench clean postgresql
+.PHONY: test lint demo install lock bench clean postgresql
 
 install: $(STAMP)
 
@@ -56,8 +56,12 @@ lock:
 	mv $(LOCK).new $(LOCK); \
 	echo "wrote $(LOCK): $$(grep -vc '^#' $(LOCK)) packages"
 
-test: $(STAMP) postgresql
+# Lint first (seconds; pyproject.toml's [tool.ruff] says which rules), then the tests.
+test: lint postgresql
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check headdb tests benchmarks
 
 postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \

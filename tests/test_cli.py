@@ -7,7 +7,6 @@ import sys
 
 import duckdb
 import polars as pl
-import pytest
 
 import headdb
 

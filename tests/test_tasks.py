@@ -6,6 +6,7 @@ import json
 import polars as pl
 import pytest
 
+from headdb.demo.tiny import build_tokenizer
 from headdb.errors import UserError
 from headdb.attribution.tasks import encode_pairs, load_task
 from headdb.evals.prompts import THINK_OFF_BLOCK as THINK_OFF_PREFIX, render, task_chat
@@ -13,7 +14,7 @@ from headdb.evals.prompts import THINK_OFF_BLOCK as THINK_OFF_PREFIX, render, ta
 
 def render_prompt(text, prefix, tok, mode):
     return render(tok, text, chat=task_chat(mode), mode=mode, prefix=prefix)
-from headdb.demo.tiny import build_tokenizer
+
 
 ITEMS = [
     {"id": "a", "clean": "12+35=", "corrupted": "19+38=", "answer": "4", "wrong_answer": "5", "source": "gsm"},

@@ -106,7 +106,8 @@ def _port_gradients(probe: Probe, batch: Batch, emb_clean, emb_corr, alphas, met
                 acc[key] += grad.float()
             else:
                 acc[key] = grad.float()
-        del logits, value, grads, taps, x
+        del logits, value, grads
+        taps, x = {}, None  # free this step's graph before the next one is built
         tick()
     return acc
 

@@ -154,20 +154,22 @@ def build_layout(shape) -> GraphLayout:
 
 @lru_cache(maxsize=16)
 def _build(n_layers: int, n_heads: int, n_kv: int) -> GraphLayout:
-    names, kinds, layers, heads = ["input"], ["input"], [-1], [-1]
+    nodes = [("input", "input", -1, -1)]  # (name, kind, layer, head) in node order
     for L in range(n_layers):
-        for h in range(n_heads):
-            names.append(f"a{L}.h{h}"); kinds.append("attn"); layers.append(L); heads.append(h)
-        names.append(f"m{L}"); kinds.append("mlp"); layers.append(L); heads.append(-1)
-    names.append("logits"); kinds.append("logits"); layers.append(-1); heads.append(-1)
+        nodes += [(f"a{L}.h{h}", "attn", L, h) for h in range(n_heads)]
+        nodes.append((f"m{L}", "mlp", L, -1))
+    nodes.append(("logits", "logits", -1, -1))
+    names, kinds, layers, heads = (list(column) for column in zip(*nodes))
 
     src, dst, port, pidx = [], [], [], []
     attn_off, mlp_off = [], []
     n_nodes = len(names)
 
     def block(n_src: int, dst_node: int, port_name: str, port_index: int):
-        src.extend(range(n_src)); dst.extend([dst_node] * n_src)
-        port.extend([port_name] * n_src); pidx.extend([port_index] * n_src)
+        src.extend(range(n_src))
+        dst.extend([dst_node] * n_src)
+        port.extend([port_name] * n_src)
+        pidx.extend([port_index] * n_src)
 
     for L in range(n_layers):
         attn_off.append(len(src))
