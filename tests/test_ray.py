@@ -134,6 +134,8 @@ def test_a_killed_worker_fails_its_job_and_a_rerun_completes_it(study_dir, tmp_p
     worker.join(timeout=300)
     out = result["out"]
     assert len(out.done) == 1 and len(out.failed) == 1 and "base" in out.failed[0]
+    kinds = [(r.checkpoint, r.status, r.error_kind) for r in out.records]  # typed, as in process
+    assert sorted(kinds) == [("base", "failed", "worker"), ("tuned", "ok", None)]
     runs = db.sql("SELECT c.name, r.status, r.error FROM runs r JOIN checkpoints c USING (checkpoint_id) ORDER BY 1")
     assert runs["status"].to_list() == ["failed", "ok"] and runs["error"][0]
     assert db.sql("SELECT count(DISTINCT run_id) AS n FROM edge_scores")["n"][0] == 1  # nothing of the dead job
@@ -141,3 +143,37 @@ def test_a_killed_worker_fails_its_job_and_a_rerun_completes_it(study_dir, tmp_p
     again = execute(db, plan, RayExecutor(), say=said.append)
     assert again.ok and len(again.done) == 1 and len(again.skipped) == 1
     assert db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0] == 2
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_ctrl_c_leaves_no_run_running_on_either_executor(study_dir, tmp_path, cluster, executor):
+    """SIGINT to the driver while a job computes: KeyboardInterrupt reaches the caller, every run
+    that was open is recorded as interrupted (none left `running`), and a re-run completes."""
+    db = headdb.connect(tmp_path / "w.duckdb")
+    task = load_task(study_dir / "t.jsonl")
+    settings = AttributionSettings(steps=2, topn=40, curve=False)
+    release = str(tmp_path / "release")
+    plan = Plan([CheckpointWork(target(study_dir / "base"), [SlowAttribution(task, settings, release=release)]),
+                 CheckpointWork(target(study_dir / "tuned"), [SlowAttribution(task, settings, release=release)])])
+    runner = RayExecutor() if executor == "ray" else None
+    pid_file = Path(release + ".pid")
+
+    def press_ctrl_c():
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        execute(db, plan, runner, say=lambda _: None)
+    assert time.monotonic() - started < 100  # not after the job's 120 s sleep
+    runs = db.sql("SELECT status, error FROM runs")
+    assert runs.height >= 1 and set(runs["status"]) == {"failed"} and set(runs["error"]) == {"interrupted"}
+    assert db.runs()["status"].to_list() == ["failed"] * runs.height
+    Path(release).touch()
+    again = execute(db, plan, runner, say=lambda _: None)
+    assert again.ok and len(again.done) == 2
+    assert db.sql("SELECT status, count(*) AS n FROM runs GROUP BY 1").rows() == [("ok", 2)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import shutil
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,47 @@ from headdb.warehouse.runs import Facts, Run
 Say = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class JobResult:
+    """What one job came to, wherever it ran (the value `compute_unit` reports per job)."""
+
+    status: str                    # "ok" | "failed"
+    seconds: float
+    facts: Facts | None = None     # when ok
+    error_kind: str | None = None  # "load" (the checkpoint did not load), "compute" (the job raised),
+    message: str | None = None     # "worker" (its process died), "interrupted" (Ctrl-C)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job's line in an Outcome: which checkpoint and job, its run, and how it ended."""
+
+    checkpoint: str
+    job: str
+    run_id: int
+    status: str
+    seconds: float
+    error_kind: str | None = None
+    message: str | None = None
+
+    @property
+    def summary(self) -> str:
+        first = (self.message or "").splitlines()[0] if self.message else self.error_kind or ""
+        return f"{self.checkpoint}: {self.job}: {first}"
+
+
 @dataclass
 class Outcome:
     done: list[int] = field(default_factory=list)      # run ids that landed now
     skipped: list[int] = field(default_factory=list)   # run ids already in the warehouse
-    failed: list[str] = field(default_factory=list)    # "checkpoint: job: error"
+    records: list[JobRecord] = field(default_factory=list)  # every job computed now, ok or failed
     metrics_rows: int = 0
     loads: int = 0                                     # checkpoints loaded (0 when nothing was missing)
+
+    @property
+    def failed(self) -> list[str]:
+        """"checkpoint: job: first line of the error" for each failed job."""
+        return [r.summary for r in self.records if r.status == "failed"]
 
     @property
     def ok(self) -> bool:
@@ -40,7 +75,7 @@ class Outcome:
     def merge(self, other: "Outcome") -> "Outcome":
         self.done += other.done
         self.skipped += other.skipped
-        self.failed += other.failed
+        self.records += other.records
         self.metrics_rows += other.metrics_rows
         self.loads += other.loads
         return self
@@ -136,82 +171,111 @@ def open_run(db, unit: Unit, p: Pending, force: bool) -> Run:
                         device=unit.device, dtype=unit.dtype, seed=p.job.seed, force=force)
 
 
+def open_unit(db, unit: Unit, outcome: Outcome, force: bool) -> list[tuple[Pending, Run]]:
+    """A `running` row for each of the unit's missing jobs (one another process finished
+    meanwhile is skipped): what an executor hands to `compute_unit`, in the same order."""
+    opened = []
+    for p in unit.pending:
+        run = open_run(db, unit, p, force)
+        if run.skipped:
+            outcome.skipped.append(run.run_id)
+        else:
+            opened.append((p, run))
+    return opened
+
+
 def error_text(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return f"{exc.__class__.__name__}: {exc}\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])
 
 
-def close_run(db, unit: Unit, p: Pending, run: Run, result: Facts | BaseException, outcome: Outcome,
-              say: Say) -> None:
+def close_run(db, unit: Unit, p: Pending, run: Run, result: JobResult, outcome: Outcome, say: Say) -> None:
     """Commit a job's facts with its ok status in one transaction, or record its failure."""
-    if isinstance(result, BaseException):
-        run.fail(error_text(result))
-        first = (str(result).splitlines() or [result.__class__.__name__])[0]
-        outcome.failed.append(f"{unit.label}: {p.job.label}: {first}")
-        say(f"{unit.label}: {p.job.label} FAILED ({first})")
-        return
-    run.commit(result)
-    shutil.rmtree(db.scratch_dir(run.config_hash), ignore_errors=True)
-    outcome.done.append(run.run_id)
-    say(f"{unit.label}: {p.job.label}: run {run.run_id} ok")
+    if result.status == "ok":
+        run.commit(result.facts)
+        shutil.rmtree(db.scratch_dir(run.config_hash), ignore_errors=True)
+        outcome.done.append(run.run_id)
+        say(f"{unit.label}: {p.job.label}: run {run.run_id} ok")
+    else:
+        run.fail(result.message or result.error_kind or "failed")
+        say(f"{unit.label}: {p.job.label} FAILED ({(result.message or result.error_kind or '').splitlines()[0]})")
+    outcome.records.append(JobRecord(unit.label, p.job.label, run.run_id, result.status, result.seconds,
+                                     result.error_kind, result.message))
 
 
-def fail_unit(db, unit: Unit, exc: BaseException, outcome: Outcome, force: bool, say: Say) -> None:
-    """A checkpoint that cannot be loaded: a failed run for each of its missing jobs."""
-    error = f"cannot load {unit.path}: {exc}"
-    for p in unit.pending:
-        run = open_run(db, unit, p, force)
-        if not run.skipped:
-            run.fail(error)
-            outcome.failed.append(f"{unit.label}: {p.job.label}: {exc}")
-    say(f"{unit.label}: FAILED to load ({exc})")
+def interrupt(db, unit_runs: list[tuple[Unit, Pending, Run]], outcome: Outcome, say: Say) -> None:
+    """Ctrl-C: every run opened and not closed yet is recorded as interrupted (nothing left `running`)."""
+    for unit, p, run in unit_runs:
+        close_run(db, unit, p, run, JobResult("failed", 0.0, error_kind="interrupted", message="interrupted"),
+                  outcome, say)
+
+
+def compute_unit(path: str | Path, device: str, dtype: str, jobs: list[Job], scratch: list[Path | None],
+                 on_result: Callable[[int, JobResult], None], progress: Progress = no_progress) -> bool:
+    """The unit of work of every executor: load the checkpoint once (only if a job needs it),
+    compute each job, catch per job; `on_result(i, result)` as each job ends. Returns whether a
+    model was loaded. A checkpoint that does not load fails each job with error kind "load";
+    KeyboardInterrupt is not caught (the executor records the unfinished runs as interrupted)."""
+    from headdb.checkpoints import loading
+
+    loaded = None
+    if any(j.needs_model for j in jobs):
+        started = time.monotonic()
+        try:
+            loaded = loading.load_model(path, dtype=dtype, device=device)
+        except Exception as exc:  # a checkpoint that changed since planning, out of memory, ...
+            message = f"cannot load {path}: {error_text(exc)}"
+            for i in range(len(jobs)):
+                on_result(i, JobResult("failed", time.monotonic() - started, error_kind="load", message=message))
+            return False
+    try:
+        for i, (job, folder) in enumerate(zip(jobs, scratch)):
+            started = time.monotonic()
+            try:
+                facts = job.compute(loaded, JobContext(progress=progress, scratch=folder))
+            except Exception as exc:  # recorded on its run; the other jobs go on
+                on_result(i, JobResult("failed", time.monotonic() - started, error_kind="compute",
+                                       message=error_text(exc)))
+            else:
+                on_result(i, JobResult("ok", time.monotonic() - started, facts=facts))
+    finally:
+        if loaded is not None:  # free the weights before the next checkpoint loads
+            del loaded
+            gc.collect()
+    return True
 
 
 # ---------------------------------------------------------------------------- in process
 
 class LocalExecutor:
-    """Runs every unit in this process, one after the other."""
+    """Runs every unit in this process, one after the other, committing each job as it ends."""
 
     def run(self, db, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say: Say) -> None:
-        from headdb.checkpoints import loading
-
         total = sum(len(u.pending) for u in units)
         finished = 0
         for unit in units:
             if not unit.pending:
                 say(f"{unit.label}: nothing to do ({unit.n_jobs} job(s) already in the warehouse)")
                 continue
-            loaded = None
-            if unit.needs_model:
-                try:
-                    loaded = loading.load_model(unit.path, dtype=unit.dtype, device=unit.device)
-                    outcome.loads += 1
-                except Exception as exc:  # a corrupt or incomplete checkpoint: record it, go on
-                    fail_unit(db, unit, exc, outcome, force, say)
-                    finished += len(unit.pending)
-                    continue
-            progress(f"{unit.label} jobs", 0, len(unit.pending))
+            opened = open_unit(db, unit, outcome, force)
+            finished += len(unit.pending) - len(opened)
+            open_left = {i: (unit, p, run) for i, (p, run) in enumerate(opened)}
+
+            def landed(i: int, result: JobResult) -> None:
+                nonlocal finished
+                _, p, run = open_left.pop(i)
+                close_run(db, unit, p, run, result, outcome, say)
+                finished += 1
+                progress(f"{unit.label} jobs", len(opened) - len(open_left), len(opened))
+                progress("jobs done", finished, total)
+
+            progress(f"{unit.label} jobs", 0, len(opened))
             try:
-                for i, p in enumerate(unit.pending, start=1):
-                    run = open_run(db, unit, p, force)
-                    if run.skipped:  # another process finished it meanwhile
-                        outcome.skipped.append(run.run_id)
-                    else:
-                        ctx = JobContext(progress=lambda s, d, t: progress(f"{unit.label} {s}", d, t),
-                                         scratch=db.scratch_dir(run.config_hash))
-                        try:
-                            result: Facts | BaseException = p.job.compute(loaded, ctx)
-                        except KeyboardInterrupt:
-                            run.fail("interrupted")
-                            raise
-                        except Exception as exc:
-                            result = exc
-                        close_run(db, unit, p, run, result, outcome, say)
-                    finished += 1
-                    progress(f"{unit.label} jobs", i, len(unit.pending))
-                    progress("jobs done", finished, total)
-            finally:
-                if loaded is not None:  # free the weights before the next checkpoint loads
-                    del loaded
-                    gc.collect()
+                outcome.loads += compute_unit(
+                    unit.path, unit.device, unit.dtype, [p.job for p, _ in opened],
+                    [db.scratch_dir(run.config_hash) for _, run in opened], landed,
+                    progress=lambda s, d, t: progress(f"{unit.label} {s}", d, t))
+            except KeyboardInterrupt:
+                interrupt(db, list(open_left.values()), outcome, say)
+                raise

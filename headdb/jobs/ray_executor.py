@@ -8,6 +8,8 @@ work in progress; `close_run` as each result arrives), so any sink works, the de
 included, and no job knows where it ran. A job that raises comes back as its error and is
 recorded `failed`; a worker that dies takes its task's jobs with it, and they are recorded
 `failed` with the reason while the other tasks finish; a re-run does only what is missing.
+The worker runs `executor.compute_unit`, the very function the in-process executor runs; Ctrl-C
+cancels the tasks in flight and records their runs as interrupted, as in process.
 Ray is an optional extra: `pip install 'headdb[ray]'`.
 """
 from __future__ import annotations
@@ -17,8 +19,8 @@ import os
 from dataclasses import dataclass
 
 from headdb.errors import UserError
-from headdb.jobs.executor import Outcome, Unit, close_run, error_text, open_run
-from headdb.jobs.job import JobContext, Progress
+from headdb.jobs.executor import JobResult, Outcome, Unit, close_run, compute_unit, interrupt, open_unit
+from headdb.jobs.job import Progress
 
 
 def _ray():
@@ -29,24 +31,19 @@ def _ray():
     return ray
 
 
-def compute_unit(path: str, device: str, dtype: str, jobs: list, scratch: list, threads: int) -> list:
-    """Runs on a Ray worker: load the checkpoint once (if a job needs it) and compute every job.
-
-    Returns one entry per job: its Facts, or the error text of the exception it raised.
-    """
+def remote_unit(path: str, device: str, dtype: str, jobs: list, scratch: list, threads: int) -> tuple[bool, list]:
+    """Runs on a Ray worker: `compute_unit`, the same unit of work as in process; its results
+    (Facts are Arrow tables and pickle) come back to the driver, which commits them."""
     import torch
 
-    from headdb.checkpoints import loading
-
     torch.set_num_threads(max(1, threads))
-    loaded = loading.load_model(path, dtype=dtype, device=device) if any(j.needs_model for j in jobs) else None
-    results = []
-    for job, folder in zip(jobs, scratch):
-        try:
-            results.append(job.compute(loaded, JobContext(scratch=folder)))
-        except Exception as exc:  # recorded on the run by the driver; the other jobs go on
-            results.append(error_text(exc))
-    return results
+    results: list[JobResult | None] = [None] * len(jobs)
+
+    def keep(i: int, result: JobResult) -> None:
+        results[i] = result
+
+    loaded = compute_unit(path, device, dtype, jobs, scratch, keep)
+    return loaded, results
 
 
 @dataclass
@@ -71,58 +68,50 @@ class RayExecutor:
     def run(self, db, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say) -> None:
         ray = _ray()
         self._init(ray)
-        remote = ray.remote(compute_unit).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job,
-                                                  max_retries=0)
+        remote = ray.remote(remote_unit).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job,
+                                                 max_retries=0)
         total = sum(len(u.pending) for u in units)
         inflight: dict = {}  # ray ref -> (unit, [(pending, run)])
         done = failed = 0
-        for unit in units:
-            if not unit.pending:
-                say(f"{unit.label}: nothing to do ({unit.n_jobs} job(s) already in the warehouse)")
-                continue
-            opened = []
-            for p in unit.pending:
-                run = open_run(db, unit, p, force)
-                if run.skipped:
-                    outcome.skipped.append(run.run_id)
-                    total -= 1
-                else:
-                    opened.append((p, run))
-            if not opened:
-                continue
-            ref = remote.remote(str(unit.path), unit.device, unit.dtype, [p.job for p, _ in opened],
-                                [db.scratch_dir(run.config_hash) for _, run in opened], int(self.cpus_per_job))
-            inflight[ref] = (unit, opened)
-            if unit.needs_model:
-                outcome.loads += 1
-        progress("jobs running", sum(len(o) for _, o in inflight.values()), total)
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            unit, opened = inflight.pop(ready[0])
-            try:
-                results = ray.get(ready[0])
-            except ray.exceptions.RayError as exc:  # the worker died, or the load failed
-                reason = _reason(exc)
-                results = [reason] * len(opened)
-                say(f"{unit.label}: its Ray task failed ({reason.splitlines()[0]})")
-            for (p, run), result in zip(opened, results):
-                if isinstance(result, str):
-                    close_run(db, unit, p, run, RemoteError(result), outcome, say)
-                    failed += 1
-                else:
-                    close_run(db, unit, p, run, result, outcome, say)
-                    done += 1
-            progress("jobs done", done, total)
-            progress("jobs failed", failed, total)
+        try:
+            for unit in units:
+                if not unit.pending:
+                    say(f"{unit.label}: nothing to do ({unit.n_jobs} job(s) already in the warehouse)")
+                    continue
+                opened = open_unit(db, unit, outcome, force)
+                total -= len(unit.pending) - len(opened)
+                if not opened:
+                    continue
+                ref = remote.remote(str(unit.path), unit.device, unit.dtype, [p.job for p, _ in opened],
+                                    [db.scratch_dir(run.config_hash) for _, run in opened], int(self.cpus_per_job))
+                inflight[ref] = (unit, opened)
             progress("jobs running", sum(len(o) for _, o in inflight.values()), total)
-
-
-class RemoteError(Exception):
-    """A job's error as its Ray worker reported it (the text carries the remote traceback)."""
+            while inflight:
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                unit, opened = inflight.pop(ready[0])
+                try:
+                    loaded, results = ray.get(ready[0])
+                    outcome.loads += loaded
+                except ray.exceptions.RayError as exc:  # the worker died
+                    reason = _reason(exc)
+                    results = [JobResult("failed", 0.0, error_kind="worker", message=reason)] * len(opened)
+                    say(f"{unit.label}: its Ray task failed ({reason.splitlines()[0]})")
+                for (p, run), result in zip(opened, results):
+                    close_run(db, unit, p, run, result, outcome, say)
+                    done += result.status == "ok"
+                    failed += result.status != "ok"
+                progress("jobs done", done, total)
+                progress("jobs failed", failed, total)
+                progress("jobs running", sum(len(o) for _, o in inflight.values()), total)
+        except KeyboardInterrupt:  # as in process: nothing left `running`; the tasks are cancelled
+            for ref in inflight:
+                ray.cancel(ref, force=True)
+            interrupt(db, [(unit, p, run) for unit, opened in inflight.values() for p, run in opened], outcome, say)
+            raise
 
 
 def _reason(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
-    if cause is not None:  # a RayTaskError wraps what the task raised (e.g. a checkpoint that cannot load)
+    if cause is not None:  # a RayTaskError wraps what the task raised
         return f"{cause.__class__.__name__}: {cause}"
     return f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else 'worker died'}"
