@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import headdb  # noqa: E402
 from headdb.attribution.graph import build_layout  # noqa: E402
-from headdb.interop.graph_json import export_parquet  # noqa: E402
+from headdb.warehouse.export import export_parquet  # noqa: E402
 from headdb.warehouse.queries import run_query  # noqa: E402
 
 LINEAGE = "grpo-bench"

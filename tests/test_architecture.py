@@ -127,3 +127,24 @@ def test_the_layering_check_finds_a_violation():
         ["headdb.warehouse.store imports headdb.jobs.plan"]
     assert layering_violations({"headdb.newthing.x": set()})[0].startswith("headdb.newthing.x: its sub-package")
     assert layering_violations({"headdb.jobs.plan": {"headdb.warehouse.store", "headdb.errors"}}) == []
+
+
+_SQL = __import__("re").compile(r"\b(SELECT\b[\s\S]*\bFROM\b|INSERT\s+INTO|DELETE\s+FROM|UPDATE\s+\w+\s+SET|COPY\s*\()")
+
+
+def test_no_sql_outside_the_warehouse_package():
+    """SQL lives in .sql files and in headdb/warehouse/ (which also builds the few statements
+    whose table names vary); every other package calls warehouse functions."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.is_relative_to(PACKAGE / "warehouse"):
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+                    and _SQL.search(node.value)):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value[:60]!r}")
+    assert found == []

@@ -10,8 +10,9 @@ import pytest
 
 import headdb
 from headdb.errors import UserError
-from headdb.interop.graph_json import (export_graph_json, export_parquet, import_graph_json, new_import_checkpoint,
+from headdb.interop.graph_json import (export_graph_json, import_graph_json, new_import_checkpoint,
                             new_import_task, resolve_checkpoint, resolve_task)
+from headdb.warehouse.export import export_parquet
 from headdb.warehouse.migrations import code_version
 from headdb.warehouse.queries import run_query
 from warehouse_builders import MODEL_KEY, N_HEADS, N_LAYERS, layout_tables, register_tiny_model, shared_study

@@ -58,6 +58,7 @@ def world(tmp_path_factory, tiny_checkpoint):
     (root / "bad.toml").write_text("[study\nname = 1\n")
     (root / "broken.json").write_text('{"cfg": {"n_layers": 2}')
     (root / "wide.json").write_text(json.dumps(graph(3, 4, {}, set(), set())))  # 3 layers: another model
+    (root / "narrow.json").write_text(json.dumps(graph(2, 4, {"input->a0.h0<q>": 0.5}, set(), set())))
     (root / "unknown_ref.toml").write_text(f"""
 [[benchmarks]]
 name = "b"
@@ -152,6 +153,15 @@ def mistakes(root, model):
         "graph onto an unknown task": ["ingest", "graph-json", root / "wide.json", *ck, "--task", "nope"],
         "graph checkpoint and ref": ["ingest", "graph-json", root / "wide.json", *ck, "--ref", "1", "--task", "t"],
         "graph onto an unknown ref": ["ingest", "graph-json", root / "wide.json", "--ref", "grpo@9", "--task", "t"],
+        # a checkpoint known only through graphs is registered by the plan's execution, after every
+        # file was checked: the second file's other shape refuses the import with nothing registered
+        "graphs of two models onto a new ref": ["ingest", "graph-json", root / "narrow.json", root / "wide.json",
+                                                "--ref", "imported-1", "--new", "--lineage", "imp", "--step", "1",
+                                                "--task", "t2"],
+        "graph with no scored edge": ["ingest", "graph-json", root / "wide.json", "--ref", "imported-3", "--new",
+                                      "--lineage", "imp", "--task", "t2"],
+        "graph onto an unknown parent": ["ingest", "graph-json", root / "narrow.json", "--ref", "imported-2", "--new",
+                                         "--lineage", "imp", "--parent", "nope@3", "--task", "t2"],
         "export of a missing run": ["export", "graph-json", "999"],
     }
 

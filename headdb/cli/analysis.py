@@ -219,7 +219,7 @@ def export_parquet_command(ctx: typer.Context,
                            directory: Path = typer.Argument(..., help="Folder to create (hive-partitioned Parquet)."),
                            overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty folder.")) -> None:
     """Every table as Parquet; edge_scores partitioned by model_key and run_id."""
-    from headdb.interop.graph_json import export_parquet
+    from headdb.warehouse.export import export_parquet
     counts = export_parquet(ctx.obj.connect(), directory, overwrite=overwrite)
     err.print(f"exported {len(counts)} tables ({sum(counts.values())} rows, {counts.get('edge_scores', 0)} edge scores) "
               f"to {directory}")

@@ -324,58 +324,14 @@ def graph_json(
     force: bool = FORCE,
 ) -> None:
     """Import EAP-IG JSON graphs made elsewhere as runs of kind `import` (signs and GQA ports converted)."""
-    from headdb.attribution.graph import build_layout
-    from headdb.interop.graph_json import (file_layout, new_import_checkpoint, read_graph_json, stored_layout)
-    from headdb.jobs.graph_import import ImportJob
-    from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
-    from headdb.settings import MODES, Execution, check_choice
-    from headdb.warehouse.refs import find_checkpoint, find_task, resolve_checkpoint
+    from headdb.jobs.graph_import import plan_graph_import
+    from headdb.settings import Execution
 
-    if (checkpoint is None) == (ref is None):
-        raise UserError("give the checkpoint directory (--checkpoint DIR) or a registered checkpoint (--ref REF)")
-    if mode is not None:
-        check_choice("mode", mode, MODES)
-    at = placement(lineage, regime, step)
-    db = _existing(ctx)
-    checkpoint_id = None
-    if checkpoint is not None:
-        t = target(checkpoint, at)
-        key, layout = t.shape.model_key, build_layout(t.shape)
-    else:
-        checkpoint_id = find_checkpoint(db, ref) if db is not None else None
-        if checkpoint_id is None and not new:
-            raise UserError(f"no checkpoint {ref!r} in the warehouse; give its directory with --checkpoint DIR, or "
-                            "register it from the graph with --new --lineage NAME --step N")
-        if checkpoint_id is not None:
-            key = db.sql("SELECT model_key FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])["model_key"][0]
-            layout = stored_layout(db, key)
-        elif model_key is not None:
-            if db is None:
-                raise UserError(f"model {model_key} is not registered (there is no warehouse yet)")
-            key, layout = model_key, stored_layout(db, model_key)
-        else:
-            key, layout = file_layout(read_graph_json(files[0])[0])
-        if new and lineage is None:
-            raise UserError("--new needs --lineage (and --step) to register the checkpoint")
-    task_id = find_task(db, task, mode) if db is not None else None
-    if task_id is None and not new:
-        raise UserError(f"no task {task!r}; register it with --new (see `headdb sql \"select * from tasks\"`)")
-    # Every file is read and checked against the layout here, before anything is written.
-    jobs = [ImportJob(f, layout, key, task_id=task_id, task_name=task, mode=mode or "plain", selection=selection,
-                      param=selection_param) for f in files]
-    parent_id = resolve_checkpoint(db, parent) if parent is not None and db is not None else None
-    if parent is not None and db is None:
-        raise UserError(f"no parent checkpoint {parent!r} (there is no warehouse yet)")
-    if checkpoint is None:
-        w = ctx.obj.connect(create=True)
-        if checkpoint_id is None:  # a checkpoint known only through graphs
-            checkpoint_id = new_import_checkpoint(w, name=ref, lineage=lineage, step=step, regime=regime,
-                                                  parent_id=parent_id, model_key=model_key,
-                                                  data=read_graph_json(files[0])[0])
-            err.print(f"registered checkpoint {ref} ({lineage}@{step}) as id {checkpoint_id}")
-        t = existing_target(w, checkpoint_id)
-    plan = Plan([CheckpointWork(t, jobs)], Execution(force=force)).validate()
-    run_plan(ctx, plan, t.label, None)
+    plan = plan_graph_import(_existing(ctx), files, task=task, checkpoint=checkpoint, ref=ref, mode=mode,
+                             selection=selection, param=selection_param, new=new,
+                             placement=placement(lineage, regime, step), parent=parent, model_key=model_key,
+                             execution=Execution(force=force))
+    run_plan(ctx, plan, plan.work[0].target.label, None)
 
 
 def _existing(ctx: typer.Context):

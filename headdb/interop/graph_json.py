@@ -1,19 +1,4 @@
-"""Interop: the warehouse as hive-partitioned Parquet, and EAP-IG JSON graphs in and out.
-
-Parquet export (`export_parquet(db, dir)`)
-    dir/edge_scores/model_key=K/run_id=R/data_0.parquet   (edge_id, score), sorted by edge_id
-    dir/graph_edges/model_key=K/data_0.parquet
-    dir/graph_nodes/model_key=K/data_0.parquet
-    dir/<table>/data_0.parquet                            every other table, one file
-    dir/manifest.json                                     tables, row counts, schema version
-  Read a table with `polars.scan_parquet("dir/edge_scores/**/*.parquet", hive_partitioning=True)`
-  or DuckDB `read_parquet('dir/edge_scores/**/*.parquet', hive_partitioning=true)`; the partition
-  columns come back from the folder names. Runs without a checkpoint land under
-  model_key=__HIVE_DEFAULT_PARTITION__ (read back as NULL). Files use Parquet 2 data pages
-  (delta-packed integers, byte-stream-split floats, zstd). An empty partitioned table is written
-  as one empty file with all its columns, so its schema is still readable. The export reads one
-  snapshot (one read-only session) and writes into a temporary folder that is renamed into place
-  at the end, so DIR is either the complete export or untouched.
+"""Interop: EAP-IG JSON graphs in and out (the Parquet export is `headdb.warehouse.export`).
 
 EAP-IG JSON (hannamw/EAP-IG's `Graph.to_json` / `Graph.from_json`, current format)
     {"cfg": {"n_layers": L, "n_heads": H, "parallel_attn_mlp": false, "d_model": D},
@@ -48,9 +33,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -61,72 +43,10 @@ import pyarrow as pa
 from headdb.errors import UserError
 from headdb.warehouse.refs import find_checkpoint as resolve_checkpoint  # noqa: F401 (API)
 from headdb.warehouse.refs import find_task as resolve_task  # noqa: F401 (API)
+from headdb.warehouse import reads
 from headdb.warehouse.runs import Facts
 
-# Parquet 2 pages: DELTA_BINARY_PACKED integers (sorted edge ids cost ~nothing) and
-# BYTE_STREAM_SPLIT floats before zstd: ~3.5 bytes per edge score instead of ~6.4 with v1 pages.
-PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, PARQUET_VERSION V2"
-PARTITIONED = {"edge_scores": ("model_key", "run_id"), "graph_edges": ("model_key",),
-               "graph_nodes": ("model_key",)}
 _KV_EDGE = re.compile(r"->a\d+\.h(\d+)<[kv]>$")
-
-
-# ------------------------------------------------------------------------------------ Parquet
-
-def _literal(path: Path | str) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def export_parquet(db, directory: str | Path, *, overwrite: bool = False) -> dict[str, int]:
-    """Write every table of the warehouse under `directory` as Parquet; rows per table."""
-    target = Path(directory)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        if not overwrite:
-            raise UserError(f"{target} exists and is not an empty folder; choose a new folder or add --overwrite")
-    if not target.parent.exists():
-        raise UserError(f"cannot export to {target}: folder {target.parent} does not exist")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    counts: dict[str, int] = {}
-    try:
-        with db.sink.read() as s:
-            con = s.con
-            tables = [r[0] for r in con.execute(
-                "SELECT table_name FROM information_schema.tables "
-                "WHERE table_schema = 'main' AND table_type = 'BASE TABLE' ORDER BY table_name").fetchall()]
-            version = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-            for table in tables:
-                if not table.isidentifier():
-                    continue
-                counts[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                folder = staging / table
-                source = _export_source(table)
-                keys = PARTITIONED.get(table)
-                if keys and counts[table]:
-                    order = ", ".join((*keys, "edge_id" if table != "graph_nodes" else "node_id"))
-                    con.execute(f"COPY ({source} ORDER BY {order}) TO {_literal(folder)} "
-                                f"({PARQUET_OPTIONS}, PARTITION_BY ({', '.join(keys)}))")
-                else:
-                    folder.mkdir()
-                    con.execute(f"COPY ({source}) TO {_literal(folder / 'data_0.parquet')} ({PARQUET_OPTIONS})")
-        (staging / "manifest.json").write_text(json.dumps({
-            "format": "headdb parquet export", "schema_version": version,
-            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source": str(db.location),
-            "partitioned": {k: list(v) for k, v in PARTITIONED.items()}, "rows": counts}, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return counts
-
-
-def _export_source(table: str) -> str:
-    if table == "edge_scores":
-        # edge_scores has no model_key of its own: it comes through the run's checkpoint.
-        return ("SELECT k.model_key, e.run_id, e.edge_id, e.score FROM edge_scores e "
-                "LEFT JOIN runs r ON r.run_id = e.run_id LEFT JOIN checkpoints k ON k.checkpoint_id = r.checkpoint_id")
-    return f"SELECT * FROM {table}"
 
 
 # --------------------------------------------------------------------------- EAP-IG JSON in
@@ -171,8 +91,7 @@ def _file_kv_heads(cfg: dict) -> int:
 
 
 def _shape_row(db, model_key: str) -> dict | None:
-    found = db.sql("SELECT * FROM models WHERE model_key = ?", [model_key])
-    return found.row(0, named=True) if found.height else None
+    return reads.model_row(db, model_key)
 
 
 def stored_layout(db, model_key: str):
@@ -255,6 +174,8 @@ def _file_edges(data: dict, layout, *, fold_kv: bool, file_name: str,
                       schema={"name": pl.String, "score": pl.Float64, "in_graph": pl.Boolean})
     df = df.filter(pl.col("score").is_not_null())  # no score: nothing to store for that edge
     n_file, folded = df.height, 0
+    if not n_file:
+        raise UserError(f"{file_name}: no edge has a score; an EAP-IG graph of a scored run has one per edge")
     if fold_kv and layout.n_rep > 1:
         parts = df["name"].str.extract_groups(_KV_PORT).struct.unnest()
         is_kv = parts["1"].is_not_null()
@@ -312,12 +233,11 @@ def import_graph_json(db, file: str | Path, checkpoint_id: int, task_id: int, *,
     config records both (`score_sign`, `kv_ports`); run_metrics `imported_edges` counts the
     file's scored edges and `kv_edges_summed` the k/v entries folded into kv-head ports."""
     data, raw = read_graph_json(file)
-    found = db.sql("SELECT model_key FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id])
-    if not found.height:
+    model_key = reads.checkpoint_model_key(db, checkpoint_id)
+    if model_key is None:
         raise UserError(f"no checkpoint with id {checkpoint_id}; see `headdb checkpoints`")
-    if not db.sql("SELECT count(*) AS n FROM tasks WHERE task_id = ?", [task_id])["n"][0]:
+    if not reads.task_exists(db, task_id):
         raise UserError(f"no task with id {task_id}")
-    model_key = found["model_key"][0]
     config, facts = import_facts(data, raw, Path(file).name, stored_layout(db, model_key), model_key,
                                  selection=selection, param=param)
     run = db.start_run("import", config=config, checkpoint_id=checkpoint_id, task_id=task_id, force=force)
@@ -452,28 +372,27 @@ def export_graph_json(db, run_id: int, file: str | Path, *, selection: str | Non
     edge becomes one edge per query head of its group carrying score / n_rep and its in_graph
     (a re-import sums them back). Extra cfg keys headdb_* say where the file came from.
     Returns counts."""
-    run = db.sql("SELECT r.run_id, r.score_sign, k.model_key FROM runs r LEFT JOIN checkpoints k "
-                 "USING (checkpoint_id) WHERE r.run_id = ?", [run_id])
-    if not run.height:
+    run = reads.run_scores_header(db, run_id)
+    if run is None:
         raise UserError(f"no run {run_id}; see `headdb runs`")
-    model_key = run["model_key"][0]
+    model_key = run["model_key"]
     if model_key is None:
         raise UserError(f"run {run_id} has no checkpoint, so its graph layout is unknown")
     shape = _shape_row(db, model_key)
     if shape is None:
         raise UserError(f"model {model_key} of run {run_id} is not registered")
-    if run["score_sign"][0] not in (None, SCORE_SIGN):
-        raise UserError(f"run {run_id} holds scores in the {run['score_sign'][0]} convention; "
+    if run["score_sign"] not in (None, SCORE_SIGN):
+        raise UserError(f"run {run_id} holds scores in the {run['score_sign']} convention; "
                         f"this headdb exports {SCORE_SIGN} only")
     g = stored_layout(db, model_key)
-    scores = db.sql("SELECT edge_id, score FROM edge_scores WHERE run_id = ? ORDER BY edge_id", [run_id])
+    scores = reads.run_edge_scores(db, run_id)
     if not scores.height:
         raise UserError(f"run {run_id} has no edge scores to export")
     if g.n_rep > 1 and not gqa_split:
         raise _gqa_refusal(run_id, g)
     if not np.isfinite(scores["score"].to_numpy()).all():
         raise UserError(f"run {run_id} has non-finite edge scores; EAP-IG's JSON cannot hold them")
-    circuits = db.sql("SELECT circuit_id, selection FROM circuits WHERE run_id = ? ORDER BY circuit_id", [run_id])
+    circuits = reads.run_circuits(db, run_id)
     wanted = selection or "threshold"
     chosen = circuits.filter(pl.col("selection") == wanted)
     if not chosen.height and selection is None:
@@ -485,8 +404,8 @@ def export_graph_json(db, run_id: int, file: str | Path, *, selection: str | Non
     in_edges = np.zeros(0, dtype=np.int64)
     in_heads: set[tuple[int, int]] = set()
     if circuit_id is not None:
-        in_edges = db.sql("SELECT edge_id FROM circuit_edges WHERE circuit_id = ?", [circuit_id])["edge_id"].to_numpy()
-        hs = db.sql("SELECT layer, head FROM circuit_heads WHERE circuit_id = ?", [circuit_id])
+        in_edges = reads.circuit_edge_ids(db, circuit_id)["edge_id"].to_numpy()
+        hs = reads.circuit_head_pairs(db, circuit_id)
         in_heads = set(zip(hs["layer"].to_list(), hs["head"].to_list()))
     ids = scores["edge_id"].to_numpy()
     flags = np.isin(ids, in_edges)

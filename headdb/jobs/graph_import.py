@@ -1,16 +1,25 @@
-"""Import jobs: EAP-IG JSON graphs made elsewhere, stored as runs of kind `import`.
+"""Import jobs: EAP-IG JSON graphs made elsewhere, stored as runs of kind `import`; and the plan
+of `headdb ingest graph-json`.
 
 The file is read and checked against the checkpoint's graph layout when the job is built, so a
 malformed file or a graph of another model is a UserError before anything is written; the job
-needs no model, so its checkpoint is never loaded.
+needs no model, so its checkpoint is never loaded. The plan resolves every reference (checkpoint,
+task, parent, model key) and registers nothing: a checkpoint known only through its graphs is a
+`GraphOnly` target, registered by the executor like any other.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
-from headdb.interop.graph_json import import_facts, read_graph_json
-from headdb.jobs.job import JobContext, Target
+from headdb.errors import UserError
+from headdb.interop.graph_json import file_layout, import_facts, read_graph_json, stored_layout
+from headdb.jobs.job import GraphOnly, JobContext, Placement, Target
+from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
+from headdb.settings import MODES, Execution, check_choice
+from headdb.warehouse.reads import checkpoint_model_key
+from headdb.warehouse.refs import find_checkpoint, find_task, resolve_checkpoint
 from headdb.warehouse.runs import Facts
 
 
@@ -56,3 +65,55 @@ class ImportJob:
 
     def compute(self, loaded, ctx: JobContext) -> Facts:
         return self._facts
+
+
+def plan_graph_import(db, files: Sequence[str | Path], *, task: str, checkpoint: str | Path | None = None,
+                      ref: str | None = None, mode: str | None = None, selection: str = "threshold",
+                      param: float | None = None, new: bool = False, placement: Placement = Placement(),
+                      parent: str | None = None, model_key: str | None = None,
+                      execution: Execution = Execution()) -> Plan:
+    """The plan of importing `files` (graphs of one checkpoint) onto `task`: the checkpoint is a
+    directory (`checkpoint`) or a registered one (`ref`; with `new`, one known only through the
+    graphs, registered when the plan runs). `db` is the warehouse when it exists, else None.
+    Every file is read and checked here; nothing is written."""
+    from headdb.attribution.graph import build_layout
+
+    if (checkpoint is None) == (ref is None):
+        raise UserError("give the checkpoint directory (--checkpoint DIR) or a registered checkpoint (--ref REF)")
+    if mode is not None:
+        check_choice("mode", mode, MODES)
+    if parent is not None and db is None:
+        raise UserError(f"no parent checkpoint {parent!r} (there is no warehouse yet)")
+    parent_id = resolve_checkpoint(db, parent) if parent is not None else None
+    notes = []
+    if checkpoint is not None:
+        t = target(checkpoint, placement)
+        key, layout = t.shape.model_key, build_layout(t.shape)
+    else:
+        checkpoint_id = find_checkpoint(db, ref) if db is not None else None
+        if checkpoint_id is None and not new:
+            raise UserError(f"no checkpoint {ref!r} in the warehouse; give its directory with --checkpoint DIR, or "
+                            "register it from the graph with --new --lineage NAME --step N")
+        if checkpoint_id is not None:
+            key = checkpoint_model_key(db, checkpoint_id)
+            layout = stored_layout(db, key)
+            t = existing_target(db, checkpoint_id)
+        else:
+            if placement.lineage is None:
+                raise UserError("--new needs --lineage (and --step) to register the checkpoint")
+            graph = read_graph_json(files[0])[0]
+            if model_key is not None:
+                if db is None:
+                    raise UserError(f"model {model_key} is not registered (there is no warehouse yet)")
+                key, layout = model_key, stored_layout(db, model_key)
+            else:
+                key, layout = file_layout(graph)
+            at = replace(placement, name=ref, parent=parent_id)
+            t = Target(Path(f"/imported/{at.lineage}/{ref}"), at, None, graph_only=GraphOnly(graph, model_key))
+            notes.append(f"checkpoint {ref} ({at.lineage}@{at.step}) is registered from its graph (model {key})")
+    task_id = find_task(db, task, mode) if db is not None else None
+    if task_id is None and not new:
+        raise UserError(f"no task {task!r}; register it with --new (see `headdb sql \"select * from tasks\"`)")
+    jobs = [ImportJob(Path(f), layout, key, task_id=task_id, task_name=task, mode=mode or "plain",
+                      selection=selection, param=param) for f in files]
+    return Plan([CheckpointWork(t, list(jobs))], execution, notes=notes).validate()

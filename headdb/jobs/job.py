@@ -43,6 +43,16 @@ class Placement:
     name: str | None = None
 
 
+@dataclass(frozen=True)
+class GraphOnly:
+    """A checkpoint with no weights on this machine, known only through EAP-IG graph files: the
+    executor registers it (under `model_key`, a model registered from a real checkpoint, or under
+    the graph's own layout read from `graph`, the first file's data) like any other target."""
+
+    graph: dict = field(repr=False)
+    model_key: str | None = None
+
+
 @dataclass
 class Target:
     """A checkpoint a plan works on: a directory, or a checkpoint already registered (`checkpoint_id`)."""
@@ -52,6 +62,7 @@ class Target:
     shape: ModelShape | None = None
     checkpoint_id: int | None = None
     broken: str | None = None  # why the directory cannot be read: its jobs are recorded as failed
+    graph_only: "GraphOnly | None" = None  # a checkpoint known only through graph files (see GraphOnly)
     _tokenizer: Any = field(default=None, repr=False)
 
     @property

@@ -13,6 +13,7 @@ from headdb.checkpoints.loading import read_config, shape_from_config
 from headdb.errors import UserError
 from headdb.jobs.job import Job, Placement, Target
 from headdb.settings import Execution
+from headdb.warehouse.reads import checkpoint_path_name
 
 
 @dataclass
@@ -57,10 +58,10 @@ def target(path: str | Path, placement: Placement = Placement()) -> Target:
 def existing_target(db, checkpoint_id: int) -> Target:
     """A registered checkpoint as a plan target (registration is skipped; its labels stay). One
     known only through imported graphs has no directory: jobs that need its model fail to load."""
-    row = db.sql("SELECT path, name FROM checkpoints WHERE checkpoint_id = ?", [checkpoint_id]).row(0, named=True)
+    path, name = checkpoint_path_name(db, checkpoint_id)
     try:
-        found = target(row["path"], Placement(name=row["name"]))
+        found = target(path, Placement(name=name))
     except UserError as exc:
-        found = Target(Path(row["path"]), Placement(name=row["name"]), None, broken=str(exc))
+        found = Target(Path(path), Placement(name=name), None, broken=str(exc))
     found.checkpoint_id = checkpoint_id
     return found

@@ -16,9 +16,16 @@ def register_shape(db, shape: ModelShape) -> str:
 
 
 def register_target(db, target: Target, parent_id: int | None = None) -> int:
-    """Register a planned checkpoint directory (without loading its weights); its id."""
-    register_shape(db, target.shape)
+    """Register a planned checkpoint directory (without loading its weights), or a checkpoint
+    known only through graph files; its id."""
     p = target.placement
+    if target.graph_only is not None:
+        from headdb.interop.graph_json import new_import_checkpoint
+
+        return new_import_checkpoint(db, name=p.name, lineage=p.lineage, step=p.step, regime=p.regime,
+                                     parent_id=parent_id, model_key=target.graph_only.model_key,
+                                     data=target.graph_only.graph)
+    register_shape(db, target.shape)
     return db.register_checkpoint(model_key=target.shape.model_key, path=target.path,
                                   weights_digest=weights_digest(target.path),
                                   name=p.name, lineage=p.lineage, regime=p.regime, step=p.step,
