@@ -160,10 +160,13 @@ def test_bf16_on_cpu_runs_and_accumulates_in_float32(qwen2_strong_dir, ragged_ta
 
 def test_bad_requests_are_user_errors(qwen2_gqa, arith, tmp_path):
     pairs = encode_pairs(arith, qwen2_gqa.tokenizer)
-    with pytest.raises(UserError, match="unknown method"):
+    # the settings' own rules (headdb.settings.AttributionSettings), named by field
+    with pytest.raises(UserError, match="^method: Input should be 'eap-ig', 'eap' or 'exact' \\(got 'magic'\\)$"):
         attribute(qwen2_gqa, pairs, method="magic")
-    with pytest.raises(UserError, match="unknown metric"):
+    with pytest.raises(UserError, match="^metric: Input should be 'kl', 'logit-diff' or 'logprob'"):
         attribute(qwen2_gqa, pairs, metric="accuracy")
+    with pytest.raises(UserError, match="^steps: Input should be greater than or equal to 1"):
+        attribute(qwen2_gqa, pairs, steps=0)
     no_wrong = tmp_path / "nw.jsonl"
     no_wrong.write_text('{"clean": "1+1=", "corrupted": "1+2=", "answer": "2"}\n')
     p2 = encode_pairs(load_task(no_wrong), qwen2_gqa.tokenizer)

@@ -158,9 +158,9 @@ def test_rank_rule_changes_the_circuit_and_importance(qwen2_strong, arith_pairs)
 
 
 def test_bad_requests_are_user_errors(qwen2_strong, arith_pairs):
-    with pytest.raises(UserError, match="unknown ranking rule 'median'"):
+    with pytest.raises(UserError, match="^rank: Input should be 'abs-mean' or 'mean-abs' \\(got 'median'\\)"):
         attribute(qwen2_strong, arith_pairs, rank="median")
-    with pytest.raises(UserError, match="bootstrap must be a whole number"):
+    with pytest.raises(UserError, match="^bootstrap: Input should be greater than or equal to 0"):
         attribute(qwen2_strong, arith_pairs, bootstrap=-1)
     with pytest.raises(UserError, match="exact patching keeps no per-example scores"):
         attribute(qwen2_strong, arith_pairs, method="exact", bootstrap=10)

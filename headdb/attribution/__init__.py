@@ -19,7 +19,7 @@ Typical use (what `headdb ingest attribution` does):
     loaded = headdb.checkpoints.loading.load_model(ckpt_dir)
     task = headdb.attribution.tasks.load_task(task_file, mode="plain")
     pairs = headdb.attribution.tasks.encode_pairs(task, loaded.tokenizer)
-    d = discover(loaded, pairs, method="eap-ig", metric="kl", steps=5, ig_rule="midpoint")
+    d = discover(loaded, pairs, AttributionSettings(steps=5, metric="kl"))   # or discover(..., steps=5)
     nodes, edges = layout(loaded.shape)            # graph_nodes / graph_edges, once per model_key
     d.result.edges_table()                         # edge_scores
     d.result.heads_table()                         # head_scores
@@ -36,18 +36,17 @@ from dataclasses import dataclass
 
 from headdb.attribution.circuit import (Circuit, prune, rank, select_greedy, select_threshold,
                                         select_topn)
-from headdb.attribution.bootstrap import INTERVAL, RANK_RULES, check_bootstrap, check_rank
+from headdb.attribution.bootstrap import INTERVAL
 from headdb.attribution.confidence import replicate_circuits
-from headdb.attribution.eap import check_ig_rule, eap_scores, passes
+from headdb.attribution.eap import eap_scores, passes
 from headdb.attribution.exact import exact_passes, exact_scores
 from headdb.attribution.faithfulness import (MIB_PERCENTS, RANKINGS, CircuitEval, FaithfulnessCurve,
                                              MIBCurves, curve_from, curve_masks, evaluate_circuits,
                                              faithfulness_curve)
 from headdb.attribution.graph import GraphLayout, build_layout, layout
-from headdb.attribution.metrics import HELPS_SIGN, METRICS
+from headdb.attribution.metrics import HELPS_SIGN, METRICS, check_metric
 from headdb.attribution.result import AttributionResult, Ticker
-from headdb.errors import UserError
-from headdb.settings import IG_RULES, METHODS
+from headdb.settings import IG_RULES, METHODS, RANK_RULES, AttributionSettings, build
 
 
 __all__ = [
@@ -59,35 +58,36 @@ __all__ = [
 ]
 
 
-def attribute(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
-              ig_rule: str = "midpoint", batch_size: int = 8, progress=None,
-              ticker: Ticker | None = None, rank: str = "abs-mean", bootstrap: int = 0,
-              seed: int = 0) -> AttributionResult:
-    """Edge and node scores of one model on encoded pairs by `method` (eap | eap-ig | exact).
+def settings_of(settings: AttributionSettings | None, fields: dict) -> AttributionSettings:
+    """The settings a call runs with: `settings` whole, or built from keyword `fields` by the
+    same model (one definition of every default and rule; a wrong value is one UserError line)."""
+    if settings is None:
+        return build(AttributionSettings, fields, label=str)
+    if fields:
+        raise TypeError(f"give settings or keyword settings, not both (got {', '.join(fields)})")
+    return settings
+
+
+def attribute(loaded, pairs, settings: AttributionSettings | None = None, *, progress=None,
+              ticker: Ticker | None = None, **fields) -> AttributionResult:
+    """Edge and node scores of one model on encoded pairs by `settings.method` (eap | eap-ig | exact).
 
     loaded: headdb.checkpoints.loading.LoadedModel; pairs: headdb.attribution.tasks.EncodedPairs.
-    ig_rule: where eap-ig places its `steps` points, one of IG_RULES (midpoint | left | right;
-    left reproduces hannamw/EAP-IG and MIB); eap and exact ignore it.
+    settings: headdb.settings.AttributionSettings, or its fields as keywords (method, metric,
+    steps, ig_rule, batch_size, rank, bootstrap, seed; the others do not matter here). ig_rule
+    places eap-ig's `steps` points (left reproduces hannamw/EAP-IG and MIB); rank says what
+    `result.ranking` is (abs-mean: |mean score|; mean-abs: mean |score|); bootstrap: Poisson
+    replicates (0 = none) with weights from `seed` (headdb.attribution.bootstrap).
     progress: optional callable(done, total) in forward passes.
-    rank: RANK_RULES, what `result.ranking` is (abs-mean: |mean score|; mean-abs: mean |score|).
-    bootstrap: number of Poisson-bootstrap replicates (0 = none); seed: their weights' seed
-    (headdb.attribution.bootstrap). Exact patching keeps no per-example scores: it takes neither
-    mean-abs nor replicates.
     """
-    check_ig_rule(ig_rule)
-    check_rank(rank)
-    bootstrap = check_bootstrap(bootstrap)
-    if method == "exact" and (bootstrap or rank != "abs-mean"):
-        raise UserError("exact patching keeps no per-example scores, so it has no bootstrap replicates "
-                        "and no mean-abs ranking; use method eap-ig, or bootstrap 0 and rank abs-mean")
-    if method == "exact":
-        return exact_scores(loaded, pairs, metric=metric, batch_size=batch_size, progress=progress,
+    s = settings_of(settings, fields)
+    check_metric(s.metric, pairs.wrong)  # a rule about the task's items, not the settings
+    if s.method == "exact":
+        return exact_scores(loaded, pairs, metric=s.metric, batch_size=s.batch_size, progress=progress,
                             ticker=ticker)
-    if method not in METHODS:
-        raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return eap_scores(loaded, pairs, method=method, metric=metric, steps=steps, ig_rule=ig_rule,
-                      batch_size=batch_size, progress=progress, ticker=ticker, rank=rank,
-                      bootstrap=bootstrap, seed=seed)
+    return eap_scores(loaded, pairs, method=s.method, metric=s.metric, steps=s.steps, ig_rule=s.ig_rule,
+                      batch_size=s.batch_size, progress=progress, ticker=ticker, rank=s.rank,
+                      bootstrap=s.bootstrap, seed=s.seed)
 
 
 @dataclass
@@ -106,13 +106,11 @@ class Discovery:
         return out
 
 
-def discover(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
-             ig_rule: str = "midpoint", topn: int = 5000, threshold: float | None = 0.1,
-             greedy: int | None = None, curve: bool = True, batch_size: int = 8,
-             progress=None, rank: str = "abs-mean", bootstrap: int = 0, seed: int = 0) -> Discovery:
+def discover(loaded, pairs, settings: AttributionSettings | None = None, *, progress=None,
+             **fields) -> Discovery:
     """Score every edge, select circuits, and measure their faithfulness.
 
-    ig_rule: eap-ig's integration rule, one of IG_RULES (see `attribute`).
+    settings: headdb.settings.AttributionSettings, or its fields as keywords (see `attribute`).
     Circuits: top-`topn` (pruned); the threshold circuit (tau=`threshold`, within the top-n;
     None to skip); a greedy circuit of `greedy` edges when given. Each gets `faithfulness`.
     Edges are ranked by `result.ranking` (rank: abs-mean | mean-abs); the MIB curves keep MIB's
@@ -122,7 +120,9 @@ def discover(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps
     replicates (headdb.attribution.confidence: membership, head p, stability).
     progress: optional callable(done, total), counted in forward passes over all phases.
     """
-    check_ig_rule(ig_rule)
+    s = settings_of(settings, fields)
+    method, metric, steps, batch_size = s.method, s.metric, s.steps, s.batch_size
+    topn, threshold, greedy, curve = s.topn, s.threshold, s.greedy, s.curve
     g = build_layout(loaded.shape)
     n_batches = -(-len(pairs) // max(1, int(batch_size)))
     n_curve = len(RANKINGS) * len(MIB_PERCENTS) if curve else 0
@@ -130,8 +130,7 @@ def discover(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps
     attrib = (exact_passes(n_batches, g.n_edges, g.n_nodes - 2) if method == "exact"
               else passes(method, steps, n_batches))
     tick = Ticker(progress, attrib + n_batches * (2 + n_masks))
-    result = attribute(loaded, pairs, method=method, metric=metric, steps=steps, ig_rule=ig_rule,
-                       batch_size=batch_size, ticker=tick, rank=rank, bootstrap=bootstrap, seed=seed)
+    result = attribute(loaded, pairs, s, ticker=tick)
     by = result.ranking  # what the circuits rank edges by (abs-mean or mean-abs)
     circuits = [select_topn(g, by, topn)]
     if threshold is not None:

@@ -29,8 +29,6 @@ import math
 import numpy as np
 import torch
 
-from headdb.errors import UserError
-from headdb.settings import RANK_RULES
 # Percentiles of the replicate distribution reported as an interval (a 95% percentile interval).
 INTERVAL = (2.5, 97.5)
 
@@ -38,17 +36,6 @@ _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
 # Inverse-CDF table of Poisson(1): P(K <= k) for k = 0..19 (P(K > 19) < 2^-53).
 _POISSON1_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(20)])
-
-
-def check_rank(rank: str) -> None:
-    if rank not in RANK_RULES:
-        raise UserError(f"unknown ranking rule {rank!r}; choose one of {', '.join(RANK_RULES)}")
-
-
-def check_bootstrap(bootstrap) -> int:
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
-        raise UserError(f"bootstrap must be a whole number of replicates >= 0 (0 = off), got {bootstrap!r}")
-    return int(bootstrap)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from headdb.attribution.batches import make_batches, pad_id_of
-from headdb.attribution.metrics import check_metric, metric_values
+from headdb.attribution.metrics import metric_values
 from headdb.attribution.result import AttributionResult, Ticker
 from headdb.attribution.probe import LOGITS_IN, Probe, k_in, mlp_in, mlp_out, q_in, result, v_in
 from headdb.errors import UserError
@@ -81,7 +81,6 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
     node_scores hold node-patching effects; edge_scores hold edge-patching effects (zeros
     when edges=False). Means over examples of L(patched) - L(clean), EAP-IG's sign.
     """
-    check_metric(metric, pairs.wrong)
     probe = Probe(loaded)
     g = probe.layout
     if edges and g.n_edges > max_edges:

@@ -70,11 +70,7 @@ class AttributionJob:
         facts = Facts()
         pairs = encode_pairs(self.task, loaded.tokenizer, align=s.align)
         with applied(loaded.hf_model, self.intervention):
-            found = discover(loaded, pairs, method=s.method, metric=s.metric, steps=s.steps, ig_rule=s.ig_rule,
-                             topn=s.topn,
-                             threshold=s.threshold, greedy=s.greedy, curve=s.curve, batch_size=s.batch_size,
-                             progress=lambda d, t: ctx.progress("attribution", d, t),
-                             rank=s.rank, bootstrap=s.bootstrap, seed=s.seed)
+            found = discover(loaded, pairs, s, progress=lambda d, t: ctx.progress("attribution", d, t))
         facts.add("edge_scores", found.result.edges_table())
         facts.add("head_scores", found.result.heads_table())
         for name, table in (("edge_score_se", found.result.se_table()),
