@@ -7,9 +7,12 @@ option (`--steps`) or the manifest key (`study.toml: attribution.steps`) it came
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, get_args
+import os
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from headdb.errors import UserError
 
@@ -164,6 +167,42 @@ class ExecutorSettings(Settings):
         if self.executor == "local" and (self.address or self.gpus_per_job or self.cpus_per_job != 1):
             raise UserError("--address, --gpus-per-job and --cpus-per-job apply to --executor ray")
 
+
+
+class Runtime(BaseSettings):
+    """Where headdb reads and writes: each field from its option (`--db`, ...) when given, else
+    from its environment variable (HEADDB_DB, HEADDB_DATA_PATH, HEADDB_LOCK_TIMEOUT,
+    HEADDB_QUERIES, HEADDB_CACHE), else its default. Read in one place: `runtime()`."""
+
+    model_config = SettingsConfigDict(env_prefix="HEADDB_", frozen=True, extra="forbid")
+
+    db: str = Field("headdb.duckdb", description="Warehouse: a DuckDB file, or 'ducklake:postgres:dbname=... "
+                    "host=...' (a lake).")
+    data_path: str | None = Field(None, description="A lake's folder of Parquet files, needed to create it.")
+    lock_timeout: float = Field(300.0, ge=0, description="Seconds to wait for another writer.")
+    queries: Annotated[tuple[Path, ...], NoDecode] = Field(
+        (), description="Extra folders of named queries (in the variable: joined by ':').")
+    cache: Path = Field(Path("~/.cache/headdb"), description="Where headdb caches checkpoint weight digests.")
+
+    @field_validator("queries", mode="before")
+    @classmethod
+    def _folders(cls, value):
+        return tuple(p for p in value.split(os.pathsep) if p) if isinstance(value, str) else value
+
+
+RUNTIME_ENV = {name: f"HEADDB_{name.upper()}" for name in Runtime.model_fields}
+
+
+def runtime(**given: Any) -> Runtime:
+    """The runtime settings: `given` values (options; None means not given) over the environment
+    over the defaults. A bad value is one UserError line naming the option and its variable."""
+    try:
+        return Runtime(**{k: v for k, v in given.items() if v is not None and v != ()})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "runtime"
+        where = f"{as_option(name)} / {RUNTIME_ENV.get(name, name)}"
+        raise UserError(f"{where}: {first['msg']} (got {first.get('input')!r})") from None
 
 
 # ------------------------------------------------------------------------------ validation

@@ -277,9 +277,9 @@ def load_model(path, *, dtype="auto", device: str | None = None) -> LoadedModel:
 # ---------------------------------------------------------------------------- digest
 
 def _cache_file() -> Path:
-    root = os.environ.get("HEADDB_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "headdb"
-    return base / "weights-digests.json"
+    from headdb.settings import runtime
+
+    return runtime().cache.expanduser() / "weights-digests.json"
 
 
 def _load_cache() -> dict:

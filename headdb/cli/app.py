@@ -19,14 +19,26 @@ err = Console(stderr=True)
 
 
 class Options:
-    db: str
-    data_path: Optional[str]
-    lock_timeout: Optional[float]
-    queries: list[str]
+    """The global options as given (None: not given), resolved by headdb.settings.runtime()."""
+
+    def __init__(self, db: str | None, data_path: str | None, lock_timeout: float | None, queries: list[str]):
+        from headdb.settings import runtime
+
+        self.runtime = runtime(db=db, data_path=data_path, lock_timeout=lock_timeout,
+                               queries=tuple(queries) or None)  # a bad value: one line, here
+        self.data_path = data_path  # given explicitly (a DuckDB file refuses it; a lake may take the env's)
+
+    @property
+    def db(self) -> str:
+        return self.runtime.db
+
+    @property
+    def lock_timeout(self) -> float:
+        return self.runtime.lock_timeout
 
     def connect(self, *, create: bool = False) -> headdb.Warehouse:
         db = headdb.connect(self.db, create=create, lock_timeout=self.lock_timeout, data_path=self.data_path)
-        db.query_dirs = tuple(self.queries)
+        db.query_dirs = tuple(str(q) for q in self.runtime.queries)
         return db
 
 
@@ -36,22 +48,26 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _runtime_help(field: str) -> str:
+    from headdb.settings import RUNTIME_ENV, Runtime
+
+    f = Runtime.model_fields[field]
+    default = "" if f.default in (None, ()) else f"; default {f.default}"
+    return f"{f.description} (env {RUNTIME_ENV[field]}{default})"
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    db: str = typer.Option("headdb.duckdb", "--db", envvar="HEADDB_DB",
-                           help="Warehouse: a DuckDB file, or 'ducklake:postgres:dbname=... host=...' (a lake)."),
-    data_path: Optional[str] = typer.Option(
-        None, "--data-path", help="A lake's folder of Parquet files, needed to create it (env HEADDB_DATA_PATH)."),
-    lock_timeout: Optional[float] = typer.Option(
-        None, "--lock-timeout", help="Seconds to wait for another writer (default 300, env HEADDB_LOCK_TIMEOUT)."),
-    queries: list[str] = typer.Option([], "--queries", help="Extra folder of named queries (repeatable; env HEADDB_QUERIES)."),
+    db: Optional[str] = typer.Option(None, "--db", help=_runtime_help("db"), show_default=False),
+    data_path: Optional[str] = typer.Option(None, "--data-path", help=_runtime_help("data_path")),
+    lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help=_runtime_help("lock_timeout")),
+    queries: list[str] = typer.Option([], "--queries", help=_runtime_help("queries") + "; repeatable",
+                                      show_default=False),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Show the version and exit."),
 ) -> None:
-    opts = Options()
-    opts.db, opts.data_path, opts.lock_timeout, opts.queries = db, data_path, lock_timeout, queries
-    ctx.obj = opts
+    ctx.obj = Options(db, data_path, lock_timeout, queries)
 
 
 @app.command()

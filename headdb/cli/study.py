@@ -34,14 +34,14 @@ def study(
     how = execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     if check:
-        for line in check_study(m, ctx.obj.queries):
+        for line in check_study(m, ctx.obj.runtime.queries):
             err.print(line, highlight=False)
         err.print("[green]manifest ok[/green]")
         return
     from headdb.jobs.study import StudyJobs, check_ablations, check_reports, plan_models_and_runs
 
-    check_reports(m, ctx.obj.queries)  # before the file exists
-    check_ablations(None, m, plan_models_and_runs(m, StudyJobs(m), how), ctx.obj.queries)
+    check_reports(m, ctx.obj.runtime.queries)  # before the file exists
+    check_ablations(None, m, plan_models_and_runs(m, StudyJobs(m), how), ctx.obj.runtime.queries)
     db = ctx.obj.connect(create=True)
     with progress_bar(m.name) as progress:
         outcome = run_study(db, m, executor=runner, execution=how, progress=progress, say=err.print)

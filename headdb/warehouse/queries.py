@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +38,10 @@ import polars as pl
 
 from headdb.errors import UserError
 from headdb.resources import queries_dir
+from headdb.settings import runtime
 from headdb.warehouse.refs import resolve_params
 
 TYPES = ("str", "int", "float", "bool")
-ENV_DIRS = "HEADDB_QUERIES"
 
 _HEADER_LINE = re.compile(r"^--\s?(\w+):\s*(.*)$")
 _CONTINUATION = re.compile(r"^--\s{3,}(\S.*)$")
@@ -322,13 +321,11 @@ class Catalogue:
                                           "source": pl.Utf8})
 
 
-def env_dirs() -> list[Path]:
-    value = os.environ.get(ENV_DIRS, "")
-    return [Path(p) for p in value.split(os.pathsep) if p]
-
-
 def catalogue(extra_dirs: Iterable[str | Path] = ()) -> Catalogue:
-    return Catalogue.load([*env_dirs(), *extra_dirs])
+    """The packaged queries, the runtime's query folders (HEADDB_QUERIES) and `extra_dirs`
+    (each folder once)."""
+    folders = dict.fromkeys(Path(d) for d in [*runtime().queries, *extra_dirs])
+    return Catalogue.load(list(folders))
 
 
 def list_queries(extra_dirs: Iterable[str | Path] = ()) -> pl.DataFrame:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from headdb import provenance
 from headdb.errors import UserError
-from headdb.settings import MODES, REGIMES, RUN_KINDS, TASK_KINDS, check_choice
+from headdb.settings import MODES, REGIMES, RUN_KINDS, TASK_KINDS, check_choice, runtime
 from headdb.warehouse.migrations import apply_pending, check_compatible, code_version, current_version
 from headdb.warehouse.lake import LakeSink, is_lake
 from headdb.warehouse.liveness import ABANDONED, abandon_dead_runs, process_ended
@@ -27,43 +27,26 @@ from headdb.warehouse.runs import Run
 from headdb.warehouse.sinks import DuckDBSink, Sink
 from headdb.warehouse.statements import sql
 
-DEFAULT_DB = "headdb.duckdb"
 READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
                         duckdb.StatementType.CALL)
 
 
-def default_path() -> str:
-    return os.environ.get("HEADDB_DB") or DEFAULT_DB
-
-
-def default_data_path() -> str | None:
-    return os.environ.get("HEADDB_DATA_PATH") or None
-
-
-def default_lock_timeout() -> float:
-    value = os.environ.get("HEADDB_LOCK_TIMEOUT", "300")
-    try:
-        return float(value)
-    except ValueError:
-        raise UserError(f"HEADDB_LOCK_TIMEOUT={value!r} is not a number of seconds") from None
-
-
 def open_sink(path: str | Path | None = None, *, create: bool = True, lock_timeout: float | None = None,
               data_path: str | Path | None = None) -> Sink:
-    """The sink `path` names: `ducklake:postgres:<conninfo>` (with `data_path`, default
-    $HEADDB_DATA_PATH) or a DuckDB file (default $HEADDB_DB, then ./headdb.duckdb).
+    """The sink `path` names: `ducklake:postgres:<conninfo>` (its Parquet files under
+    `data_path`) or a DuckDB file. What is not given comes from headdb.settings.runtime()
+    (HEADDB_DB, HEADDB_DATA_PATH, HEADDB_LOCK_TIMEOUT, then the defaults: ./headdb.duckdb, 300 s).
 
     lock_timeout: how long to wait for other writers (a file's lock; a lake's write conflicts).
     """
-    path = path or default_path()
-    timeout = default_lock_timeout() if lock_timeout is None else lock_timeout
-    if is_lake(str(path)):
-        return LakeSink(str(path), data_path=data_path or default_data_path(), create=create,
-                        retry_timeout=timeout)
+    rt = runtime(db=None if path is None else str(path), lock_timeout=lock_timeout,
+                 data_path=None if data_path is None else str(data_path))
+    if is_lake(rt.db):
+        return LakeSink(rt.db, data_path=rt.data_path, create=create, retry_timeout=rt.lock_timeout)
     if data_path is not None:
         raise UserError(f"--data-path is for a DuckLake warehouse (--db ducklake:postgres:...), "
-                        f"not the DuckDB file {path}; drop it")
-    sink = DuckDBSink(path, lock_timeout=timeout)
+                        f"not the DuckDB file {rt.db}; drop it")
+    sink = DuckDBSink(rt.db, lock_timeout=rt.lock_timeout)
     sink.check_path(create=create)
     return sink
 
