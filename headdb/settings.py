@@ -60,19 +60,22 @@ class Settings(BaseModel):
 
 
 class AttributionSettings(Settings):
-    method: Method = "eap-ig"
-    steps: int = Field(5, ge=1)
-    ig_rule: IgRule = "midpoint"
-    metric: Metric = "kl"
-    topn: int = Field(5000, ge=1)
-    threshold: float | None = Field(0.1, ge=0, le=1)
-    greedy: int | None = Field(None, ge=1)
-    curve: bool = True
-    align: Align = "truncate"
-    rank: Rank = "abs-mean"
-    bootstrap: int = Field(0, ge=0)  # Poisson-bootstrap replicates (docs/confidence.md); 0 = none
-    seed: int = 0                    # the replicates' weights; only meaningful with bootstrap > 0
-    batch_size: int = Field(8, ge=1)  # how the work is cut; not what a run means, so not hashed
+    # Each field's description is the help of its command-line option (headdb.cli.ingest.option).
+    method: Method = Field("eap-ig", description="eap-ig | eap | exact.")
+    steps: int = Field(5, ge=1, description="Integrated-gradient steps (eap-ig).")
+    ig_rule: IgRule = Field("midpoint", description="midpoint | left (EAP-IG, MIB) | right (the study's appendix).")
+    metric: Metric = Field("kl", description="kl | logit-diff | logprob.")
+    topn: int = Field(5000, ge=1, description="Edges kept in the top-n circuit.")
+    threshold: float | None = Field(0.1, ge=0, le=1, description="tau of the simplified circuit.")
+    greedy: int | None = Field(None, ge=1, description="Also a greedy circuit of this many edges.")
+    curve: bool = Field(True, description="Measure the MIB faithfulness curve.")
+    align: Align = Field("truncate", description="truncate | strict: unequal clean/corrupted lengths.")
+    rank: Rank = Field("abs-mean", description="abs-mean (|mean score|, EAP-IG) | mean-abs (mean |score|, the study).")
+    bootstrap: int = Field(0, ge=0, description="Poisson-bootstrap replicates for per-head confidence (0 = off; "
+                           "e.g. 100).")  # docs/confidence.md
+    seed: int = Field(0, description="Seed of the bootstrap replicates' weights (pair runs by it).")
+    # how the work is cut, not what a run means: not hashed
+    batch_size: int = Field(8, ge=1, description="Prompt pairs per attribution batch.")
 
     def model_post_init(self, _context) -> None:
         if self.method == "exact" and (self.bootstrap or self.rank != "abs-mean"):
@@ -92,14 +95,15 @@ class AttributionSettings(Settings):
 
 
 class Sampling(Settings):
-    samples: int = Field(4, ge=1)
-    temperature: float = Field(0.6, ge=0)  # 0 means greedy
-    top_p: float = Field(0.95, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    max_new_tokens: int = Field(512, ge=1)
-    seed: int = 0
-    batch_size: int = Field(16, ge=1)
+    samples: int = Field(4, ge=1, description="Samples per problem.")
+    temperature: float = Field(0.6, ge=0, description="0 means greedy.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Sample from the smallest set of tokens with this probability.")
+    top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens.")
+    min_p: float | None = Field(None, ge=0, le=1, description="Drop tokens below this fraction of the top one's "
+                                "probability.")
+    max_new_tokens: int = Field(512, ge=1, description="Tokens generated per sample at most.")
+    seed: int = Field(0, description="Sampling seed (and benchmark shuffles).")
+    batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
 
     @property
     def greedy(self) -> bool:
@@ -111,9 +115,9 @@ class Sampling(Settings):
 
 class GenerationSettings(Settings):
     sampling: Sampling = Field(default_factory=Sampling)
-    chat: Chat = "auto"
-    mode: Mode = "plain"
-    ks: tuple[int, ...] = (1,)
+    chat: Chat = Field("auto", description="auto | on | off: use the chat template.")
+    mode: Mode = Field("plain", description="plain | think_on | think_off (tasks and generation alike).")
+    ks: tuple[int, ...] = Field((1,), description="pass@k / maj@k values, e.g. 1,4,16.")
 
     @field_validator("ks")
     @classmethod
@@ -150,18 +154,18 @@ class InterventionSettings(Settings):
 class Execution(Settings):
     """Where jobs run; recorded on each run (device, dtype), not part of what it means."""
 
-    device: str | None = None  # None: cuda when available, else cpu
-    dtype: str = "auto"
-    force: bool = False
+    device: str | None = Field(None, description="cuda | cpu (default: cuda when available).")
+    dtype: str = Field("auto", description="auto | float32 | bfloat16 | float16.")
+    force: bool = Field(False, description="Recompute even if an ok run exists.")
 
 
 class ExecutorSettings(Settings):
     """Which executor runs a plan's jobs, and (Ray) with what resources per checkpoint task."""
 
-    executor: ExecutorKind = "local"
-    address: str | None = None           # Ray: a cluster to join; None starts a local one
-    gpus_per_job: float = Field(0, ge=0)
-    cpus_per_job: float = Field(1, gt=0)
+    executor: ExecutorKind = Field("local", description="local | ray: where the jobs run.")
+    address: str | None = Field(None, description="Ray cluster address (default: start a local cluster).")
+    gpus_per_job: float = Field(0.0, ge=0, description="GPUs per checkpoint task (Ray).")
+    cpus_per_job: float = Field(1.0, gt=0, description="CPUs per checkpoint task (Ray).")
 
     def model_post_init(self, _context) -> None:
         if self.executor == "local" and (self.address or self.gpus_per_job or self.cpus_per_job != 1):

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from headdb.errors import UserError
+from headdb.settings import AttributionSettings, Execution, ExecutorSettings, GenerationSettings, Sampling
 
 app = typer.Typer(help="Run models and write their results into the warehouse.", no_args_is_help=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,44 +22,39 @@ BENCH = typer.Option(..., "--bench", help="Benchmark file (JSONL/Parquet/CSV) or
 FIELDS = typer.Option(None, "--fields", help="Column mapping, e.g. problem=q,answer=a.")
 PRESET = typer.Option(None, "--preset", help="Benchmark layout (auto-detected).")
 LIMIT = typer.Option(None, "--limit", help="Use the first N benchmark problems.")
-SAMPLES = typer.Option(4, "--samples", help="Samples per problem.")
-TEMPERATURE = typer.Option(0.6, "--temperature", help="0 means greedy.")
-TOP_P = typer.Option(0.95, "--top-p")
-TOP_K = typer.Option(None, "--top-k")
-MIN_P = typer.Option(None, "--min-p")
-MAX_NEW_TOKENS = typer.Option(512, "--max-new-tokens")
-SEED = typer.Option(0, "--seed", help="Sampling seed (and benchmark shuffles).")
-BATCH_SIZE = typer.Option(16, "--batch-size", help="Prompts per generation batch.")
-K = typer.Option("1", "--k", help="pass@k / maj@k values, e.g. 1,4,16.")
-CHAT = typer.Option("auto", "--chat", help="auto | on | off: use the chat template.")
-MODE = typer.Option("plain", "--mode", help="plain | think_on | think_off (tasks and generation alike).")
-METHOD = typer.Option("eap-ig", "--method", help="eap-ig | eap | exact.")
-STEPS = typer.Option(5, "--steps", help="Integrated-gradient steps (eap-ig).")
-RANK = typer.Option("abs-mean", "--rank", help="abs-mean (|mean score|, EAP-IG) | mean-abs (mean |score|, the study).")
-BOOTSTRAP = typer.Option(0, "--bootstrap", help="Poisson-bootstrap replicates for per-head confidence (0 = off; "
-                         "e.g. 100).")
-BOOTSTRAP_SEED = typer.Option(0, "--bootstrap-seed", help="Seed of the replicates' weights (pair runs by it).")
-IG_RULE = typer.Option("midpoint", "--ig-rule", help="midpoint | left (EAP-IG, MIB) | right (the study's appendix).")
-METRIC = typer.Option("kl", "--metric", help="kl | logit-diff | logprob.")
-TOPN = typer.Option(5000, "--topn", help="Edges kept in the top-n circuit.")
-THRESHOLD = typer.Option(0.1, "--threshold", help="tau of the simplified circuit.")
-GREEDY = typer.Option(None, "--greedy", help="Also a greedy circuit of this many edges.")
-CURVE = typer.Option(True, "--curve/--no-curve", help="Measure the MIB faithfulness curve.")
-ALIGN = typer.Option("truncate", "--align", help="truncate | strict: unequal clean/corrupted lengths.")
-ATTRIBUTION_BATCH = typer.Option(8, "--attribution-batch-size", help="Prompt pairs per attribution batch.")
+
+
+def option(model, field: str, name: str | None = None, **extra):
+    """The option of a settings field: its default and help are the field's (one declaration);
+    `name` when the option is not --<field> (e.g. --bootstrap-seed for the attribution seed)."""
+    from headdb.settings import as_option
+
+    f = model.model_fields[field]
+    default = f.get_default(call_default_factory=True)
+    if isinstance(default, tuple):  # a list option given as text, e.g. --k 1,4,16
+        default = ",".join(map(str, default))
+    return typer.Option(default, name or as_option(field), help=f.description, **extra)
+
+
+SAMPLES, TEMPERATURE, TOP_P, TOP_K, MIN_P, MAX_NEW_TOKENS, SEED, BATCH_SIZE = (
+    option(Sampling, f) for f in ("samples", "temperature", "top_p", "top_k", "min_p", "max_new_tokens", "seed",
+                                  "batch_size"))
+K = option(GenerationSettings, "ks", "--k")
+CHAT, MODE = option(GenerationSettings, "chat"), option(GenerationSettings, "mode")
+METHOD, STEPS, RANK, BOOTSTRAP, IG_RULE, METRIC, TOPN, THRESHOLD, GREEDY, ALIGN = (
+    option(AttributionSettings, f) for f in ("method", "steps", "rank", "bootstrap", "ig_rule", "metric", "topn",
+                                             "threshold", "greedy", "align"))
+BOOTSTRAP_SEED = option(AttributionSettings, "seed", "--bootstrap-seed")
+CURVE = option(AttributionSettings, "curve", "--curve/--no-curve")
+ATTRIBUTION_BATCH = option(AttributionSettings, "batch_size", "--attribution-batch-size")
 ABLATE = typer.Option(None, "--ablate", help="Zero-ablate these heads, e.g. L5H1,L7H3.")
 SCALE = typer.Option(None, "--scale", help="Scale these heads, e.g. L5H1,L7H3=1.3.")
 LINEAGE = typer.Option(None, "--lineage", help="The training run the checkpoint belongs to.")
 REGIME = typer.Option("other", "--regime", help="base | sft | grpo | distill | other.")
 STEP = typer.Option(0, "--step", help="The checkpoint's training step.")
-DEVICE = typer.Option(None, "--device", help="cuda | cpu (default: cuda when available).")
-DTYPE = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16.")
-FORCE = typer.Option(False, "--force", help="Recompute even if an ok run exists.")
-EXECUTOR = typer.Option("local", "--executor", help="local | ray: where the jobs run.")
-ADDRESS = typer.Option(None, "--address", help="Ray cluster address (default: start a local cluster).")
-GPUS_PER_JOB = typer.Option(0.0, "--gpus-per-job", help="GPUs per checkpoint task (Ray).")
-CPUS_PER_JOB = typer.Option(1.0, "--cpus-per-job", help="CPUs per checkpoint task (Ray).")
-
+DEVICE, DTYPE, FORCE = (option(Execution, f) for f in ("device", "dtype", "force"))
+EXECUTOR, ADDRESS, GPUS_PER_JOB, CPUS_PER_JOB = (
+    option(ExecutorSettings, f) for f in ("executor", "address", "gpus_per_job", "cpus_per_job"))
 
 # -------------------------------------------------------------------- settings from options
 
@@ -80,10 +76,10 @@ def generation_settings(*, samples, temperature, top_p, max_new_tokens, seed, ba
 
 
 def attribution_settings(*, method, steps, ig_rule, metric, topn, threshold, greedy, curve, align, batch_size,
-                         rank, bootstrap, seed, batch_option="--attribution-batch-size"):
+                         rank, bootstrap, seed):
     from headdb.settings import AttributionSettings, build
 
-    names = {"batch_size": batch_option, "seed": "--bootstrap-seed"}
+    names = {"batch_size": "--attribution-batch-size", "seed": "--bootstrap-seed"}
     return build(AttributionSettings, dict(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
                                            threshold=threshold, greedy=greedy, curve=curve, align=align,
                                            batch_size=batch_size, rank=rank, bootstrap=bootstrap, seed=seed),
@@ -239,7 +235,7 @@ def attribution(
     method: str = METHOD, steps: int = STEPS, ig_rule: str = IG_RULE, metric: str = METRIC, topn: int = TOPN,
     threshold: Optional[float] = THRESHOLD, greedy: Optional[int] = GREEDY, curve: bool = CURVE, mode: str = MODE,
     rank: str = RANK, bootstrap: int = BOOTSTRAP, bootstrap_seed: int = BOOTSTRAP_SEED,
-    align: str = ALIGN, batch_size: int = typer.Option(8, "--batch-size", help="Prompt pairs per batch."),
+    align: str = ALIGN, attribution_batch_size: int = ATTRIBUTION_BATCH,
     ablate: Optional[str] = ABLATE, scale: Optional[str] = SCALE, lineage: Optional[str] = LINEAGE,
     regime: str = REGIME, step: int = STEP, device: Optional[str] = DEVICE, dtype: str = DTYPE,
     force: bool = FORCE, executor_name: str = EXECUTOR, address: Optional[str] = ADDRESS,
@@ -251,8 +247,8 @@ def attribution(
 
     settings = attribution_settings(method=method, steps=steps, ig_rule=ig_rule, metric=metric, topn=topn,
                                     threshold=threshold, greedy=greedy, curve=curve, align=align,
-                                    batch_size=batch_size, rank=rank, bootstrap=bootstrap, seed=bootstrap_seed,
-                                    batch_option="--batch-size")
+                                    batch_size=attribution_batch_size, rank=rank, bootstrap=bootstrap,
+                                    seed=bootstrap_seed)
     spec = flag_intervention(ablate, scale)
     at, how = placement(lineage, regime, step), execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)

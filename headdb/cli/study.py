@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from headdb.cli.ingest import ADDRESS, CPUS_PER_JOB, EXECUTOR, GPUS_PER_JOB
+from headdb.cli.ingest import ADDRESS, CPUS_PER_JOB, DEVICE, DTYPE, EXECUTOR, FORCE, GPUS_PER_JOB
 
 err = Console(stderr=True)
 
@@ -17,9 +17,7 @@ def study(
     manifest: Path = typer.Argument(..., help="Study manifest (TOML)."),
     check: bool = typer.Option(False, "--check", help="Resolve everything without loading models; run nothing."),
     root: Optional[Path] = typer.Option(None, "--root", help="Resolve relative paths against this folder."),
-    device: Optional[str] = typer.Option(None, "--device"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    force: bool = typer.Option(False, "--force", help="Recompute runs that are already ok."),
+    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE,
     reports: bool = typer.Option(True, "--reports/--no-reports", help="Print the manifest's reports at the end."),
     executor_name: str = EXECUTOR, address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB,
     cpus_per_job: float = CPUS_PER_JOB,
