@@ -69,9 +69,9 @@ def test_the_demo_manifest_parses():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[[models]]\nname='a'\npath='x'\nregime='rlhf'\n", "models[0].regime: 'rlhf' is not one of"),
+    ("[[models]]\nname='a'\npath='x'\nregime='rlhf'\n", "models[0].regime: Input should be 'base', 'sft', 'grpo', 'distill' or 'other' (got 'rlhf')"),
     ("[[models]]\nname='a'\nregime='base'\n", "models[0].path: is required"),
-    ("[[models]]\nname='a'\npath='x'\nregime='base'\nstep='ten'\n", "models[0].step: must be a int"),
+    ("[[models]]\nname='a'\npath='x'\nregime='base'\nstep='ten'\n", "models[0].step: Input should be a valid integer"),
     ("[[runs]]\nname='r'\ndir='d'\nregime='sft'\nbase='nope'\n", "runs[0].base: 'nope' is not the name"),
     ("[attribution]\nsteps=5\nmetod='eap'\n", "attribution.metod: unknown key"),
     ("[[ablations]]\ncheckpoint='a@last'\nkind='scale'\nheads='L0H1'\n", "ablations[0].factor: is required"),
@@ -79,6 +79,12 @@ def test_the_demo_manifest_parses():
     ("[[ablations]]\ncheckpoint='a@last'\nheads='L0H1'\ncontrol=true\ncontrol_avoid={name='top_heads', fallback={}}\n",
      "ablations[0].control_avoid.fallback: unknown key"),
     ("[studdy]\nname='x'\n", "studdy: unknown section"),
+    ("[generation]\nsamples=0\n", "generation.samples: Input should be greater than or equal to 1 (got 0)"),
+    ("[generation]\ntemprature=0.6\n", "generation.temprature: unknown key (allowed: batch_size, chat, k,"),
+    ("[generation]\nk=[1, 0]\n", "generation.k: must be positive integers"),
+    ("[attribution]\nmethod='exact'\nbootstrap=10\n", "exact patching keeps no per-example scores"),
+    ("[[ablations]]\ncheckpoint='a@last'\nheads_query={name='top_heads', limit=0}\n",
+     "ablations[0].heads_query.limit: Input should be greater than or equal to 1"),
     ("[[tasks]]\nname='t'\nfile='a'\n[[tasks]]\nname='t'\nfile='b'\n", "tasks[1].name: 't (plain)' is used twice"),
     ("name = [", "not valid TOML"),
 ])

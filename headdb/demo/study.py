@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from headdb.demo.stages import DONE, Stages, run_stage
@@ -185,6 +185,9 @@ def demo_study(root: Path, settings: DemoSettings):
     from headdb.jobs.manifest import load_manifest
 
     m = load_manifest(demo_manifest(), root=root)
-    m.generation = {**m.generation, "samples": settings.samples, "max_new_tokens": settings.max_new_tokens}
-    m.benchmarks = [replace(b, limit=settings.bench_items) for b in m.benchmarks]
-    return m
+    g = m.generation.settings
+    sampling = g.sampling.model_copy(update={"samples": settings.samples, "max_new_tokens": settings.max_new_tokens})
+    generation = m.generation.model_copy(update={"settings": g.model_copy(update={"sampling": sampling})})
+    return m.model_copy(update={"generation": generation,
+                                "benchmarks": [b.model_copy(update={"limit": settings.bench_items})
+                                               for b in m.benchmarks]})

@@ -18,23 +18,25 @@
 
 Paths are relative to the manifest's folder (or to `root` when given). Every problem is
 reported as `FILE: key.path: problem`, so the user knows which line to fix.
+
+The manifest is parsed by pydantic models: each section and entry below is a frozen model that
+forbids unknown keys, and [attribution] and [generation] are the settings models themselves
+(`AttributionSettings`; `GenerationSettings` with its `Sampling`, from the section's flat keys),
+so a study's settings travel whole from the file to the jobs. What no single entry can check
+(names that refer to other entries, names used twice) is checked after parsing.
 """
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from headdb.errors import UserError
-from headdb.settings import (INTERVENTION_KINDS, MODES, POST_TRAINING, REGIMES, AttributionSettings,
-                             GenerationSettings, Sampling)
-
-SECTIONS = {"study", "attribution", "generation", "tasks", "benchmarks", "models", "runs", "ablations", "reports"}
-# The keys of [attribution] and [generation] are the settings' own fields (values are checked by
-# the settings models when the study is planned); `k` is GenerationSettings.ks, `limit` cuts benchmarks.
-ATTRIBUTION_KEYS = set(AttributionSettings.model_fields)
-GENERATION_KEYS = (set(Sampling.model_fields) | set(GenerationSettings.model_fields) | {"k"}) - {"sampling", "ks"}
+from headdb.settings import (AttributionSettings, GenerationSettings, InterventionKind, Mode, PostTraining, Regime,
+                             Sampling)
 
 
 class ManifestError(UserError):
@@ -49,125 +51,194 @@ class Where:
         return ManifestError(f"{self.file}: {key}: {problem}")
 
 
-@dataclass(frozen=True)
-class TaskSpec:
+class Spec(BaseModel):
+    """A manifest table: frozen, no unknown keys; paths resolved against the manifest's folder."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _resolved(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, str):
+        return value
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path((info.context or {}).get("base", ".")) / path
+
+
+class StudySection(Spec):
+    name: str | None = None
+    seed: int = 0
+
+
+class GenerationSection(Spec):
+    """[generation]: the GenerationSettings of every generation job (its flat keys: the Sampling
+    fields, chat, mode and k), and `limit`, which cuts every benchmark."""
+
+    settings: GenerationSettings = Field(default_factory=GenerationSettings)
+    limit: int | None = Field(None, ge=1)
+
+
+class HeadsQuery(Spec):
+    """A named query that selects heads: its layer/head columns, rows where `where` matches,
+    ordered by `order_by` (descending), the first `limit`."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    where: dict[str, Any] = Field(default_factory=dict)
+    order_by: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+
+class HeadsQueryWithFallback(HeadsQuery):
+    fallback: HeadsQuery | None = None  # used (and said) when the query finds no heads
+
+
+class TaskSpec(Spec):
     name: str
     file: Path
-    mode: str = "plain"
+    mode: Mode = "plain"
+
+    _paths = field_validator("file", mode="before")(_resolved)
 
 
-@dataclass(frozen=True)
-class BenchSpec:
+class BenchSpec(Spec):
     name: str
     source: str
     preset: str | None = None
     fields: str | None = None
-    limit: int | None = None
+    limit: int | None = Field(None, ge=1)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _file(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.startswith("synthetic-arithmetic"):
+            return str(_resolved(value, info))
+        return value
 
 
-@dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(Spec):
     name: str
     path: Path
-    regime: str
-    lineage: str
+    regime: Regime
+    lineage: str | None = None                 # None: the name
     step: int = 0
-    base: str | None = None
+    base: str | None = None                    # a [[models]] name
     tasks: tuple[str, ...] | None = None       # None: every [[tasks]] entry
     benchmarks: tuple[str, ...] | None = None  # None: every [[benchmarks]] entry
 
+    _paths = field_validator("path", mode="before")(_resolved)
 
-@dataclass(frozen=True)
-class RunSpec:
+
+class RunSpec(Spec):
     name: str
     dir: Path
-    regime: str
-    lineage: str
+    regime: PostTraining
+    lineage: str | None = None
     base: str | None = None
     tasks: tuple[str, ...] | None = None
     benchmarks: tuple[str, ...] | None = None
 
+    _paths = field_validator("dir", mode="before")(_resolved)
 
-@dataclass(frozen=True)
-class AblationSpec:
-    key: str                      # "ablations[0]" for messages
+
+class AblationSpec(Spec):
+    key: str = ""                 # "ablations[0]" for messages (set when the manifest is loaded)
     checkpoint: str               # a [[models]] name or "<run name>/final" / "<run name>/checkpoint-<step>" / "<run>/last"
     heads: str | None = None
-    heads_query: dict | None = None
-    kind: str = "zero"
+    heads_query: HeadsQueryWithFallback | None = None
+    kind: InterventionKind = "zero"
     factor: float | None = None
     control: bool = False
     control_seed: int = 0
-    benchmarks: tuple[str, ...] = ()
-    control_avoid: dict | None = None  # a heads query: heads the random control is not drawn from
+    benchmarks: tuple[str, ...] | None = None  # None: every [[benchmarks]] entry
+    control_avoid: HeadsQuery | None = None    # heads the random control is not drawn from
 
 
-@dataclass(frozen=True)
-class ReportSpec:
+class ReportSpec(Spec):
     name: str
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class Manifest:
+class Manifest(Spec):
     file: Path
-    name: str
-    seed: int
-    attribution: dict
-    generation: dict
-    tasks: list[TaskSpec]
-    benchmarks: list[BenchSpec]
-    models: list[ModelSpec]
-    runs: list[RunSpec]
-    ablations: list[AblationSpec]
-    reports: list[ReportSpec]
+    study: StudySection = Field(default_factory=StudySection)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
+    generation: GenerationSection = Field(default_factory=GenerationSection)
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    benchmarks: list[BenchSpec] = Field(default_factory=list)
+    models: list[ModelSpec] = Field(default_factory=list)
+    runs: list[RunSpec] = Field(default_factory=list)
+    ablations: list[AblationSpec] = Field(default_factory=list)
+    reports: list[ReportSpec] = Field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.study.name or self.file.stem
+
+    @property
+    def seed(self) -> int:
+        return self.study.seed
 
 
-def _table_list(data: dict, section: str, where: Where) -> list[dict]:
-    value = data.get(section, [])
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise where.fail(section, f"must be an array of tables ([[{section}]])")
-    return value
+SECTIONS = tuple(f for f in Manifest.model_fields if f != "file")
+_GENERATION_KEYS = (*Sampling.model_fields, "chat", "mode", "k", "limit")
 
 
-def _get(entry: dict, key: str, path: str, where: Where, kind: type | tuple, default: Any = ..., *,
-         choices: tuple | None = None) -> Any:
-    if key not in entry:
-        if default is ...:
-            raise where.fail(f"{path}.{key}", "is required")
-        return default
-    value = entry[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise where.fail(f"{path}.{key}", f"must be a {names}, got {value!r}")
-    if choices is not None and value not in choices:
-        raise where.fail(f"{path}.{key}", f"{value!r} is not one of {', '.join(map(str, choices))}")
-    return value
+def _generation_table(table: Any, seed: int) -> Any:
+    """[generation]'s flat keys as GenerationSection's shape; the sampling seed defaults to the
+    study's. Keys it does not know stay where GenerationSettings refuses them by name."""
+    if not isinstance(table, dict):
+        return table
+    rest = dict(table)
+    limit = rest.pop("limit", None)
+    sampling = {k: rest.pop(k) for k in list(rest) if k in Sampling.model_fields}
+    sampling.setdefault("seed", seed)
+    if "k" in rest:
+        rest["ks"] = rest.pop("k")
+    return {"settings": {"sampling": sampling, **rest}, **({} if limit is None else {"limit": limit})}
 
 
-def _no_unknown(entry: dict, allowed: set, path: str, where: Where) -> None:
-    unknown = sorted(set(entry) - allowed)
-    if unknown:
-        raise where.fail(f"{path}.{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+def _key(loc: tuple) -> str:
+    """('models', 0, 'regime') -> 'models[0].regime'; [generation]'s nesting folded back."""
+    parts = list(loc)
+    if parts[:2] == ["generation", "settings"]:
+        parts = ["generation"] + [p for p in parts[2:] if p != "sampling"]
+        parts = ["k" if p == "ks" else p for p in parts]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
 
 
-def _unique(names: list[str], section: str, where: Where) -> None:
-    seen = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            raise where.fail(f"{section}[{i}].name", f"{name!r} is used twice")
-        seen.add(name)
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class whose table `loc` (a path to one of its keys) is in."""
+    cls: Any = Manifest
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        ann = cls.model_fields[part].annotation
+        while get_origin(ann) in (list, tuple, Union) or str(get_origin(ann)) == "<class 'types.UnionType'>":
+            ann = next(a for a in get_args(ann) if a is not type(None) and a is not Ellipsis)
+        cls = ann
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def _check_heads_query(query: Any, key: str, where: Where, fallback: bool = True) -> None:
-    if not isinstance(query, dict):
-        raise where.fail(key, "must be a table such as { name = \"heads_gained\", params = { ... } }")
-    allowed = {"name", "params", "limit", "where", "order_by"} | ({"fallback"} if fallback and not key.endswith("fallback")
-                                                                  else set())
-    _no_unknown(query, allowed, key, where)
-    _get(query, "name", key, where, str)
-    _get(query, "params", key, where, dict, {})
-    _get(query, "where", key, where, dict, {})
+def _problem(error: dict) -> tuple[str, str]:
+    loc = tuple(error["loc"])
+    key = _key(loc)
+    if error["type"] == "extra_forbidden":
+        if loc[0] == "generation":
+            allowed = _GENERATION_KEYS
+        elif len(loc) == 1:
+            return key, f"unknown section (allowed: {', '.join(SECTIONS)})"
+        else:
+            model = _model_at(loc)
+            allowed = tuple(f for f in (model.model_fields if model else ()) if f != "key")
+        return key, f"unknown key (allowed: {', '.join(sorted(allowed))})"
+    if error["type"] == "missing":
+        return key, "is required"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    return key, message + ("" if isinstance(value, (dict, list)) else f" (got {value!r})")
 
 
 def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manifest:
@@ -181,113 +252,57 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
     base_dir = Path(root) if root is not None else path.resolve().parent
-    unknown = sorted(set(data) - SECTIONS)
-    if unknown:
-        raise where.fail(unknown[0], f"unknown section (allowed: {', '.join(sorted(SECTIONS))})")
-
     study = data.get("study", {})
-    _no_unknown(study, {"name", "seed"}, "study", where)
-    attribution = data.get("attribution", {})
-    _no_unknown(attribution, ATTRIBUTION_KEYS, "attribution", where)
-    generation = data.get("generation", {})
-    _no_unknown(generation, GENERATION_KEYS | {"limit"}, "generation", where)
+    if "generation" in data:
+        data["generation"] = _generation_table(data["generation"], study.get("seed", 0) if isinstance(study, dict) else 0)
+    elif isinstance(study, dict) and "seed" in study:
+        data["generation"] = _generation_table({}, study["seed"])
+    try:
+        m = Manifest.model_validate({**data, "file": path}, context={"base": base_dir})
+    except ValidationError as exc:
+        raise where.fail(*_problem(exc.errors()[0])) from None
+    except UserError as exc:  # a rule of a settings model that spans fields (e.g. exact + bootstrap)
+        raise ManifestError(f"{path}: {exc}") from None
+    return _cross_checked(m, where)
 
-    def resolve(p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else base_dir / q
 
-    tasks = []
-    for i, t in enumerate(_table_list(data, "tasks", where)):
-        key = f"tasks[{i}]"
-        _no_unknown(t, {"name", "file", "mode"}, key, where)
-        tasks.append(TaskSpec(_get(t, "name", key, where, str), resolve(_get(t, "file", key, where, str)),
-                              _get(t, "mode", key, where, str, "plain", choices=MODES)))
-    benchmarks = []
-    for i, b in enumerate(_table_list(data, "benchmarks", where)):
-        key = f"benchmarks[{i}]"
-        _no_unknown(b, {"name", "source", "preset", "fields", "limit"}, key, where)
-        source = _get(b, "source", key, where, str)
-        if not source.startswith("synthetic-arithmetic"):
-            source = str(resolve(source))
-        benchmarks.append(BenchSpec(_get(b, "name", key, where, str), source, _get(b, "preset", key, where, str, None),
-                                    _get(b, "fields", key, where, str, None), _get(b, "limit", key, where, int, None)))
-    task_names = {t.name for t in tasks}
-    bench_names = {b.name for b in benchmarks}
+def _unique(names: list[str], section: str, where: Where) -> None:
+    seen = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise where.fail(f"{section}[{i}].name", f"{name!r} is used twice")
+        seen.add(name)
 
-    def subset(entry: dict, key: str, field_name: str, known: set) -> tuple[str, ...] | None:
-        names = _get(entry, field_name, key, where, list, None)
-        if names is None:
-            return None
-        for n in names:
-            if n not in known:
-                raise where.fail(f"{key}.{field_name}", f"{n!r} is not the name of a [[{field_name}]] entry")
-        return tuple(names)
 
-    models = []
-    for i, m in enumerate(_table_list(data, "models", where)):
-        key = f"models[{i}]"
-        _no_unknown(m, {"name", "path", "regime", "lineage", "step", "base", "tasks", "benchmarks"}, key, where)
-        name = _get(m, "name", key, where, str)
-        models.append(ModelSpec(name, resolve(_get(m, "path", key, where, str)),
-                                _get(m, "regime", key, where, str, choices=REGIMES),
-                                _get(m, "lineage", key, where, str, name), _get(m, "step", key, where, int, 0),
-                                _get(m, "base", key, where, str, None), subset(m, key, "tasks", task_names),
-                                subset(m, key, "benchmarks", bench_names)))
-    runs = []
-    for i, r in enumerate(_table_list(data, "runs", where)):
-        key = f"runs[{i}]"
-        _no_unknown(r, {"name", "dir", "regime", "lineage", "base", "tasks", "benchmarks"}, key, where)
-        name = _get(r, "name", key, where, str)
-        runs.append(RunSpec(name, resolve(_get(r, "dir", key, where, str)),
-                            _get(r, "regime", key, where, str, choices=POST_TRAINING),
-                            _get(r, "lineage", key, where, str, name), _get(r, "base", key, where, str, None),
-                            subset(r, key, "tasks", task_names), subset(r, key, "benchmarks", bench_names)))
+def _cross_checked(m: Manifest, where: Where) -> Manifest:
+    """What no entry can check alone: names that refer to other entries, names used twice, and
+    what an ablation needs; fills in the defaults that depend on other entries."""
     # a task name may appear twice with different modes: thinking on and off of one task
-    _unique([f"{t.name} ({t.mode})" for t in tasks], "tasks", where)
-    _unique([b.name for b in benchmarks], "benchmarks", where)
-    _unique([m.name for m in models] + [r.name for r in runs], "models/runs", where)
-
-    model_names = {m.name for m in models}
-    for i, m in enumerate(models):
-        if m.base is not None and m.base not in model_names:
-            raise where.fail(f"models[{i}].base", f"{m.base!r} is not the name of a [[models]] entry")
-    for i, r in enumerate(runs):
-        if r.base is not None and r.base not in model_names:
-            raise where.fail(f"runs[{i}].base", f"{r.base!r} is not the name of a [[models]] entry")
-
+    _unique([f"{t.name} ({t.mode})" for t in m.tasks], "tasks", where)
+    _unique([b.name for b in m.benchmarks], "benchmarks", where)
+    _unique([x.name for x in m.models] + [r.name for r in m.runs], "models/runs", where)
+    names = {"tasks": {t.name for t in m.tasks}, "benchmarks": {b.name for b in m.benchmarks}}
+    model_names = {x.name for x in m.models}
+    for section, entries in (("models", m.models), ("runs", m.runs)):
+        for i, e in enumerate(entries):
+            for kind in ("tasks", "benchmarks"):
+                for n in getattr(e, kind) or ():
+                    if n not in names[kind]:
+                        raise where.fail(f"{section}[{i}].{kind}", f"{n!r} is not the name of a [[{kind}]] entry")
+            if e.base is not None and e.base not in model_names:
+                raise where.fail(f"{section}[{i}].base", f"{e.base!r} is not the name of a [[models]] entry")
     ablations = []
-    for i, a in enumerate(_table_list(data, "ablations", where)):
+    for i, a in enumerate(m.ablations):
         key = f"ablations[{i}]"
-        _no_unknown(a, {"checkpoint", "heads", "heads_query", "kind", "factor", "control", "control_seed",
-                        "control_avoid", "benchmarks"}, key, where)
-        heads = _get(a, "heads", key, where, str, None)
-        query = _get(a, "heads_query", key, where, dict, None)
-        if (heads is None) == (query is None):
+        if (a.heads is None) == (a.heads_query is None):
             raise where.fail(key, "give exactly one of heads = \"L5H1,L7H3\" or heads_query = {name = ..., params = {...}}")
-        if query is not None:
-            _check_heads_query(query, f"{key}.heads_query", where)
-            if "fallback" in query:
-                _check_heads_query(query["fallback"], f"{key}.heads_query.fallback", where)
-            _get(query, "name", f"{key}.heads_query", where, str)
-        avoid = _get(a, "control_avoid", key, where, dict, None)
-        if avoid is not None:
-            _check_heads_query(avoid, f"{key}.control_avoid", where, fallback=False)
-        kind = _get(a, "kind", key, where, str, "zero", choices=INTERVENTION_KINDS)
-        factor = _get(a, "factor", key, where, (int, float), None)
-        if kind == "scale" and factor is None:
+        if a.kind == "scale" and a.factor is None:
             raise where.fail(f"{key}.factor", "is required when kind = \"scale\"")
-        benches = tuple(_get(a, "benchmarks", key, where, list, [b.name for b in benchmarks]))
-        for b in benches:
-            if b not in bench_names:
+        for b in a.benchmarks or ():
+            if b not in names["benchmarks"]:
                 raise where.fail(f"{key}.benchmarks", f"{b!r} is not the name of a [[benchmarks]] entry")
-        ablations.append(AblationSpec(key, _get(a, "checkpoint", key, where, str), heads, query, kind,
-                                      None if factor is None else float(factor), _get(a, "control", key, where, bool, False),
-                                      _get(a, "control_seed", key, where, int, 0), benches, avoid))
-    reports = []
-    for i, r in enumerate(_table_list(data, "reports", where)):
-        key = f"reports[{i}]"
-        _no_unknown(r, {"name", "params"}, key, where)
-        reports.append(ReportSpec(_get(r, "name", key, where, str), _get(r, "params", key, where, dict, {})))
-    return Manifest(file=path, name=study.get("name", path.stem), seed=int(study.get("seed", 0)),
-                    attribution=attribution, generation=generation, tasks=tasks, benchmarks=benchmarks,
-                    models=models, runs=runs, ablations=ablations, reports=reports)
+        ablations.append(a.model_copy(update={"key": key, "benchmarks": a.benchmarks or tuple(
+            b.name for b in m.benchmarks)}))
+    models = [x if x.lineage else x.model_copy(update={"lineage": x.name}) for x in m.models]
+    runs = [r if r.lineage else r.model_copy(update={"lineage": r.name}) for r in m.runs]
+    return m.model_copy(update={"ablations": ablations, "models": models, "runs": runs})

@@ -17,26 +17,12 @@ from headdb.jobs.builders import generation_jobs, with_control
 from headdb.jobs.executor import Executor, Outcome, execute
 from headdb.jobs.generations import Benchmark, GenerationJob
 from headdb.jobs.job import Job, Placement, no_progress
-from headdb.jobs.manifest import Manifest, ManifestError, Where
+from headdb.jobs.manifest import HeadsQuery, Manifest, ManifestError, Where
 from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
 from headdb.jobs.training_run import plan_training_run
-from headdb.settings import AttributionSettings, Execution, GenerationSettings, InterventionSettings, Sampling, build
+from headdb.settings import Execution, InterventionSettings
 
 Say = Callable[[str], None]
-
-
-def attribution_settings(m: Manifest) -> AttributionSettings:
-    return build(AttributionSettings, m.attribution, label=lambda key: f"{m.file}: attribution.{key}")
-
-
-def generation_settings(m: Manifest) -> GenerationSettings:
-    g = {k: v for k, v in m.generation.items() if k not in ("k", "chat", "mode", "limit")}
-    g.setdefault("seed", m.seed)
-    label = lambda key: f"{m.file}: generation.{key}"  # noqa: E731
-    sampling = build(Sampling, g, label=label)
-    rest = {"chat": m.generation.get("chat"), "mode": m.generation.get("mode"), "ks": m.generation.get("k")}
-    return build(GenerationSettings, {"sampling": sampling, **rest},
-                 label=lambda key: label("k" if key == "ks" else key))
 
 
 class StudyJobs:
@@ -46,9 +32,9 @@ class StudyJobs:
         from headdb.attribution.tasks import load_task
 
         self.m = m
-        self.attribution = attribution_settings(m)
-        self.generation = generation_settings(m)
-        limit = m.generation.get("limit")
+        self.attribution = m.attribution          # the settings, whole, as the manifest holds them
+        self.generation = m.generation.settings
+        limit = m.generation.limit
         self.benches = {b.name: Benchmark.load(b.source, fields=b.fields, preset=b.preset, limit=b.limit or limit,
                                                seed=m.seed, name=b.name) for b in m.benchmarks}
         self.tasks = [AttributionJob(load_task(t.file, mode=t.mode, name=t.name), self.attribution) for t in m.tasks]
@@ -102,13 +88,13 @@ def plan_models_and_runs(m: Manifest, sj: StudyJobs, execution: Execution) -> Pl
     return plan.validate()
 
 
-def _query_heads(db, m: Manifest, a, q: dict) -> list[tuple[int, int]]:
+def _query_heads(db, m: Manifest, a, q: HeadsQuery) -> list[tuple[int, int]]:
     """The (layer, head) pairs a manifest's heads_query selects."""
     from headdb.jobs.headsets import heads_from_query
 
     try:
-        return heads_from_query(db, q["name"], q.get("params", {}), where=q.get("where"),
-                                order_by=q.get("order_by"), limit=q.get("limit"), extra_dirs=db.query_dirs)
+        return heads_from_query(db, q.name, q.params, where=q.where, order_by=q.order_by, limit=q.limit,
+                                extra_dirs=db.query_dirs)
     except UserError as exc:
         raise UserError(f"{m.file}: {a.key}.heads_query: {exc}") from None
 
@@ -135,16 +121,16 @@ def check_ablations(db, m: Manifest, stage1: Plan, query_dirs=()) -> None:
                 raise where.fail(f"{a.key}.heads", str(exc)) from None
         else:
             for key, q in ((f"{a.key}.heads_query", a.heads_query),
-                           (f"{a.key}.heads_query.fallback", a.heads_query.get("fallback"))):
+                           (f"{a.key}.heads_query.fallback", a.heads_query.fallback)):
                 _check_query(cat, where, key, q)
         _check_query(cat, where, f"{a.key}.control_avoid", a.control_avoid)
 
 
-def _check_query(cat, where: Where, key: str, q: dict | None) -> None:
+def _check_query(cat, where: Where, key: str, q: HeadsQuery | None) -> None:
     if q is None:
         return
     try:
-        cat.get(q["name"]).bind(q.get("params", {}))
+        cat.get(q.name).bind(q.params)
     except UserError as exc:
         raise where.fail(key, str(exc)) from None
 
@@ -161,12 +147,12 @@ def plan_ablations(db, m: Manifest, sj: StudyJobs, execution: Execution, say: Sa
             heads = a.heads
         else:
             found = _query_heads(db, m, a, a.heads_query)
-            if not found and "fallback" in a.heads_query:
-                fallback = a.heads_query["fallback"]
-                say(f"{a.key}: the query {a.heads_query['name']} found no heads; using the fallback query "
-                    f"{fallback['name']} instead")
+            fallback = a.heads_query.fallback
+            if not found and fallback is not None:
+                say(f"{a.key}: the query {a.heads_query.name} found no heads; using the fallback query "
+                    f"{fallback.name} instead")
                 found = _query_heads(db, m, a, fallback)
-                label = f"fallback: {fallback['name']}"  # shown by ablation_table, so no one mistakes it
+                label = f"fallback: {fallback.name}"  # shown by ablation_table, so no one mistakes it
             if not found:
                 say(f"{a.key}: the query found no heads; nothing to ablate")
                 continue
@@ -225,7 +211,7 @@ def check(m: Manifest, query_dirs=()) -> list[str]:
                      f"{', '.join(map(str, steps))}")
     for a in m.ablations:
         lines.append(f"  ablation ({a.kind}) on {a.checkpoint}: "
-                     f"{a.heads or a.heads_query['name']} over {', '.join(a.benchmarks)}"
+                     f"{a.heads or a.heads_query.name} over {', '.join(a.benchmarks)}"
                      + (" + random control" if a.control else ""))
     check_reports(m, query_dirs)
     lines.append(f"  {stage1.n_jobs} job(s) over {len(stage1.work)} checkpoint(s); "
