@@ -25,10 +25,11 @@ def study(
     """Run a whole study declared in a manifest; resumable (a re-run does only what is missing)."""
     from headdb.cli.ingest import execution, executor
     from headdb.jobs.manifest import load_manifest
+
+    m = load_manifest(manifest, root=root)  # before torch is imported: a typo is reported in a second
     from headdb.jobs.study import check as check_study, run_study
     from headdb.progress import progress_bar
 
-    m = load_manifest(manifest, root=root)
     how = execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
     if check:
