@@ -56,12 +56,14 @@ lock:
 	mv $(LOCK).new $(LOCK); \
 	echo "wrote $(LOCK): $$(grep -vc '^#' $(LOCK)) packages"
 
-# Lint first (seconds; pyproject.toml's [tool.ruff] says which rules), then the tests.
+# Lint and type-check first (seconds; pyproject.toml's [tool.ruff] and [tool.mypy] say what), then
+# the tests.
 test: lint postgresql
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check headdb tests benchmarks
+	$(BIN)/mypy
 
 postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \

@@ -77,12 +77,12 @@ class AttributionSettings(Settings):
     # how the work is cut, not what a run means: not hashed
     batch_size: int = Field(8, ge=1, description="Prompt pairs per attribution batch.")
 
-    def model_post_init(self, _context) -> None:
+    def model_post_init(self, _context: Any) -> None:
         if self.method == "exact" and (self.bootstrap or self.rank != "abs-mean"):
             raise UserError("exact patching keeps no per-example scores: it takes neither bootstrap replicates "
                             "nor rank mean-abs; use method eap-ig for those")
 
-    def config(self, dtype: str, intervention: dict | None = None) -> dict:
+    def config(self, dtype: str, intervention: dict[str, Any] | None = None) -> dict[str, Any]:
         """The run config this job is keyed by (with the checkpoint and task digests). rank,
         bootstrap and seed appear only when they change the run (not at abs-mean, 0 replicates),
         so runs made before they existed keep their config_hash."""
@@ -109,7 +109,7 @@ class Sampling(Settings):
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         return self.model_dump()
 
 
@@ -126,7 +126,7 @@ class GenerationSettings(Settings):
             raise ValueError("must be positive integers such as 1,4,16")
         return ks
 
-    def config(self, dtype: str, intervention: dict | None = None) -> dict:
+    def config(self, dtype: str, intervention: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"sampling": self.sampling.config(), "chat": self.chat, "mode": self.mode, "ks": list(self.ks),
                 "dtype": dtype, "intervention": intervention}
 
@@ -141,12 +141,12 @@ class InterventionSettings(Settings):
 
     @field_validator("factor")
     @classmethod
-    def _finite(cls, factor):
+    def _finite(cls, factor: float | None) -> float | None:
         if factor is not None and not factor == factor:
             raise ValueError("must be a number")
         return factor
 
-    def model_post_init(self, _context) -> None:
+    def model_post_init(self, _context: Any) -> None:
         if self.kind == "scale" and self.factor is None:
             raise UserError("a scale intervention needs a factor, e.g. --scale L5H1=1.3 or factor = 1.3")
 
@@ -167,7 +167,7 @@ class ExecutorSettings(Settings):
     gpus_per_job: float = Field(0.0, ge=0, description="GPUs per checkpoint task (Ray).")
     cpus_per_job: float = Field(1.0, gt=0, description="CPUs per checkpoint task (Ray).")
 
-    def model_post_init(self, _context) -> None:
+    def model_post_init(self, _context: Any) -> None:
         if self.executor == "local" and (self.address or self.gpus_per_job or self.cpus_per_job != 1):
             raise UserError("--address, --gpus-per-job and --cpus-per-job apply to --executor ray")
 
@@ -190,7 +190,7 @@ class Runtime(BaseSettings):
 
     @field_validator("queries", mode="before")
     @classmethod
-    def _folders(cls, value):
+    def _folders(cls, value: Any) -> Any:
         return tuple(p for p in value.split(os.pathsep) if p) if isinstance(value, str) else value
 
 

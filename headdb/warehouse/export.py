@@ -22,9 +22,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headdb.errors import UserError
 from headdb.warehouse.statements import sql
+
+if TYPE_CHECKING:
+    from headdb.warehouse.store import Warehouse
 
 # Parquet 2 pages: DELTA_BINARY_PACKED integers (sorted edge ids cost ~nothing) and
 # BYTE_STREAM_SPLIT floats before zstd: ~3.5 bytes per edge score instead of ~6.4 with v1 pages.
@@ -37,7 +41,7 @@ def _literal(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def export_parquet(db, directory: str | Path, *, overwrite: bool = False) -> dict[str, int]:
+def export_parquet(db: Warehouse, directory: str | Path, *, overwrite: bool = False) -> dict[str, int]:
     """Write every table of the warehouse under `directory` as Parquet; rows per table."""
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):

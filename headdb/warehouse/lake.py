@@ -36,7 +36,7 @@ import time
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar, cast
 
 import duckdb
 
@@ -66,7 +66,7 @@ _TURN = (f"SELECT * FROM postgres_query('__ducklake_metadata_{ALIAS}', "
 T = TypeVar("T")
 
 
-def is_lake(spec: str | os.PathLike | None) -> bool:
+def is_lake(spec: str | os.PathLike[str] | None) -> bool:
     return isinstance(spec, str) and spec.startswith(PREFIX)
 
 
@@ -120,8 +120,8 @@ class LakeSink:
 
     many_writers = True
 
-    def __init__(self, spec: str, *, data_path: str | os.PathLike | None = None, create: bool = True,
-                 retry_timeout: float = 300.0, take_turns: bool = True):
+    def __init__(self, spec: str, *, data_path: str | os.PathLike[str] | None = None, create: bool = True,
+                 retry_timeout: float = 300.0, take_turns: bool = True) -> None:
         self.location = spec
         self.conninfo = conninfo(spec)
         self.data_path = self._check_data_path(data_path)
@@ -138,7 +138,7 @@ class LakeSink:
         self._token_ready = False
 
     @staticmethod
-    def _check_data_path(data_path) -> str | None:
+    def _check_data_path(data_path: str | os.PathLike[str] | None) -> str | None:
         if data_path is None or str(data_path) == "":
             return None
         text = str(data_path)
@@ -222,6 +222,7 @@ class LakeSink:
         with self._lock:
             con, turn, self._con, self._turn_con = self._con, self._turn_con, None, None
             if con is not None and self._pid == os.getpid():
+                assert turn is not None  # _connection opens the turn's cursor with the connection
                 turn.close()
                 con.close()
 
@@ -293,7 +294,7 @@ class LakeSink:
         try:
             turn.execute("BEGIN TRANSACTION")
             waited = False
-            while not turn.execute(_TURN).fetchone()[0]:
+            while not cast("tuple[bool]", turn.execute(_TURN).fetchone())[0]:  # one row: the lock's result
                 self.turn_waits += not waited
                 waited = True
                 if time.monotonic() >= deadline:

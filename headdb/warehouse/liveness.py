@@ -10,9 +10,13 @@ nothing across machines.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from headdb import provenance
 from headdb.warehouse.statements import sql
+
+if TYPE_CHECKING:
+    from headdb.warehouse.sinks import Session
 
 ABANDONED = "abandoned"
 
@@ -30,7 +34,7 @@ def process_ended(host: str | None, pid: int | None) -> bool:
     return False
 
 
-def abandon_dead_runs(s) -> list[int]:
+def abandon_dead_runs(s: Session) -> list[int]:
     """Mark this host's `running` rows whose process ended as abandoned (inside transaction `s`)."""
     host = provenance.host()
     dead = [(run_id, pid) for run_id, pid in s.rows(sql("warehouse", "running_on_host"), [host])

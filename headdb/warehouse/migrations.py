@@ -5,9 +5,13 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headdb.errors import UserError
 from headdb.resources import schemas_dir
+
+if TYPE_CHECKING:
+    from headdb.warehouse.sinks import Session
 
 _FILE = re.compile(r"^(\d{4})_[\w-]+\.sql$")
 
@@ -35,7 +39,7 @@ def code_version(directory: Path | None = None) -> int:
     return len(migrations(directory))
 
 
-def current_version(session) -> int | None:
+def current_version(session: Session) -> int | None:
     """The warehouse's schema version, or None when it has no schema_version table."""
     exists = session.scalar(
         "SELECT count(*) FROM information_schema.tables "
@@ -43,7 +47,8 @@ def current_version(session) -> int | None:
     )
     if not exists:
         return None
-    return session.scalar("SELECT coalesce(max(version), 0) FROM schema_version")
+    version: int = session.scalar("SELECT coalesce(max(version), 0) FROM schema_version")
+    return version
 
 
 def check_compatible(version: int | None, location: str | Path, directory: Path | None = None) -> None:
@@ -64,10 +69,10 @@ def check_compatible(version: int | None, location: str | Path, directory: Path 
         )
 
 
-def apply_pending(session, directory: Path | None = None) -> list[int]:
+def apply_pending(session: Session, directory: Path | None = None) -> list[int]:
     """Apply every migration above the current version inside the caller's transaction."""
     current = current_version(session) or 0
-    applied = []
+    applied: list[int] = []
     for migration in migrations(directory):
         if migration.version <= current:
             continue

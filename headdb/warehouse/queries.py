@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, cast
 
 import duckdb
 import polars as pl
@@ -40,6 +40,10 @@ from headdb.errors import UserError
 from headdb.resources import queries_dir
 from headdb.settings import runtime
 from headdb.warehouse.refs import resolve_params
+
+if TYPE_CHECKING:
+    from headdb.warehouse.sinks import Session
+    from headdb.warehouse.store import Warehouse
 
 TYPES = ("str", "int", "float", "bool")
 
@@ -61,7 +65,7 @@ class Param:
     type: str
     default: Any = None
     required: bool = True
-    choices: tuple = ()
+    choices: tuple[Any, ...] = ()
     help: str = ""
 
     def signature(self) -> str:
@@ -252,7 +256,7 @@ def _parse_param(text: str, path: Path) -> Param:
         raise UserError(f"query file {path}: param {m.group('name')} has type {kind!r}, not one of {', '.join(TYPES)}")
     where = f"query file {path}, param {m.group('name')}"
     default, required = _parse_default(m.group("default"), kind, where)
-    choices: tuple = ()
+    choices: tuple[Any, ...] = ()
     if m.group("choices"):
         raw = [c.strip() for c in m.group("choices").split("|") if c.strip()]
         choices = tuple(_coerce(c, kind) for c in raw)
@@ -332,7 +336,7 @@ def list_queries(extra_dirs: Iterable[str | Path] = ()) -> pl.DataFrame:
     return catalogue(extra_dirs).listing()
 
 
-def run_query(db, name: str, params: Mapping[str, Any] | None = None,
+def run_query(db: Warehouse, name: str, params: Mapping[str, Any] | None = None,
               extra_dirs: Iterable[str | Path] = ()) -> pl.DataFrame:
     """Run the named query on warehouse `db` with `params`; a polars DataFrame.
 
@@ -357,15 +361,16 @@ class QuerySession:
     cannot write to it: keep it for a batch of queries, not for a whole program.
     """
 
-    def __init__(self, db, extra_dirs: Iterable[str | Path] = (), *, cat: Catalogue | None = None):
+    def __init__(self, db: Warehouse, extra_dirs: Iterable[str | Path] = (), *,
+                 cat: Catalogue | None = None) -> None:
         self.db = db
         self.catalogue = cat if cat is not None else catalogue(extra_dirs)
-        self._context = None
-        self._con = None
+        self._context: Any = None  # the open db.sink.read() context manager
+        self._con: duckdb.DuckDBPyConnection | None = None
 
     def __enter__(self) -> "QuerySession":
         self._context = self.db.sink.read()
-        session = self._context.__enter__()
+        session: Session = self._context.__enter__()
         self._con = session.con
         try:
             for path, text in self.catalogue.macros:
@@ -378,7 +383,7 @@ class QuerySession:
             raise
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         context, self._context, self._con = self._context, None, None
         if context is not None:
             context.__exit__(*exc)
@@ -388,7 +393,7 @@ class QuerySession:
         query = self.catalogue.get(name)
         return self.execute(query, query.bind(params))
 
-    def value(self, sql: str, params: list | None = None) -> Any:
+    def value(self, sql: str, params: list[Any] | None = None) -> Any:
         """One value of an SQL expression over the warehouse, with the catalogue's macros."""
         if self._con is None:
             raise RuntimeError("QuerySession is not open; use it in a with block")
@@ -419,10 +424,10 @@ class QuerySession:
             table = result.to_arrow_table()
         except duckdb.Error as exc:
             raise _as_user_error(exc, f"query {query.name}") from None
-        return pl.from_arrow(table)
+        return cast(pl.DataFrame, pl.from_arrow(table))  # an Arrow table gives a DataFrame
 
 
-def query_session(db, extra_dirs: Iterable[str | Path] = ()) -> QuerySession:
+def query_session(db: Warehouse, extra_dirs: Iterable[str | Path] = ()) -> QuerySession:
     return QuerySession(db, extra_dirs)
 
 

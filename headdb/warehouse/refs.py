@@ -8,12 +8,18 @@ reference means; a reference that matches several checkpoints is an error naming
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, cast
 
 from headdb.errors import UserError
 from headdb.resources import queries_dir
 
+if TYPE_CHECKING:
+    import duckdb
 
-def find_checkpoint(db, ref: str | int) -> int | None:
+    from headdb.warehouse.store import Warehouse
+
+
+def find_checkpoint(db: Warehouse, ref: str | int) -> int | None:
     """The checkpoint id `ref` names, or None when it names none."""
     text = str(ref)
     directory = Path(text).expanduser()
@@ -31,14 +37,14 @@ def find_checkpoint(db, ref: str | int) -> int | None:
     return None if found is None else int(found)
 
 
-def create_macros(con) -> None:
+def create_macros(con: duckdb.DuckDBPyConnection) -> None:
     """The packaged query macros (queries/_macros.sql: hd_checkpoint, the rule of what a reference
     names) as TEMP macros on `con`."""
     for path in sorted(queries_dir().glob("_*.sql")):
         con.execute(path.read_text())
 
 
-def resolve_checkpoint(db, ref: str | int) -> int:
+def resolve_checkpoint(db: Warehouse, ref: str | int) -> int:
     """Like find_checkpoint, but a reference that names nothing is a UserError."""
     found = find_checkpoint(db, ref)
     if found is None:
@@ -47,7 +53,7 @@ def resolve_checkpoint(db, ref: str | int) -> int:
     return found
 
 
-def find_task(db, ref: str | int, mode: str | None = None) -> int | None:
+def find_task(db: Warehouse, ref: str | int, mode: str | None = None) -> int | None:
     """A task id from its id or name (and mode, when the name covers several); None if unknown."""
     text = str(ref)
     rows = db.sql("SELECT task_id, mode FROM tasks WHERE CAST(task_id AS VARCHAR) = ? "
@@ -59,7 +65,7 @@ def find_task(db, ref: str | int, mode: str | None = None) -> int | None:
     return int(rows["task_id"][0]) if rows.height else None
 
 
-def check_planned_references(db, planned, refs: list[str]) -> list[str]:
+def check_planned_references(db: Warehouse | None, planned: Iterable[Any], refs: list[str]) -> list[str]:
     """The directory each of `refs` names among the checkpoints registered and those a plan is
     about to register (`planned`: jobs.Target values), by the same macro; UserError unless each
     names exactly one."""
@@ -74,7 +80,7 @@ def check_planned_references(db, planned, refs: list[str]) -> list[str]:
     rows = db.sql("SELECT checkpoint_id, name, path, lineage, step FROM checkpoints") if db is not None else None
     known = rows if rows is not None and rows.height else pl.DataFrame(
         schema={"checkpoint_id": pl.Int64, "name": pl.Utf8, "path": pl.Utf8, "lineage": pl.Utf8, "step": pl.Int64})
-    first = (known["checkpoint_id"].max() or 0) + 1
+    first = cast(int, known["checkpoint_id"].max() or 0) + 1  # checkpoint_id is an integer column
     new = pl.DataFrame([{"checkpoint_id": first + i, "name": t.placement.name or t.path.name, "path": str(t.path),
                          "lineage": t.placement.lineage or t.placement.name or t.path.name,
                          "step": t.placement.step} for i, t in enumerate(planned)], schema=known.schema)
@@ -86,7 +92,7 @@ def check_planned_references(db, planned, refs: list[str]) -> list[str]:
         con.execute("INSERT INTO checkpoints (checkpoint_id, model_key, name, path, weights_digest, lineage, regime, "
                     "step) SELECT checkpoint_id, '', name, path, '', lineage, 'other', step FROM planned")
         create_macros(con)
-        paths = []
+        paths: list[str] = []
         for ref in refs:
             try:
                 found = con.execute("SELECT path FROM checkpoints WHERE checkpoint_id = hd_checkpoint(?)",
@@ -124,11 +130,11 @@ def _closest(word: str, known: list[str], what: str) -> str:
     return f"known {what}: {shown}" if known else f"the warehouse has no {what} yet"
 
 
-def _column(con, sql: str) -> list[str]:
+def _column(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
     return [str(row[0]) for row in con.execute(sql).fetchall()]
 
 
-def _checkpoint_error(con, text: str) -> UserError:
+def _checkpoint_error(con: duckdb.DuckDBPyConnection, text: str) -> UserError:
     """Why `text` names no checkpoint, with the closest references that do."""
     rows = con.execute("SELECT lineage, step, name FROM checkpoints ORDER BY lineage, step").fetchall()
     steps: dict[str, list[int]] = {}
@@ -152,7 +158,7 @@ def _checkpoint_error(con, text: str) -> UserError:
                      "(name one by id, lineage@step, lineage@last, name or folder; see `headdb checkpoints`)")
 
 
-def _checkpoint_param(con, value: str) -> str:
+def _checkpoint_param(con: duckdb.DuckDBPyConnection, value: str) -> str:
     directory = Path(value).expanduser()
     if ("/" in value or value.startswith(".")) and directory.exists():
         ids = [str(r[0]) for r in con.execute("SELECT checkpoint_id FROM checkpoints WHERE path = ? ORDER BY 1",
@@ -164,7 +170,9 @@ def _checkpoint_param(con, value: str) -> str:
             return ids[0]
         raise UserError(f"folder {value} is not a registered checkpoint; `headdb checkpoints` lists them "
                         "(ingest it first, or name a checkpoint by lineage@step)")
-    if con.execute("SELECT hd_checkpoint(?)", [value]).fetchone()[0] is None:
+    row = con.execute("SELECT hd_checkpoint(?)", [value]).fetchone()
+    assert row is not None  # a SELECT without FROM returns exactly one row
+    if row[0] is None:
         raise _checkpoint_error(con, value)
     return value
 
@@ -182,7 +190,7 @@ _NAMES = {
 }
 
 
-def _one(con, kind: str, value: str, param: str) -> str:
+def _one(con: duckdb.DuckDBPyConnection, kind: str, value: str, param: str) -> str:
     if kind == "checkpoint":
         return _checkpoint_param(con, value)
     accepts, suggest, missing, plural = _NAMES[kind]
@@ -192,7 +200,7 @@ def _one(con, kind: str, value: str, param: str) -> str:
     return value
 
 
-def resolve_params(con, values: dict) -> dict:
+def resolve_params(con: duckdb.DuckDBPyConnection, values: dict[str, Any]) -> dict[str, Any]:
     """`values` (a named query's bound params) with every reference checked against the warehouse
     open on `con` (a session with the query macros): UserError naming the closest known values for
     a reference that names nothing; a checkpoint folder becomes its id. None (not given) passes."""

@@ -15,7 +15,8 @@ config replaces it.
 from __future__ import annotations
 
 import traceback
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
 
 import polars as pl
 import pyarrow as pa
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 from headdb.warehouse.statements import sql
 
 if TYPE_CHECKING:
+    from headdb.warehouse.sinks import Session
     from headdb.warehouse.store import Warehouse
 
 # Fact tables a run may write; all but the circuit children carry run_id.
@@ -44,7 +46,7 @@ class Facts:
     They pickle, so a remote worker can compute them and the driver commit them.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.tables: dict[str, list[pa.Table]] = {}
         self.metrics: dict[str, float] = {}
 
@@ -74,7 +76,7 @@ class Facts:
 
 class Run:
     def __init__(self, db: "Warehouse", run_id: int, *, skipped: bool = False,
-                 replaces: tuple[int, ...] = (), config_hash: str = ""):
+                 replaces: tuple[int, ...] = (), config_hash: str = "") -> None:
         self.db = db
         self.run_id = run_id
         self.skipped = skipped
@@ -93,7 +95,8 @@ class Run:
     def __enter__(self) -> "Run":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if self.skipped:
             return False
         if exc_type is None:
@@ -108,12 +111,12 @@ class Run:
         """Write the queued facts (and `facts`, when given) with the `ok` status in one transaction."""
         if facts is not None:
             self.facts.extend(facts)
-        facts = self.facts.assembled()
+        assembled = self.facts.assembled()
 
-        def body(s) -> None:  # may run more than once (a sink with many writers retries it)
+        def body(s: Session) -> None:  # may run more than once (a sink with many writers retries it)
             for old in self.replaces:
                 _delete_run(s, old)
-            staged = _globalise_circuit_ids(s, facts) if "circuits" in facts else facts
+            staged = _globalise_circuit_ids(s, assembled) if "circuits" in assembled else assembled
             for name, table in staged.items():
                 if name in RUN_TABLES:
                     table = table.append_column("run_id", pa.array([self.run_id] * table.num_rows, pa.int64()))
@@ -130,7 +133,7 @@ class Run:
         self.facts = Facts()
 
 
-def _delete_run(s, run_id: int) -> None:
+def _delete_run(s: Session, run_id: int) -> None:
     s.execute(sql("warehouse", "delete_circuit_children_edges"), [run_id])
     s.execute(sql("warehouse", "delete_circuit_children_heads"), [run_id])
     s.execute(sql("warehouse", "delete_circuit_children_replicates"), [run_id])
@@ -139,7 +142,7 @@ def _delete_run(s, run_id: int) -> None:
     s.execute(sql("warehouse", "delete_run"), [run_id])
 
 
-def _globalise_circuit_ids(s, facts: dict[str, pa.Table]) -> dict[str, pa.Table]:
+def _globalise_circuit_ids(s: Session, facts: dict[str, pa.Table]) -> dict[str, pa.Table]:
     base = s.scalar(sql("warehouse", "next_circuit_id"))
     out = dict(facts)
     for name in ("circuits",) + CIRCUIT_CHILDREN:

@@ -51,7 +51,7 @@ class Session:
     def fetch(self, sql: str, params: Any = None) -> pa.Table:
         return self.execute(sql, params).to_arrow_table()
 
-    def rows(self, sql: str, params: Any = None) -> list[tuple]:
+    def rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return self.execute(sql, params).fetchall()
 
     def scalar(self, sql: str, params: Any = None) -> Any:
@@ -68,7 +68,8 @@ class Session:
             self.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {view}")
         finally:
             self.con.unregister(view)
-        return data.num_rows
+        rows: int = data.num_rows
+        return rows
 
 
 class Sink(Protocol):

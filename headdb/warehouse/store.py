@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import polars as pl
@@ -24,7 +24,7 @@ from headdb.warehouse.migrations import apply_pending, check_compatible, code_ve
 from headdb.warehouse.lake import LakeSink, is_lake
 from headdb.warehouse.liveness import ABANDONED, abandon_dead_runs, process_ended
 from headdb.warehouse.runs import Run
-from headdb.warehouse.sinks import DuckDBSink, Sink
+from headdb.warehouse.sinks import DuckDBSink, Session, Sink
 from headdb.warehouse.statements import sql
 
 READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
@@ -70,7 +70,7 @@ def connect(path: str | Path | None = None, *, create: bool = True, lock_timeout
     return db
 
 
-def config_hash(kind: str, config: dict, identity: dict) -> str:
+def config_hash(kind: str, config: dict[str, Any], identity: dict[str, Any]) -> str:
     """Key of a job for idempotency: what it ran on, how, and with which headdb."""
     payload = {"kind": kind, "config": config, "identity": identity,
                "headdb": provenance.headdb_version()}
@@ -78,7 +78,7 @@ def config_hash(kind: str, config: dict, identity: dict) -> str:
 
 
 class Warehouse:
-    def __init__(self, sink: Sink, *, schemas: Path | None = None):
+    def __init__(self, sink: Sink, *, schemas: Path | None = None) -> None:
         self.sink = sink
         self.schemas = schemas  # the migrations folder; None means the packaged schemas/
         self.query_dirs: tuple[str, ...] = ()  # the user's extra query folders (--queries)
@@ -94,7 +94,8 @@ class Warehouse:
         maintain = getattr(self.sink, "maintain", None)
         if maintain is None:
             raise UserError(f"{self.location} is a DuckDB file; only a DuckLake warehouse needs maintenance")
-        return maintain(keep_hours=keep_hours)
+        done: dict[str, int] = maintain(keep_hours=keep_hours)
+        return done
 
     def scratch_dir(self, name: str) -> Path:
         """A local folder for one run's resumable partial results: beside a DuckDB file; in the
@@ -104,7 +105,7 @@ class Warehouse:
     # -- schema --------------------------------------------------------------------------------
     def init(self) -> list[int]:
         """Create the schema (a no-op on an up-to-date warehouse)."""
-        def body(s) -> list[int]:
+        def body(s: Session) -> list[int]:
             version = current_version(s)
             if version is not None:
                 check_compatible(version, self.location, self.schemas)
@@ -115,7 +116,7 @@ class Warehouse:
 
     def migrate(self) -> list[int]:
         """Apply pending migrations in order, all in one transaction."""
-        def body(s) -> list[int]:
+        def body(s: Session) -> list[int]:
             version = current_version(s)
             if version is None:
                 raise UserError(f"{self.location} is not a headdb warehouse; create one with `headdb init`")
@@ -133,9 +134,10 @@ class Warehouse:
         check_compatible(self.schema_version(), self.location, self.schemas)
 
     # -- reading -------------------------------------------------------------------------------
-    def sql(self, query: str, params: list | dict | None = None, *, write: bool = False) -> pl.DataFrame:
+    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None, *,
+            write: bool = False) -> pl.DataFrame:
         """Run SQL and return the last statement's result. Read-only unless write=True."""
-        def body(s) -> pl.DataFrame:
+        def body(s: Session) -> pl.DataFrame:
             try:
                 statements = s.con.extract_statements(query)
             except duckdb.Error as exc:
@@ -154,7 +156,7 @@ class Warehouse:
                     result = s.execute(statement.query, params if last else None)
                 if result is None or s.con.description is None:
                     return pl.DataFrame()
-                return pl.from_arrow(result.to_arrow_table())
+                return cast(pl.DataFrame, pl.from_arrow(result.to_arrow_table()))  # an Arrow table gives a DataFrame
             except duckdb.Error as exc:
                 raise UserError(f"SQL error: {str(exc).splitlines()[0]}") from None
 
@@ -169,7 +171,7 @@ class Warehouse:
 
         return run_query(self, name, params, self.query_dirs)
 
-    def batch(self):
+    def batch(self) -> Any:  # the sink's context manager (Sink.held)
         """`with db.batch():` many runs share one open connection (faster bulk ingest; holds the
         write lock for the whole block, so other processes wait)."""
         return self.sink.held()
@@ -178,7 +180,7 @@ class Warehouse:
         """Every run; a `running` row whose process ended on this host reads `abandoned` (the
         next writer stores that)."""
         with self.sink.read() as s:
-            df = pl.from_arrow(s.fetch(sql("warehouse", "list_runs")))
+            df = cast(pl.DataFrame, pl.from_arrow(s.fetch(sql("warehouse", "list_runs"))))
         dead = [status == "running" and process_ended(host, pid)
                 for status, host, pid in df.select("status", "host", "pid").iter_rows()]
         return df.with_columns(pl.when(pl.Series(dead, dtype=pl.Boolean)).then(pl.lit(ABANDONED))
@@ -186,7 +188,7 @@ class Warehouse:
 
     def checkpoints(self) -> pl.DataFrame:
         with self.sink.read() as s:
-            return pl.from_arrow(s.fetch(sql("warehouse", "list_checkpoints")))
+            return cast(pl.DataFrame, pl.from_arrow(s.fetch(sql("warehouse", "list_checkpoints"))))
 
     # -- registration (idempotent) ------------------------------------------------------------
     def register_model(self, shape: dict[str, Any], nodes: pa.Table, edges: pa.Table) -> str:
@@ -197,12 +199,12 @@ class Warehouse:
         same n_layers / n_heads / n_kv_heads and exactly this layout, else a UserError: scores
         stored by edge id under another layout would carry the wrong edge names.
         """
-        key = shape["model_key"]
+        key: str = shape["model_key"]
         row = {c: [shape.get(c)] for c in ("model_key", "architecture", "n_layers", "n_heads",
                                            "n_kv_heads", "d_model", "d_head", "vocab_size")}
         row["config_json"] = [json.dumps(shape.get("config", {}), sort_keys=True, default=str)]
 
-        def body(s) -> None:
+        def body(s: Session) -> None:
             stored = s.rows(sql("warehouse", "model_shape"), [key])
             if not stored:
                 s.insert("models", pa.table(row))
@@ -240,10 +242,10 @@ class Warehouse:
         path = str(Path(path).resolve())
         name = name or Path(path).name
         lineage = lineage or name
-        def body(s) -> int:
+        def body(s: Session) -> int:
             found = s.rows(sql("warehouse", "find_checkpoint"), [path, weights_digest])
             if found:
-                checkpoint_id = found[0][0]
+                checkpoint_id: int = found[0][0]
                 s.execute(sql("warehouse", "update_checkpoint"),
                           [name, lineage, regime, step, parent_id, checkpoint_id])
                 return checkpoint_id
@@ -261,11 +263,11 @@ class Warehouse:
         check_choice("task mode", mode, MODES)
         items = items.to_arrow() if isinstance(items, pl.DataFrame) else items
 
-        def body(s) -> int:
+        def body(s: Session) -> int:
             found = s.rows(sql("warehouse", "find_task"), [digest, kind, mode, name])
             if found:
-                return found[0][0]
-            task_id = s.scalar(sql("warehouse", "next_task_id"))
+                return cast(int, found[0][0])
+            task_id: int = s.scalar(sql("warehouse", "next_task_id"))
             s.execute(sql("warehouse", "insert_task"),
                       [task_id, name, kind, source, digest, items.num_rows, template, mode])
             s.insert("task_items", items.append_column("task_id", pa.array([task_id] * items.num_rows, pa.int64())))
@@ -277,7 +279,7 @@ class Warehouse:
         """Store (step, key, value) rows for a lineage, replacing rows of the same steps."""
         table = metrics.to_arrow() if isinstance(metrics, pl.DataFrame) else metrics
         table = table.append_column("lineage", pa.array([lineage] * table.num_rows, pa.string()))
-        def body(s) -> int:
+        def body(s: Session) -> int:
             s.con.register("__headdb_new_metrics", table)
             try:
                 s.execute(sql("warehouse", "delete_training_metrics"), [lineage])
@@ -289,13 +291,13 @@ class Warehouse:
 
     # -- runs ----------------------------------------------------------------------------------
     @staticmethod
-    def _hash_in(s, kind: str, config: dict, checkpoint_id: int | None, task_id: int | None,
-                 identity: dict | None) -> str:
+    def _hash_in(s: Session, kind: str, config: dict[str, Any], checkpoint_id: int | None, task_id: int | None,
+                 identity: dict[str, Any] | None) -> str:
         ck_digest, task_digest = s.rows(sql("warehouse", "run_identity"), [checkpoint_id, task_id])[0]
         return config_hash(kind, config, {"checkpoint": ck_digest, "task": task_digest, **(identity or {})})
 
-    def _config_hash(self, kind: str, config: dict, checkpoint_id: int | None, task_id: int | None,
-                     identity: dict | None) -> str:
+    def _config_hash(self, kind: str, config: dict[str, Any], checkpoint_id: int | None, task_id: int | None,
+                     identity: dict[str, Any] | None) -> str:
         with self.sink.read() as s:
             return self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
 
@@ -317,7 +319,7 @@ class Warehouse:
         config_json = json.dumps(config, sort_keys=True, default=str)
         git_sha, host, version = provenance.git_sha(), provenance.host(), provenance.headdb_version()
 
-        def body(s) -> Run:
+        def body(s: Session) -> Run:
             abandon_dead_runs(s)  # rows of writers that died on this host say so from now on
             digest = self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
             previous = s.rows(sql("warehouse", "find_run_by_hash"), [digest])
@@ -334,7 +336,7 @@ class Warehouse:
         return self.sink.transaction(body)
 
 
-def _shape_text(dims) -> str:
+def _shape_text(dims: tuple[Any, ...]) -> str:
     n_layers, n_heads, n_kv = dims
     return f"{n_layers} layers x {n_heads} heads, {n_kv} kv heads"
 
@@ -346,7 +348,7 @@ def _layout_mismatch(key: str, stored: str, wanted: str) -> UserError:
         "use another warehouse, or delete that model's rows (models, graph_nodes, graph_edges) and its runs")
 
 
-def _check_stored_layout(s, key: str, nodes: pa.Table, edges: pa.Table) -> None:
+def _check_stored_layout(s: Session, key: str, nodes: pa.Table, edges: pa.Table) -> None:
     """Raise unless model `key`'s stored graph layout is exactly `nodes` / `edges`."""
     s.con.register("__headdb_layout_nodes", nodes)
     s.con.register("__headdb_layout_edges", edges)
