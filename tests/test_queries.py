@@ -394,6 +394,17 @@ def test_user_query_directory(st, tmp_path):
     df = run_query(st.db, "my_heads", {"checkpoint": "r1-distill"}, extra_dirs=[tmp_path])
     assert heads(df) == set(CIRCUITS["distill"])
     assert "my_heads" in set(list_queries([tmp_path])["name"])
+    # from the command line: the global --queries, or HEADDB_QUERIES, one runtime setting
+    import os
+    import subprocess
+    import sys
+    args = ["query", "my_heads", "--param", "checkpoint=r1-distill", "--format", "csv"]
+    env = {k: v for k, v in os.environ.items() if k != "HEADDB_QUERIES"}
+    for extra, env_extra in ((["--queries", str(tmp_path)], {}), ([], {"HEADDB_QUERIES": str(tmp_path)})):
+        out = subprocess.run([sys.executable, "-m", "headdb", "--db", str(st.db.location), *extra, *args],
+                             capture_output=True, text=True, timeout=300, env={**env, **env_extra})
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[0] == "layer,head" and len(out.stdout.splitlines()) == 1 + len(df)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -48,8 +48,8 @@ def parse_params(items: list[str] | None) -> dict[str, str]:
 
 def _extra_dirs(ctx: typer.Context, queries: list[Path] | None) -> list[Path]:
     """Query folders from the command, plus a global `--queries` the main app may define."""
-    dirs = list(getattr(ctx.obj, "queries", None) or [])
-    return [*map(Path, dirs), *(queries or [])]
+    runtime = getattr(ctx.obj, "runtime", None)
+    return [*(runtime.queries if runtime is not None else ()), *(queries or [])]
 
 
 # ------------------------------------------------------------------------------------ query
