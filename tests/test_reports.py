@@ -231,6 +231,36 @@ def test_cli_query_list_and_run(app, st):
     assert "heads_gained" in help_text and "effect_map" in help_text
 
 
+@pytest.mark.parametrize("width", [80, 120])
+def test_listings_are_one_line_per_entry_at_the_terminal_width(width):
+    """`query list` and `report list`: one unwrapped line per query / report, then a footer;
+    `query show NAME` gives the params and the SQL."""
+    import os
+    import subprocess
+    import sys
+
+    from headdb.reports import REPORTS
+    from headdb.warehouse.queries import catalogue
+
+    env = {**os.environ, "COLUMNS": str(width)}
+
+    def lines(*args):
+        out = subprocess.run([sys.executable, "-m", "headdb", *args], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()
+
+    names = catalogue().names()
+    listed = lines("query", "list")
+    assert [line.split()[0] for line in listed[:-1]] == list(names) and "query show NAME" in listed[-1]
+    assert all(len(line) <= width for line in listed)
+    reports = lines("report", "list")
+    assert [line.split()[0] for line in reports[:-1]] == list(REPORTS) and all(len(x) <= width for x in reports)
+    shown = lines("query", "show", "top_heads")
+    assert shown[0].startswith("top_heads") and "params:" in shown and "sql:" in shown
+    assert any(line.strip().startswith("n: int = 10") for line in shown)
+
+
 @pytest.mark.parametrize("args, message", [
     (("query", "nope"), "unknown query 'nope'"),
     (("query", "heads_gained", "-p", "base"), "--param expects NAME=VALUE"),

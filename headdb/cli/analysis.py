@@ -63,7 +63,7 @@ class _QueryGroup(TyperGroup):
             names = catalogue().names()
         except UserError:
             names = []
-        return ["list"] + names
+        return ["list", "show"] + names
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
@@ -88,14 +88,53 @@ query_app = typer.Typer(cls=_QueryGroup, no_args_is_help=True, add_completion=Fa
                         help="Run a named query: `headdb query list`, `headdb query NAME --param k=v`.")
 
 
+def print_listing(rows: list[tuple[str, str]], footer: str) -> None:
+    """One line per entry: its name and the first sentence of its description, cut to the
+    terminal's width (never wrapped), then a footer saying where the details are."""
+    console = Console(soft_wrap=True, highlight=False)
+    pad = max((len(name) for name, _ in rows), default=0) + 2
+    room = max(20, console.width - pad - 1)
+    for name, text in rows:
+        first = text.split(". ")[0].rstrip(".") + "."
+        line = first if len(first) <= room else first[: room - 1] + "…"
+        console.print(Text(name.ljust(pad), style="bold") + Text(line))
+    console.print(Text(footer, style="dim"))
+
+
 @query_app.command("list")
 def query_list(ctx: typer.Context,
                queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
                fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
                out: Optional[Path] = typer.Option(None, "--out", help="Write to this file.")) -> None:
-    """List the named queries with their params."""
+    """List the named queries, one line each (--format csv/json: with params and descriptions)."""
     from headdb.warehouse.queries import list_queries
-    emit(list_queries(_extra_dirs(ctx, queries)), fmt, out, title="queries")
+
+    listing = list_queries(_extra_dirs(ctx, queries))
+    if fmt != "table" or out is not None:
+        emit(listing, fmt, out, title="queries")
+        return
+    print_listing(list(listing.select("name", "description").iter_rows()),
+                  f"{listing.height} queries; `headdb query show NAME` for one's params and SQL")
+
+
+@query_app.command("show")
+def query_show(ctx: typer.Context, name: str = typer.Argument(..., help="A query's name."),
+               queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP)) -> None:
+    """A query's description, params (type, default, choices) and SQL."""
+    from headdb.warehouse.queries import catalogue
+
+    q = catalogue(_extra_dirs(ctx, queries)).get(name)
+    console = Console(highlight=False)
+    console.print(Text(q.name, style="bold"), Text(f"({'packaged' if q.packaged else q.path})", style="dim"))
+    console.print(Text(q.description))
+    if q.returns:
+        console.print(Text("returns: " + q.returns))
+    console.print(Text("params:" + ("" if q.params else " none")))
+    for p in q.params:
+        choices = f" {{{'|'.join(map(str, p.choices))}}}" if p.choices else ""
+        console.print(Text(f"  {p.signature()}{choices}" + (f"  {p.help}" if p.help else "")))
+    console.print(Text("sql:"))
+    console.print(Text(q.sql.strip()), soft_wrap=True)
 
 
 _named_query_app = typer.Typer(add_completion=False)
@@ -160,6 +199,16 @@ def _register_reports() -> None:
         report_app.command(report.name, help=report.description + " Params: those of "
                            + ", ".join(report.queries) + " (`headdb query list`).")(
             _make_report_command(report.name, report.description))
+
+
+@report_app.command("list")
+def report_list() -> None:
+    """List the reports, one line each, with the queries they read."""
+    from headdb.reports import REPORTS
+
+    print_listing([(r.name, f"{r.description.split('. ')[0].rstrip('.')} [{', '.join(r.queries)}]")
+                   for r in REPORTS.values()],
+                  f"{len(REPORTS)} reports; `headdb report NAME --help` for one's params")
 
 
 @report_app.command("circuit")
