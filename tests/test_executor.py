@@ -104,3 +104,38 @@ def test_the_python_api_plans_and_executes(study_dir, tmp_path, counted_loads):
     again = execute(db, plan, say=lambda _: None)
     assert again.skipped == first.done and again.loads == 0 and len(counted_loads) == 1
     assert db.sql("SELECT count(*) AS n FROM edge_scores")["n"][0] > 0
+
+
+def test_ctrl_c_on_the_command_line_exits_130_and_leaves_no_run_running(study_dir, tmp_path):
+    """SIGINT to `headdb ingest generations` mid-job: one line, exit 130, its run recorded as
+    interrupted, nothing `running`, no generations stored."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db_path = tmp_path / "w.duckdb"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headdb", "--db", str(db_path), "ingest", "generations", "--checkpoint",
+         str(study_dir / "base"), "--bench", "synthetic-arithmetic:n=200", "--samples", "8", "--max-new-tokens", "256",
+         "--temperature", "0.8", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db_path.exists():
+            try:
+                if headdb.connect(db_path, create=False, lock_timeout=0.1).sql(
+                        "SELECT count(*) AS n FROM runs WHERE status = 'running'")["n"][0]:
+                    break
+            except Exception:  # the writer holds the file for a moment
+                pass
+        time.sleep(0.5)
+    time.sleep(1.0)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "headdb: aborted" in err, err
+    db = headdb.connect(db_path, create=False)
+    assert db.sql("SELECT status, error FROM runs").rows() == [("failed", "interrupted")]
+    assert db.sql("SELECT count(*) AS n FROM generations")["n"][0] == 0

@@ -155,9 +155,10 @@ def main() -> None:
     except click.ClickException as exc:  # a mistyped option or value: one line, not a usage box
         command = exc.ctx.command_path if getattr(exc, "ctx", None) is not None else "headdb"
         _fail(f"{exc.format_message()} (see `{command} --help`)")
-    except typer.Abort:
-        err.print("headdb: aborted")
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    if code == 130:  # Ctrl-C (click returns 130 itself): the open runs were recorded as interrupted
+        err.print("headdb: aborted (Ctrl-C); runs that were computing are recorded as interrupted", highlight=False)
     sys.exit(code if isinstance(code, int) else 0)
 
 
