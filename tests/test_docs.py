@@ -17,7 +17,7 @@ def test_readme_lists_every_packaged_query():
 
 def test_reports_named_in_readme_exist():
     for name in re.findall(r"headdb report (\w+)", README):
-        assert name in REPORTS or name == "study"  # `headdb report study MANIFEST`: all of a manifest's
+        assert name in REPORTS or name in ("study", "list")  # `report study MANIFEST`, `report list`
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,3 +47,19 @@ def test_no_file_cites_a_document_that_is_not_in_the_repository():
     for name in cited:
         assert any((ROOT / folder / name).is_file() for folder in ("", "docs", "benchmarks")), \
             f"{name} is cited but not in the repository"
+
+
+def test_manifest_key_lists_name_every_setting():
+    """The README's manifest example and the manifest module's docstring list the keys of
+    [attribution] and [generation]: every field of the settings models that parse them."""
+    from headdb.jobs import manifest
+    from headdb.settings import AttributionSettings, GenerationSettings, Sampling
+
+    keys = {"attribution": set(AttributionSettings.model_fields),
+            "generation": (set(Sampling.model_fields) | set(GenerationSettings.model_fields) | {"k", "limit"})
+            - {"sampling", "ks"}}
+    for section, expected in keys.items():
+        readme = re.search(rf"^\[{section}\]\s+# (.+)$", README, re.MULTILINE).group(1)
+        assert {k.strip() for k in readme.split(",")} == expected, section
+        doc = manifest.__doc__.split(f"[{section}]", 1)[1].split("[", 1)[0]
+        assert expected <= set(re.findall(r"\b(\w+)\b", doc)), (section, expected - set(re.findall(r"\b(\w+)\b", doc)))

@@ -1,9 +1,10 @@
 """Study manifests (TOML): what a study ingests and reports, checked before anything runs.
 
     [study]                      name, seed
-    [attribution]                method, steps, metric, topn, threshold, greedy, curve, batch_size, align
-    [generation]                 samples, temperature, top_p, top_k, min_p, max_new_tokens, batch_size,
-                                 k, chat, mode, limit
+    [attribution]                method, steps, ig_rule, metric, topn, threshold, greedy, curve, align,
+                                 rank, bootstrap, seed, batch_size (headdb.settings.AttributionSettings)
+    [generation]                 samples, temperature, top_p, top_k, min_p, max_new_tokens, seed,
+                                 batch_size, k, chat, mode (GenerationSettings, Sampling), limit
     [[tasks]]                    name, file, mode                      (circuit tasks)
     [[benchmarks]]               name, source, preset, fields, limit   (file or built-in name)
     [[models]]                   name, path, regime, lineage, step, base (a [[models]] name),
