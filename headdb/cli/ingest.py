@@ -179,6 +179,31 @@ def generations(
 
 
 @app.command()
+def samples(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="JSONL of samples made elsewhere (e.g. by vLLM): one line per problem "
+                                "with its id (or problem text) and its outputs (docs/generations.md)."),
+    bench: str = BENCH, fields: Optional[str] = FIELDS, preset: Optional[str] = PRESET, limit: Optional[int] = LIMIT,
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="The checkpoint directory the samples "
+                                             "came from (registered like every ingest command)."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="Or a registered checkpoint: id, name, lineage@step."),
+    k: str = K, mode: str = MODE, seed: int = SEED,
+    lineage: Optional[str] = LINEAGE, regime: str = REGIME, step: int = STEP, force: bool = FORCE,
+) -> None:
+    """Import generations sampled by another engine (vLLM, ...): matched to a benchmark's items,
+    graded by headdb's grader, stored as a generation run with the file's provenance."""
+    from headdb.jobs.generations import Benchmark
+    from headdb.jobs.imported_generations import plan_imported_generations
+    from headdb.settings import Execution
+
+    benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
+    plan = plan_imported_generations(_existing(ctx), file, benchmark, checkpoint=checkpoint, ref=ref, ks=_ks(k),
+                                     mode=mode, placement=placement(lineage, regime, step),
+                                     execution=Execution(force=force))
+    run_plan(ctx, plan, plan.work[0].target.label, None)
+
+
+@app.command()
 def ablation(
     ctx: typer.Context, checkpoint: str = CHECKPOINT, bench: str = BENCH,
     heads: Optional[str] = typer.Option(None, "--heads", help="Head set, e.g. L5H1,L7H3."),
