@@ -123,3 +123,57 @@ def test_a_file_that_does_not_match_is_refused_and_nothing_is_written(model, tmp
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert len([x for x in out.stderr.splitlines() if x.strip()]) == 1 and message in out.stderr, out.stderr
     assert db_path.read_bytes() == before
+
+
+def test_lm_evaluation_harness_samples_are_imported_from_the_real_thing(model, tmp_path):
+    """lm-evaluation-harness itself (offline, a local task file over a local JSONL) samples a
+    tiny local model with --log_samples; headdb imports what it wrote: the checkpoint found from
+    the results JSON, every completion as lm_eval wrote it, each graded by headdb's grader."""
+    import os
+
+    from headdb.evals.grading import grade
+    from headdb.jobs.generations import Benchmark
+
+    bench = Benchmark.load(BENCH, seed=0)
+    data = tmp_path / "arith.jsonl"
+    data.write_text("".join(json.dumps({"id": r["item_id"], "problem": r["problem"], "answer": r["answer"]}) + "\n"
+                            for r in bench.items.iter_rows(named=True)))
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "headdb_arith.yaml").write_text(
+        "task: headdb_arith\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {data}\ntest_split: test\noutput_type: generate_until\n"
+        "doc_to_text: \"{{problem}}\"\ndoc_to_target: \"{{answer}}\"\n"
+        "generation_kwargs:\n  until: [\"\\n\\n\"]\n  max_gen_toks: 8\n  do_sample: false\n"
+        "metric_list:\n  - metric: exact_match\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets"), "OMP_NUM_THREADS": "1"}
+    ran = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+                          f"pretrained={model},dtype=float32", "--tasks", "headdb_arith", "--include_path", str(tasks),
+                          "--log_samples", "--output_path", str(tmp_path / "out"), "--device", "cpu",
+                          "--batch_size", "4"], capture_output=True, text=True, timeout=600, env=env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    [samples] = list((tmp_path / "out").rglob("samples_headdb_arith_*.jsonl"))
+    written = [json.loads(line) for line in samples.read_text().splitlines()]
+    db_path = tmp_path / "w.duckdb"
+    out = cli(db_path, "ingest", "samples", samples, "--bench", BENCH)  # the checkpoint: from the results JSON
+    assert out.returncode == 0, out.stderr
+    db = headdb.connect(db_path, create=False)
+    assert db.sql("SELECT path FROM checkpoints").item() == str(model.resolve())
+    stored = {r[0]: r[1:] for r in db.sql("SELECT item_id, completion, correct FROM generations").rows()}
+    assert set(stored) == set(GOLD)
+    for line in written:
+        completion, correct = stored[line["doc"]["id"]]
+        assert completion == line["resps"][0][0]
+        assert correct == grade(GOLD[line["doc"]["id"]], completion).correct
+    config = json.loads(db.sql("SELECT config FROM runs").item())
+    assert config["engine"] == "lm-evaluation-harness" and config["task"] == "headdb_arith"
+    assert config["sampling"]["max_gen_toks"] == 8 and config["engine_version"]
+    # a results JSON naming a model that is not a local directory: the checkpoint is unknown
+    [results] = list(samples.parent.glob("results_*.json"))
+    r = json.loads(results.read_text())
+    r["config"]["model_args"]["pretrained"] = "Qwen/Qwen2.5-Math-1.5B"
+    results.write_text(json.dumps(r))
+    other = cli(tmp_path / "other.duckdb", "ingest", "samples", samples, "--bench", BENCH)
+    assert other.returncode == 2 and "is not a local directory here" in other.stderr
+    assert not (tmp_path / "other.duckdb").exists()

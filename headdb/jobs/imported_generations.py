@@ -10,6 +10,12 @@ One line per problem, as a vLLM script writes it from `LLM.generate`'s `RequestO
      "sampling_params": {"temperature": 0.6, "top_p": 0.95, "max_tokens": 4096, "n": 8, "seed": 0},
      "engine": "vllm", "engine_version": "0.9.2", "model": "..."}     # all three optional
 
+The output of lm-evaluation-harness run with `--log_samples` is read too: its
+`samples_<task>_<time>.jsonl` (each line's `doc` names the item: its `id`, or its `problem` /
+`question` text, else the prompt `arguments` text; `resps` holds the samples) with the
+`results_<time>.json` beside it (the model's `pretrained` path, the task's generation_kwargs and
+version, lm_eval's version).
+
 Every line is checked when the job is built (before anything is written): it must name one
 item of the benchmark, no item twice, every line the same number of samples and the same
 sampling settings and engine. The run's config records the engine, its version and settings as
@@ -47,12 +53,60 @@ class SamplesFile:
     n_items: int
 
 
+def lm_eval_results(file: Path) -> Path | None:
+    """The results JSON of an lm-evaluation-harness samples file (same run: same time stamp)."""
+    if not file.name.startswith("samples_"):
+        return None
+    stamp = file.stem.rsplit("_", 1)[-1]
+    found = sorted(file.parent.glob(f"results_{stamp}.json"))
+    return found[0] if found else None
+
+
+def _lm_eval_line(line: dict[str, Any], where: str) -> dict[str, Any]:
+    """An lm-evaluation-harness sample as a line of the plain format."""
+    doc = line.get("doc") if isinstance(line.get("doc"), dict) else {}
+    resps = line.get("resps")
+    texts = [t for r in resps for t in (r if isinstance(r, list) else [r])] if isinstance(resps, list) else None
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise UserError(f"{where}: no \"resps\" of generated text (a generate_until task run with --log_samples)")
+    out: dict[str, Any] = {"completions": texts}
+    for key in ("id", "item_id"):
+        if key in doc:
+            return {**out, "id": doc[key]}
+    for key in ("problem", "question"):
+        if isinstance(doc.get(key), str):
+            return {**out, "problem": doc[key]}
+    prompt = (line.get("arguments") or {}).get("gen_args_0", {}).get("arg_0")
+    if isinstance(prompt, str):
+        return {**out, "problem": prompt}
+    raise UserError(f"{where}: its doc has no id, problem or question, and no prompt text to match")
+
+
+def lm_eval_provenance(results: Path, task: str | None) -> dict[str, Any]:
+    """engine, version, model path and the task's generation settings, from a results JSON."""
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{results}: not a readable lm-evaluation-harness results JSON ({exc})") from None
+    args = (data.get("config") or {}).get("model_args")
+    if isinstance(args, str):  # "pretrained=DIR,dtype=..." in some versions
+        args = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
+    configs = data.get("configs") or {}
+    task = task or next(iter(configs), None)
+    return {"engine": "lm-evaluation-harness", "engine_version": data.get("lm_eval_version"),
+            "model": (args or {}).get("pretrained") or data.get("model_name"),
+            "sampling": (configs.get(task) or {}).get("generation_kwargs"), "task": task,
+            "task_version": (data.get("versions") or {}).get(task)}
+
+
 def read_samples(path: str | Path, bench: Benchmark) -> SamplesFile:
-    """Read and check a JSONL file of samples against `bench` (UserError naming the first bad line)."""
+    """Read and check a JSONL file of samples against `bench` (UserError naming the first bad line):
+    the plain format, or lm-evaluation-harness's samples file when its results JSON is beside it."""
     file = Path(path)
     if not file.is_file():
         raise UserError(f"samples file {file} does not exist")
     raw = file.read_bytes()
+    results = lm_eval_results(file)
     items = bench.items.with_row_index("prompt_index")
     by_id = dict(zip(items["item_id"].to_list(), items["prompt_index"].to_list()))
     by_problem = {str(p).strip(): i for p, i in zip(items["problem"].to_list(), items["prompt_index"].to_list())}
@@ -70,6 +124,8 @@ def read_samples(path: str | Path, bench: Benchmark) -> SamplesFile:
             raise UserError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(line, dict):
             raise UserError(f"{where}: expected a JSON object with id (or problem) and outputs (or completions)")
+        if results is not None:
+            line = _lm_eval_line(line, where)
         index = _item_index(line, by_id, by_problem, bench, where)
         if index in seen:
             raise UserError(f"{where}: item {items['item_id'][index]!r} again (first at line {seen[index]})")
@@ -92,9 +148,13 @@ def read_samples(path: str | Path, bench: Benchmark) -> SamplesFile:
     samples = pl.DataFrame(rows, schema={"prompt_index": pl.Int64, "sample_idx": pl.Int64, "completion": pl.Utf8,
                                          "n_tokens": pl.Int64, "finish_reason": pl.Utf8})
     shared = shared or {}
-    provenance = {"engine": shared.get("engine") or "unknown", "engine_version": shared.get("engine_version"),
-                  "model": shared.get("model"), "sampling": shared.get("sampling_params"),
-                  "file": file.name, "sha256": hashlib.sha256(raw).hexdigest()}
+    if results is not None:
+        task = file.stem.removeprefix("samples_").rsplit("_", 1)[0]
+        provenance = {**lm_eval_provenance(results, task), "results_file": results.name}
+    else:
+        provenance = {"engine": shared.get("engine") or "unknown", "engine_version": shared.get("engine_version"),
+                      "model": shared.get("model"), "sampling": shared.get("sampling_params")}
+    provenance.update(file=file.name, sha256=hashlib.sha256(raw).hexdigest())
     return SamplesFile(samples, provenance, len(seen))
 
 
@@ -187,14 +247,22 @@ def plan_imported_generations(db: Any, file: str | Path, bench: Benchmark, *, ch
     from headdb.warehouse.refs import resolve_checkpoint
 
     check_choice("mode", mode, MODES)
-    if (checkpoint is None) == (ref is None):
-        raise UserError("give the checkpoint directory the samples came from (--checkpoint DIR) or a registered "
-                        "checkpoint (--ref REF)")
+    job = ImportedGenerationJob(bench, Path(file), tuple(ks), mode)  # every line checked here
+    if checkpoint is None and ref is None:
+        model = job.provenance.get("model")
+        if job.provenance["engine"] != "lm-evaluation-harness" or not model:
+            raise UserError("give the checkpoint directory the samples came from (--checkpoint DIR) or a "
+                            "registered checkpoint (--ref REF)")
+        if not Path(model).is_dir():
+            raise UserError(f"the samples' model {model!r} (lm-evaluation-harness's pretrained) is not a local "
+                            "directory here; give the checkpoint with --checkpoint DIR or --ref REF")
+        checkpoint = model
+    if checkpoint is not None and ref is not None:
+        raise UserError("give --checkpoint DIR or --ref REF, not both")
     if checkpoint is not None:
         t = target(checkpoint, placement)
     else:
         if db is None:
             raise UserError(f"no checkpoint {ref!r}: there is no warehouse yet; give its directory with --checkpoint")
         t = existing_target(db, resolve_checkpoint(db, ref))
-    job = ImportedGenerationJob(bench, Path(file), tuple(ks), mode)
     return Plan([CheckpointWork(t, [job])], execution).validate()
