@@ -29,6 +29,7 @@ so a study's settings travel whole from the file to the jobs. What no single ent
 from __future__ import annotations
 
 import tomllib
+from types import UnionType
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -217,7 +218,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
         if isinstance(part, int):
             continue
         ann = cls.model_fields[part].annotation
-        while get_origin(ann) in (list, tuple, Union) or str(get_origin(ann)) == "<class 'types.UnionType'>":
+        while get_origin(ann) in (list, tuple, Union, UnionType):
             ann = next(a for a in get_args(ann) if a is not type(None) and a is not Ellipsis)
         cls = ann
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
