@@ -48,6 +48,7 @@ def world(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("mistakes")
     model = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=1, at=root / "model")
     other = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=2, at=root / "other")
+    gone = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3, at=root / "gone")
     (root / "task.jsonl").write_text("".join(json.dumps(
         {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3", "wrong_answer": "4"}) + "\n"
         for i in range(4)))
@@ -83,9 +84,25 @@ regime = "base"
 checkpoint = "base"
 heads = "L9H1"
 """)
+    (root / "gone_ablation.toml").write_text(f"""
+[[benchmarks]]
+name = "b"
+source = "{root / 'bench.jsonl'}"
+[[models]]
+name = "base"
+path = "{model}"
+regime = "base"
+[[ablations]]
+checkpoint = "gone@last"
+heads_query = {{ name = "top_heads", params = {{ task = "t", n = 2 }} }}
+""")
     db = root / "w.duckdb"
     code, err = run_cli(db, "checkpoints", "add", str(other), "--regime", "other", "--lineage", "other")
     assert code == 0, err
+    code, err = run_cli(db, "checkpoints", "add", str(gone), "--regime", "sft", "--lineage", "gone")
+    assert code == 0, err
+    import shutil
+    shutil.rmtree(gone)  # registered, then its directory deleted
     return root, model, db
 
 
@@ -133,6 +150,7 @@ def mistakes(root, model):
         "study manifest malformed": ["study", root / "bad.toml"],
         "study ablation names no checkpoint": ["study", root / "unknown_ref.toml"],
         "study ablation head out of range": ["study", root / "bad_heads.toml"],
+        "study ablation on a checkpoint whose directory is gone": ["study", root / "gone_ablation.toml"],
         "unknown report": ["report", "effect_mp"],
         "unknown query": ["query", "heads_gainde"],
         "query param of the wrong type": ["query", "head_frequency", "--param", "lineage=x", "--param", "task=t",

@@ -3,6 +3,7 @@ faithfulness for one checkpoint on one circuit task."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -13,10 +14,14 @@ from headdb.jobs.job import JobContext, Target
 from headdb.settings import AttributionSettings
 from headdb.warehouse.runs import Facts
 
+if TYPE_CHECKING:
+    from headdb.checkpoints.loading import LoadedModel
+    from headdb.warehouse.store import Warehouse
+
 EXACT_EDGE_LIMIT = 20000  # exact edge patching costs one forward pass per edge
 
 
-def register_circuit_task(db, task: Task) -> int:
+def register_circuit_task(db: Warehouse, task: Task) -> int:
     return db.register_task(name=task.name, kind="circuit", digest=task.digest, items=task.task_items_frame(),
                             source=task.source, mode=task.mode)
 
@@ -57,13 +62,13 @@ class AttributionJob:
         except UserError as exc:
             raise UserError(f"task {self.task.name}: {exc}") from None
 
-    def register_task(self, db) -> int:
+    def register_task(self, db: Warehouse) -> int:
         return register_circuit_task(db, self.task)
 
-    def config(self, dtype: str) -> dict:
+    def config(self, dtype: str) -> dict[str, Any]:
         return self.settings.config(dtype, self.intervention.spec() if self.intervention else None)
 
-    def compute(self, loaded, ctx: JobContext) -> Facts:
+    def compute(self, loaded: LoadedModel, ctx: JobContext) -> Facts:
         from headdb.attribution import discover
 
         s = self.settings

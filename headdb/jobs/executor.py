@@ -17,11 +17,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
 
 from headdb.jobs.job import Job, JobContext, Progress, no_progress
 from headdb.jobs.plan import Plan
 from headdb.warehouse.runs import Facts, Run
+
+if TYPE_CHECKING:
+    from headdb.checkpoints.loading import LoadedModel
+    from headdb.warehouse.store import Warehouse
 
 Say = Callable[[str], None]
 
@@ -84,7 +88,7 @@ class Outcome:
 @dataclass
 class Pending:
     job: Job
-    config: dict
+    config: dict[str, Any]
     task_id: int | None
 
 
@@ -106,10 +110,11 @@ class Unit:
 
 
 class Executor(Protocol):
-    def run(self, db, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say: Say) -> None: ...
+    def run(self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress,
+            say: Say) -> None: ...
 
 
-def execute(db, plan: Plan, executor: Executor | None = None, *, progress: Progress = no_progress,
+def execute(db: Warehouse, plan: Plan, executor: Executor | None = None, *, progress: Progress = no_progress,
             say: Say = print) -> Outcome:
     """Run a validated plan: only what the warehouse lacks, each checkpoint loaded at most once."""
     outcome = Outcome()
@@ -122,7 +127,7 @@ def execute(db, plan: Plan, executor: Executor | None = None, *, progress: Progr
 
 # ------------------------------------------------------------------------------- the driver
 
-def prepare(db, plan: Plan, outcome: Outcome, say: Say) -> list[Unit]:
+def prepare(db: Warehouse, plan: Plan, outcome: Outcome, say: Say) -> list[Unit]:
     """Register tasks, checkpoints (in plan order, parents first) and training metrics; then, per
     checkpoint, the jobs whose ok run is not in the warehouse yet."""
     from headdb.checkpoints.discovery import training_metrics
@@ -131,7 +136,8 @@ def prepare(db, plan: Plan, outcome: Outcome, say: Say) -> list[Unit]:
     device, dtype = resolve_device_dtype(plan.execution.device, plan.execution.dtype)
     task_ids: dict[int, int | None] = {}
     ids: dict[Path, int] = {}
-    seen: set[tuple] = set()  # a base shared by several runs of a study is planned once per run
+    # a base shared by several runs of a study is planned once per run
+    seen: set[tuple[int, str, int | None, str]] = set()  # (checkpoint, kind, task, config)
     units = []
     with db.batch():
         for lineage, state in plan.training_metrics:
@@ -166,12 +172,12 @@ def prepare(db, plan: Plan, outcome: Outcome, say: Say) -> list[Unit]:
     return units
 
 
-def open_run(db, unit: Unit, p: Pending, force: bool) -> Run:
+def open_run(db: Warehouse, unit: Unit, p: Pending, force: bool) -> Run:
     return db.start_run(p.job.kind, config=p.config, checkpoint_id=unit.checkpoint_id, task_id=p.task_id,
                         device=unit.device, dtype=unit.dtype, seed=p.job.seed, force=force)
 
 
-def open_unit(db, unit: Unit, outcome: Outcome, force: bool) -> list[tuple[Pending, Run]]:
+def open_unit(db: Warehouse, unit: Unit, outcome: Outcome, force: bool) -> list[tuple[Pending, Run]]:
     """A `running` row for each of the unit's missing jobs (one another process finished
     meanwhile is skipped): what an executor hands to `compute_unit`, in the same order."""
     opened = []
@@ -190,7 +196,7 @@ def error_text(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}\n" + "".join(traceback.format_tb(exc.__traceback__)[-3:])
 
 
-def close_run(db, unit: Unit, p: Pending, run: Run, result: JobResult, outcome: Outcome, say: Say) -> None:
+def close_run(db: Warehouse, unit: Unit, p: Pending, run: Run, result: JobResult, outcome: Outcome, say: Say) -> None:
     """Commit a job's facts with its ok status in one transaction, or record its failure."""
     if result.status == "ok":
         run.commit(result.facts)
@@ -204,7 +210,7 @@ def close_run(db, unit: Unit, p: Pending, run: Run, result: JobResult, outcome: 
                                      result.error_kind, result.message))
 
 
-def interrupt(db, unit_runs: list[tuple[Unit, Pending, Run]], outcome: Outcome, say: Say) -> None:
+def interrupt(db: Warehouse, unit_runs: list[tuple[Unit, Pending, Run]], outcome: Outcome, say: Say) -> None:
     """Ctrl-C: every run opened and not closed yet is recorded as interrupted (nothing left `running`)."""
     for unit, p, run in unit_runs:
         close_run(db, unit, p, run, JobResult("failed", 0.0, error_kind="interrupted", message="interrupted"),
@@ -219,7 +225,7 @@ def compute_unit(path: str | Path, device: str, dtype: str, jobs: list[Job], scr
     KeyboardInterrupt is not caught (the executor records the unfinished runs as interrupted)."""
     from headdb.checkpoints import loading
 
-    loaded = None
+    loaded: LoadedModel | None = None
     if any(j.needs_model for j in jobs):
         started = time.monotonic()
         try:
@@ -233,7 +239,8 @@ def compute_unit(path: str | Path, device: str, dtype: str, jobs: list[Job], scr
         for i, (job, folder) in enumerate(zip(jobs, scratch)):
             started = time.monotonic()
             try:
-                facts = job.compute(loaded, JobContext(progress=progress, scratch=folder))
+                # None only when no job needs the model: those (needs_model False) take LoadedModel | None
+                facts = job.compute(cast("LoadedModel", loaded), JobContext(progress=progress, scratch=folder))
             except Exception as exc:  # recorded on its run; the other jobs go on
                 on_result(i, JobResult("failed", time.monotonic() - started, error_kind="compute",
                                        message=error_text(exc)))
@@ -251,7 +258,8 @@ def compute_unit(path: str | Path, device: str, dtype: str, jobs: list[Job], scr
 class LocalExecutor:
     """Runs every unit in this process, one after the other, committing each job as it ends."""
 
-    def run(self, db, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say: Say) -> None:
+    def run(self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress,
+            say: Say) -> None:
         total = sum(len(u.pending) for u in units)
         finished = 0
         for unit in units:

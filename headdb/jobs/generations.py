@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 import polars as pl
 
@@ -18,6 +19,12 @@ from headdb.jobs.job import JobContext, Target
 from headdb.settings import GenerationSettings
 from headdb.warehouse.runs import Facts
 
+if TYPE_CHECKING:
+    import torch
+
+    from headdb.checkpoints.loading import LoadedModel
+    from headdb.warehouse.store import Warehouse
+
 TASK_COLUMNS = ("item_id", "problem", "answer", "level", "meta")
 
 
@@ -29,14 +36,14 @@ class Benchmark:
     source: str
 
     @classmethod
-    def load(cls, source: str, *, fields=None, preset=None, limit=None, seed: int = 0,
-             name: str | None = None) -> "Benchmark":
+    def load(cls, source: str, *, fields: dict[str, Any] | str | None = None, preset: str | None = None,
+             limit: int | None = None, seed: int = 0, name: str | None = None) -> "Benchmark":
         items = load_benchmark(source, fields=fields, preset=preset, limit=limit, seed=seed)
         name = name or (Path(source).stem if Path(source).exists() else source)
         return cls(name=name, items=items, digest=items_digest(items), source=str(source))
 
 
-def register_benchmark(db, bench: Benchmark, mode: str) -> int:
+def register_benchmark(db: Warehouse, bench: Benchmark, mode: str) -> int:
     items = bench.items.select([c for c in TASK_COLUMNS if c in bench.items.columns])
     return db.register_task(name=bench.name, kind="benchmark", digest=bench.digest, items=items,
                             source=bench.source, mode=mode)
@@ -55,7 +62,7 @@ class GenerationJob:
     kind: str = "generation"
     needs_model: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.intervention is not None and self.intervention.kind == "mean":
             self.intervention.reference = self.intervention.reference or mean_reference_label(self.bench)
 
@@ -77,13 +84,13 @@ class GenerationJob:
             self.intervention.check_shape(target.shape)
         uses_chat(target.tokenizer(), self.settings.chat, self.settings.mode)
 
-    def register_task(self, db) -> int:
+    def register_task(self, db: Warehouse) -> int:
         return register_benchmark(db, self.bench, self.settings.mode)
 
-    def config(self, dtype: str) -> dict:
+    def config(self, dtype: str) -> dict[str, Any]:
         return self.settings.config(dtype, self.intervention.spec() if self.intervention else None)
 
-    def compute(self, loaded, ctx: JobContext) -> Facts:
+    def compute(self, loaded: LoadedModel, ctx: JobContext) -> Facts:
         s = self.settings
         intervention = self.intervention
         if intervention is not None and intervention.kind == "mean" and not intervention.means:
@@ -118,12 +125,13 @@ def grade_samples(items: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
         "style")
 
 
-def mean_reference(loaded, bench: Benchmark, settings: GenerationSettings, batch_size: int = 16):
+def mean_reference(loaded: LoadedModel, bench: Benchmark, settings: GenerationSettings,
+                   batch_size: int = 16) -> dict[int, torch.Tensor]:
     """Per-head mean outputs over the benchmark's prompts (the reference for mean ablation)."""
     prompts = chat_prompts(loaded.tokenizer, bench.items["prompt"].to_list(), chat=settings.chat, mode=settings.mode)
     tok = loaded.tokenizer
 
-    def batches():
+    def batches() -> Iterator[dict[str, Any]]:
         for k in range(0, len(prompts), batch_size):
             enc = tok(prompts[k:k + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             yield {n: enc[n].to(loaded.device) for n in ("input_ids", "attention_mask")}

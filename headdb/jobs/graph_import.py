@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from headdb.errors import UserError
 from headdb.interop.graph_json import file_layout, import_facts, read_graph_json, stored_layout
@@ -21,6 +21,10 @@ from headdb.settings import MODES, Execution, check_choice
 from headdb.warehouse.reads import checkpoint_model_key
 from headdb.warehouse.refs import find_checkpoint, find_task, resolve_checkpoint
 from headdb.warehouse.runs import Facts
+
+if TYPE_CHECKING:
+    from headdb.checkpoints.loading import LoadedModel
+    from headdb.warehouse.store import Warehouse
 
 
 @dataclass
@@ -35,10 +39,10 @@ class ImportJob:
     param: float | None = None
     kind: str = "import"
     needs_model: bool = False
-    _config: dict = field(default_factory=dict, repr=False)
+    _config: dict[str, Any] = field(default_factory=dict, repr=False)
     _facts: Facts | None = field(default=None, repr=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         data, raw = read_graph_json(self.file)
         self._config, self._facts = import_facts(data, raw, Path(self.file).name, self.layout, self.model_key,
                                                  selection=self.selection, param=self.param)
@@ -54,20 +58,22 @@ class ImportJob:
     def validate(self, target: Target) -> None:
         pass  # checked against the layout when built
 
-    def register_task(self, db) -> int:
+    def register_task(self, db: Warehouse) -> int:
         if self.task_id is None:
             from headdb.interop.graph_json import new_import_task
             self.task_id = new_import_task(db, name=self.task_name, mode=self.mode)
         return self.task_id
 
-    def config(self, dtype: str) -> dict:
+    def config(self, dtype: str) -> dict[str, Any]:
         return self._config
 
-    def compute(self, loaded, ctx: JobContext) -> Facts:
+    def compute(self, loaded: LoadedModel | None, ctx: JobContext) -> Facts:
+        assert self._facts is not None  # set by __post_init__
         return self._facts
 
 
-def plan_graph_import(db, files: Sequence[str | Path], *, task: str, checkpoint: str | Path | None = None,
+def plan_graph_import(db: Warehouse | None, files: Sequence[str | Path], *, task: str,
+                      checkpoint: str | Path | None = None,
                       ref: str | None = None, mode: str | None = None, selection: str = "threshold",
                       param: float | None = None, new: bool = False, placement: Placement = Placement(),
                       parent: str | None = None, model_key: str | None = None,
@@ -84,18 +90,24 @@ def plan_graph_import(db, files: Sequence[str | Path], *, task: str, checkpoint:
         check_choice("mode", mode, MODES)
     if parent is not None and db is None:
         raise UserError(f"no parent checkpoint {parent!r} (there is no warehouse yet)")
-    parent_id = resolve_checkpoint(db, parent) if parent is not None else None
+    # db is None with a parent was refused just above
+    parent_id = resolve_checkpoint(db, parent) if parent is not None and db is not None else None
     notes = []
     if checkpoint is not None:
         t = target(checkpoint, placement)
+        assert t.shape is not None  # target() reads it from config.json
         key, layout = t.shape.model_key, build_layout(t.shape)
     else:
+        assert ref is not None  # exactly one of checkpoint and ref, checked above
         checkpoint_id = find_checkpoint(db, ref) if db is not None else None
         if checkpoint_id is None and not new:
             raise UserError(f"no checkpoint {ref!r} in the warehouse; give its directory with --checkpoint DIR, or "
                             "register it from the graph with --new --lineage NAME --step N")
         if checkpoint_id is not None:
-            key = checkpoint_model_key(db, checkpoint_id)
+            assert db is not None  # checkpoint_id was found in it
+            stored_key = checkpoint_model_key(db, checkpoint_id)
+            assert stored_key is not None  # checkpoints.model_key is NOT NULL, and the row was just found
+            key = stored_key
             layout = stored_layout(db, key)
             t = existing_target(db, checkpoint_id)
         else:

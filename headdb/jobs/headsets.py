@@ -1,14 +1,19 @@
 """Head sets from named queries: "the emergent heads of B over A" as a list of (layer, head)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from headdb.errors import UserError
 
+if TYPE_CHECKING:
+    from pathlib import Path
 
-def heads_from_query(db, name: str, params: Mapping[str, Any] | None = None, *,
+    from headdb.warehouse.store import Warehouse
+
+
+def heads_from_query(db: Warehouse, name: str, params: Mapping[str, Any] | None = None, *,
                      where: Mapping[str, Any] | None = None, order_by: str | None = None,
-                     limit: int | None = None, extra_dirs=()) -> list[tuple[int, int]]:
+                     limit: int | None = None, extra_dirs: Iterable[str | Path] = ()) -> list[tuple[int, int]]:
     """Run query `name`, keep rows matching `where` (column = value), order by `order_by`
     (descending: the strongest first), keep `limit` rows; return its (layer, head) pairs."""
     from headdb.warehouse.queries import run_query

@@ -28,7 +28,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import polars as pl
 
@@ -39,6 +39,10 @@ from headdb.jobs.job import JobContext, Placement, Target
 from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
 from headdb.settings import MODES, Execution, check_choice
 from headdb.warehouse.runs import Facts
+
+if TYPE_CHECKING:
+    from headdb.checkpoints.loading import LoadedModel
+    from headdb.warehouse.store import Warehouse
 
 _SHARED = ("sampling_params", "engine", "engine_version", "model")  # must agree across lines
 
@@ -64,7 +68,7 @@ def lm_eval_results(file: Path) -> Path | None:
 
 def _lm_eval_line(line: dict[str, Any], where: str) -> dict[str, Any]:
     """An lm-evaluation-harness sample as a line of the plain format."""
-    doc = line.get("doc") if isinstance(line.get("doc"), dict) else {}
+    doc = cast("dict[str, Any]", line.get("doc") if isinstance(line.get("doc"), dict) else {})
     resps = line.get("resps")
     texts = [t for r in resps for t in (r if isinstance(r, list) else [r])] if isinstance(resps, list) else None
     if not texts or not all(isinstance(t, str) for t in texts):
@@ -223,14 +227,14 @@ class ImportedGenerationJob:
     def validate(self, target: Target) -> None:
         pass  # checked against the benchmark when built
 
-    def register_task(self, db: Any) -> int:
+    def register_task(self, db: Warehouse) -> int:
         return register_benchmark(db, self.bench, self.mode)
 
     def config(self, dtype: str) -> dict[str, Any]:
         return {"source": "imported", **self.provenance, "ks": list(self.ks), "mode": self.mode,
                 "intervention": None}
 
-    def compute(self, loaded: Any, ctx: JobContext) -> Facts:
+    def compute(self, loaded: LoadedModel | None, ctx: JobContext) -> Facts:
         assert self._read is not None
         graded = grade_samples(self.bench.items, self._read.samples)
         facts = Facts()
@@ -239,7 +243,8 @@ class ImportedGenerationJob:
         return facts
 
 
-def plan_imported_generations(db: Any, file: str | Path, bench: Benchmark, *, checkpoint: str | Path | None = None,
+def plan_imported_generations(db: Warehouse | None, file: str | Path, bench: Benchmark, *,
+                              checkpoint: str | Path | None = None,
                               ref: str | None = None, ks: Sequence[int] = (1,), mode: str = "plain",
                               placement: Placement = Placement(), execution: Execution = Execution()) -> Plan:
     """The plan of importing a samples file onto a checkpoint directory or a registered
@@ -264,5 +269,6 @@ def plan_imported_generations(db: Any, file: str | Path, bench: Benchmark, *, ch
     else:
         if db is None:
             raise UserError(f"no checkpoint {ref!r}: there is no warehouse yet; give its directory with --checkpoint")
+        assert ref is not None  # checkpoint is None only when ref was given (else it is set above or raised)
         t = existing_target(db, resolve_checkpoint(db, ref))
     return Plan([CheckpointWork(t, [job])], execution).validate()

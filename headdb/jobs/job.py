@@ -13,10 +13,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from headdb.checkpoints.loading import ModelShape
 from headdb.warehouse.runs import Facts
+
+if TYPE_CHECKING:
+    from headdb.checkpoints.loading import LoadedModel
+    from headdb.warehouse.store import Warehouse
 
 Progress = Callable[[str, int, int], None]
 
@@ -49,7 +53,7 @@ class GraphOnly:
     executor registers it (under `model_key`, a model registered from a real checkpoint, or under
     the graph's own layout read from `graph`, the first file's data) like any other target."""
 
-    graph: dict = field(repr=False)
+    graph: dict[str, Any] = field(repr=False)
     model_key: str | None = None
 
 
@@ -69,7 +73,7 @@ class Target:
     def label(self) -> str:
         return self.placement.name or self.path.name
 
-    def tokenizer(self):
+    def tokenizer(self) -> Any:
         """The checkpoint's tokenizer, loaded once and shared by every target with the same files."""
         if self._tokenizer is None:
             from headdb.checkpoints.loading import load_tokenizer
@@ -108,11 +112,12 @@ class Job(Protocol):
     def validate(self, target: Target) -> None:
         """Raise UserError for anything this job cannot do on `target` (shape, tokenizer, task)."""
 
-    def register_task(self, db) -> int | None:
+    def register_task(self, db: Warehouse) -> int | None:
         """Register the job's task (idempotent) and return its id."""
 
-    def config(self, dtype: str) -> dict:
+    def config(self, dtype: str) -> dict[str, Any]:
         """The run's config: what it means, the key of idempotency (with checkpoint and task)."""
 
-    def compute(self, loaded, ctx: JobContext) -> Facts:
-        """The job's facts from a loaded checkpoint (None for jobs that need no model)."""
+    def compute(self, loaded: LoadedModel, ctx: JobContext) -> Facts:
+        """The job's facts from a loaded checkpoint (None for jobs that need no model: they take
+        `LoadedModel | None`)."""

@@ -32,13 +32,16 @@ import tomllib
 from types import UnionType
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Sequence, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from headdb.errors import UserError
 from headdb.settings import (AttributionSettings, GenerationSettings, InterventionKind, Mode, PostTraining, Regime,
                              Sampling)
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 
 class ManifestError(UserError):
@@ -199,11 +202,12 @@ def _generation_table(table: Any, seed: int) -> Any:
     return {"settings": {"sampling": sampling, **rest}, **({} if limit is None else {"limit": limit})}
 
 
-def _key(loc: tuple) -> str:
+def _key(loc: tuple[int | str, ...]) -> str:
     """('models', 0, 'regime') -> 'models[0].regime'; [generation]'s nesting folded back."""
-    parts = list(loc)
+    parts: list[int | str] = list(loc)
     if parts[:2] == ["generation", "settings"]:
-        parts = ["generation"] + [p for p in parts[2:] if p != "sampling"]
+        folded: list[int | str] = ["generation"]
+        parts = folded + [p for p in parts[2:] if p != "sampling"]
         parts = ["k" if p == "ks" else p for p in parts]
     out = ""
     for p in parts:
@@ -211,7 +215,7 @@ def _key(loc: tuple) -> str:
     return out
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The model class whose table `loc` (a path to one of its keys) is in."""
     cls: Any = Manifest
     for part in loc[:-1]:
@@ -224,7 +228,7 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def _problem(error: dict) -> tuple[str, str]:
+def _problem(error: ErrorDetails) -> tuple[str, str]:
     loc = tuple(error["loc"])
     key = _key(loc)
     if error["type"] == "extra_forbidden":
@@ -285,7 +289,8 @@ def _cross_checked(m: Manifest, where: Where) -> Manifest:
     _unique([x.name for x in m.models] + [r.name for r in m.runs], "models/runs", where)
     names = {"tasks": {t.name for t in m.tasks}, "benchmarks": {b.name for b in m.benchmarks}}
     model_names = {x.name for x in m.models}
-    for section, entries in (("models", m.models), ("runs", m.runs)):
+    sections: tuple[tuple[str, Sequence[ModelSpec | RunSpec]], ...] = (("models", m.models), ("runs", m.runs))
+    for section, entries in sections:
         for i, e in enumerate(entries):
             for kind in ("tasks", "benchmarks"):
                 for n in getattr(e, kind) or ():

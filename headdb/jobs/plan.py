@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headdb.checkpoints.loading import read_config, shape_from_config
 from headdb.errors import UserError
 from headdb.jobs.job import Job, Placement, Target
 from headdb.settings import Execution
 from headdb.warehouse.reads import checkpoint_path_name
+
+if TYPE_CHECKING:
+    from headdb.warehouse.store import Warehouse
 
 
 @dataclass
@@ -55,7 +59,7 @@ def target(path: str | Path, placement: Placement = Placement()) -> Target:
     return Target(directory, placement, shape_from_config(config))
 
 
-def existing_target(db, checkpoint_id: int) -> Target:
+def existing_target(db: Warehouse, checkpoint_id: int) -> Target:
     """A registered checkpoint as a plan target (registration is skipped; its labels stay). One
     known only through imported graphs has no directory: jobs that need its model fail to load."""
     path, name = checkpoint_path_name(db, checkpoint_id)

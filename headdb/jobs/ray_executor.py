@@ -17,13 +17,22 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from headdb.errors import UserError
-from headdb.jobs.executor import JobResult, Outcome, Unit, close_run, compute_unit, interrupt, open_unit
+from headdb.jobs.executor import JobResult, Outcome, Say, Unit, close_run, compute_unit, interrupt, open_unit
 from headdb.jobs.job import Progress
 
+if TYPE_CHECKING:
+    from pathlib import Path
 
-def _ray():
+    from headdb.jobs.executor import Pending
+    from headdb.jobs.job import Job
+    from headdb.warehouse.runs import Run
+    from headdb.warehouse.store import Warehouse
+
+
+def _ray() -> Any:  # the ray module (an optional extra)
     try:
         import ray
     except ImportError:
@@ -31,7 +40,8 @@ def _ray():
     return ray
 
 
-def remote_unit(path: str, device: str, dtype: str, jobs: list, scratch: list, threads: int) -> tuple[bool, list]:
+def remote_unit(path: str, device: str, dtype: str, jobs: list[Job], scratch: list[Path | None],
+                threads: int) -> tuple[bool, list[JobResult | None]]:
     """Runs on a Ray worker: `compute_unit`, the same unit of work as in process; its results
     (Facts are Arrow tables and pickle) come back to the driver, which commits them."""
     import torch
@@ -53,7 +63,7 @@ class RayExecutor:
     cpus_per_job: float = 1
     num_cpus: int | None = None     # local cluster only: CPUs it may use (default: all)
 
-    def _init(self, ray) -> None:
+    def _init(self, ray: Any) -> None:
         if ray.is_initialized():
             return
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -65,13 +75,14 @@ class RayExecutor:
             where = self.address or "a local cluster"
             raise UserError(f"cannot start or reach Ray at {where}: {str(exc).splitlines()[0]}") from None
 
-    def run(self, db, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say) -> None:
+    def run(self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress,
+            say: Say) -> None:
         ray = _ray()
         self._init(ray)
         remote = ray.remote(remote_unit).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job,
                                                  max_retries=0)
         total = sum(len(u.pending) for u in units)
-        inflight: dict = {}  # ray ref -> (unit, [(pending, run)])
+        inflight: dict[Any, tuple[Unit, list[tuple[Pending, Run]]]] = {}  # ray ref -> (unit, [(pending, run)])
         done = failed = 0
         try:
             for unit in units:

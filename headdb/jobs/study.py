@@ -8,7 +8,7 @@ model when nothing is.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Iterable, cast
 
 from headdb.errors import UserError
 from headdb.evals.interventions import format_heads, parse_heads
@@ -16,11 +16,19 @@ from headdb.jobs.attribution import AttributionJob
 from headdb.jobs.builders import generation_jobs, with_control
 from headdb.jobs.executor import Executor, Outcome, execute
 from headdb.jobs.generations import Benchmark, GenerationJob
-from headdb.jobs.job import Job, Placement, no_progress
-from headdb.jobs.manifest import HeadsQuery, Manifest, ManifestError, Where
+from headdb.jobs.job import Job, Placement, Progress, no_progress
+from headdb.jobs.manifest import (AblationSpec, HeadsQuery, HeadsQueryWithFallback, Manifest, ManifestError, ModelSpec,
+                                  Where)
 from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
 from headdb.jobs.training_run import plan_training_run
 from headdb.settings import Execution, InterventionSettings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from headdb.checkpoints.loading import ModelShape
+    from headdb.warehouse.queries import Catalogue
+    from headdb.warehouse.store import Warehouse
 
 Say = Callable[[str], None]
 
@@ -28,7 +36,7 @@ Say = Callable[[str], None]
 class StudyJobs:
     """Every task and benchmark of a manifest loaded once, and the jobs of each model or run."""
 
-    def __init__(self, m: Manifest):
+    def __init__(self, m: Manifest) -> None:
         from headdb.attribution.tasks import load_task
 
         self.m = m
@@ -46,8 +54,9 @@ class StudyJobs:
                 + [j for j in self.gens if benchmarks is None or j.bench.name in benchmarks])
 
 
-def _bases_first(m: Manifest):
-    done, ordered = set(), []
+def _bases_first(m: Manifest) -> list[ModelSpec]:
+    done: set[str] = set()
+    ordered: list[ModelSpec] = []
     pending = list(m.models)
     while pending:
         ready = [x for x in pending if x.base is None or x.base in done]
@@ -63,7 +72,7 @@ def _bases_first(m: Manifest):
 def plan_models_and_runs(m: Manifest, sj: StudyJobs, execution: Execution) -> Plan:
     where = Where(m.file)
     plan = Plan(execution=execution)
-    paths = {}
+    paths: dict[str | None, Path] = {}  # model name -> directory (looked up by base, which may be None)
     for model in _bases_first(m):
         i = m.models.index(model)
         placement = Placement(lineage=model.lineage, regime=model.regime, step=model.step,
@@ -79,6 +88,7 @@ def plan_models_and_runs(m: Manifest, sj: StudyJobs, execution: Execution) -> Pl
         base = by_name.get(run.base) if run.base else None
         base_placement = None if base is None else Placement(lineage=base.lineage, regime=base.regime, step=base.step,
                                                              name=base.name)
+        assert run.lineage is not None  # load_manifest defaults it to the run's name
         try:
             sub = plan_training_run(run.dir, regime=run.regime, lineage=run.lineage, jobs=sj.jobs_for(run.tasks, run.benchmarks),
                                     base=base.path if base else None, base_placement=base_placement, execution=execution)
@@ -88,7 +98,7 @@ def plan_models_and_runs(m: Manifest, sj: StudyJobs, execution: Execution) -> Pl
     return plan.validate()
 
 
-def _query_heads(db, m: Manifest, a, q: HeadsQuery) -> list[tuple[int, int]]:
+def _query_heads(db: Warehouse, m: Manifest, a: AblationSpec, q: HeadsQuery) -> list[tuple[int, int]]:
     """The (layer, head) pairs a manifest's heads_query selects."""
     from headdb.jobs.headsets import heads_from_query
 
@@ -99,7 +109,7 @@ def _query_heads(db, m: Manifest, a, q: HeadsQuery) -> list[tuple[int, int]]:
         raise UserError(f"{m.file}: {a.key}.heads_query: {exc}") from None
 
 
-def check_ablations(db, m: Manifest, stage1: Plan, query_dirs=()) -> None:
+def check_ablations(db: Warehouse | None, m: Manifest, stage1: Plan, query_dirs: Iterable[str | Path] = ()) -> None:
     """What stage 2 will need, checked before stage 1 writes: head lists, queries and their params,
     and that each ablation's checkpoint reference names exactly one checkpoint."""
     from headdb.warehouse.queries import catalogue
@@ -113,20 +123,25 @@ def check_ablations(db, m: Manifest, stage1: Plan, query_dirs=()) -> None:
         raise ManifestError(f"{m.file}: ablations: {exc}") from None
     shapes = {str(w.target.path): w.target.shape for w in stage1.work}
     for a, path in zip(m.ablations, paths):
-        if a.heads is not None:
+        try:  # every ablation runs its checkpoint's model: a directory gone or truncated fails now
             shape = shapes.get(path) or target(path).shape
+        except UserError as exc:
+            raise where.fail(f"{a.key}.checkpoint", str(exc)) from None
+        assert shape is not None  # stage 1's targets and target() read it from config.json
+        if a.heads is not None:
             try:
                 parse_heads(a.heads, shape.n_layers, shape.n_heads)
             except UserError as exc:
                 raise where.fail(f"{a.key}.heads", str(exc)) from None
         else:
+            assert a.heads_query is not None  # load_manifest: exactly one of heads and heads_query
             for key, q in ((f"{a.key}.heads_query", a.heads_query),
                            (f"{a.key}.heads_query.fallback", a.heads_query.fallback)):
                 _check_query(cat, where, key, q)
         _check_query(cat, where, f"{a.key}.control_avoid", a.control_avoid)
 
 
-def _check_query(cat, where: Where, key: str, q: HeadsQuery | None) -> None:
+def _check_query(cat: Catalogue, where: Where, key: str, q: HeadsQuery | None) -> None:
     if q is None:
         return
     try:
@@ -135,7 +150,7 @@ def _check_query(cat, where: Where, key: str, q: HeadsQuery | None) -> None:
         raise where.fail(key, str(exc)) from None
 
 
-def plan_ablations(db, m: Manifest, sj: StudyJobs, execution: Execution, say: Say) -> Plan:
+def plan_ablations(db: Warehouse, m: Manifest, sj: StudyJobs, execution: Execution, say: Say) -> Plan:
     """Stage 2: the head set of every ablation (queries run now, over stage 1's results)."""
     from headdb.warehouse.refs import resolve_checkpoint
 
@@ -146,6 +161,7 @@ def plan_ablations(db, m: Manifest, sj: StudyJobs, execution: Execution, say: Sa
         if a.heads is not None:
             heads = a.heads
         else:
+            assert a.heads_query is not None  # load_manifest: exactly one of heads and heads_query
             found = _query_heads(db, m, a, a.heads_query)
             fallback = a.heads_query.fallback
             if not found and fallback is not None:
@@ -159,16 +175,18 @@ def plan_ablations(db, m: Manifest, sj: StudyJobs, execution: Execution, say: Sa
             heads = format_heads(found)
         spec = InterventionSettings(kind=a.kind, heads=heads, factor=a.factor, label=label)
         avoid = _query_heads(db, m, a, a.control_avoid) if a.control and a.control_avoid else ()
-        specs = with_control(spec, t.shape, a.control_seed, avoid) if a.control else [spec]
+        shape = cast("ModelShape", t.shape)  # check_ablations read it before stage 1
+        specs = with_control(spec, shape, a.control_seed, avoid) if a.control else [spec]
         say(f"{a.key}: {a.kind} on {a.checkpoint}: heads {specs[0].heads}"
             + (f"; control {specs[1].heads}" if a.control else ""))
-        jobs = [job for name in a.benchmarks for job in generation_jobs(sj.benches[name], sj.generation, specs, t.shape)]
+        assert a.benchmarks is not None  # load_manifest defaults it to every benchmark
+        jobs = [job for name in a.benchmarks for job in generation_jobs(sj.benches[name], sj.generation, specs, shape)]
         plan.work.append(CheckpointWork(t, jobs))
     return plan.validate()
 
 
-def run_study(db, m: Manifest, *, executor: Executor | None = None, execution: Execution = Execution(),
-              progress=no_progress, say: Say = print) -> Outcome:
+def run_study(db: Warehouse, m: Manifest, *, executor: Executor | None = None, execution: Execution = Execution(),
+              progress: Progress = no_progress, say: Say = print) -> Outcome:
     check_reports(m, db.query_dirs)  # a misspelt report or param fails before anything is computed
     sj = StudyJobs(m)
     stage1 = plan_models_and_runs(m, sj, execution)
@@ -179,7 +197,7 @@ def run_study(db, m: Manifest, *, executor: Executor | None = None, execution: E
     return outcome
 
 
-def check_reports(m: Manifest, query_dirs=()) -> None:
+def check_reports(m: Manifest, query_dirs: Iterable[str | Path] = ()) -> None:
     """Each [[reports]] entry names a report, and only params that its queries declare."""
     from headdb.reports import get_report
     from headdb.warehouse.queries import catalogue
@@ -197,7 +215,7 @@ def check_reports(m: Manifest, query_dirs=()) -> None:
                              f"are {', '.join(sorted(known))}")
 
 
-def check(m: Manifest, query_dirs=()) -> list[str]:
+def check(m: Manifest, query_dirs: Iterable[str | Path] = ()) -> list[str]:
     """Build every plan without a warehouse or a model; lines describing the study."""
     sj = StudyJobs(m)
     stage1 = plan_models_and_runs(m, sj, Execution())
@@ -210,8 +228,11 @@ def check(m: Manifest, query_dirs=()) -> list[str]:
         lines.append(f"  run {run.name} ({run.regime}): {len(steps)} checkpoint(s), steps "
                      f"{', '.join(map(str, steps))}")
     for a in m.ablations:
+        # load_manifest: exactly one of heads and heads_query (an empty heads failed check_ablations),
+        # and the benchmarks default to all of them
+        assert a.benchmarks is not None
         lines.append(f"  ablation ({a.kind}) on {a.checkpoint}: "
-                     f"{a.heads or a.heads_query.name} over {', '.join(a.benchmarks)}"
+                     f"{a.heads or cast(HeadsQueryWithFallback, a.heads_query).name} over {', '.join(a.benchmarks)}"
                      + (" + random control" if a.control else ""))
     check_reports(m, query_dirs)
     lines.append(f"  {stage1.n_jobs} job(s) over {len(stage1.work)} checkpoint(s); "
