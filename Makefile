@@ -67,6 +67,7 @@ test: lint postgresql
 
 lint: $(STAMP)
 	$(BIN)/ruff check headdb tests benchmarks
+	$(BIN)/ruff format --check headdb tests benchmarks
 	$(BIN)/mypy
 
 postgresql:

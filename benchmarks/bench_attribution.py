@@ -61,6 +61,7 @@ The model is a randomly initialised Qwen2-architecture checkpoint written to a t
 directory (config.json, safetensors shards, the headdb.demo.tiny tokenizer) and loaded with
 headdb.checkpoints.loading.load_model; token ids are random below the model vocabulary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,14 +90,22 @@ SHAPES = {
     "7b": dict(layers=28, hidden=3584, heads=28, kv_heads=4, intermediate=18944, vocab=152064, tie=False),
 }
 FIND_ORDER = ("0.5b", "1.5b", "3b", "7b")
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 # ----------------------------------------------------------------------------- the model
 
-def write_model(out: Path, shape: dict, dtype: torch.dtype, *, seed: int = 0, gen_device: str = "cpu",
-                shard_bytes: int = 2 << 30) -> Path:
+
+def write_model(
+    out: Path, shape: dict, dtype: torch.dtype, *, seed: int = 0, gen_device: str = "cpu", shard_bytes: int = 2 << 30
+) -> Path:
     """Write config.json, random safetensors shards and the headdb.demo.tiny tokenizer to `out`."""
     from safetensors.torch import save_file
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -106,11 +115,20 @@ def write_model(out: Path, shape: dict, dtype: torch.dtype, *, seed: int = 0, ge
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer()
     config = Qwen2Config(
-        vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["intermediate"],
-        num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
-        num_key_value_heads=shape["kv_heads"], max_position_embeddings=32768, rope_theta=1e6,
-        rms_norm_eps=1e-6, tie_word_embeddings=shape["tie"], use_sliding_window=False,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=32768,
+        rope_theta=1e6,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=shape["tie"],
+        use_sliding_window=False,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
         initializer_range=0.02,
     )
     config.architectures = ["Qwen2ForCausalLM"]
@@ -136,8 +154,10 @@ def write_model(out: Path, shape: dict, dtype: torch.dtype, *, seed: int = 0, ge
     if len(shards) == 1:
         save_file(shards[0], str(out / "model.safetensors"), metadata={"format": "pt"})
     else:
-        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for s in shards for t in s.values())},
-                 "weight_map": {}}
+        index = {
+            "metadata": {"total_size": sum(t.numel() * t.element_size() for s in shards for t in s.values())},
+            "weight_map": {},
+        }
         for i, s in enumerate(shards):
             fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
             save_file(s, str(out / fname), metadata={"format": "pt"})
@@ -157,11 +177,17 @@ def make_pairs(n: int, seq: int, vocab: int, seed: int = 0):
     flip[:, seq // 2] = True
     corrupted = torch.where(flip, torch.randint(3, vocab, (n, seq), generator=g), clean)
     answer = torch.randint(3, vocab, (n,), generator=g)
-    return EncodedPairs(item_ids=[str(i) for i in range(n)], clean=clean.tolist(),
-                        corrupted=corrupted.tolist(), answer=answer.tolist(), wrong=[-1] * n)
+    return EncodedPairs(
+        item_ids=[str(i) for i in range(n)],
+        clean=clean.tolist(),
+        corrupted=corrupted.tolist(),
+        answer=answer.tolist(),
+        wrong=[-1] * n,
+    )
 
 
 # ----------------------------------------------------------------------------- measurement
+
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
@@ -228,8 +254,13 @@ class Peak:
         return False
 
     def as_dict(self) -> dict:
-        return {"rss_peak_mib": self.rss_peak, "rss_rise_mib": self.rss_rise, "rss_exact": self.exact_rss,
-                "cuda_peak_mib": self.cuda_peak, "cuda_rise_mib": self.cuda_rise}
+        return {
+            "rss_peak_mib": self.rss_peak,
+            "rss_rise_mib": self.rss_rise,
+            "rss_exact": self.exact_rss,
+            "cuda_peak_mib": self.cuda_peak,
+            "cuda_rise_mib": self.cuda_rise,
+        }
 
 
 def merge_peaks(peaks: list[Peak]) -> dict:
@@ -243,11 +274,13 @@ def merge_peaks(peaks: list[Peak]) -> dict:
 
 # ----------------------------------------------------------------------------- the two sides
 
+
 def run_engine(loaded, pairs, steps: int, batch: int, progress=None, **stats):
     from headdb.attribution import attribute
 
-    return attribute(loaded, pairs, method="eap-ig", steps=steps, metric="kl", batch_size=batch,
-                     progress=progress, **stats)
+    return attribute(
+        loaded, pairs, method="eap-ig", steps=steps, metric="kl", batch_size=batch, progress=progress, **stats
+    )
 
 
 class Baseline:
@@ -284,8 +317,7 @@ class Baseline:
 def load_plain(path: Path, dtype: torch.dtype, device: str):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype,
-                                                 attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype, attn_implementation="eager")
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -306,6 +338,7 @@ def timed(fn, device: str, cpu_times: list | None = None) -> tuple[float, Peak]:
 
 
 # ----------------------------------------------------------------------------- the time split
+
 
 @contextmanager
 def instrumented(device: str, record: dict):
@@ -366,13 +399,19 @@ def time_split(loaded, pairs, steps: int, batch: int, device: str) -> dict:
     step_times = [b - a for a, b in zip(marks, marks[1:])]
     cap = rec["capture"]
     other = total - sum(cap) - rec["ig_total"] - rec["scores"]
-    return {"total_s": total, "capture_clean_s": cap[0] if cap else None,
-            "capture_corrupted_s": cap[1] if len(cap) > 1 else None,
-            "ig_steps_s": rec["ig_total"], "ig_step_each_s": step_times, "scores_s": rec["scores"],
-            "other_s": other}
+    return {
+        "total_s": total,
+        "capture_clean_s": cap[0] if cap else None,
+        "capture_corrupted_s": cap[1] if len(cap) > 1 else None,
+        "ig_steps_s": rec["ig_total"],
+        "ig_step_each_s": step_times,
+        "scores_s": rec["scores"],
+        "other_s": other,
+    }
 
 
 # ----------------------------------------------------------------------------- diagnostics
+
 
 def bridge_passes(loaded, baseline: Baseline, steps: int, graph_flags: bool) -> None:
     """m forward+backward passes of loaded.hf_model (bridge components inside, no hooks)."""
@@ -420,6 +459,7 @@ def profile(label: str, fn, device: str, top: int) -> None:
 
 # ----------------------------------------------------------------------------- modes
 
+
 def shape_of(args) -> dict:
     shape = dict(SHAPES[args.shape])
     for key in ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab"):
@@ -432,8 +472,9 @@ def shape_of(args) -> dict:
 def machine(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    return (f"{platform.machine()} {os.cpu_count()}-core, CPU, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    return (
+        f"{platform.machine()} {os.cpu_count()}-core, CPU, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
 
 def load_average() -> str:
@@ -458,9 +499,16 @@ def bench(args) -> dict:
     device, dtype = args.device, DTYPES[args.dtype]
     shape = shape_of(args)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="headdb-bench-attr-"))
-    res: dict = {"shape": shape, "seq": args.seq, "batch": args.batch, "steps": args.steps,
-                 "device": device, "dtype": args.dtype, "machine": machine(device),
-                 "load_before": load_average()}
+    res: dict = {
+        "shape": shape,
+        "seq": args.seq,
+        "batch": args.batch,
+        "steps": args.steps,
+        "device": device,
+        "dtype": args.dtype,
+        "machine": machine(device),
+        "load_before": load_average(),
+    }
     try:
         t0 = time.perf_counter()
         if not (work / "config.json").is_file():
@@ -481,9 +529,11 @@ def bench(args) -> dict:
         t0 = time.perf_counter()
         loaded = load_model(work, dtype=args.dtype, device=device)
         res["load_s"] = time.perf_counter() - t0
-        print(f"model {loaded.model_key} ({sum(p.numel() for p in loaded.hf_model.parameters()) / 1e6:.0f}M "
-              f"params, {args.dtype}) on {device}; seq {args.seq}, batch {args.batch}, steps {args.steps}",
-              flush=True)
+        print(
+            f"model {loaded.model_key} ({sum(p.numel() for p in loaded.hf_model.parameters()) / 1e6:.0f}M "
+            f"params, {args.dtype}) on {device}; seq {args.seq}, batch {args.batch}, steps {args.steps}",
+            flush=True,
+        )
 
         plain = load_plain(work, dtype, device)
         base = Baseline(plain, pairs, device)
@@ -497,8 +547,7 @@ def bench(args) -> dict:
         sync(device)
         res["engine_warmup_s"] = time.perf_counter() - t0
         res["completeness_relative"] = r.completeness_relative
-        print(f"warm-up: baseline {res['baseline_warmup_s']:.2f} s, engine {res['engine_warmup_s']:.2f} s",
-              flush=True)
+        print(f"warm-up: baseline {res['baseline_warmup_s']:.2f} s, engine {res['engine_warmup_s']:.2f} s", flush=True)
 
         bt, et, bp, ep, bc, ec = [], [], [], [], [], []
         for i in range(args.repeats):
@@ -508,10 +557,19 @@ def bench(args) -> dict:
             dt, pk = timed(lambda: run_engine(loaded, pairs, args.steps, args.batch), device, ec)
             et.append(dt)
             ep.append(pk)
-            print(f"repeat {i + 1}: baseline {bt[-1]:.2f} s (cpu {bc[-1]:.2f} s), engine {et[-1]:.2f} s "
-                  f"(cpu {ec[-1]:.2f} s), load {load_average()}", flush=True)
-        res.update(baseline_s=bt, engine_s=et, baseline_cpu_s=bc, engine_cpu_s=ec,
-                   baseline_mem=merge_peaks(bp), engine_mem=merge_peaks(ep))
+            print(
+                f"repeat {i + 1}: baseline {bt[-1]:.2f} s (cpu {bc[-1]:.2f} s), engine {et[-1]:.2f} s "
+                f"(cpu {ec[-1]:.2f} s), load {load_average()}",
+                flush=True,
+            )
+        res.update(
+            baseline_s=bt,
+            engine_s=et,
+            baseline_cpu_s=bc,
+            engine_cpu_s=ec,
+            baseline_mem=merge_peaks(bp),
+            engine_mem=merge_peaks(ep),
+        )
         res["ratio_median"] = statistics.median(et) / statistics.median(bt)
         res["ratio_min"] = min(et) / min(bt)
         res["ratio_cpu_min"] = min(ec) / min(bc)
@@ -524,8 +582,9 @@ def bench(args) -> dict:
                 dt, _ = timed(lambda: bridge_passes(loaded, base, args.steps, flags), device)
                 res[name + "_s"] = dt
         if args.profile:
-            profile("engine attribute()", lambda: run_engine(loaded, pairs, args.steps, args.batch),
-                    device, args.profile)
+            profile(
+                "engine attribute()", lambda: run_engine(loaded, pairs, args.steps, args.batch), device, args.profile
+            )
             profile("baseline (m plain fwd+bwd)", lambda: base(args.steps), device, args.profile)
         res["load_after"] = load_average()
         report(res)
@@ -546,11 +605,19 @@ def bench_stats(args) -> dict:
     shape = shape_of(args)
     B = args.bootstrap
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="headdb-bench-stats-"))
-    sides = {"plain": {}, f"abs-mean+{B}": {"bootstrap": B},
-             f"mean-abs+{B}": {"bootstrap": B, "rank": "mean-abs"}}
-    res: dict = {"mode": "stats", "shape": shape, "seq": args.seq, "batch": args.batch, "steps": args.steps,
-                 "bootstrap": B, "device": device, "dtype": args.dtype, "machine": machine(device),
-                 "load_before": load_average()}
+    sides = {"plain": {}, f"abs-mean+{B}": {"bootstrap": B}, f"mean-abs+{B}": {"bootstrap": B, "rank": "mean-abs"}}
+    res: dict = {
+        "mode": "stats",
+        "shape": shape,
+        "seq": args.seq,
+        "batch": args.batch,
+        "steps": args.steps,
+        "bootstrap": B,
+        "device": device,
+        "dtype": args.dtype,
+        "machine": machine(device),
+        "load_before": load_average(),
+    }
     try:
         if not (work / "config.json").is_file():
             write_model(work, shape, dtype, gen_device=device if device.startswith("cuda") else "cpu")
@@ -558,8 +625,11 @@ def bench_stats(args) -> dict:
         loaded = load_model(work, dtype=args.dtype, device=device)
         g = build_layout(loaded.shape)
         res["n_edges"] = g.n_edges
-        print(f"model {loaded.model_key} ({g.n_edges} edges), seq {args.seq}, batch {args.batch} (one batch), "
-              f"steps {args.steps}, B {B}", flush=True)
+        print(
+            f"model {loaded.model_key} ({g.n_edges} edges), seq {args.seq}, batch {args.batch} (one batch), "
+            f"steps {args.steps}, B {B}",
+            flush=True,
+        )
         results = {}
         for name, kw in sides.items():  # warm-up
             t0 = time.perf_counter()
@@ -573,15 +643,22 @@ def bench_stats(args) -> dict:
                 dt, pk = timed(lambda: run_engine(loaded, pairs, args.steps, args.batch, **kw), device, cpu[name])
                 wall[name].append(dt)
                 peaks[name].append(pk)
-            print(f"repeat {i + 1}: " + ", ".join(f"{n} {wall[n][-1]:.2f} s (cpu {cpu[n][-1]:.2f})" for n in sides)
-                  + f"; load {load_average()}", flush=True)
+            print(
+                f"repeat {i + 1}: "
+                + ", ".join(f"{n} {wall[n][-1]:.2f} s (cpu {cpu[n][-1]:.2f})" for n in sides)
+                + f"; load {load_average()}",
+                flush=True,
+            )
         res["sides"] = {}
         for name in sides:
             res["sides"][name] = {
-                "wall_s": wall[name], "cpu_s": cpu[name], "mem": merge_peaks(peaks[name]),
+                "wall_s": wall[name],
+                "cpu_s": cpu[name],
+                "mem": merge_peaks(peaks[name]),
                 "ratio_median": statistics.median(wall[name]) / statistics.median(wall["plain"]),
                 "ratio_min": min(wall[name]) / min(wall["plain"]),
-                "ratio_cpu_min": min(cpu[name]) / min(cpu["plain"])}
+                "ratio_cpu_min": min(cpu[name]) / min(cpu["plain"]),
+            }
         r = results[f"mean-abs+{B}"]
         res["replicate_bytes_abs_mean"] = B * g.n_edges * 4
         res["replicate_bytes_mean_abs"] = 2 * B * g.n_edges * 4
@@ -605,17 +682,25 @@ def bench_stats(args) -> dict:
 def report_stats(res: dict) -> None:
     B = res["bootstrap"]
     print(f"\nmachine: {res['machine']}; load average before {res['load_before']}, after {res['load_after']}")
-    print(f"shape {res['shape']}, {res['n_edges']} edges; seq {res['seq']}, one batch of {res['batch']}, "
-          f"steps {res['steps']}, {res['dtype']}, B {B}")
+    print(
+        f"shape {res['shape']}, {res['n_edges']} edges; seq {res['seq']}, one batch of {res['batch']}, "
+        f"steps {res['steps']}, {res['dtype']}, B {B}"
+    )
     for name, side in res["sides"].items():
-        print(f"{name:>14}: median {fs(statistics.median(side['wall_s']))}, min {fs(min(side['wall_s']))}; "
-              f"ratio to plain {side['ratio_median']:.3f}x median, {side['ratio_min']:.3f}x min, "
-              f"{side['ratio_cpu_min']:.3f}x CPU-time min (target <= 1.25); {fmt_mem(side['mem'])}")
-    print(f"replicate sums on the device: B x n_edges x 4 bytes = {res['replicate_bytes_abs_mean'] / 2**20:.1f} MiB "
-          f"(abs-mean), {res['replicate_bytes_mean_abs'] / 2**20:.1f} MiB (mean-abs); host copies in the "
-          f"result {res['result_replicate_bytes'] / 2**20:.1f} MiB (mean-abs)")
-    print(f"circuit re-selection from {B} replicates (top-5000 + threshold 0.1): {fs(res['reselect_s'])} "
-          f"(full-data selection {fs(res['select_full_s'])}); stability {res['stability']}")
+        print(
+            f"{name:>14}: median {fs(statistics.median(side['wall_s']))}, min {fs(min(side['wall_s']))}; "
+            f"ratio to plain {side['ratio_median']:.3f}x median, {side['ratio_min']:.3f}x min, "
+            f"{side['ratio_cpu_min']:.3f}x CPU-time min (target <= 1.25); {fmt_mem(side['mem'])}"
+        )
+    print(
+        f"replicate sums on the device: B x n_edges x 4 bytes = {res['replicate_bytes_abs_mean'] / 2**20:.1f} MiB "
+        f"(abs-mean), {res['replicate_bytes_mean_abs'] / 2**20:.1f} MiB (mean-abs); host copies in the "
+        f"result {res['result_replicate_bytes'] / 2**20:.1f} MiB (mean-abs)"
+    )
+    print(
+        f"circuit re-selection from {B} replicates (top-5000 + threshold 0.1): {fs(res['reselect_s'])} "
+        f"(full-data selection {fs(res['select_full_s'])}); stability {res['stability']}"
+    )
 
 
 def fs(t: float) -> str:
@@ -625,26 +710,37 @@ def fs(t: float) -> str:
 
 def report(res: dict) -> None:
     m = res["steps"]
-    print(f"\nmachine: {res['machine']}; load average before {res['load_before']}, "
-          f"after {res['load_after']} (other processes compete for the cores when > 0)")
+    print(
+        f"\nmachine: {res['machine']}; load average before {res['load_before']}, "
+        f"after {res['load_after']} (other processes compete for the cores when > 0)"
+    )
     print(f"shape {res['shape']}, seq {res['seq']}, batch {res['batch']}, steps {m}, {res['dtype']}")
     bm, em = statistics.median(res["baseline_s"]), statistics.median(res["engine_s"])
-    print(f"baseline ({m} plain fwd+bwd): median {fs(bm)}, min {fs(min(res['baseline_s']))} "
-          f"({fs(bm / m)}/pass); {fmt_mem(res['baseline_mem'])}")
-    print(f"engine eap-ig (m={m}):        median {fs(em)}, min {fs(min(res['engine_s']))}; "
-          f"{fmt_mem(res['engine_mem'])}")
-    print(f"ratio engine/baseline: {res['ratio_median']:.2f}x median, {res['ratio_min']:.2f}x min "
-          f"(target <= 1.3, floor ~1.0); process-CPU-time ratio {res['ratio_cpu_min']:.2f}x min "
-          f"(less sensitive to other processes at --threads 1)")
+    print(
+        f"baseline ({m} plain fwd+bwd): median {fs(bm)}, min {fs(min(res['baseline_s']))} "
+        f"({fs(bm / m)}/pass); {fmt_mem(res['baseline_mem'])}"
+    )
+    print(
+        f"engine eap-ig (m={m}):        median {fs(em)}, min {fs(min(res['engine_s']))}; {fmt_mem(res['engine_mem'])}"
+    )
+    print(
+        f"ratio engine/baseline: {res['ratio_median']:.2f}x median, {res['ratio_min']:.2f}x min "
+        f"(target <= 1.3, floor ~1.0); process-CPU-time ratio {res['ratio_cpu_min']:.2f}x min "
+        f"(less sensitive to other processes at --threads 1)"
+    )
     sp = res.get("split")
     if sp:
         each = ", ".join(f"{t:.3g}" for t in sp["ig_step_each_s"])
-        print(f"split (instrumented call, {fs(sp['total_s'])}): capture clean {fs(sp['capture_clean_s'])}, "
-              f"capture corrupted {fs(sp['capture_corrupted_s'])}, IG steps {fs(sp['ig_steps_s'])} "
-              f"[{each}], scoring {fs(sp['scores_s'])}, other {fs(sp['other_s'])}")
+        print(
+            f"split (instrumented call, {fs(sp['total_s'])}): capture clean {fs(sp['capture_clean_s'])}, "
+            f"capture corrupted {fs(sp['capture_corrupted_s'])}, IG steps {fs(sp['ig_steps_s'])} "
+            f"[{each}], scoring {fs(sp['scores_s'])}, other {fs(sp['other_s'])}"
+        )
     if "bridge_default_s" in res:
-        print(f"diagnose ({m} fwd+bwd, no hooks): bridge-wrapped default {fs(res['bridge_default_s'])}, "
-              f"bridge-wrapped graph flags on {fs(res['bridge_graph_flags_s'])}")
+        print(
+            f"diagnose ({m} fwd+bwd, no hooks): bridge-wrapped default {fs(res['bridge_default_s'])}, "
+            f"bridge-wrapped graph flags on {fs(res['bridge_graph_flags_s'])}"
+        )
     print(f"completeness_relative {res['completeness_relative']:.3g}")
 
 
@@ -656,9 +752,25 @@ def find_largest(args) -> None:
     for name in args.shapes.split(","):
         fd, out = tempfile.mkstemp(suffix=".json")
         os.close(fd)
-        cmd = [sys.executable, __file__, "--shape", name, "--seq", str(args.seq), "--batch", "1",
-               "--steps", str(args.steps), "--device", args.device, "--dtype", args.dtype,
-               "--fit-only", "--json", out] + (["--threads", str(args.threads)] if args.threads else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--shape",
+            name,
+            "--seq",
+            str(args.seq),
+            "--batch",
+            "1",
+            "--steps",
+            str(args.steps),
+            "--device",
+            args.device,
+            "--dtype",
+            args.dtype,
+            "--fit-only",
+            "--json",
+            out,
+        ] + (["--threads", str(args.threads)] if args.threads else [])
         print("$", " ".join(cmd), flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         try:
@@ -675,16 +787,19 @@ def find_largest(args) -> None:
             print(f"{name}: does NOT fit ({res.get('error')})", flush=True)
             break  # the shapes grow monotonically
     fitting = [n for n, r in rows if r.get("fits")]
-    print(f"\nlargest shape that fits at batch 1, {args.seq} tokens, {args.dtype} on {args.device}: "
-          f"{fitting[-1] if fitting else 'none'}")
+    print(
+        f"\nlargest shape that fits at batch 1, {args.seq} tokens, {args.dtype} on {args.device}: "
+        f"{fitting[-1] if fitting else 'none'}"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default="0.5b")
     for key in ("layers", "hidden", "heads", "kv_heads", "intermediate", "vocab"):
-        ap.add_argument("--" + key.replace("_", "-"), dest=key, type=int, default=None,
-                        help=f"override the shape's {key}")
+        ap.add_argument(
+            "--" + key.replace("_", "-"), dest=key, type=int, default=None, help=f"override the shape's {key}"
+        )
     ap.add_argument("--seq", type=int, default=None, help="tokens per prompt (128; 512 with --find-largest)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--steps", type=int, default=5)
@@ -695,8 +810,11 @@ def main() -> None:
     ap.add_argument("--diagnose", action="store_true")
     ap.add_argument("--profile", type=int, default=0, metavar="N")
     ap.add_argument("--find-largest", action="store_true")
-    ap.add_argument("--shapes", default=",".join(FIND_ORDER),
-                    help="--find-largest: shapes to try, smallest first (default %(default)s)")
+    ap.add_argument(
+        "--shapes",
+        default=",".join(FIND_ORDER),
+        help="--find-largest: shapes to try, smallest first (default %(default)s)",
+    )
     ap.add_argument("--force", action="store_true", help="run --find-largest on CPU too")
     ap.add_argument("--fit-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help="also write the results as JSON to this file")

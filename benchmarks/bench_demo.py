@@ -23,6 +23,7 @@ demo measured. Times with --jobs > 1 include the other job's contention: measure
 in DIR (same seeds and kernel paths; training is deterministic, so they are the same bits) and
 runs only the study again, into fresh warehouses: for a change to the study, not to training.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,23 +65,35 @@ MIN_GRPO_CHANGES = 2
 
 def kernel_env(name: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
-    return {**env, **KERNELS[name], "COLUMNS": "80", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1"}
+    return {
+        **env,
+        **KERNELS[name],
+        "COLUMNS": "80",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def probe_kernels(names: list[str]) -> list[str]:
-    lines = ["Weights after 200 AdamW steps of a 64-256-64 MLP (torch, one thread), hashed, per kernel path:", "",
-             "| kernel path | environment | torch CPU capability | weights sha256 |", "|---|---|---|---|"]
+    lines = [
+        "Weights after 200 AdamW steps of a 64-256-64 MLP (torch, one thread), hashed, per kernel path:",
+        "",
+        "| kernel path | environment | torch CPU capability | weights sha256 |",
+        "|---|---|---|---|",
+    ]
     seen: dict[str, str] = {}
     for name in names:
-        out = subprocess.run([sys.executable, "-c", MLP_PROBE], env=kernel_env(name), capture_output=True,
-                             text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", MLP_PROBE], env=kernel_env(name), capture_output=True, text=True, check=True
+        ).stdout.split()
         capability, digest = out[0], out[1]
         same = [k for k, v in seen.items() if v == digest]
         seen[name] = digest
         env = " ".join(f"{k}={v}" for k, v in KERNELS[name].items()) or "(none)"
-        lines.append(f"| {name} | `{env}` | {capability} | `{digest}`" + (f" (same as {same[0]}!)" if same else "")
-                     + " |")
+        lines.append(
+            f"| {name} | `{env}` | {capability} | `{digest}`" + (f" (same as {same[0]}!)" if same else "") + " |"
+        )
     return lines + [""]
 
 
@@ -101,8 +114,16 @@ def run_demo(seed: int, kernels: str, out: Path, quick: bool, models_from: Path 
         proc = subprocess.Popen(cmd, stdout=so, stderr=se, env=kernel_env(kernels), cwd=out)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
-    return {"seed": seed, "kernels": kernels, "rc": os.waitstatus_to_exitcode(status), "wall": wall,
-            "cpu": usage.ru_utime + usage.ru_stime, "load": (load_before, os.getloadavg()), "db": db, "name": name}
+    return {
+        "seed": seed,
+        "kernels": kernels,
+        "rc": os.waitstatus_to_exitcode(status),
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "load": (load_before, os.getloadavg()),
+        "db": db,
+        "name": name,
+    }
 
 
 def _fmt(v, digits=3) -> str:
@@ -125,7 +146,9 @@ def measure(result: dict) -> dict:
         sub = sizes.filter((pl.col("lineage") == "sft") & (pl.col("task") == "sub"))
         m["sft_heads"] = int(sub["emergent"][0]) if sub.height else 0
         m["sft_head_labels"] = sub["emergent_heads"][0] if sub.height else ""
-        acc = q.run("benchmark_trajectory", {"lineage": "sft", "metric": "accuracy"}).filter(pl.col("task") == "subtraction")
+        acc = q.run("benchmark_trajectory", {"lineage": "sft", "metric": "accuracy"}).filter(
+            pl.col("task") == "subtraction"
+        )
         m["sub_accuracy"] = (acc["value"][0], acc["value"][-1]) if acc.height else None
         dyn = q.run("head_dynamics", {"lineage": "grpo", "task": "add", "metric": "reward", "selection": SELECTION})
         post = dyn.filter(pl.col("new").is_not_null())
@@ -143,9 +166,11 @@ def measure(result: dict) -> dict:
 
 def verdicts(m: dict) -> dict[str, bool]:
     sft = m.get("ablation_sft")
-    return {"sft_heads": m["sft_heads"] >= MIN_SFT_HEADS,
-            "sft_ablation": bool(sft and sft[2] < 0 and not sft[3].startswith("fallback")),
-            "grpo_dynamics": m["grpo_changes"] >= MIN_GRPO_CHANGES}
+    return {
+        "sft_heads": m["sft_heads"] >= MIN_SFT_HEADS,
+        "sft_ablation": bool(sft and sft[2] < 0 and not sft[3].startswith("fallback")),
+        "grpo_dynamics": m["grpo_changes"] >= MIN_GRPO_CHANGES,
+    }
 
 
 def _yes(v: bool) -> str:
@@ -153,32 +178,52 @@ def _yes(v: bool) -> str:
 
 
 def report(results: list[dict], seeds: list[int], kernels: list[str]) -> list[str]:
-    lines = ["| seed | kernel path | SFT heads gained on `sub` | subtraction accuracy, base -> last | "
-             "SFT emergent heads vs control: difference [95% CI] | GRPO circuit on `add`: new / pruned per checkpoint "
-             "(checkpoints that changed) | GRPO reward, first -> last window | GRPO heads vs control | wall, CPU |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| seed | kernel path | SFT heads gained on `sub` | subtraction accuracy, base -> last | "
+        "SFT emergent heads vs control: difference [95% CI] | GRPO circuit on `add`: new / pruned per checkpoint "
+        "(checkpoints that changed) | GRPO reward, first -> last window | GRPO heads vs control | wall, CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         m = r.get("measured")
         if m is None:
-            lines.append(f"| {r['seed']} | {r['kernels']} | FAILED (exit {r['rc']}, see {r['name']}.err) |||||| "
-                         f"{r['wall']:.0f} s |")
+            lines.append(
+                f"| {r['seed']} | {r['kernels']} | FAILED (exit {r['rc']}, see {r['name']}.err) |||||| "
+                f"{r['wall']:.0f} s |"
+            )
             continue
         sft, grpo = m.get("ablation_sft"), m.get("ablation_grpo")
         lines.append(
             f"| {r['seed']} | {r['kernels']} | {m['sft_heads']} ({m['sft_head_labels']}) | "
-            + (f"{m['sub_accuracy'][0]:.2f} -> {m['sub_accuracy'][1]:.2f}" if m["sub_accuracy"] else "–") + " | "
-            + (f"{sft[0]:+.3f} [{sft[1]:+.3f}, {sft[2]:+.3f}]" + (" (fallback)" if sft[3].startswith("fallback") else "")
-               if sft else "–") + " | "
+            + (f"{m['sub_accuracy'][0]:.2f} -> {m['sub_accuracy'][1]:.2f}" if m["sub_accuracy"] else "–")
+            + " | "
+            + (
+                f"{sft[0]:+.3f} [{sft[1]:+.3f}, {sft[2]:+.3f}]"
+                + (" (fallback)" if sft[3].startswith("fallback") else "")
+                if sft
+                else "–"
+            )
+            + " | "
             + f"{' '.join(map(str, m['grpo_new']))} / {' '.join(map(str, m['grpo_pruned']))} ({m['grpo_changes']}) | "
-            + (f"{m['reward'][0]:.2f} -> {m['reward'][1]:.2f}" if m["reward"] else "–") + " | "
-            + (f"{'fallback ' if grpo[3].startswith('fallback') else ''}{grpo[4]}: {grpo[0]:+.3f} "
-               f"[{grpo[1]:+.3f}, {grpo[2]:+.3f}]" if grpo else "–")
-            + f" | {r['wall']:.0f} s, {r['cpu']:.0f} s |")
-    lines += ["", "Criteria (docs/demo.md): SFT gains >= 2 heads on `sub` and ablating them hurts more than the "
-              "control (95% CI below 0) in every run; GRPO's circuit changes at >= 2 checkpoints in >= 2 of the "
-              "seeds of each kernel path.", "",
-              "| kernel path | SFT >= 2 heads | SFT ablation CI < 0 | GRPO changes at >= 2 checkpoints (seeds) |",
-              "|---|---|---|---|"]
+            + (f"{m['reward'][0]:.2f} -> {m['reward'][1]:.2f}" if m["reward"] else "–")
+            + " | "
+            + (
+                f"{'fallback ' if grpo[3].startswith('fallback') else ''}{grpo[4]}: {grpo[0]:+.3f} "
+                f"[{grpo[1]:+.3f}, {grpo[2]:+.3f}]"
+                if grpo
+                else "–"
+            )
+            + f" | {r['wall']:.0f} s, {r['cpu']:.0f} s |"
+        )
+    lines += [
+        "",
+        "Criteria (docs/demo.md): SFT gains >= 2 heads on `sub` and ablating them hurts more than the "
+        "control (95% CI below 0) in every run; GRPO's circuit changes at >= 2 checkpoints in >= 2 of the "
+        "seeds of each kernel path.",
+        "",
+        "| kernel path | SFT >= 2 heads | SFT ablation CI < 0 | GRPO changes at >= 2 checkpoints (seeds) |",
+        "|---|---|---|---|",
+    ]
     all_ok = True
     for k in kernels:
         rows = [r for r in results if r["kernels"] == k]
@@ -196,14 +241,21 @@ def report(results: list[dict], seeds: list[int], kernels: list[str]) -> list[st
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--kernels", default="native,aten-default,onednn-sse41",
-                    help=f"comma-separated kernel paths: {', '.join(KERNELS)}")
+    ap.add_argument(
+        "--kernels",
+        default="native,aten-default,onednn-sse41",
+        help=f"comma-separated kernel paths: {', '.join(KERNELS)}",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="demos run side by side (one torch thread each)")
     ap.add_argument("--quick", action="store_true", help="`headdb demo --quick` (a smoke run of this script)")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a new temporary one)")
     ap.add_argument("--markdown", type=Path, default=None)
-    ap.add_argument("--models-from", type=Path, default=None,
-                    help="reuse the trained models of an earlier --out folder; run only the study")
+    ap.add_argument(
+        "--models-from",
+        type=Path,
+        default=None,
+        help="reuse the trained models of an earlier --out folder; run only the study",
+    )
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     kernels = args.kernels.split(",")
@@ -212,20 +264,25 @@ def main() -> int:
         ap.error(f"unknown kernel path(s) {', '.join(unknown)}; choose from {', '.join(KERNELS)}")
     if args.out is None:
         import tempfile
+
         args.out = Path(tempfile.mkdtemp(prefix="headdb-bench-demo-"))
     args.out.mkdir(parents=True, exist_ok=True)
-    lines = [f"`headdb demo{' --quick' if args.quick else ''}`"
-             + (f" (models reused from {args.models_from}: times are the study's alone)" if args.models_from else "")
-             + f", seeds {', '.join(map(str, seeds))} x kernel paths "
-             f"{', '.join(kernels)}, {args.jobs} at a time, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
-             f"load average before {os.getloadavg()[0]:.1f}, work folder {args.out}", ""]
+    lines = [
+        f"`headdb demo{' --quick' if args.quick else ''}`"
+        + (f" (models reused from {args.models_from}: times are the study's alone)" if args.models_from else "")
+        + f", seeds {', '.join(map(str, seeds))} x kernel paths "
+        f"{', '.join(kernels)}, {args.jobs} at a time, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, "
+        f"load average before {os.getloadavg()[0]:.1f}, work folder {args.out}",
+        "",
+    ]
     lines += probe_kernels(kernels)
     todo = [(s, k) for s in seeds for k in kernels]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(pool.map(lambda sk: run_demo(sk[0], sk[1], args.out, args.quick, args.models_from), todo))
     for r in results:
-        print(f"seed {r['seed']} {r['kernels']}: exit {r['rc']}, wall {r['wall']:.0f} s, CPU {r['cpu']:.0f} s",
-              flush=True)
+        print(
+            f"seed {r['seed']} {r['kernels']}: exit {r['rc']}, wall {r['wall']:.0f} s, CPU {r['cpu']:.0f} s", flush=True
+        )
         if r["rc"] == 0:
             r["measured"] = measure(r)
     lines += report(results, seeds, kernels)

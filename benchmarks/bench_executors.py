@@ -11,6 +11,7 @@ throughput  a study of N tiny checkpoints x one EAP-IG attribution job each, on 
             the speed-up of the second worker (target >= 1.6x on a 2-core machine). The sides
             alternate and each runs in a fresh warehouse.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,17 @@ class NoopJob:
 
     def compute(self, loaded, ctx) -> Facts:
         facts = Facts()
-        facts.add("eval_metrics", pa.table({"metric": ["noop"], "k": pa.array([None], pa.int32()),
-                                            "value": [float(self.index)], "n": pa.array([1], pa.int32())}))
+        facts.add(
+            "eval_metrics",
+            pa.table(
+                {
+                    "metric": ["noop"],
+                    "k": pa.array([None], pa.int32()),
+                    "value": [float(self.index)],
+                    "n": pa.array([1], pa.int32()),
+                }
+            ),
+        )
         return facts
 
 
@@ -64,8 +74,12 @@ def dispatch(root: Path, n_jobs: int, ray_executor) -> dict:
     # Ray's workers import headdb and torch on their first task (seconds, once per worker):
     # warm them up, so what is measured is the cost of each further job.
     started = time.perf_counter()
-    execute(headdb.connect(root / "warmup.duckdb"), Plan([CheckpointWork(ck, [NoopJob(-i)]) for i in range(1, 5)]),
-            ray_executor, say=lambda _: None)
+    execute(
+        headdb.connect(root / "warmup.duckdb"),
+        Plan([CheckpointWork(ck, [NoopJob(-i)]) for i in range(1, 5)]),
+        ray_executor,
+        say=lambda _: None,
+    )
     out = {"ray_warmup_s": time.perf_counter() - started}
     for name, executor in (("local", LocalExecutor()), ("ray", ray_executor)):
         db = headdb.connect(root / f"dispatch-{name}.duckdb")
@@ -85,16 +99,24 @@ def throughput(root: Path, n_checkpoints: int, steps: int, rounds: int) -> dict:
     from headdb.settings import AttributionSettings
 
     task_file = root / "task.jsonl"
-    task_file.write_text("".join(json.dumps({"clean": f"{10 + i}+{20 + i}=", "corrupted": f"{10 + i}+{30 + i}=",
-                                             "answer": "3"}) + "\n" for i in range(16)))
+    task_file.write_text(
+        "".join(
+            json.dumps({"clean": f"{10 + i}+{20 + i}=", "corrupted": f"{10 + i}+{30 + i}=", "answer": "3"}) + "\n"
+            for i in range(16)
+        )
+    )
     task = load_task(task_file)
     settings = AttributionSettings(steps=steps, topn=200, curve=False)
-    cks = [target(build_tiny_model(root / f"ck{i}", arch="qwen2", n_layers=4, n_heads=8, n_kv_heads=2, d_model=128,
-                                   seed=i)) for i in range(n_checkpoints)]
+    cks = [
+        target(
+            build_tiny_model(root / f"ck{i}", arch="qwen2", n_layers=4, n_heads=8, n_kv_heads=2, d_model=128, seed=i)
+        )
+        for i in range(n_checkpoints)
+    ]
     plan = Plan([CheckpointWork(c, [AttributionJob(task, settings)]) for c in cks])
     times: dict[int, list[float]] = {1: [], 2: []}
     for r in range(rounds):
-        for cpus in ((1, 2) if r % 2 == 0 else (2, 1)):
+        for cpus in (1, 2) if r % 2 == 0 else (2, 1):
             ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
             try:
                 warm = Plan([CheckpointWork(cks[0], [NoopJob(-i)]) for i in range(1, 2 * cpus + 1)])
@@ -122,21 +144,27 @@ def main() -> None:
     from headdb.jobs.ray_executor import RayExecutor
 
     root = Path(tempfile.mkdtemp(prefix="headdb-bench-exec-"))
-    print(f"machine: {platform.machine()}, {platform.python_version()}, ray {ray.__version__}; "
-          f"{time.strftime('%Y-%m-%d')}; {' '.join(sys.argv)}")
+    print(
+        f"machine: {platform.machine()}, {platform.python_version()}, ray {ray.__version__}; "
+        f"{time.strftime('%Y-%m-%d')}; {' '.join(sys.argv)}"
+    )
     if args.only in (None, "dispatch"):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         try:
             d = dispatch(root, args.jobs, RayExecutor())
         finally:
             ray.shutdown()
-        print(f"dispatch over {args.jobs} tiny jobs: local {d['local'] * 1e3:.1f} ms/job, "
-              f"ray {d['ray'] * 1e3:.1f} ms/job, Ray adds {(d['ray'] - d['local']) * 1e3:.1f} ms/job "
-              f"(after warming its workers: {d['ray_warmup_s']:.1f} s for the first 4 jobs)")
+        print(
+            f"dispatch over {args.jobs} tiny jobs: local {d['local'] * 1e3:.1f} ms/job, "
+            f"ray {d['ray'] * 1e3:.1f} ms/job, Ray adds {(d['ray'] - d['local']) * 1e3:.1f} ms/job "
+            f"(after warming its workers: {d['ray_warmup_s']:.1f} s for the first 4 jobs)"
+        )
     if args.only in (None, "throughput"):
         t = throughput(root, args.checkpoints, args.steps, args.rounds)
-        print(f"throughput, {args.checkpoints} checkpoints x 1 attribution job (steps {args.steps}): "
-              f"1 worker {t[1]:.1f} s, 2 workers {t[2]:.1f} s, speed-up {t[1] / t[2]:.2f}x (target >= 1.6x)")
+        print(
+            f"throughput, {args.checkpoints} checkpoints x 1 attribution job (steps {args.steps}): "
+            f"1 worker {t[1]:.1f} s, 2 workers {t[2]:.1f} s, speed-up {t[1] / t[2]:.2f}x (target >= 1.6x)"
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 Both modes generate the same prompts greedily with the same settings after one warm-up pass;
 throughput is generated tokens per second of wall time, measured in one process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args()
-    path = build_tiny_model(tempfile.mkdtemp(), arch="qwen2", n_layers=4, n_heads=8, n_kv_heads=2, d_model=128,
-                            init_std=0.02, seed=0)
+    path = build_tiny_model(
+        tempfile.mkdtemp(), arch="qwen2", n_layers=4, n_heads=8, n_kv_heads=2, d_model=128, init_std=0.02, seed=0
+    )
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tok = AutoTokenizer.from_pretrained(path)
     # eos suppressed so every sequence produces exactly --new-tokens tokens in both modes
@@ -41,8 +43,10 @@ def main() -> None:
         dt = time.perf_counter() - t0
         results[name] = out["n_tokens"].sum() / dt
     ratio = results["batched"] / results["one-at-a-time"]
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
+    )
     for name, rate in results.items():
         print(f"{name:>14}: {rate:10.1f} tokens/s")
     print(f"ratio batched/one-at-a-time at batch {args.batch}: {ratio:.2f}x (target >= 4x)")

@@ -20,6 +20,7 @@ does; under root it runs as the `postgres` user) and measures, in one run:
     .venv/bin/python benchmarks/bench_lake.py --checkpoints 10 --kv-heads 2  # a shorter run
     .venv/bin/python benchmarks/bench_lake.py --quick                        # smoke sizes (make bench --quick)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,15 +49,16 @@ QUERIES = ("heads_gained", "head_dynamics", "effect_map")
 
 # ----------------------------------------------------------------------------- writer processes
 
-def writer(db_spec: str, name: str, runs: int, go: str, layers: int, heads: int, kv: int,
-           turns: bool = True) -> None:
+
+def writer(db_spec: str, name: str, runs: int, go: str, layers: int, heads: int, kv: int, turns: bool = True) -> None:
     """One writer process: attach, wait for the start signal, commit `runs` runs, report JSON."""
     from headdb.warehouse.lake import LakeSink, is_lake
 
     synth = Synth(layers, heads, kv)
     if is_lake(db_spec):
-        db = headdb.connect(sink=LakeSink(db_spec, data_path=os.environ["HEADDB_DATA_PATH"],
-                                          retry_timeout=3600, take_turns=turns))
+        db = headdb.connect(
+            sink=LakeSink(db_spec, data_path=os.environ["HEADDB_DATA_PATH"], retry_timeout=3600, take_turns=turns)
+        )
     else:
         db = headdb.connect(db_spec, lock_timeout=3600)
     ids, task = register_lineage(db, synth, runs)
@@ -83,13 +85,27 @@ class _Tagged:
         return self.db.start_run(kind, config={**config, "writer": self.name}, **kw)
 
 
-def concurrent(db_spec: str, data_path: Path | None, n_writers: int, runs: int, args, work: Path,
-               turns: bool = True) -> dict:
+def concurrent(
+    db_spec: str, data_path: Path | None, n_writers: int, runs: int, args, work: Path, turns: bool = True
+) -> dict:
     go = work / f"go-{time.monotonic_ns()}"
     env = {**os.environ, **({"HEADDB_DATA_PATH": str(data_path)} if data_path else {})}
-    command = [sys.executable, __file__, "--writer", db_spec, "", str(runs), str(go),
-               "--layers", str(args.layers), "--heads", str(args.heads), "--kv-heads", str(args.kv_heads or args.heads),
-               *([] if turns else ["--no-turns"])]
+    command = [
+        sys.executable,
+        __file__,
+        "--writer",
+        db_spec,
+        "",
+        str(runs),
+        str(go),
+        "--layers",
+        str(args.layers),
+        "--heads",
+        str(args.heads),
+        "--kv-heads",
+        str(args.kv_heads or args.heads),
+        *([] if turns else ["--no-turns"]),
+    ]
     procs = []
     for k in range(n_writers):
         command[4] = f"w{k}"
@@ -109,11 +125,18 @@ def concurrent(db_spec: str, data_path: Path | None, n_writers: int, runs: int, 
     db = headdb.connect(db_spec, create=False)
     landed = db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0]
     assert landed == n_writers * runs, f"{landed} of {n_writers * runs} runs landed"
-    return {"writers": n_writers, "runs": n_writers * runs, "rows": rows, "wall_s": wall,
-            "rows_per_s": rows / wall, "conflicts": sum(r["conflicts"] for r in reports)}
+    return {
+        "writers": n_writers,
+        "runs": n_writers * runs,
+        "rows": rows,
+        "wall_s": wall,
+        "rows_per_s": rows / wall,
+        "conflicts": sum(r["conflicts"] for r in reports),
+    }
 
 
 # ----------------------------------------------------------------------------- one lineage, two sinks
+
 
 def fill(db, synth: Synth, n: int) -> dict:
     ids, task = register_lineage(db, synth, n)
@@ -125,8 +148,11 @@ def fill(db, synth: Synth, n: int) -> dict:
 
 def latencies(db, n: int, repeat: int) -> tuple[dict, dict]:
     last = f"{LINEAGE}@{100 * n}"
-    calls = {"heads_gained": {"base": "base", "target": last}, "head_dynamics": {"lineage": LINEAGE},
-             "effect_map": {"lineage": LINEAGE}}
+    calls = {
+        "heads_gained": {"base": "base", "target": last},
+        "head_dynamics": {"lineage": LINEAGE},
+        "effect_map": {"lineage": LINEAGE},
+    }
     lat, out = {}, {}
     for name, params in calls.items():
         run_query(db, name, params)  # warm caches, as a second CLI call would find them
@@ -169,8 +195,9 @@ def main(argv=None) -> dict:
         results["lake_writers"] = concurrent(lake, work / "w4", args.writers, args.writer_runs, args, work)
         print(f"  {args.writers} lake writers: {results['lake_writers']}", file=sys.stderr)
         lake_opt = "ducklake:postgres:" + server.create_database("optimistic4")
-        results["lake_writers_optimistic"] = concurrent(lake_opt, work / "o4", args.writers, args.writer_runs, args,
-                                                        work, turns=False)
+        results["lake_writers_optimistic"] = concurrent(
+            lake_opt, work / "o4", args.writers, args.writer_runs, args, work, turns=False
+        )
         print(f"  {args.writers} optimistic lake writers: {results['lake_writers_optimistic']}", file=sys.stderr)
         lake1 = "ducklake:postgres:" + server.create_database("writers1")
         results["lake_one_writer"] = concurrent(lake1, work / "w1", 1, args.writer_runs, args, work)
@@ -189,6 +216,7 @@ def main(argv=None) -> dict:
         results["file_query_s"], on_file = latencies(file_db, n, args.repeat)
         results["lake_query_s"], on_lake = latencies(lake_db, n, args.repeat)
         from polars.testing import assert_frame_equal
+
         for name in QUERIES:
             assert_frame_equal(on_lake[name], on_file[name], rel_tol=1e-9, abs_tol=1e-12)
         results["same_rows"] = True
@@ -203,18 +231,26 @@ def main(argv=None) -> dict:
 
 
 def report(r: dict, args) -> None:
-    print(f"\nheaddb lake benchmark ({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"duckdb {__import__('duckdb').__version__}); {r['edges']:,} edges per run")
-    for key, label in (("lake_writers", f"{args.writers} writers -> one lake"),
-                       ("lake_writers_optimistic", "  same, optimistic only (no turns)"),
-                       ("lake_one_writer", "1 writer -> lake"),
-                       ("file_writers", f"{args.writers} writers -> one DuckDB file")):
+    print(
+        f"\nheaddb lake benchmark ({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"duckdb {__import__('duckdb').__version__}); {r['edges']:,} edges per run"
+    )
+    for key, label in (
+        ("lake_writers", f"{args.writers} writers -> one lake"),
+        ("lake_writers_optimistic", "  same, optimistic only (no turns)"),
+        ("lake_one_writer", "1 writer -> lake"),
+        ("file_writers", f"{args.writers} writers -> one DuckDB file"),
+    ):
         w = r[key]
-        print(f"{label:34} {w['rows_per_s'] / 1e6:6.2f} M rows/s  ({w['runs']} runs, {w['rows']:,} rows, "
-              f"{w['wall_s']:.1f} s, {w['conflicts']} transactions re-run)")
-    print(f"{'sequential ingest, 1 txn per ckpt':34} file {r['file_ingest']['rows_per_s'] / 1e6:.2f} M rows/s "
-          f"({r['file_ingest']['ms_per_run']:.0f} ms/run), lake {r['lake_ingest']['rows_per_s'] / 1e6:.2f} M rows/s "
-          f"({r['lake_ingest']['ms_per_run']:.0f} ms/run); {r['checkpoints']} checkpoints + base")
+        print(
+            f"{label:34} {w['rows_per_s'] / 1e6:6.2f} M rows/s  ({w['runs']} runs, {w['rows']:,} rows, "
+            f"{w['wall_s']:.1f} s, {w['conflicts']} transactions re-run)"
+        )
+    print(
+        f"{'sequential ingest, 1 txn per ckpt':34} file {r['file_ingest']['rows_per_s'] / 1e6:.2f} M rows/s "
+        f"({r['file_ingest']['ms_per_run']:.0f} ms/run), lake {r['lake_ingest']['rows_per_s'] / 1e6:.2f} M rows/s "
+        f"({r['lake_ingest']['ms_per_run']:.0f} ms/run); {r['checkpoints']} checkpoints + base"
+    )
     for name in QUERIES:
         print(f"{'query ' + name:34} file {r['file_query_s'][name]:.3f} s   lake {r['lake_query_s'][name]:.3f} s")
     print(f"{'open a lake (load + attach)':34} {r['lake_reconnect_s']:.2f} s; same rows on both: {r['same_rows']}")

@@ -22,6 +22,7 @@ Measured:
     .venv/bin/python benchmarks/bench_warehouse.py                 # 100 checkpoints
     .venv/bin/python benchmarks/bench_warehouse.py --checkpoints 5 # a quick run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ THRESHOLD_EDGES = 400
 
 
 # ----------------------------------------------------------------------------- synthetic data
+
 
 class Synth:
     """Deterministic checkpoint data on one layout."""
@@ -98,9 +100,11 @@ def reward_curve(n: int) -> dict[int, float]:
 
 # ----------------------------------------------------------------------------- warehouse side
 
+
 def used_bytes(path: Path) -> int:
     """Bytes in the file's used blocks (file growth also counts free blocks DuckDB reuses later)."""
     import duckdb
+
     con = duckdb.connect(str(path), read_only=True)
     try:
         block, used = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
@@ -112,31 +116,58 @@ def used_bytes(path: Path) -> int:
 def register_lineage(db, synth: Synth, n: int) -> tuple[dict[int, int], int]:
     """The model, task, reward curve and n+1 checkpoints; (checkpoint ids by index, task id)."""
     layout = synth.layout
-    shape = {"model_key": "bench-qwen2.5-0.5b", "architecture": "Qwen2ForCausalLM", "n_layers": synth.n_layers,
-             "n_heads": synth.n_heads, "n_kv_heads": layout.n_kv_heads, "d_model": 896, "d_head": 64,
-             "vocab_size": 151936}
+    shape = {
+        "model_key": "bench-qwen2.5-0.5b",
+        "architecture": "Qwen2ForCausalLM",
+        "n_layers": synth.n_layers,
+        "n_heads": synth.n_heads,
+        "n_kv_heads": layout.n_kv_heads,
+        "d_model": 896,
+        "d_head": 64,
+        "vocab_size": 151936,
+    }
     db.register_model(shape, layout.nodes_table(), layout.edges_table())
-    task = db.register_task(name="gsm8k-circuit", kind="circuit", digest="bench-task",
-                            items=pa.table({"item_id": ["1"], "clean": ["a"], "corrupted": ["b"]}))
-    db.add_training_metrics(LINEAGE, pa.table({"step": pa.array(list(reward_curve(n)), pa.int64()),
-                                               "key": ["reward"] * len(reward_curve(n)),
-                                               "value": list(reward_curve(n).values())}))
+    task = db.register_task(
+        name="gsm8k-circuit",
+        kind="circuit",
+        digest="bench-task",
+        items=pa.table({"item_id": ["1"], "clean": ["a"], "corrupted": ["b"]}),
+    )
+    db.add_training_metrics(
+        LINEAGE,
+        pa.table(
+            {
+                "step": pa.array(list(reward_curve(n)), pa.int64()),
+                "key": ["reward"] * len(reward_curve(n)),
+                "value": list(reward_curve(n).values()),
+            }
+        ),
+    )
     # Checkpoints are registered first (as `headdb ingest run` does); only runs are timed.
     ids, parent = {}, None
     for i in range(n + 1):
         step = 100 * i
         name = "base" if i == 0 else f"checkpoint-{step}"
         ids[i] = parent = db.register_checkpoint(
-            model_key=shape["model_key"], path=f"/bench/{name}", weights_digest=f"w{i}", name=name,
-            lineage="base" if i == 0 else LINEAGE, regime="base" if i == 0 else "grpo", step=step, parent_id=parent)
+            model_key=shape["model_key"],
+            path=f"/bench/{name}",
+            weights_digest=f"w{i}",
+            name=name,
+            lineage="base" if i == 0 else LINEAGE,
+            regime="base" if i == 0 else "grpo",
+            step=step,
+            parent_id=parent,
+        )
     return ids, task
 
 
 def head_columns(synth: Synth) -> tuple[pa.Array, pa.Array, pa.Array]:
     """(edge ids, head layers, head indices) as the ingest loop adds them."""
-    return (pa.array(np.arange(synth.layout.n_edges, dtype=np.int32)),
-            pa.array([synth.head_lh(h)[0] for h in synth.head_nodes], pa.int32()),
-            pa.array([synth.head_lh(h)[1] for h in synth.head_nodes], pa.int32()))
+    return (
+        pa.array(np.arange(synth.layout.n_edges, dtype=np.int32)),
+        pa.array([synth.head_lh(h)[0] for h in synth.head_nodes], pa.int32()),
+        pa.array([synth.head_lh(h)[1] for h in synth.head_nodes], pa.int32()),
+    )
 
 
 def ingest(db, synth: Synth, n: int, held: bool = False) -> dict:
@@ -154,9 +185,15 @@ def ingest(db, synth: Synth, n: int, held: bool = False) -> dict:
     rows = layout.n_edges * (n + 1)
     gen_s = 0.0
     size_after = Path(db.location).stat().st_size
-    return {"rows": rows, "ingest_s": ingest_s, "gen_s": gen_s, "bytes": size_after - size_before, "ids": ids,
-            "used_bytes": used_bytes(Path(db.location)) - used_before,
-            "ms_per_run": 1000 * statistics.median(per_run)}
+    return {
+        "rows": rows,
+        "ingest_s": ingest_s,
+        "gen_s": gen_s,
+        "bytes": size_after - size_before,
+        "ids": ids,
+        "used_bytes": used_bytes(Path(db.location)) - used_before,
+        "ms_per_run": 1000 * statistics.median(per_run),
+    }
 
 
 def _ingest_loop(db, synth, n, ids, task, edge_ids, head_layer, head_head, per_run) -> None:
@@ -171,20 +208,49 @@ def _ingest_loop(db, synth, n, ids, task, edge_ids, head_layer, head_head, per_r
         run = db.start_run("attribution", config={"method": "eap-ig", "bench": i}, checkpoint_id=ids[i], task_id=task)
         with run:
             run.add("edge_scores", pa.table({"edge_id": edge_ids, "score": pa.array(data["scores"])}))
-            run.add("head_scores", pa.table({"layer": head_layer, "head": head_head,
-                                             "score": pa.array(data["importance"].astype(np.float32)),
-                                             "importance": pa.array(data["importance"].astype(np.float32))}))
-            run.add("circuits", pa.table({"circuit_id": pa.array([0, 1], pa.int64()), "selection": ["topn", "threshold"],
-                                          "param": [float(TOPN), 0.1],
-                                          "n_edges": pa.array([TOPN, THRESHOLD_EDGES], pa.int32()),
-                                          "n_nodes": pa.array([0, len(data["heads"])], pa.int32()),
-                                          "faithfulness": pa.array([None, None], pa.float64())}))
-            run.add("circuit_edges", pa.table({
-                "circuit_id": pa.array(np.r_[np.zeros(TOPN, np.int64), np.ones(THRESHOLD_EDGES, np.int64)]),
-                "edge_id": pa.array(np.r_[data["topn"], data["threshold"]].astype(np.int32))}))
-            run.add("circuit_heads", pa.table({"circuit_id": pa.array([1] * len(lh), pa.int64()),
-                                               "layer": pa.array([a for a, _ in lh], pa.int32()),
-                                               "head": pa.array([b for _, b in lh], pa.int32())}))
+            run.add(
+                "head_scores",
+                pa.table(
+                    {
+                        "layer": head_layer,
+                        "head": head_head,
+                        "score": pa.array(data["importance"].astype(np.float32)),
+                        "importance": pa.array(data["importance"].astype(np.float32)),
+                    }
+                ),
+            )
+            run.add(
+                "circuits",
+                pa.table(
+                    {
+                        "circuit_id": pa.array([0, 1], pa.int64()),
+                        "selection": ["topn", "threshold"],
+                        "param": [float(TOPN), 0.1],
+                        "n_edges": pa.array([TOPN, THRESHOLD_EDGES], pa.int32()),
+                        "n_nodes": pa.array([0, len(data["heads"])], pa.int32()),
+                        "faithfulness": pa.array([None, None], pa.float64()),
+                    }
+                ),
+            )
+            run.add(
+                "circuit_edges",
+                pa.table(
+                    {
+                        "circuit_id": pa.array(np.r_[np.zeros(TOPN, np.int64), np.ones(THRESHOLD_EDGES, np.int64)]),
+                        "edge_id": pa.array(np.r_[data["topn"], data["threshold"]].astype(np.int32)),
+                    }
+                ),
+            )
+            run.add(
+                "circuit_heads",
+                pa.table(
+                    {
+                        "circuit_id": pa.array([1] * len(lh), pa.int64()),
+                        "layer": pa.array([a for a, _ in lh], pa.int32()),
+                        "head": pa.array([b for _, b in lh], pa.int32()),
+                    }
+                ),
+            )
         elapsed = time.perf_counter() - t0
         per_run.append(elapsed)
         ingest_s += elapsed
@@ -196,11 +262,20 @@ def _ingest_loop(db, synth, n, ids, task, edge_ids, head_layer, head_head, per_r
 def bulk_ceiling(path: Path, synth: Synth, n: int) -> float:
     """Rows per second of one bulk Arrow insert of n+1 runs' edge scores (no run lifecycle)."""
     import duckdb
+
     con = duckdb.connect(str(path))
     con.execute("CREATE TABLE edge_scores (run_id BIGINT NOT NULL, edge_id INTEGER NOT NULL, score FLOAT NOT NULL)")
     edge_ids = np.arange(synth.layout.n_edges, dtype=np.int32)
-    tables = [pa.table({"run_id": pa.array(np.full(len(edge_ids), i, np.int64)), "edge_id": pa.array(edge_ids),
-                        "score": pa.array(synth.checkpoint(i)["scores"])}) for i in range(min(n + 1, 21))]
+    tables = [
+        pa.table(
+            {
+                "run_id": pa.array(np.full(len(edge_ids), i, np.int64)),
+                "edge_id": pa.array(edge_ids),
+                "score": pa.array(synth.checkpoint(i)["scores"]),
+            }
+        )
+        for i in range(min(n + 1, 21))
+    ]
     t0 = time.perf_counter()
     for t in tables:
         con.register("t", t)
@@ -221,6 +296,7 @@ def timed(fn, repeat: int) -> tuple[float, object]:
 
 # ----------------------------------------------------------------------------- JSON baseline
 
+
 def write_json_graphs(folder: Path, synth: Synth, n: int) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     names = synth.layout.edge_names
@@ -234,16 +310,22 @@ def write_json_graphs(folder: Path, synth: Synth, n: int) -> dict:
         heads = set(data["heads"])
         touched = set(synth.src[in_graph].tolist()) | set(synth.dst[in_graph].tolist())
         nodes = {nm: (k in heads) if synth.node_is_head[k] else (k in touched) for k, nm in enumerate(node_names)}
-        edges = {nm: {"score": float(s), "in_graph": bool(g)}
-                 for nm, s, g in zip(names, data["scores"].tolist(), in_graph.tolist())}
-        graph = {"cfg": {"n_layers": synth.n_layers, "n_heads": synth.n_heads, "parallel_attn_mlp": False},
-                 "nodes": nodes, "edges": edges}
+        edges = {
+            nm: {"score": float(s), "in_graph": bool(g)}
+            for nm, s, g in zip(names, data["scores"].tolist(), in_graph.tolist())
+        }
+        graph = {
+            "cfg": {"n_layers": synth.n_layers, "n_heads": synth.n_heads, "parallel_attn_mlp": False},
+            "nodes": nodes,
+            "edges": edges,
+        }
         path = folder / f"step-{100 * i:06d}.json"
         with open(path, "w") as fh:
             json.dump(graph, fh)
         total += path.stat().st_size
-    (folder / "trainer_state.json").write_text(json.dumps(
-        {"log_history": [{"step": s, "reward": r} for s, r in reward_curve(n).items()]}))
+    (folder / "trainer_state.json").write_text(
+        json.dumps({"log_history": [{"step": s, "reward": r} for s, r in reward_curve(n).items()]})
+    )
     return {"bytes": total, "write_s": time.perf_counter() - t0}
 
 
@@ -253,8 +335,11 @@ def _load(path: Path) -> dict:
 
 
 def _heads(graph: dict) -> set[str]:
-    return {name for name, flag in graph["nodes"].items() if name.startswith("a") and
-            (flag if isinstance(flag, bool) else flag.get("in_graph"))}
+    return {
+        name
+        for name, flag in graph["nodes"].items()
+        if name.startswith("a") and (flag if isinstance(flag, bool) else flag.get("in_graph"))
+    }
 
 
 def baseline_heads_gained(folder: Path, n: int):
@@ -302,6 +387,7 @@ def baseline_effect_map(folder: Path, n: int):
 
 # ----------------------------------------------------------------------------- main
 
+
 def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
@@ -321,8 +407,11 @@ def main(argv=None) -> dict:
     work = args.dir or Path(tempfile.mkdtemp(prefix="headdb-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     synth = Synth(args.layers, args.heads, args.kv_heads or args.heads)
-    print(f"layout: {args.layers} layers x {args.heads} heads ({synth.layout.n_kv_heads} kv heads): "
-          f"{synth.layout.n_edges:,} edges; {n} checkpoints + base; work folder {work}", file=sys.stderr)
+    print(
+        f"layout: {args.layers} layers x {args.heads} heads ({synth.layout.n_kv_heads} kv heads): "
+        f"{synth.layout.n_edges:,} edges; {n} checkpoints + base; work folder {work}",
+        file=sys.stderr,
+    )
     results: dict = {"edges": synth.layout.n_edges, "checkpoints": n}
     try:
         path = work / "bench.duckdb"
@@ -360,16 +449,21 @@ def main(argv=None) -> dict:
             fn()  # warm the OS file cache, as the baseline's files are warm after writing
             lat[name], outputs[name] = timed(fn, args.repeat)
         from headdb.warehouse.queries import query_session
+
         warm = {}
         with query_session(db) as session:
-            warm["heads_gained"], _ = timed(lambda: session.run("heads_gained", {"base": "base", "target": last}), args.repeat)
+            warm["heads_gained"], _ = timed(
+                lambda: session.run("heads_gained", {"base": "base", "target": last}), args.repeat
+            )
             warm["head_dynamics"], _ = timed(lambda: session.run("head_dynamics", {"lineage": LINEAGE}), args.repeat)
             warm["effect_map"], _ = timed(lambda: session.run("effect_map", {"lineage": LINEAGE}), args.repeat)
         results["warm_query_s"] = warm
-        raw_sql = ("SELECT e.run_id, n.layer, n.head, sum(abs(e.score)) AS s FROM edge_scores e "
-                   "JOIN graph_edges g ON g.edge_id = e.edge_id AND g.model_key = 'bench-qwen2.5-0.5b' "
-                   "JOIN graph_nodes n ON n.model_key = g.model_key AND n.node_id = g.src_node "
-                   "WHERE n.kind = 'attn' GROUP BY ALL")
+        raw_sql = (
+            "SELECT e.run_id, n.layer, n.head, sum(abs(e.score)) AS s FROM edge_scores e "
+            "JOIN graph_edges g ON g.edge_id = e.edge_id AND g.model_key = 'bench-qwen2.5-0.5b' "
+            "JOIN graph_nodes n ON n.model_key = g.model_key AND n.node_id = g.src_node "
+            "WHERE n.kind = 'attn' GROUP BY ALL"
+        )
         lat["importance_from_raw_edges"], _ = timed(lambda: db.sql(raw_sql), max(1, args.repeat // 2))
         results["query_s"] = lat
 
@@ -384,8 +478,9 @@ def main(argv=None) -> dict:
             results["baseline_s"] = base
             # the two sides agree
             hg = outputs["heads_gained"]
-            assert sorted(f"a{r['layer']}.h{r['head']}" for r in hg.filter(hg["change"] == "gained").iter_rows(named=True)) \
-                == sorted(gained[0]), "heads_gained differs from the baseline"
+            assert sorted(
+                f"a{r['layer']}.h{r['head']}" for r in hg.filter(hg["change"] == "gained").iter_rows(named=True)
+            ) == sorted(gained[0]), "heads_gained differs from the baseline"
             hd = outputs["head_dynamics"]
             assert hd["new"].to_list() == [r[2] for r in dyn[0]], "head_dynamics differs from the baseline"
             em = outputs["effect_map"]
@@ -399,19 +494,29 @@ def main(argv=None) -> dict:
 
 
 def report(r: dict) -> None:
-    print(f"\nheaddb warehouse benchmark: {r['checkpoints']} checkpoints + base x {r['edges']:,} edges "
-          f"= {r['rows']:,} edge scores ({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})")
+    print(
+        f"\nheaddb warehouse benchmark: {r['checkpoints']} checkpoints + base x {r['edges']:,} edges "
+        f"= {r['rows']:,} edge scores ({platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()})"
+    )
     print(f"{'measure':44} {'headdb':>14} {'JSON baseline':>14} {'ratio':>10} {'target':>12}")
-    print(f"{'ingest, edge scores/s (API, 1 txn per ckpt)':44} {r['ingest_rows_per_s'] / 1e6:>12.2f} M "
-          f"{r.get('json_write_rows_per_s', float('nan')) / 1e6:>12.2f} M "
-          f"{r['ingest_rows_per_s'] / r.get('json_write_rows_per_s', float('nan')):>9.1f}x {'>= 2 M/s':>12}")
-    print(f"{'  same, inside db.batch() (one connection)':44} {r['held_rows_per_s'] / 1e6:>12.2f} M "
-          f"{'':>14} {'':>10} {'>= 2 M/s':>12}")
+    print(
+        f"{'ingest, edge scores/s (API, 1 txn per ckpt)':44} {r['ingest_rows_per_s'] / 1e6:>12.2f} M "
+        f"{r.get('json_write_rows_per_s', float('nan')) / 1e6:>12.2f} M "
+        f"{r['ingest_rows_per_s'] / r.get('json_write_rows_per_s', float('nan')):>9.1f}x {'>= 2 M/s':>12}"
+    )
+    print(
+        f"{'  same, inside db.batch() (one connection)':44} {r['held_rows_per_s'] / 1e6:>12.2f} M "
+        f"{'':>14} {'':>10} {'>= 2 M/s':>12}"
+    )
     print(f"{'  bulk insert ceiling (no run lifecycle)':44} {r['bulk_rows_per_s'] / 1e6:>12.2f} M")
-    print(f"{'bytes per edge score (DuckDB file)':44} {r['bytes_per_score']:>14.2f} "
-          f"{r.get('json_bytes_per_score', float('nan')):>14.1f} "
-          f"{r.get('json_bytes_per_score', float('nan')) / r['bytes_per_score']:>9.1f}x {'<= 5':>12}")
-    print(f"{'  bytes per edge score (used blocks)':44} {r['used_bytes_per_score']:>14.2f} {'':>14} {'':>10} {'<= 5':>12}")
+    print(
+        f"{'bytes per edge score (DuckDB file)':44} {r['bytes_per_score']:>14.2f} "
+        f"{r.get('json_bytes_per_score', float('nan')):>14.1f} "
+        f"{r.get('json_bytes_per_score', float('nan')) / r['bytes_per_score']:>9.1f}x {'<= 5':>12}"
+    )
+    print(
+        f"{'  bytes per edge score (used blocks)':44} {r['used_bytes_per_score']:>14.2f} {'':>14} {'':>10} {'<= 5':>12}"
+    )
     print(f"{'  used blocks, ingested inside db.batch()':44} {r['held_used_bytes_per_score']:>14.2f}")
     print(f"{'  bytes per edge score (Parquet export)':44} {r['parquet_bytes_per_score']:>14.2f}")
     print(f"{'  median ms per checkpoint run (API)':44} {r['ms_per_run']:>14.1f}")

@@ -6,6 +6,7 @@ measured on a shared machine), with its default sizes or, with --quick, small on
 Each benchmark prints its table; copy the numbers you keep into benchmarks/RESULTS.md with the
 machine, the command and the date.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,13 +18,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 # name -> (script, full arguments, quick arguments)
 BENCHMARKS = {
-    "attribution": ("bench_attribution.py", ["--threads", "1"], ["--shape", "tiny", "--repeats", "1", "--threads", "1"]),
+    "attribution": (
+        "bench_attribution.py",
+        ["--threads", "1"],
+        ["--shape", "tiny", "--repeats", "1", "--threads", "1"],
+    ),
     "generation": ("bench_generation.py", [], ["--prompts", "16", "--new-tokens", "8"]),
-    "warehouse": ("bench_warehouse.py", [], ["--checkpoints", "3", "--layers", "8", "--heads", "8", "--repeat", "1",
-                                          "--skip-baseline"]),
+    "warehouse": (
+        "bench_warehouse.py",
+        [],
+        ["--checkpoints", "3", "--layers", "8", "--heads", "8", "--repeat", "1", "--skip-baseline"],
+    ),
 }
-EXTRA = sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py")
-               if p.stem.removeprefix("bench_") not in BENCHMARKS)
+EXTRA = sorted(
+    p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py") if p.stem.removeprefix("bench_") not in BENCHMARKS
+)
 
 
 def main() -> int:

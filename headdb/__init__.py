@@ -1,4 +1,5 @@
 """headdb: a warehouse for attention-head circuits across training checkpoints."""
+
 from headdb.errors import UserError
 from headdb.warehouse.store import Warehouse, connect
 
@@ -7,6 +8,7 @@ __all__ = ["connect", "Warehouse", "UserError", "__version__"]
 
 def _version() -> str:
     from importlib import metadata
+
     try:
         return metadata.version("headdb")
     except metadata.PackageNotFoundError:

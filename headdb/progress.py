@@ -1,4 +1,5 @@
 """Progress bars on stderr for long jobs; jobs only see a (stage, done, total) callback."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -13,8 +14,13 @@ from headdb.jobs.job import Progress as Callback
 @contextmanager
 def progress_bar(label: str) -> Iterator[Callback]:
     console = Console(stderr=True)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         tasks: dict[str, int] = {}
 

@@ -1,4 +1,5 @@
 """What a run was made with: package versions, source revision, host."""
+
 from __future__ import annotations
 
 import platform
@@ -8,8 +9,17 @@ from functools import cache
 from importlib import metadata
 from pathlib import Path
 
-TRACKED_PACKAGES = ("headdb", "torch", "transformers", "transformer-lens", "trl", "duckdb",
-                    "polars", "pyarrow", "math-verify")
+TRACKED_PACKAGES = (
+    "headdb",
+    "torch",
+    "transformers",
+    "transformer-lens",
+    "trl",
+    "duckdb",
+    "polars",
+    "pyarrow",
+    "math-verify",
+)
 
 
 @cache
@@ -32,10 +42,12 @@ def git_sha() -> str | None:
     """The commit of the headdb source tree, with '-dirty' when it has local changes."""
     source = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}-dirty" if dirty else sha

@@ -4,6 +4,7 @@ schemas/ and queries/ sit at the top of the repository (docs/architecture.md) an
 package as headdb/schemas and headdb/queries, so a checkout and an installed wheel resolve them
 through the same importlib.resources lookup.
 """
+
 from __future__ import annotations
 
 from importlib.resources import files

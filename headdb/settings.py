@@ -5,6 +5,7 @@ config_hash) are all built from these models, so a setting has one name, one typ
 validation rule everywhere. A value a user got wrong becomes one UserError line that names the
 option (`--steps`) or the manifest key (`study.toml: attribution.steps`) it came from.
 """
+
 from __future__ import annotations
 
 import os
@@ -71,16 +72,19 @@ class AttributionSettings(Settings):
     curve: bool = Field(True, description="Measure the MIB faithfulness curve.")
     align: Align = Field("truncate", description="truncate | strict: unequal clean/corrupted lengths.")
     rank: Rank = Field("abs-mean", description="abs-mean (|mean score|, EAP-IG) | mean-abs (mean |score|, the study).")
-    bootstrap: int = Field(0, ge=0, description="Poisson-bootstrap replicates for per-head confidence (0 = off; "
-                           "e.g. 100).")  # docs/confidence.md
+    bootstrap: int = Field(
+        0, ge=0, description="Poisson-bootstrap replicates for per-head confidence (0 = off; e.g. 100)."
+    )  # docs/confidence.md
     seed: int = Field(0, description="Seed of the bootstrap replicates' weights (pair runs by it).")
     # how the work is cut, not what a run means: not hashed
     batch_size: int = Field(8, ge=1, description="Prompt pairs per attribution batch.")
 
     def model_post_init(self, _context: Any) -> None:
         if self.method == "exact" and (self.bootstrap or self.rank != "abs-mean"):
-            raise UserError("exact patching keeps no per-example scores: it takes neither bootstrap replicates "
-                            "nor rank mean-abs; use method eap-ig for those")
+            raise UserError(
+                "exact patching keeps no per-example scores: it takes neither bootstrap replicates "
+                "nor rank mean-abs; use method eap-ig for those"
+            )
 
     def config(self, dtype: str, intervention: dict[str, Any] | None = None) -> dict[str, Any]:
         """The run config this job is keyed by (with the checkpoint and task digests). rank,
@@ -99,8 +103,9 @@ class Sampling(Settings):
     temperature: float = Field(0.6, ge=0, description="0 means greedy.")
     top_p: float = Field(0.95, gt=0, le=1, description="Sample from the smallest set of tokens with this probability.")
     top_k: int | None = Field(None, ge=1, description="Sample from the k most likely tokens.")
-    min_p: float | None = Field(None, ge=0, le=1, description="Drop tokens below this fraction of the top one's "
-                                "probability.")
+    min_p: float | None = Field(
+        None, ge=0, le=1, description="Drop tokens below this fraction of the top one's probability."
+    )
     max_new_tokens: int = Field(512, ge=1, description="Tokens generated per sample at most.")
     seed: int = Field(0, description="Sampling seed (and benchmark shuffles).")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
@@ -127,8 +132,14 @@ class GenerationSettings(Settings):
         return ks
 
     def config(self, dtype: str, intervention: dict[str, Any] | None = None) -> dict[str, Any]:
-        return {"sampling": self.sampling.config(), "chat": self.chat, "mode": self.mode, "ks": list(self.ks),
-                "dtype": dtype, "intervention": intervention}
+        return {
+            "sampling": self.sampling.config(),
+            "chat": self.chat,
+            "mode": self.mode,
+            "ks": list(self.ks),
+            "dtype": dtype,
+            "intervention": intervention,
+        }
 
 
 class InterventionSettings(Settings):
@@ -172,7 +183,6 @@ class ExecutorSettings(Settings):
             raise UserError("--address, --gpus-per-job and --cpus-per-job apply to --executor ray")
 
 
-
 class Runtime(BaseSettings):
     """Where headdb reads and writes: each field from its option (`--db`, ...) when given, else
     from its environment variable (HEADDB_DB, HEADDB_DATA_PATH, HEADDB_LOCK_TIMEOUT,
@@ -180,12 +190,14 @@ class Runtime(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="HEADDB_", frozen=True, extra="forbid")
 
-    db: str = Field("headdb.duckdb", description="Warehouse: a DuckDB file, or 'ducklake:postgres:dbname=... "
-                    "host=...' (a lake).")
+    db: str = Field(
+        "headdb.duckdb", description="Warehouse: a DuckDB file, or 'ducklake:postgres:dbname=... host=...' (a lake)."
+    )
     data_path: str | None = Field(None, description="A lake's folder of Parquet files, needed to create it.")
     lock_timeout: float = Field(300.0, ge=0, description="Seconds to wait for another writer.")
     queries: Annotated[tuple[Path, ...], NoDecode] = Field(
-        (), description="Extra folders of named queries (in the variable: joined by ':').")
+        (), description="Extra folders of named queries (in the variable: joined by ':')."
+    )
     cache: Path = Field(Path("~/.cache/headdb"), description="Where headdb caches checkpoint weight digests.")
 
     @field_validator("queries", mode="before")

@@ -3,6 +3,7 @@
 Everything is built from scratch in temporary directories (no hub, HF_HUB_OFFLINE=1) and is
 deterministic under fixed seeds, so the numbers the tests check never change between runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ def pytest_configure(config):
     # Tiny models gain nothing from intra-op threads, and on a loaded 2-core machine OpenMP's
     # spinning threads make a 1.5 ms forward pass take 100+ ms. One thread keeps tests fast.
     import torch
+
     torch.set_num_threads(1)
 
 
@@ -33,8 +35,9 @@ def _arith_items(n: int, seed: int) -> list[dict]:
         ans, alt = str(a + b)[0], str(a + b2)[0]
         if alt == ans:
             alt = str((int(ans) + 1) % 10)
-        items.append({"id": f"q{i}", "clean": f"{a}+{b}=", "corrupted": f"{a}+{b2}=",
-                      "answer": ans, "wrong_answer": alt})
+        items.append(
+            {"id": f"q{i}", "clean": f"{a}+{b}=", "corrupted": f"{a}+{b2}=", "answer": ans, "wrong_answer": alt}
+        )
     return items
 
 
@@ -88,12 +91,16 @@ def tiny_checkpoint(tmp_path_factory):
 def two_checkpoint_study(tmp_path_factory, tiny_checkpoint):
     """two_checkpoint_study(manifest_text): a folder with tiny checkpoints `base` and `tuned`, a
     three-item circuit task `t.jsonl` and the manifest as `study.toml`; returns the folder."""
+
     def make(manifest: str):
         root = tmp_path_factory.mktemp("study")
         tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3, at=root / "base")
         tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=4, at=root / "tuned")
-        (root / "t.jsonl").write_text("".join(json.dumps(
-            {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3"}) + "\n" for i in range(3)))
+        (root / "t.jsonl").write_text(
+            "".join(
+                json.dumps({"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3"}) + "\n" for i in range(3)
+            )
+        )
         (root / "study.toml").write_text(manifest)
         return root
 
@@ -107,27 +114,47 @@ def _build(tiny_checkpoint, name, **kw):
 @pytest.fixture(scope="session")
 def qwen2_gqa_dir(tiny_checkpoint):
     """Qwen2, 2 layers, 8 query heads sharing 2 kv heads; small init (near-linear regime)."""
-    return _build(tiny_checkpoint, "qwen2_gqa", arch="qwen2", n_layers=2, n_heads=8, n_kv_heads=2,
-                  d_model=64, init_std=0.03, seed=1)
+    return _build(
+        tiny_checkpoint,
+        "qwen2_gqa",
+        arch="qwen2",
+        n_layers=2,
+        n_heads=8,
+        n_kv_heads=2,
+        d_model=64,
+        init_std=0.03,
+        seed=1,
+    )
 
 
 @pytest.fixture(scope="session")
 def qwen2_strong_dir(tiny_checkpoint):
     """Qwen2 with a larger init: clean and corrupted outputs differ clearly (KL ~ 0.4)."""
-    return _build(tiny_checkpoint, "qwen2_strong", arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
-                  d_model=64, init_std=0.1, seed=0)
+    return _build(
+        tiny_checkpoint,
+        "qwen2_strong",
+        arch="qwen2",
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_model=64,
+        init_std=0.1,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="session")
 def llama_dir(tiny_checkpoint):
-    return _build(tiny_checkpoint, "llama", arch="llama", n_layers=2, n_heads=4, n_kv_heads=2,
-                  d_model=64, init_std=0.05, seed=2)
+    return _build(
+        tiny_checkpoint, "llama", arch="llama", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, init_std=0.05, seed=2
+    )
 
 
 @pytest.fixture(scope="session")
 def qwen3_dir(tiny_checkpoint):
-    return _build(tiny_checkpoint, "qwen3", arch="qwen3", n_layers=2, n_heads=4, n_kv_heads=2,
-                  d_model=64, init_std=0.05, seed=3)
+    return _build(
+        tiny_checkpoint, "qwen3", arch="qwen3", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, init_std=0.05, seed=3
+    )
 
 
 PLANTED_HEADS = {(0, 3), (1, 5)}
@@ -141,8 +168,9 @@ def planted_dir(tiny_checkpoint):
     import torch
     from transformers import AutoModelForCausalLM
 
-    path = _build(tiny_checkpoint, "planted", arch="qwen2", n_layers=2, n_heads=8, n_kv_heads=2,
-                  d_model=64, init_std=0.05, seed=3)
+    path = _build(
+        tiny_checkpoint, "planted", arch="qwen2", n_layers=2, n_heads=8, n_kv_heads=2, d_model=64, init_std=0.05, seed=3
+    )
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     d_head = model.config.hidden_size // model.config.num_attention_heads
     with torch.no_grad():
@@ -161,6 +189,7 @@ def planted_dir(tiny_checkpoint):
 
 def _load(path, **kw):
     from headdb.checkpoints.loading import load_model
+
     return load_model(path, device="cpu", **kw)
 
 
@@ -187,6 +216,7 @@ def qwen2_strong(qwen2_strong_dir):
 
 # -- PostgreSQL for the DuckLake tests (tests/postgres_server.py, tests/test_lake.py) ----------
 
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """One PostgreSQL server for the session, on a unix socket only; stopped and deleted after."""
@@ -194,8 +224,10 @@ def postgres_server():
 
     bin_dir = find_bin()
     if bin_dir is None:
-        pytest.fail("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); "
-                    "`make test` installs it: apt-get install -y postgresql")
+        pytest.fail(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb); "
+            "`make test` installs it: apt-get install -y postgresql"
+        )
     server = PostgresServer(bin_dir).start()
     yield server
     server.stop()

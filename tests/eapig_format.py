@@ -12,6 +12,7 @@ and logits (which reads everything). `from_json` needs the four cfg keys, a dict
 per node (bare booleans are rejected) and, per edge, `score` and `in_graph`; it ignores extra
 keys and accepts a subset of the edges.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,12 +39,23 @@ def edge_names(n_layers: int, n_heads: int) -> list[str]:
     return out + [f"{src}->logits" for src in residual]
 
 
-def graph(n_layers: int, n_heads: int, scores: dict[str, float], in_graph: set[str],
-          nodes_in_graph: set[str], d_model: int = 16) -> dict:
-    return {"cfg": {"n_layers": n_layers, "n_heads": n_heads, "parallel_attn_mlp": False, "d_model": d_model},
-            "nodes": {n: {"in_graph": n == "logits" or n in nodes_in_graph} for n in node_names(n_layers, n_heads)},
-            "edges": {e: {"score": float(scores[e]), "in_graph": e in in_graph} for e in edge_names(n_layers, n_heads)
-                      if e in scores}}
+def graph(
+    n_layers: int,
+    n_heads: int,
+    scores: dict[str, float],
+    in_graph: set[str],
+    nodes_in_graph: set[str],
+    d_model: int = 16,
+) -> dict:
+    return {
+        "cfg": {"n_layers": n_layers, "n_heads": n_heads, "parallel_attn_mlp": False, "d_model": d_model},
+        "nodes": {n: {"in_graph": n == "logits" or n in nodes_in_graph} for n in node_names(n_layers, n_heads)},
+        "edges": {
+            e: {"score": float(scores[e]), "in_graph": e in in_graph}
+            for e in edge_names(n_layers, n_heads)
+            if e in scores
+        },
+    }
 
 
 def check_loadable(data: dict) -> None:

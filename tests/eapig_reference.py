@@ -17,6 +17,7 @@ How the per-reader gradient is obtained here: a reader r of the normed residual 
 dL/dx_r = J_norm(x)^T (R^T dL/d(proj output)[.., h]): the projection-output gradient of that
 head is mapped back through its rows and then through the norm with one vector-Jacobian product.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -70,8 +71,9 @@ def _vjp(norm, x, cot):
     return g
 
 
-def eap_ig_inputs(hf_model, clean, corrupted, answer, wrong, *, metric="logit-diff", steps=5,
-                  alphas=None) -> dict[str, float]:
+def eap_ig_inputs(
+    hf_model, clean, corrupted, answer, wrong, *, metric="logit-diff", steps=5, alphas=None
+) -> dict[str, float]:
     """{EAP-IG edge name: score} for equal-length token batches clean/corrupted [N, S] (no pads).
 
     Edge names are EAP-IG's: `src->a{l}.h{h}<q|k|v>` (per query head), `src->m{l}`, `src->logits`.
@@ -94,8 +96,9 @@ def eap_ig_inputs(hf_model, clean, corrupted, answer, wrong, *, metric="logit-di
         got: dict = {}
         hooks = [model.model.embed_tokens.register_forward_hook(lambda m, i, o: got.__setitem__("input", o))]
         for l, layer in enumerate(layers):
-            hooks.append(layer.self_attn.o_proj.register_forward_pre_hook(
-                lambda m, i, l=l: got.__setitem__(("o", l), i[0])))
+            hooks.append(
+                layer.self_attn.o_proj.register_forward_pre_hook(lambda m, i, l=l: got.__setitem__(("o", l), i[0]))
+            )
             hooks.append(layer.mlp.register_forward_hook(lambda m, i, o, l=l: got.__setitem__(("m", l), o)))
         try:
             with torch.no_grad():
@@ -126,6 +129,7 @@ def eap_ig_inputs(hf_model, clean, corrupted, answer, wrong, *, metric="logit-di
         def keep(key):
             def hook(m, i, o):
                 seen[key] = (i[0], o)
+
             return hook
 
         hooks = [model.model.embed_tokens.register_forward_hook(lambda m, i, o: x_emb)]
@@ -140,8 +144,13 @@ def eap_ig_inputs(hf_model, clean, corrupted, answer, wrong, *, metric="logit-di
                 x_emb.requires_grad_(True)
                 logits = model(clean).logits[:, -1]
                 value = _metric(metric, logits.float(), clean_last.float(), answer, wrong).sum()
-                keys = [("q_proj", l) for l in range(L)] + [("k_proj", l) for l in range(L)] + \
-                       [("v_proj", l) for l in range(L)] + [("ln2", l) for l in range(L)] + ["final"]
+                keys = (
+                    [("q_proj", l) for l in range(L)]
+                    + [("k_proj", l) for l in range(L)]
+                    + [("v_proj", l) for l in range(L)]
+                    + [("ln2", l) for l in range(L)]
+                    + ["final"]
+                )
                 outs = torch.autograd.grad(value, [seen[k][1] for k in keys])
         finally:
             for h in hooks:

@@ -6,6 +6,7 @@ reach it. PostgreSQL refuses to run as root; under root (CI) it runs as the `pos
 the Debian package creates. Durability is switched off (fsync, synchronous_commit): a test
 server that loses its data on a power cut costs nothing, and it starts in well under a second.
 """
+
 from __future__ import annotations
 
 import glob
@@ -54,8 +55,10 @@ class PostgresServer:
             shutil.chown(self.socket_dir, "postgres", "postgres")
         self.root.chmod(0o700)
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
-        settings = (f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        settings = (
+            f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-o", settings, "start")
         return self
 

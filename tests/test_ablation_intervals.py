@@ -1,4 +1,5 @@
 """Bootstrap intervals over problems for ablation deltas and for a head set against its control."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,9 +17,9 @@ SAMPLING = {"samples": 4, "temperature": 0.6, "top_p": 0.95, "seed": 0}
 N = 40
 # Per problem, how many of 4 samples are correct: plain run, two head sets, and each set's control.
 PLAIN = [4] * 30 + [2] * 10
-SET_A = [0] * 30 + [2] * 10          # layers 1, 2: hurts on every problem the plain run solves
-CONTROL_A = [4] * 30 + [1] * 10      # layers 1, 2 as well
-SET_B = [4] * 40                     # layers 0, 0: helps a little
+SET_A = [0] * 30 + [2] * 10  # layers 1, 2: hurts on every problem the plain run solves
+CONTROL_A = [4] * 30 + [1] * 10  # layers 1, 2 as well
+SET_B = [4] * 40  # layers 0, 0: helps a little
 CONTROL_B = [3] * 40
 
 
@@ -48,24 +49,43 @@ def test_unequal_inputs_are_refused():
 def study(tmp_path_factory):
     db = headdb.connect(tmp_path_factory.mktemp("abl") / "a.duckdb")
     register_tiny_model(db)
-    ck = db.register_checkpoint(model_key=MODEL_KEY, path="/ckpt/sft/checkpoint-9", weights_digest="d9",
-                                name="checkpoint-9", lineage="sft", regime="sft", step=9)
+    ck = db.register_checkpoint(
+        model_key=MODEL_KEY,
+        path="/ckpt/sft/checkpoint-9",
+        weights_digest="d9",
+        name="checkpoint-9",
+        lineage="sft",
+        regime="sft",
+        step=9,
+    )
     task = db.register_task(name="bench", kind="benchmark", digest="b", items=_items(N, "p"))
 
     def gens(correct_counts):
-        return {f"p{i + 1}": [(s < c, None if s < c else "wrong_answer") for s in range(4)]
-                for i, c in enumerate(correct_counts)}
+        return {
+            f"p{i + 1}": [(s < c, None if s < c else "wrong_answer") for s in range(4)]
+            for i, c in enumerate(correct_counts)
+        }
 
     def acc(counts):
         return [("accuracy", None, sum(counts) / (4 * N), N)]
 
     runs = {"plain": generation_run(db, ck, task, sampling=SAMPLING, gens=gens(PLAIN), metrics=acc(PLAIN))}
-    for name, counts, kind_heads, label in [("A", SET_A, [(1, 0), (2, 1)], None),
-                                            ("control A", CONTROL_A, [(1, 2), (2, 0)], "control"),
-                                            ("B", SET_B, [(0, 0), (0, 1)], None),
-                                            ("control B", CONTROL_B, [(0, 2), (0, 1)], "control")]:
-        runs[name] = generation_run(db, ck, task, sampling=SAMPLING, intervention=("zero", 0.0, kind_heads),
-                                    gens=gens(counts), metrics=acc(counts), label=label)
+    for name, counts, kind_heads, label in [
+        ("A", SET_A, [(1, 0), (2, 1)], None),
+        ("control A", CONTROL_A, [(1, 2), (2, 0)], "control"),
+        ("B", SET_B, [(0, 0), (0, 1)], None),
+        ("control B", CONTROL_B, [(0, 2), (0, 1)], "control"),
+    ]:
+        runs[name] = generation_run(
+            db,
+            ck,
+            task,
+            sampling=SAMPLING,
+            intervention=("zero", 0.0, kind_heads),
+            gens=gens(counts),
+            metrics=acc(counts),
+            label=label,
+        )
     return db, runs
 
 

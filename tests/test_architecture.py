@@ -1,5 +1,6 @@
 """The package's shape: no import cycles between headdb modules (function-level imports included),
 and every import follows the layering rules of docs/architecture.md."""
+
 from __future__ import annotations
 
 import ast
@@ -22,8 +23,12 @@ def _modules() -> dict[str, Path]:
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     found = set()
     tree = ast.parse(path.read_text())
-    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                   and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+    typing_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for n in ast.walk(block)
+    }
     for node in ast.walk(tree):
         if id(node) in typing_only:  # annotations only: no import at run time
             continue
@@ -48,7 +53,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(name)
         for dep in sorted(graph.get(name, ())):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state and (found := visit(dep)):
                 return found
         stack.pop()
@@ -77,9 +82,14 @@ def test_cycle_finder_finds_a_cycle():
 # Foundation modules are shared by all; a layer may also import the layers listed for it.
 FOUNDATION = {"errors", "settings", "provenance", "resources"}
 MAY_IMPORT = {
-    "errors": set(), "settings": {"errors"}, "provenance": set(), "resources": set(),
+    "errors": set(),
+    "settings": {"errors"},
+    "provenance": set(),
+    "resources": set(),
     # engines: pure computation on models and data, no storage, no orchestration
-    "checkpoints": FOUNDATION, "evals": FOUNDATION, "attribution": FOUNDATION | {"evals"},
+    "checkpoints": FOUNDATION,
+    "evals": FOUNDATION,
+    "attribution": FOUNDATION | {"evals"},
     "training": FOUNDATION,  # a trainer callback: it starts `headdb ingest run` as a process
     # storage
     "warehouse": FOUNDATION,
@@ -91,9 +101,22 @@ MAY_IMPORT = {
     "jobs": FOUNDATION | {"checkpoints", "evals", "attribution", "warehouse", "interop", "reports"},
     # interfaces: nothing imports them but other interfaces
     "progress": FOUNDATION | {"jobs"},
-    "demo": FOUNDATION | {"checkpoints", "evals", "attribution", "warehouse", "reports", "jobs", "training", "progress"},
-    "cli": FOUNDATION | {"checkpoints", "evals", "attribution", "warehouse", "interop", "reports", "jobs",
-                         "training", "progress", "demo", "headdb"},
+    "demo": FOUNDATION
+    | {"checkpoints", "evals", "attribution", "warehouse", "reports", "jobs", "training", "progress"},
+    "cli": FOUNDATION
+    | {
+        "checkpoints",
+        "evals",
+        "attribution",
+        "warehouse",
+        "interop",
+        "reports",
+        "jobs",
+        "training",
+        "progress",
+        "demo",
+        "headdb",
+    },
     "__main__": {"cli"},
     "headdb": FOUNDATION | {"warehouse"},  # the package root: connect() and the version
 }
@@ -109,10 +132,13 @@ def layering_violations(graph: dict[str, set[str]]) -> list[str]:
     for name, deps in sorted(graph.items()):
         allowed = MAY_IMPORT.get(_part(name))
         if allowed is None:
-            out.append(f"{name}: its sub-package {_part(name)!r} has no layering rule (add it to MAY_IMPORT and the doc)")
+            out.append(
+                f"{name}: its sub-package {_part(name)!r} has no layering rule (add it to MAY_IMPORT and the doc)"
+            )
             continue
-        out += [f"{name} imports {dep}" for dep in sorted(deps)
-                if _part(dep) != _part(name) and _part(dep) not in allowed]
+        out += [
+            f"{name} imports {dep}" for dep in sorted(deps) if _part(dep) != _part(name) and _part(dep) not in allowed
+        ]
     return out
 
 
@@ -123,8 +149,9 @@ def test_every_import_follows_the_layering_rules():
 
 
 def test_the_layering_check_finds_a_violation():
-    assert layering_violations({"headdb.warehouse.store": {"headdb.jobs.plan"}}) == \
-        ["headdb.warehouse.store imports headdb.jobs.plan"]
+    assert layering_violations({"headdb.warehouse.store": {"headdb.jobs.plan"}}) == [
+        "headdb.warehouse.store imports headdb.jobs.plan"
+    ]
     assert layering_violations({"headdb.newthing.x": set()})[0].startswith("headdb.newthing.x: its sub-package")
     assert layering_violations({"headdb.jobs.plan": {"headdb.warehouse.store", "headdb.errors"}}) == []
 
@@ -140,11 +167,19 @@ def test_no_sql_outside_the_warehouse_package():
         if path.is_relative_to(PACKAGE / "warehouse"):
             continue
         tree = ast.parse(path.read_text())
-        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                      and node.body and isinstance(node.body[0], ast.Expr)}
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+        }
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-                    and _SQL.search(node.value)):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and _SQL.search(node.value)
+            ):
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value[:60]!r}")
     assert found == []

@@ -1,4 +1,5 @@
 """The attribution engine on tiny local models: meaning, not just shape."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,16 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from headdb.attribution import (MIB_PERCENTS, attribute, build_layout, discover, evaluate_circuits,
-                                exact_scores, select_threshold, select_topn)
+from headdb.attribution import (
+    MIB_PERCENTS,
+    attribute,
+    build_layout,
+    discover,
+    evaluate_circuits,
+    exact_scores,
+    select_threshold,
+    select_topn,
+)
 from headdb.attribution.probe import LOGITS_IN, Probe
 from headdb.errors import UserError
 from headdb.attribution.tasks import encode_pairs, load_task
@@ -91,8 +100,17 @@ def test_faithfulness_full_graph_is_one_and_empty_graph_is_zero(qwen2_strong, ra
 def test_discover_outputs_match_the_schema(qwen2_gqa, arith):
     pairs = encode_pairs(arith, qwen2_gqa.tokenizer)
     calls = []
-    d = discover(qwen2_gqa, pairs, method="eap-ig", metric="kl", steps=3, topn=60, greedy=30,
-                 batch_size=8, progress=lambda done, total: calls.append((done, total)))
+    d = discover(
+        qwen2_gqa,
+        pairs,
+        method="eap-ig",
+        metric="kl",
+        steps=3,
+        topn=60,
+        greedy=30,
+        batch_size=8,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     g = d.result.layout
     assert calls and calls[-1][0] == calls[-1][1] and [c[0] for c in calls] == sorted(c[0] for c in calls)
     edges = d.result.edges_table()
@@ -111,8 +129,16 @@ def test_discover_outputs_match_the_schema(qwen2_gqa, arith):
         assert curve.faithfulness[-1] == pytest.approx(1.0)
     assert d.curve.table().num_rows == 2 * len(MIB_PERCENTS)
     m = d.run_metrics()
-    for key in ("metric_clean", "metric_corrupted", "completeness_residual", "completeness_relative", "cpr", "cmd",
-                "cpr_abs", "cmd_signed"):
+    for key in (
+        "metric_clean",
+        "metric_corrupted",
+        "completeness_residual",
+        "completeness_relative",
+        "cpr",
+        "cmd",
+        "cpr_abs",
+        "cmd_signed",
+    ):
         assert np.isfinite(m[key]), key
     assert 0.0 <= m["cmd"] and m["cpr"] <= 1.5
 

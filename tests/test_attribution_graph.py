@@ -1,4 +1,5 @@
 """Graph layout and circuit selection, without a model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,9 +48,13 @@ def _mask(g, names):
 
 def test_prune_keeps_only_input_to_logits_paths():
     g = build_layout((2, 2, 2))
-    chosen = ["input->a0.h0<q>", "a0.h0->a1.h1<v>", "a1.h1->logits",  # a full path
-              "input->a0.h1<q>",                                        # dead end: a0.h1 never read
-              "a1.h0->logits"]                                          # a1.h0 never reached
+    chosen = [
+        "input->a0.h0<q>",
+        "a0.h0->a1.h1<v>",
+        "a1.h1->logits",  # a full path
+        "input->a0.h1<q>",  # dead end: a0.h1 never read
+        "a1.h0->logits",
+    ]  # a1.h0 never reached
     edges, nodes = prune(g, _mask(g, chosen))
     kept = {g.edge_names[e] for e in np.flatnonzero(edges)}
     assert kept == {"input->a0.h0<q>", "a0.h0->a1.h1<v>", "a1.h1->logits"}
@@ -104,7 +109,7 @@ def test_mib_curves_count_rank_and_name_as_mib_does():
     g = build_layout((2, 4, 2))
     scores = np.linspace(-1.0, 0.5, g.n_edges)[np.random.default_rng(0).permutation(g.n_edges)]
     counts, masks = curve_masks(g, scores, metric="logit-diff", ranking="signed")
-    assert counts == [int(f * g.n_edges) for f in (.001, .002, .005, .01, .02, .05, .1, .2, .5, 1)]
+    assert counts == [int(f * g.n_edges) for f in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)]
     assert counts[0] == 0 and not masks[0].any()
     # logit-diff is a reward: the most negative score supports the answer most, so it comes first
     k = counts[6]
@@ -125,8 +130,10 @@ def test_mib_curves_count_rank_and_name_as_mib_does():
 
     f_signed = [0.0, 0.1, 0.3, 0.6, 0.9, 1.2, 1.1, 1.05, 1.0, 1.0]
     f_abs = [0.0, 0.05, 0.2, 0.5, 0.7, 0.9, 0.95, 0.99, 1.0, 1.0]
-    curves = MIBCurves(signed=curve_from(MIB_PERCENTS, counts, f_signed, "signed"),
-                       absolute=curve_from(MIB_PERCENTS, counts, f_abs, "abs"))
+    curves = MIBCurves(
+        signed=curve_from(MIB_PERCENTS, counts, f_signed, "signed"),
+        absolute=curve_from(MIB_PERCENTS, counts, f_abs, "abs"),
+    )
     m = curves.metrics()
     assert m["cpr"] == pytest.approx(mib_areas(f_signed)[0], abs=1e-12)
     assert m["cmd"] == pytest.approx(mib_areas(f_abs)[1], abs=1e-12)

@@ -38,12 +38,27 @@ def meta(df, i=0):
 
 
 def test_math500_jsonl(tmp_path):
-    p = write_jsonl(tmp_path / "math500.jsonl", [
-        {"problem": "Compute $1+1$.", "solution": "It is 2.", "answer": "2", "subject": "Algebra",
-         "level": 1, "unique_id": "test/algebra/1.json"},
-        {"problem": "Half of one?", "solution": "...", "answer": "\\frac{1}{2}",
-         "subject": "Prealgebra", "level": 3, "unique_id": "test/prealgebra/2.json"},
-    ])
+    p = write_jsonl(
+        tmp_path / "math500.jsonl",
+        [
+            {
+                "problem": "Compute $1+1$.",
+                "solution": "It is 2.",
+                "answer": "2",
+                "subject": "Algebra",
+                "level": 1,
+                "unique_id": "test/algebra/1.json",
+            },
+            {
+                "problem": "Half of one?",
+                "solution": "...",
+                "answer": "\\frac{1}{2}",
+                "subject": "Prealgebra",
+                "level": 3,
+                "unique_id": "test/prealgebra/2.json",
+            },
+        ],
+    )
     df = load_benchmark(p)
     assert df.columns == list(COLUMNS)
     assert df["item_id"].to_list() == ["test/algebra/1.json", "test/prealgebra/2.json"]
@@ -56,15 +71,24 @@ def test_math500_jsonl(tmp_path):
 
 
 def test_aime_both_layouts(tmp_path):
-    cap = write_jsonl(tmp_path / "aime_cap.jsonl", [
-        {"ID": "2024-I-1", "Problem": "Find x.", "Solution": "...", "Answer": 204},
-        {"ID": "2024-I-2", "Problem": "Find y.", "Solution": "...", "Answer": 25},
-    ])
+    cap = write_jsonl(
+        tmp_path / "aime_cap.jsonl",
+        [
+            {"ID": "2024-I-1", "Problem": "Find x.", "Solution": "...", "Answer": 204},
+            {"ID": "2024-I-2", "Problem": "Find y.", "Solution": "...", "Answer": 25},
+        ],
+    )
     low = tmp_path / "aime_low.parquet"
-    pl.DataFrame({
-        "id": [60, 61], "problem": ["Find x.", "Find y."], "solution": ["...", "..."],
-        "answer": ["204", "25"], "url": ["u1", "u2"], "year": [2024, 2024],
-    }).write_parquet(low)
+    pl.DataFrame(
+        {
+            "id": [60, 61],
+            "problem": ["Find x.", "Find y."],
+            "solution": ["...", "..."],
+            "answer": ["204", "25"],
+            "url": ["u1", "u2"],
+            "year": [2024, 2024],
+        }
+    ).write_parquet(low)
     a = load_benchmark(cap)
     b = load_benchmark(low)
     assert a["item_id"].to_list() == ["2024-I-1", "2024-I-2"]
@@ -77,8 +101,9 @@ def test_aime_both_layouts(tmp_path):
 
 
 def test_amc23_csv(tmp_path):
-    p = write_csv(tmp_path / "amc23.csv", ["id", "question", "answer"],
-                  [[0, "How many?", "27.0"], [1, "What value?", "0.5"]])
+    p = write_csv(
+        tmp_path / "amc23.csv", ["id", "question", "answer"], [[0, "How many?", "27.0"], [1, "What value?", "0.5"]]
+    )
     df = load_benchmark(p)
     assert df["item_id"].to_list() == ["0", "1"]
     assert df["answer"].to_list() == ["27.0", "0.5"]
@@ -91,10 +116,13 @@ def test_amc23_csv(tmp_path):
 
 
 def test_gsm8k_jsonl(tmp_path):
-    p = write_jsonl(tmp_path / "gsm8k.jsonl", [
-        {"question": "Janet sells 9 eggs at $2.", "answer": "9 * 2 = <<9*2=18>>18\n#### 18"},
-        {"question": "Big number?", "answer": "It is large.\n#### 1,080"},
-    ])
+    p = write_jsonl(
+        tmp_path / "gsm8k.jsonl",
+        [
+            {"question": "Janet sells 9 eggs at $2.", "answer": "9 * 2 = <<9*2=18>>18\n#### 18"},
+            {"question": "Big number?", "answer": "It is large.\n#### 1,080"},
+        ],
+    )
     df = load_benchmark(p)
     assert df["answer"].to_list() == ["18", "1080"]
     assert set(df["style"]) == {"gsm8k"}
@@ -103,13 +131,22 @@ def test_gsm8k_jsonl(tmp_path):
     assert grade(df["answer"][1], "so #### 1,080", style="gsm8k").correct
 
 
-GPQA_HEADER = ["Record ID", "Question", "Correct Answer", "Incorrect Answer 1",
-               "Incorrect Answer 2", "Incorrect Answer 3", "High-level domain"]
+GPQA_HEADER = [
+    "Record ID",
+    "Question",
+    "Correct Answer",
+    "Incorrect Answer 1",
+    "Incorrect Answer 2",
+    "Incorrect Answer 3",
+    "High-level domain",
+]
 
 
 def gpqa_file(tmp_path):
-    rows = [[f"rec{i}", f"Question {i}?", f"right {i}", f"wrong {i}a", f"wrong {i}b",
-             f"wrong {i}c", "Physics"] for i in range(8)]
+    rows = [
+        [f"rec{i}", f"Question {i}?", f"right {i}", f"wrong {i}a", f"wrong {i}b", f"wrong {i}c", "Physics"]
+        for i in range(8)
+    ]
     return write_csv(tmp_path / "gpqa_diamond.csv", GPQA_HEADER, rows)
 
 
@@ -137,11 +174,16 @@ def test_gpqa_multiple_choice(tmp_path):
 
 
 def test_triviaqa_layouts(tmp_path):
-    p = write_jsonl(tmp_path / "tqa.jsonl", [
-        {"question_id": "tc_1", "question": "Capital of France?",
-         "answer": {"value": "Paris", "aliases": ["Paris", "City of Light"],
-                    "normalized_value": "paris"}},
-    ])
+    p = write_jsonl(
+        tmp_path / "tqa.jsonl",
+        [
+            {
+                "question_id": "tc_1",
+                "question": "Capital of France?",
+                "answer": {"value": "Paris", "aliases": ["Paris", "City of Light"], "normalized_value": "paris"},
+            },
+        ],
+    )
     df = load_benchmark(p)
     assert df["item_id"][0] == "tc_1" and df["answer"][0] == "Paris"
     assert set(df["style"]) == {"text"}
@@ -149,26 +191,31 @@ def test_triviaqa_layouts(tmp_path):
     assert aliases == ["City of Light"]
     assert grade(df["answer"][0], r"\boxed{city of light}", style="text", aliases=aliases).correct
 
-    lst = write_jsonl(tmp_path / "nq.jsonl", [{"question": "Largest planet?",
-                                               "answer": ["Jupiter", "planet Jupiter"]}])
+    lst = write_jsonl(tmp_path / "nq.jsonl", [{"question": "Largest planet?", "answer": ["Jupiter", "planet Jupiter"]}])
     d2 = load_benchmark(lst)
     assert d2["answer"][0] == "Jupiter" and meta(d2)["aliases"] == ["planet Jupiter"]
 
     pq = tmp_path / "tqa.parquet"
-    pl.DataFrame({
-        "question": ["Capital of Italy?"], "question_id": ["tc_2"],
-        "answer": [{"value": "Rome", "aliases": ["Roma", "Rome"]}],
-        "entity_pages": [[{"title": "Rome", "text": "long page " * 50}]],
-    }).write_parquet(pq)
+    pl.DataFrame(
+        {
+            "question": ["Capital of Italy?"],
+            "question_id": ["tc_2"],
+            "answer": [{"value": "Rome", "aliases": ["Roma", "Rome"]}],
+            "entity_pages": [[{"title": "Rome", "text": "long page " * 50}]],
+        }
+    ).write_parquet(pq)
     d3 = load_benchmark(pq)
     assert d3["answer"][0] == "Rome" and meta(d3)["aliases"] == ["Roma"]
     assert "entity_pages" not in meta(d3)
 
 
 def test_fields_mapping_and_explicit_preset(tmp_path):
-    p = write_jsonl(tmp_path / "custom.jsonl", [
-        {"uid": "x1", "prompt_text": "What is 2+2?", "gold": "4", "difficulty": "easy"},
-    ])
+    p = write_jsonl(
+        tmp_path / "custom.jsonl",
+        [
+            {"uid": "x1", "prompt_text": "What is 2+2?", "gold": "4", "difficulty": "easy"},
+        ],
+    )
     with pytest.raises(UserError, match="cannot tell the layout"):
         load_benchmark(p)
     df = load_benchmark(p, fields="problem=prompt_text,answer=gold,item_id=uid,level=difficulty")
@@ -195,8 +242,9 @@ def test_fields_mapping_and_explicit_preset(tmp_path):
 def test_missing_field_reports_file_line_and_field(tmp_path):
     p = tmp_path / "gsm8k.jsonl"
     p.write_text(
-        json.dumps({"question": "a", "answer": "#### 1"}) + "\n\n"
-        + json.dumps({"question": "b"}) + "\n", encoding="utf-8")
+        json.dumps({"question": "a", "answer": "#### 1"}) + "\n\n" + json.dumps({"question": "b"}) + "\n",
+        encoding="utf-8",
+    )
     with pytest.raises(UserError) as e:
         load_benchmark(p, preset="gsm8k")
     msg = str(e.value)
@@ -220,7 +268,7 @@ def test_malformed_and_other_user_errors(tmp_path):
     with pytest.raises(UserError, match=r"bad\.jsonl line 2: malformed JSON"):
         load_benchmark(p)
     q = tmp_path / "list.jsonl"
-    q.write_text('[1, 2]\n', encoding="utf-8")
+    q.write_text("[1, 2]\n", encoding="utf-8")
     with pytest.raises(UserError, match="line 1: expected a JSON object"):
         load_benchmark(q)
     with pytest.raises(UserError, match="not found"):
@@ -229,8 +277,9 @@ def test_malformed_and_other_user_errors(tmp_path):
     t.write_text("hi")
     with pytest.raises(UserError, match="unsupported benchmark file type"):
         load_benchmark(t)
-    d = write_jsonl(tmp_path / "dup.jsonl", [{"id": 1, "problem": "a", "answer": "1"},
-                                             {"id": 1, "problem": "b", "answer": "2"}])
+    d = write_jsonl(
+        tmp_path / "dup.jsonl", [{"id": 1, "problem": "a", "answer": "1"}, {"id": 1, "problem": "b", "answer": "2"}]
+    )
     with pytest.raises(UserError, match="line 2: duplicate item id '1'"):
         load_benchmark(d)
 

@@ -3,6 +3,7 @@
 Independent references: the engine run on ONE example at a time (per-example scores with no
 batching at all), and the replicate weights applied to those by numpy.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,15 +20,23 @@ from headdb.errors import UserError
 
 
 def subset(pairs: EncodedPairs, idx) -> EncodedPairs:
-    return EncodedPairs(item_ids=[pairs.item_ids[i] for i in idx], clean=[pairs.clean[i] for i in idx],
-                        corrupted=[pairs.corrupted[i] for i in idx], answer=[pairs.answer[i] for i in idx],
-                        wrong=[pairs.wrong[i] for i in idx])
+    return EncodedPairs(
+        item_ids=[pairs.item_ids[i] for i in idx],
+        clean=[pairs.clean[i] for i in idx],
+        corrupted=[pairs.corrupted[i] for i in idx],
+        answer=[pairs.answer[i] for i in idx],
+        wrong=[pairs.wrong[i] for i in idx],
+    )
 
 
 def one_at_a_time(loaded, pairs, **kw) -> np.ndarray:
     """[n, n_edges] float64: the engine on each example alone."""
-    return np.stack([attribute(loaded, subset(pairs, [i]), batch_size=1, **kw).edge_scores.astype(np.float64)
-                     for i in range(len(pairs))])
+    return np.stack(
+        [
+            attribute(loaded, subset(pairs, [i]), batch_size=1, **kw).edge_scores.astype(np.float64)
+            for i in range(len(pairs))
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +51,16 @@ def per_example(qwen2_strong, arith_pairs):
 
 # -------------------------------------------------------------------------- the weights
 
+
 def test_weights_are_a_function_of_seed_replicate_and_item_id():
     ids = [f"item-{i}" for i in range(40)]
     w = replicate_weights(ids, 30, seed=5)
     assert w.shape == (30, 40) and w.dtype == np.float32
     order = np.random.default_rng(0).permutation(40)
     shuffled = replicate_weights([ids[i] for i in order], 30, seed=5)
-    np.testing.assert_array_equal(shuffled, w[:, order])      # item order does not matter
+    np.testing.assert_array_equal(shuffled, w[:, order])  # item order does not matter
     np.testing.assert_array_equal(replicate_weights(ids[:25], 30, seed=5), w[:, :25])  # nor other items
-    np.testing.assert_array_equal(replicate_weights(ids, 10, seed=5), w[:10])          # nor B
+    np.testing.assert_array_equal(replicate_weights(ids, 10, seed=5), w[:10])  # nor B
     assert not np.array_equal(replicate_weights(ids, 30, seed=6), w)
 
 
@@ -71,10 +81,19 @@ def test_an_empty_replicate_is_redrawn():
 
 # -------------------------------------------------------------------------- the engine
 
-def test_mean_abs_and_replicates_equal_a_one_example_at_a_time_computation(qwen2_strong, arith_pairs,
-                                                                           per_example):
-    r = attribute(qwen2_strong, arith_pairs, method="eap-ig", metric="logit-diff", steps=3, batch_size=5,
-                  rank="mean-abs", bootstrap=20, seed=3)
+
+def test_mean_abs_and_replicates_equal_a_one_example_at_a_time_computation(qwen2_strong, arith_pairs, per_example):
+    r = attribute(
+        qwen2_strong,
+        arith_pairs,
+        method="eap-ig",
+        metric="logit-diff",
+        steps=3,
+        batch_size=5,
+        rank="mean-abs",
+        bootstrap=20,
+        seed=3,
+    )
     s = per_example
     np.testing.assert_allclose(r.edge_scores, s.mean(0), rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(r.mean_abs, np.abs(s).mean(0), rtol=1e-4, atol=1e-7)
@@ -97,8 +116,9 @@ def test_replicate_means_average_to_the_plain_mean(qwen2_strong, arith_pairs, pe
     n = len(arith_pairs)
     z, rel = {}, {}
     for B in (25, 1600):
-        r = attribute(qwen2_strong, arith_pairs, method="eap-ig", metric="logit-diff", steps=3, batch_size=8,
-                      bootstrap=B, seed=11)
+        r = attribute(
+            qwen2_strong, arith_pairs, method="eap-ig", metric="logit-diff", steps=3, batch_size=8, bootstrap=B, seed=11
+        )
         dev = r.replicates.astype(np.float64).mean(0) - r.edge_scores
         # In units of the standard error of the plain mean itself, sd_i / sqrt(n) ...
         rel[B] = np.sqrt(np.mean((dev[live] / (sd[live] / np.sqrt(n))) ** 2))
@@ -110,8 +130,17 @@ def test_replicate_means_average_to_the_plain_mean(qwen2_strong, arith_pairs, pe
 
 def test_bit_identical_under_a_seed_and_batch_size_independent(qwen2_strong, ragged_task_file):
     pairs = encode_pairs(load_task(ragged_task_file), qwen2_strong.tokenizer)
-    kw = dict(method="eap-ig", metric="logprob", steps=3, topn=30, threshold=0.2, curve=False,
-              bootstrap=40, seed=2, rank="mean-abs")
+    kw = dict(
+        method="eap-ig",
+        metric="logprob",
+        steps=3,
+        topn=30,
+        threshold=0.2,
+        curve=False,
+        bootstrap=40,
+        seed=2,
+        rank="mean-abs",
+    )
     a = discover(qwen2_strong, pairs, batch_size=3, **kw)
     b = discover(qwen2_strong, pairs, batch_size=3, **kw)
     for name in ("edge_scores", "mean_abs", "replicates", "replicates_abs"):
@@ -130,8 +159,19 @@ def test_bit_identical_under_a_seed_and_batch_size_independent(qwen2_strong, rag
 
 def test_replicate_circuits_equal_an_independent_resampling(qwen2_strong, arith_pairs, per_example):
     """What a hidden check does: resample the per-example scores itself, select, compare."""
-    d = discover(qwen2_strong, arith_pairs, method="eap-ig", metric="logit-diff", steps=3, topn=25,
-                 threshold=None, curve=False, batch_size=8, bootstrap=50, seed=9)
+    d = discover(
+        qwen2_strong,
+        arith_pairs,
+        method="eap-ig",
+        metric="logit-diff",
+        steps=3,
+        topn=25,
+        threshold=None,
+        curve=False,
+        batch_size=8,
+        bootstrap=50,
+        seed=9,
+    )
     g = d.result.layout
     w = replicate_weights(arith_pairs.item_ids, 50, seed=9).astype(np.float64)
     reps = w @ per_example / w.sum(1, keepdims=True)
@@ -186,8 +226,16 @@ def partial_model(tmp_path_factory, load_tiny):
 
     from headdb.demo.tiny import build_tiny_model, build_tokenizer
 
-    path = build_tiny_model(tmp_path_factory.mktemp("partial") / "model", arch="qwen2", n_layers=2, n_heads=4,
-                            n_kv_heads=2, d_model=64, init_std=0.1, seed=5)
+    path = build_tiny_model(
+        tmp_path_factory.mktemp("partial") / "model",
+        arch="qwen2",
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_model=64,
+        init_std=0.1,
+        seed=5,
+    )
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     tok = build_tokenizer()
     d_head, half = 16, 32
@@ -206,8 +254,8 @@ def partial_model(tmp_path_factory, load_tiny):
             for proj in (attn.q_proj, attn.k_proj):
                 proj.weight.zero_()
                 proj.bias.zero_()
-            attn.v_proj.weight[:d_head, half:] = 0.0   # kv head 0 (query heads 0, 1): dims 0..31
-            attn.v_proj.weight[d_head:, :half] = 0.0   # kv head 1 (query heads 2, 3): dims 32..63
+            attn.v_proj.weight[:d_head, half:] = 0.0  # kv head 0 (query heads 0, 1): dims 0..31
+            attn.v_proj.weight[d_head:, :half] = 0.0  # kv head 1 (query heads 2, 3): dims 32..63
             for h in range(4):
                 cols = slice(h * d_head, (h + 1) * d_head)
                 if (0, h) in (PLANTED, PARTIAL):
@@ -225,8 +273,14 @@ def partial_task(tmp_path_factory):
     for i in range(12):
         a, b, b2 = 1 + i % 7, 2 + i % 5, 9 - i % 4
         letters = ("a", "b") if i in (3, 7, 10) else ("c", "c")
-        items.append({"id": f"q{i}", "clean": f"{letters[0]}{a}+{b}=", "corrupted": f"{letters[1]}{a}+{b2}=",
-                      "answer": str(a + b)[-1]})
+        items.append(
+            {
+                "id": f"q{i}",
+                "clean": f"{letters[0]}{a}+{b}=",
+                "corrupted": f"{letters[1]}{a}+{b2}=",
+                "answer": str(a + b)[-1],
+            }
+        )
     path = tmp_path_factory.mktemp("tasks") / "partial.jsonl"
     path.write_text("".join(json.dumps(it) + "\n" for it in items))
     return path
@@ -236,8 +290,19 @@ def test_planted_head_is_certain_and_partial_head_has_the_resampling_probability
     pairs = encode_pairs(load_task(partial_task), partial_model.tokenizer)
     g = build_layout(partial_model.shape)
     R = 200
-    d = discover(partial_model, pairs, method="eap-ig", metric="logprob", steps=4, topn=g.n_edges,
-                 threshold=1e-4, curve=False, batch_size=5, bootstrap=R, seed=0)
+    d = discover(
+        partial_model,
+        pairs,
+        method="eap-ig",
+        metric="logprob",
+        steps=4,
+        topn=g.n_edges,
+        threshold=1e-4,
+        curve=False,
+        batch_size=5,
+        bootstrap=R,
+        seed=0,
+    )
     thr = d.circuits[1]
     assert thr.selection == "threshold" and set(thr.heads) == {PLANTED, PARTIAL}
     p = thr.head_confidence
@@ -262,6 +327,7 @@ def test_planted_head_is_certain_and_partial_head_has_the_resampling_probability
 
 # ------------------------------------------------------- stored, then queried
 
+
 def test_stored_confidence_round_trips_through_heads_gained(tmp_path, arith_task_file, load_tiny):
     import headdb
     from headdb.demo.tiny import build_tiny_model
@@ -272,29 +338,56 @@ def test_stored_confidence_round_trips_through_heads_gained(tmp_path, arith_task
 
     db = headdb.connect(tmp_path / "w.duckdb")
     task = load_task(arith_task_file)
-    settings = AttributionSettings(steps=3, metric="logit-diff", topn=25, threshold=0.2, curve=False,
-                                   bootstrap=30, seed=4)
+    settings = AttributionSettings(
+        steps=3, metric="logit-diff", topn=25, threshold=0.2, curve=False, bootstrap=30, seed=4
+    )
     found, paths = {}, {}
     for label, seed in (("base", 1), ("target", 2)):
-        paths[label] = build_tiny_model(tmp_path / label, arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
-                                        d_model=64, init_std=0.1, seed=seed)
-        execute(db, plan_attribution(paths[label], task, settings, placement=Placement(lineage=label, name=label),
-                                     execution=Execution(device="cpu")), say=lambda _: None)
-        (run_id,) = db.sql("SELECT r.run_id FROM runs r JOIN checkpoints k USING (checkpoint_id) "
-                           "WHERE k.name = ? AND r.status = 'ok'", [label])["run_id"].to_list()
+        paths[label] = build_tiny_model(
+            tmp_path / label, arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, init_std=0.1, seed=seed
+        )
+        execute(
+            db,
+            plan_attribution(
+                paths[label],
+                task,
+                settings,
+                placement=Placement(lineage=label, name=label),
+                execution=Execution(device="cpu"),
+            ),
+            say=lambda _: None,
+        )
+        (run_id,) = db.sql(
+            "SELECT r.run_id FROM runs r JOIN checkpoints k USING (checkpoint_id) WHERE k.name = ? AND r.status = 'ok'",
+            [label],
+        )["run_id"].to_list()
         loaded = load_tiny(paths[label])
-        found[label] = discover(loaded, encode_pairs(task, loaded.tokenizer), method="eap-ig", metric="logit-diff",
-                                steps=3, topn=25, threshold=0.2, curve=False, bootstrap=30, seed=4)
+        found[label] = discover(
+            loaded,
+            encode_pairs(task, loaded.tokenizer),
+            method="eap-ig",
+            metric="logit-diff",
+            steps=3,
+            topn=25,
+            threshold=0.2,
+            curve=False,
+            bootstrap=30,
+            seed=4,
+        )
         n_edges = found[label].result.layout.n_edges
         se = db.sql("SELECT se FROM edge_score_se WHERE run_id = ? ORDER BY edge_id", [run_id])["se"].to_numpy()
         np.testing.assert_allclose(se, found[label].result.edge_se, rtol=1e-6)
         assert len(se) == n_edges
-        stored = db.sql("SELECT selection, n_replicates, stability, bootstrap_seed FROM circuits WHERE run_id = ? "
-                        "ORDER BY circuit_id", [run_id]).rows()
+        stored = db.sql(
+            "SELECT selection, n_replicates, stability, bootstrap_seed FROM circuits WHERE run_id = ? "
+            "ORDER BY circuit_id",
+            [run_id],
+        ).rows()
         assert stored == [(c.selection, 30, pytest.approx(c.stability), 4) for c in found[label].circuits]
-        bounds = db.sql("SELECT importance_lo, importance_hi FROM head_importance_interval WHERE run_id = ? "
-                        "ORDER BY layer, head",
-                        [run_id])
+        bounds = db.sql(
+            "SELECT importance_lo, importance_hi FROM head_importance_interval WHERE run_id = ? ORDER BY layer, head",
+            [run_id],
+        )
         np.testing.assert_allclose(bounds["importance_lo"].to_numpy(), found[label].result.importance_bounds[0].ravel())
     df = run_query(db, "heads_gained", {"base": "base", "target": "target"})
     assert df.height > 0
@@ -307,8 +400,17 @@ def test_stored_confidence_round_trips_through_heads_gained(tmp_path, arith_task
         assert r["p_lost"] == pytest.approx(np.mean(base[:, h[0], h[1]] & ~target[:, h[0], h[1]]))
     # A forced rerun replaces the run's replicate rows too.
     n_rows = db.sql("SELECT count(*) AS n FROM circuit_head_replicates")["n"][0]
-    execute(db, plan_attribution(paths["target"], task, settings, placement=Placement(lineage="target", name="target"),
-                                 execution=Execution(device="cpu", force=True)), say=lambda _: None)
+    execute(
+        db,
+        plan_attribution(
+            paths["target"],
+            task,
+            settings,
+            placement=Placement(lineage="target", name="target"),
+            execution=Execution(device="cpu", force=True),
+        ),
+        say=lambda _: None,
+    )
     assert db.sql("SELECT count(*) AS n FROM circuit_head_replicates")["n"][0] == n_rows
     assert db.sql("SELECT count(DISTINCT run_id) AS n FROM edge_score_se")["n"][0] == 2
     assert db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0] == 2

@@ -1,4 +1,5 @@
 """The headdb command: exit codes, one-line errors, formats, lock waiting."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ import headdb
 
 def cli(*args: str, db=None, timeout: float = 60) -> subprocess.CompletedProcess:
     prefix = ["--db", str(db)] if db is not None else []
-    return subprocess.run([sys.executable, "-m", "headdb", *prefix, *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "headdb", *prefix, *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_one_line_error(proc, fragment: str):
@@ -94,8 +96,12 @@ def test_runs_table(tmp_path):
 
 def test_env_var_selects_warehouse(tmp_path):
     path = tmp_path / "env.duckdb"
-    proc = subprocess.run([sys.executable, "-m", "headdb", "init"], capture_output=True, text=True,
-                          env={**__import__("os").environ, "HEADDB_DB": str(path)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "headdb", "init"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "HEADDB_DB": str(path)},
+    )
     assert proc.returncode == 0 and path.exists()
 
 
@@ -107,9 +113,15 @@ def test_writer_waits_for_the_lock_then_gives_up_clearly(tmp_path):
         proc = cli("--lock-timeout", "1.5", "sql", "select 1", db=path)
     finally:
         holder.close()
-    assert_one_line_error(proc.__class__(proc.args, proc.returncode, proc.stdout,
-                                         "\n".join(l for l in proc.stderr.splitlines() if "waiting" not in l)),
-                          "stayed locked")
+    assert_one_line_error(
+        proc.__class__(
+            proc.args,
+            proc.returncode,
+            proc.stdout,
+            "\n".join(l for l in proc.stderr.splitlines() if "waiting" not in l),
+        ),
+        "stayed locked",
+    )
     assert "waiting for the warehouse lock" in proc.stderr
 
 
@@ -117,9 +129,12 @@ def test_writer_waits_and_succeeds_when_lock_is_released(tmp_path):
     path = tmp_path / "w.duckdb"
     headdb.connect(path)
     holder = duckdb.connect(str(path))
-    proc = subprocess.Popen([sys.executable, "-m", "headdb", "--db", str(path), "sql", "--write",
-                             "create table t as select 1 as x"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headdb", "--db", str(path), "sql", "--write", "create table t as select 1 as x"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # release the lock once the writer says it waits (a fixed sleep raced a slow start on a busy machine)
     first = proc.stderr.readline()
     holder.close()

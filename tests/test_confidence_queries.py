@@ -17,6 +17,7 @@ Think on/off (checkpoint qwen3, tasks gsm-think on/off with items g1 g2; seed 7)
   off L1H0 1111, L2H1 1111, L0H2 1110 (full: L1H0 L2H1 L0H2)
 and gsm-other, whose think_off variant has other item ids (h1 h2): no pairing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,33 +41,57 @@ def _run(db, ck, task, heads, masks, *, seed=7, importance=None, tag="main"):
     n_rep = len(next(iter(masks.values()))) if masks else None
     run = db.start_run("attribution", config={"tag": tag}, checkpoint_id=ck, task_id=task)
     with run:
-        run.add("circuits", pa.table({
-            "circuit_id": pa.array([0], pa.int64()), "selection": ["threshold"],
-            "param": pa.array([0.1]), "n_edges": pa.array([5], pa.int32()),
-            "n_nodes": pa.array([len(heads) + 2], pa.int32()), "faithfulness": pa.array([0.9]),
-            "n_replicates": pa.array([n_rep], pa.int32()),
-            "stability": pa.array([0.5 if masks else None], pa.float64()),
-            "bootstrap_seed": pa.array([seed if masks else None], pa.int64())}))
+        run.add(
+            "circuits",
+            pa.table(
+                {
+                    "circuit_id": pa.array([0], pa.int64()),
+                    "selection": ["threshold"],
+                    "param": pa.array([0.1]),
+                    "n_edges": pa.array([5], pa.int32()),
+                    "n_nodes": pa.array([len(heads) + 2], pa.int32()),
+                    "faithfulness": pa.array([0.9]),
+                    "n_replicates": pa.array([n_rep], pa.int32()),
+                    "stability": pa.array([0.5 if masks else None], pa.float64()),
+                    "bootstrap_seed": pa.array([seed if masks else None], pa.int64()),
+                }
+            ),
+        )
         run.add("circuit_heads", heads_table(heads, 0))
         if masks:
             keys = sorted(masks)
-            run.add("circuit_head_replicates", pa.table({
-                "circuit_id": pa.array([0] * len(keys), pa.int64()),
-                "layer": pa.array([k[0] for k in keys], pa.int32()),
-                "head": pa.array([k[1] for k in keys], pa.int32()),
-                "n_in": pa.array([masks[k].count("1") for k in keys], pa.int32()),
-                "replicates": [masks[k] for k in keys]}))
+            run.add(
+                "circuit_head_replicates",
+                pa.table(
+                    {
+                        "circuit_id": pa.array([0] * len(keys), pa.int64()),
+                        "layer": pa.array([k[0] for k in keys], pa.int32()),
+                        "head": pa.array([k[1] for k in keys], pa.int32()),
+                        "n_in": pa.array([masks[k].count("1") for k in keys], pa.int32()),
+                        "replicates": [masks[k] for k in keys],
+                    }
+                ),
+            )
         if importance is not None:
             keys = sorted(importance)
-            cols = {"layer": pa.array([k[0] for k in keys], pa.int32()),
-                    "head": pa.array([k[1] for k in keys], pa.int32()),
-                    "score": pa.array([0.0] * len(keys), pa.float32()),
-                    "importance": pa.array([importance[k][0] for k in keys], pa.float32())}
+            cols = {
+                "layer": pa.array([k[0] for k in keys], pa.int32()),
+                "head": pa.array([k[1] for k in keys], pa.int32()),
+                "score": pa.array([0.0] * len(keys), pa.float32()),
+                "importance": pa.array([importance[k][0] for k in keys], pa.float32()),
+            }
             run.add("head_scores", pa.table(cols))
-            run.add("head_importance_interval", pa.table({
-                "layer": cols["layer"], "head": cols["head"],
-                "importance_lo": pa.array([importance[k][1] for k in keys], pa.float32()),
-                "importance_hi": pa.array([importance[k][2] for k in keys], pa.float32())}))
+            run.add(
+                "head_importance_interval",
+                pa.table(
+                    {
+                        "layer": cols["layer"],
+                        "head": cols["head"],
+                        "importance_lo": pa.array([importance[k][1] for k in keys], pa.float32()),
+                        "importance_hi": pa.array([importance[k][2] for k in keys], pa.float32()),
+                    }
+                ),
+            )
     return run.run_id
 
 
@@ -91,9 +116,16 @@ def db(tmp_path_factory):
     ck = {}
 
     def checkpoint(label, lineage, step, parent=None):
-        ck[label] = db.register_checkpoint(model_key=MODEL_KEY, path=f"/ck/{label}", weights_digest=f"d-{label}",
-                                           name=label, lineage=lineage, regime="grpo", step=step,
-                                           parent_id=ck[parent] if parent else None)
+        ck[label] = db.register_checkpoint(
+            model_key=MODEL_KEY,
+            path=f"/ck/{label}",
+            weights_digest=f"d-{label}",
+            name=label,
+            lineage=lineage,
+            regime="grpo",
+            step=step,
+            parent_id=ck[parent] if parent else None,
+        )
 
     checkpoint("base", "base", 0)
     checkpoint("grpo@100", "grpo", 100, "base")
@@ -107,12 +139,18 @@ def db(tmp_path_factory):
     _run(db, ck["seed8"], math, [(0, 0), (3, 1)], {(0, 0): "1111", (3, 1): "1111"}, seed=8)
     _run(db, ck["six"], math, [(0, 0), (3, 1)], {(0, 0): "111111", (3, 1): "111100"})
     _run(db, ck["plain"], math, [(0, 0), (3, 1)], None)
-    on = db.register_task(name="gsm-think", kind="circuit", digest="t-think", items=_items(["g1", "g2"]), mode="think_on")
-    off = db.register_task(name="gsm-think", kind="circuit", digest="t-think", items=_items(["g1", "g2"]), mode="think_off")
+    on = db.register_task(
+        name="gsm-think", kind="circuit", digest="t-think", items=_items(["g1", "g2"]), mode="think_on"
+    )
+    off = db.register_task(
+        name="gsm-think", kind="circuit", digest="t-think", items=_items(["g1", "g2"]), mode="think_off"
+    )
     _run(db, ck["qwen3"], on, [(1, 0), (2, 1)], {(1, 0): "1111", (2, 1): "1101", (0, 2): "0001"}, tag="on")
     _run(db, ck["qwen3"], off, [(1, 0), (2, 1), (0, 2)], {(1, 0): "1111", (2, 1): "1111", (0, 2): "1110"}, tag="off")
     on2 = db.register_task(name="gsm-other", kind="circuit", digest="t-o", items=_items(["g1", "g2"]), mode="think_on")
-    off2 = db.register_task(name="gsm-other", kind="circuit", digest="t-o2", items=_items(["h1", "h2"]), mode="think_off")
+    off2 = db.register_task(
+        name="gsm-other", kind="circuit", digest="t-o2", items=_items(["h1", "h2"]), mode="think_off"
+    )
     _run(db, ck["qwen3"], on2, [(1, 0)], {(1, 0): "1111"}, tag="on2")
     _run(db, ck["qwen3"], off2, [(1, 0), (0, 2)], {(1, 0): "1111", (0, 2): "1100"}, tag="off2")
     return db
@@ -264,10 +302,12 @@ def test_circuit_faithfulness_and_top_heads_carry_stability_and_intervals(db):
 
 # -- reports show it -------------------------------------------------------------------------------
 
+
 def _report(db, name, params) -> str:
     from rich.console import Console
 
     from headdb.reports import run_report
+
     console = Console(record=True, color_system=None, width=140)
     run_report(db, name, params, console)
     return console.export_text()

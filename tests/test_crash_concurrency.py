@@ -1,4 +1,5 @@
 """kill -9 in the middle of a large write, and two writer processes at once."""
+
 from __future__ import annotations
 
 import random
@@ -15,8 +16,7 @@ BIG = 3_000_000  # rows in the write that gets killed
 
 
 def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, WRITER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen([sys.executable, WRITER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _check_consistent(path: Path) -> dict[int, int]:

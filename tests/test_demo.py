@@ -6,6 +6,7 @@ What the demo *finds* (how many heads SFT gains, whether GRPO's circuit moves, w
 ablation beats its control) depends on every bit of the trained weights, which differ between
 CPUs; so no test here asserts a finding. `benchmarks/bench_demo.py` measures the findings over
 seeds x floating-point kernel paths (benchmarks/RESULTS.md, "Demo")."""
+
 from __future__ import annotations
 
 import base64
@@ -31,8 +32,14 @@ def demo(tmp_path_factory):
     db = root / "demo.duckdb"
     started = time.monotonic()
     env = {**os.environ, "COLUMNS": "80"}
-    out = subprocess.run([sys.executable, "-m", "headdb", "--db", str(db), "demo", "--quick", "--out",
-                          str(root / "work")], capture_output=True, text=True, timeout=900, env=env, cwd=root)
+    out = subprocess.run(
+        [sys.executable, "-m", "headdb", "--db", str(db), "demo", "--quick", "--out", str(root / "work")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=root,
+    )
     return out, db, root / "work", time.monotonic() - started
 
 

@@ -1,5 +1,6 @@
 """The demo's design, checked without training: the circuit tasks measure what they claim, the
 pretraining corpus never shows the skill SFT teaches and boxes the share it says, quick is smaller."""
+
 from __future__ import annotations
 
 from dataclasses import fields
@@ -32,20 +33,29 @@ def test_circuit_tasks_ask_for_the_first_digit_of_the_result(op, tok):
             if op == "+":
                 assert a % 10 + b % 10 >= 10  # the first digit needs the carry
             elif side == "clean":
-                assert a % 10 >= b % 10      # no borrow
+                assert a % 10 >= b % 10  # no borrow
         if op == "-":
             assert values["clean"] == values["corrupted"]  # only the operation differs
         assert item["answer"] != item["wrong_answer"]
-        assert (len(tok(item["clean"] + item["clean_prefix"])["input_ids"])
-                == len(tok(item["corrupted"] + item["corrupted_prefix"])["input_ids"]))
+        assert len(tok(item["clean"] + item["clean_prefix"])["input_ids"]) == len(
+            tok(item["corrupted"] + item["corrupted_prefix"])["input_ids"]
+        )
     assert circuit_task_items(24, 0, op) == items  # deterministic
     with pytest.raises(ValueError):
         circuit_task_items(2, 0, "*")
 
 
 def test_the_base_corpus_has_no_subtraction_and_boxes_about_half(tok):
-    texts = recipes.pretraining_texts(tok, 400, seed=0, levels=FULL.pretrain_levels, steps_fraction=0.0,
-                                      boxed_fraction=FULL.boxed_fraction, lines_per_plain=2, suffix=SUFFIX)
+    texts = recipes.pretraining_texts(
+        tok,
+        400,
+        seed=0,
+        levels=FULL.pretrain_levels,
+        steps_fraction=0.0,
+        boxed_fraction=FULL.boxed_fraction,
+        lines_per_plain=2,
+        suffix=SUFFIX,
+    )
     assert not any(" - " in t for t in texts)
     chats = [t for t in texts if "<|im_start|>assistant" in t]
     boxed = sum("\\boxed{" in t for t in chats) / len(chats)

@@ -1,4 +1,5 @@
 """The README's query catalogue names every packaged query, and the reports it mentions exist."""
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,7 @@ def test_readme_layout_matches_the_package():
     block = _layout_block()
     listed = set(re.findall(r"^  (\w+)/", block, re.MULTILINE))
     subpackages = {p.parent.name for p in (ROOT / "headdb").glob("*/__init__.py")}
-    assert listed == subpackages, (listed ^ subpackages)
+    assert listed == subpackages, listed ^ subpackages
     for module in re.findall(r"^  (\w+\.py)", block, re.MULTILINE):
         assert (ROOT / "headdb" / module).is_file(), module
     for top in re.findall(r"^(\w+)/ ", block, re.MULTILINE):
@@ -40,13 +41,21 @@ def test_readme_layout_matches_the_package():
 
 def test_no_file_cites_a_document_that_is_not_in_the_repository():
     cited = set()
-    for path in [*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"), *ROOT.glob("headdb/**/*.py"), *ROOT.glob("schemas/*.sql"),
-                 *ROOT.glob("queries/*.sql"), *ROOT.glob("ingest/*.toml"), ROOT / "pyproject.toml"]:
+    for path in [
+        *ROOT.glob("*.md"),
+        *ROOT.glob("docs/*.md"),
+        *ROOT.glob("headdb/**/*.py"),
+        *ROOT.glob("schemas/*.sql"),
+        *ROOT.glob("queries/*.sql"),
+        *ROOT.glob("ingest/*.toml"),
+        ROOT / "pyproject.toml",
+    ]:
         text = path.read_text()
         cited |= set(re.findall(r"\b((?:docs/|benchmarks/)?[A-Za-z][\w-]*\.md)\b", text))
     for name in cited:
-        assert any((ROOT / folder / name).is_file() for folder in ("", "docs", "benchmarks")), \
+        assert any((ROOT / folder / name).is_file() for folder in ("", "docs", "benchmarks")), (
             f"{name} is cited but not in the repository"
+        )
 
 
 def test_manifest_key_lists_name_every_setting():
@@ -55,9 +64,11 @@ def test_manifest_key_lists_name_every_setting():
     from headdb.jobs import manifest
     from headdb.settings import AttributionSettings, GenerationSettings, Sampling
 
-    keys = {"attribution": set(AttributionSettings.model_fields),
-            "generation": (set(Sampling.model_fields) | set(GenerationSettings.model_fields) | {"k", "limit"})
-            - {"sampling", "ks"}}
+    keys = {
+        "attribution": set(AttributionSettings.model_fields),
+        "generation": (set(Sampling.model_fields) | set(GenerationSettings.model_fields) | {"k", "limit"})
+        - {"sampling", "ks"},
+    }
     for section, expected in keys.items():
         readme = re.search(rf"^\[{section}\]\s+# (.+)$", README, re.MULTILINE).group(1)
         assert {k.strip() for k in readme.split(",")} == expected, section

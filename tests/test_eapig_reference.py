@@ -2,6 +2,7 @@
 TransformerLens, no headdb engine code) on tiny Qwen2 models with and without grouped-query
 attention: same scores, same sign, and EAP-IG JSON files of those scores import under the
 right edge names (issue 12)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,7 @@ from eapig_reference import as_array, eap_ig_inputs, grouped
 from headdb.attribution import attribute, build_layout
 from headdb.attribution.tasks import EncodedPairs
 from headdb.errors import UserError
-from headdb.interop.graph_json import (export_graph_json, import_graph_json, new_import_checkpoint,
-                                       new_import_task)
+from headdb.interop.graph_json import export_graph_json, import_graph_json, new_import_checkpoint, new_import_task
 from headdb.jobs.registration import register_shape
 from warehouse_builders import layout_tables
 
@@ -41,8 +41,17 @@ def _pairs(tokenizer, n=6, seed=0) -> EncodedPairs:
 @pytest.fixture(scope="module", params=[2, 4], ids=["gqa", "mha"])
 def model(request, tmp_path_factory, load_tiny):
     from headdb.demo.tiny import build_tiny_model
-    path = build_tiny_model(tmp_path_factory.mktemp(f"ref{request.param}") / "m", arch="qwen2", n_layers=2,
-                            n_heads=4, n_kv_heads=request.param, d_model=64, init_std=0.1, seed=0)
+
+    path = build_tiny_model(
+        tmp_path_factory.mktemp(f"ref{request.param}") / "m",
+        arch="qwen2",
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=request.param,
+        d_model=64,
+        init_std=0.1,
+        seed=0,
+    )
     loaded = load_tiny(path)
     hf = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="eager")
     return loaded, hf, _pairs(loaded.tokenizer)
@@ -74,7 +83,9 @@ def test_left_rule_scores_equal_eap_ig(model, metric):
     assert np.sign(ours.input_sum) == np.sign(ours.metric_delta)
 
 
-@pytest.mark.parametrize("rule, alphas", [("midpoint", [0.125, 0.375, 0.625, 0.875]), ("right", [0.25, 0.5, 0.75, 1.0])])
+@pytest.mark.parametrize(
+    "rule, alphas", [("midpoint", [0.125, 0.375, 0.625, 0.875]), ("right", [0.25, 0.5, 0.75, 1.0])]
+)
 def test_other_rules_integrate_at_their_points(model, rule, alphas):
     loaded, hf, pairs = model
     ours = attribute(loaded, pairs, method="eap-ig", metric="logit-diff", steps=4, ig_rule=rule, batch_size=6)
@@ -87,8 +98,13 @@ def test_midpoint_is_closest_to_the_converged_scores(model):
     """At m = 5 the midpoint rule is far closer to the m -> infinity scores than either end rule."""
     loaded, _, pairs = model
     conv = attribute(loaded, pairs, metric="kl", steps=256, batch_size=6).edge_scores.astype(np.float64)
-    err = {rule: np.linalg.norm(attribute(loaded, pairs, metric="kl", steps=5, ig_rule=rule, batch_size=6)
-                                .edge_scores - conv) / np.linalg.norm(conv) for rule in ("midpoint", "left", "right")}
+    err = {
+        rule: np.linalg.norm(
+            attribute(loaded, pairs, metric="kl", steps=5, ig_rule=rule, batch_size=6).edge_scores - conv
+        )
+        / np.linalg.norm(conv)
+        for rule in ("midpoint", "left", "right")
+    }
     assert err["midpoint"] < 0.02 and err["left"] > 3 * err["midpoint"] and err["right"] > 3 * err["midpoint"], err
 
 

@@ -1,5 +1,6 @@
 """The executor: a study re-run loads no model, a checkpoint is loaded once for all its jobs, and
 a job that raises is recorded as failed while the others land."""
+
 from __future__ import annotations
 
 
@@ -67,8 +68,9 @@ def test_each_checkpoint_loads_once_and_a_rerun_loads_nothing(study_dir, tmp_pat
     first = run_study(db, m, say=lambda _: None)
     assert first.ok and len(first.done) == 2 + 2 + 2  # attribution x2, plain generation x2, mean + control
     # base and tuned in stage 1, tuned again for the ablations (their head sets come from stage 1)
-    assert sorted(counted_loads) == sorted([str(study_dir / "base"), str(study_dir / "tuned"),
-                                            str(study_dir / "tuned")])
+    assert sorted(counted_loads) == sorted(
+        [str(study_dir / "base"), str(study_dir / "tuned"), str(study_dir / "tuned")]
+    )
     counted_loads.clear()
     again = run_study(db, m, say=lambda _: None)
     assert counted_loads == [] and again.loads == 0
@@ -117,16 +119,39 @@ def test_ctrl_c_on_the_command_line_exits_130_and_leaves_no_run_running(study_di
 
     db_path = tmp_path / "w.duckdb"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "headdb", "--db", str(db_path), "ingest", "generations", "--checkpoint",
-         str(study_dir / "base"), "--bench", "synthetic-arithmetic:n=200", "--samples", "8", "--max-new-tokens", "256",
-         "--temperature", "0.8", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            "-m",
+            "headdb",
+            "--db",
+            str(db_path),
+            "ingest",
+            "generations",
+            "--checkpoint",
+            str(study_dir / "base"),
+            "--bench",
+            "synthetic-arithmetic:n=200",
+            "--samples",
+            "8",
+            "--max-new-tokens",
+            "256",
+            "--temperature",
+            "0.8",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if db_path.exists():
             try:
                 if headdb.connect(db_path, create=False, lock_timeout=0.1).sql(
-                        "SELECT count(*) AS n FROM runs WHERE status = 'running'")["n"][0]:
+                    "SELECT count(*) AS n FROM runs WHERE status = 'running'"
+                )["n"][0]:
                     break
             except Exception:  # the writer holds the file for a moment
                 pass

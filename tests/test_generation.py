@@ -1,4 +1,5 @@
 """Batched generation and head interventions on a tiny local model."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,8 +15,7 @@ PROMPTS = [f"{a}+{b}=" for a in range(5) for b in range(1, 5)] + ["12+345=", "7*
 
 @pytest.fixture(scope="module")
 def tiny(tiny_checkpoint):
-    path = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2,
-                            d_model=64, init_std=0.2, seed=3)
+    path = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, init_std=0.2, seed=3)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     return model, AutoTokenizer.from_pretrained(path)
 
@@ -109,7 +109,7 @@ def test_a_control_is_drawn_outside_the_heads_it_avoids_while_a_layer_has_enough
     circuit = [(2, h) for h in range(1, 7)] + [(5, h) for h in range(0, 8) if h != 3]  # all but L2H7 / none in L5
     for seed in range(20):
         control = random_control(heads, n_heads=8, seed=seed, avoid=circuit)
-        assert control[0] == (2, 7)                  # the one head of layer 2 outside the circuit and the set
+        assert control[0] == (2, 7)  # the one head of layer 2 outside the circuit and the set
         assert control[1][0] == 5 and control[1] != (5, 3)  # layer 5 has no head outside: any other head
     assert random_control(heads, 8, seed=4, avoid=()) == random_control(heads, 8, seed=4)  # no avoid: as before
 
@@ -126,8 +126,7 @@ def test_generation_never_runs_through_the_bridge(tiny_checkpoint):
     """A bridge-wrapped model generates wrongly with HF's KV cache; LoadedModel must avoid it."""
     from headdb.checkpoints.loading import load_model
 
-    path = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64,
-                            init_std=0.2, seed=4)
+    path = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, init_std=0.2, seed=4)
     plain = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(path)
     s = Sampling(samples=1, temperature=0, max_new_tokens=12, batch_size=4)

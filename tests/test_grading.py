@@ -86,8 +86,7 @@ GRADE_TABLE = [
     ("math", "-7", r"\boxed{-7}", True, "-7"),
     ("math", "-7", r"\boxed{7}", False, "7"),
     ("math", r"\frac{\sqrt{2}}{2}", r"\boxed{\frac{1}{\sqrt{2}}}", True, r"\frac{1}{\sqrt{2}}"),
-    ("math", r"\left( 3, \frac{\pi}{2} \right)", r"\boxed{(3,\frac{\pi}{2})}", True,
-     r"(3,\frac{\pi}{2})"),
+    ("math", r"\left( 3, \frac{\pi}{2} \right)", r"\boxed{(3,\frac{\pi}{2})}", True, r"(3,\frac{\pi}{2})"),
     ("math", "x^2+1", r"\boxed{1+x^{2}}", True, "1+x^{2}"),
     ("math", r"\boxed{12}", r"\boxed{12}", True, "12"),  # gold given boxed
     ("math", "12", "The result is 12.", False, None),  # the study reads boxed answers only
@@ -154,8 +153,10 @@ def test_repetition_loop_detector():
     assert detect_repetition_loop("start " + unit * 4)
     assert not detect_repetition_loop("start " + unit * 2)
     # ordinary prose and short repeats are not loops
-    prose = ("To add 27 and 45 we add the ones, 7 + 5 = 12, write 2 and carry 1. Then the tens, "
-             "2 + 4 + 1 = 7. So the sum is 72, and we check it by subtracting: 72 - 45 = 27. ")
+    prose = (
+        "To add 27 and 45 we add the ones, 7 + 5 = 12, write 2 and carry 1. Then the tens, "
+        "2 + 4 + 1 = 7. So the sum is 72, and we check it by subtracting: 72 - 45 = 27. "
+    )
     assert not detect_repetition_loop(prose * 1)
     assert not detect_repetition_loop("ha" * 50)  # 100 chars < 200
     assert not detect_repetition_loop("")
@@ -246,6 +247,7 @@ def test_timeout_in_main_thread_and_no_stray_exception(monkeypatch):
     assert run_with_deadline(lambda: 41 + 1, 0.05) == 42
     time.sleep(0.1)
     assert sum(range(100000)) > 0  # no stray async exception arrives here
+
     # a function that swallows Exception still times out
     def swallow():
         try:

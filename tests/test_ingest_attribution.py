@@ -1,4 +1,5 @@
 """`headdb ingest attribution` end to end: every table filled consistently, idempotent, forced."""
+
 from __future__ import annotations
 
 import subprocess
@@ -11,19 +12,33 @@ import headdb
 
 @pytest.fixture(scope="module")
 def checkpoint(tiny_checkpoint):
-    return tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4,
-                            n_kv_heads=2, d_model=64, init_std=0.1, seed=2)
+    return tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=64, init_std=0.1, seed=2)
 
 
 def cli(db, *args):
-    return subprocess.run([sys.executable, "-m", "headdb", "--db", str(db), *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "headdb", "--db", str(db), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_attribution_run_fills_the_warehouse(tmp_path, checkpoint, arith_task_file):
     db_path = tmp_path / "w.duckdb"
-    args = ["ingest", "attribution", "--checkpoint", str(checkpoint), "--task", str(arith_task_file),
-            "--steps", "8", "--topn", "40", "--threshold", "0.2", "--greedy", "10"]
+    args = [
+        "ingest",
+        "attribution",
+        "--checkpoint",
+        str(checkpoint),
+        "--task",
+        str(arith_task_file),
+        "--steps",
+        "8",
+        "--topn",
+        "40",
+        "--threshold",
+        "0.2",
+        "--greedy",
+        "10",
+    ]
     out = cli(db_path, *args)
     assert out.returncode == 0, out.stderr
     db = headdb.connect(db_path, create=False)
@@ -35,20 +50,27 @@ def test_attribution_run_fills_the_warehouse(tmp_path, checkpoint, arith_task_fi
     circuits = db.sql("SELECT selection, param, n_edges, faithfulness FROM circuits ORDER BY circuit_id").rows()
     assert [c[0] for c in circuits] == ["topn", "threshold", "greedy"]
     for selection, param, n, f in circuits:
-        assert n == db.sql("SELECT count(*) AS n FROM circuit_edges JOIN circuits USING (circuit_id) "
-                           "WHERE selection = ?", [selection])["n"][0]
+        assert (
+            n
+            == db.sql(
+                "SELECT count(*) AS n FROM circuit_edges JOIN circuits USING (circuit_id) WHERE selection = ?",
+                [selection],
+            )["n"][0]
+        )
         assert f is not None
     assert circuits[0][2] <= 40
     # circuit heads are heads whose node survives in the circuit
     assert db.sql("SELECT count(*) AS n FROM circuit_heads")["n"][0] > 0
     for ranking in ("abs", "signed"):  # MIB's CMD and CPR curves
-        curve = db.sql("SELECT percent, faithfulness FROM faithfulness_curve WHERE ranking = ? ORDER BY percent",
-                       [ranking]).rows()
+        curve = db.sql(
+            "SELECT percent, faithfulness FROM faithfulness_curve WHERE ranking = ? ORDER BY percent", [ranking]
+        ).rows()
         assert [p for p, _ in curve] == [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
         assert abs(curve[-1][1] - 1.0) < 1e-4
     metrics = dict(db.sql("SELECT key, value FROM run_metrics").rows())
-    assert {"completeness_residual", "metric_clean", "metric_corrupted", "cpr", "cmd", "cpr_abs",
-            "cmd_signed"} <= set(metrics)
+    assert {"completeness_residual", "metric_clean", "metric_corrupted", "cpr", "cmd", "cpr_abs", "cmd_signed"} <= set(
+        metrics
+    )
     assert abs(metrics["completeness_relative"]) < 0.05
     config = db.sql("SELECT config, versions, dtype, device FROM runs").row(0, named=True)
     assert '"steps": 8' in config["config"] and '"transformer-lens"' in config["versions"]

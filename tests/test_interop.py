@@ -1,4 +1,5 @@
 """Parquet export and EAP-IG JSON import/export round trips."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,23 @@ import pytest
 
 import headdb
 from headdb.errors import UserError
-from headdb.interop.graph_json import (export_graph_json, import_graph_json, new_import_checkpoint,
-                            new_import_task, resolve_checkpoint, resolve_task)
+from headdb.interop.graph_json import (
+    export_graph_json,
+    import_graph_json,
+    new_import_checkpoint,
+    new_import_task,
+    resolve_checkpoint,
+    resolve_task,
+)
 from headdb.warehouse.export import export_parquet
 from headdb.warehouse.migrations import code_version
 from headdb.warehouse.queries import run_query
 from warehouse_builders import MODEL_KEY, N_HEADS, N_LAYERS, layout_tables, register_tiny_model, shared_study
 
 
-def eapig_graph(n_layers=N_LAYERS, n_heads=N_HEADS, *, seed=0, circuit_heads=((0, 1), (2, 0)),
-                node_dicts=False) -> dict:
+def eapig_graph(
+    n_layers=N_LAYERS, n_heads=N_HEADS, *, seed=0, circuit_heads=((0, 1), (2, 0)), node_dicts=False
+) -> dict:
     """An EAP-IG JSON graph: every edge scored (heavy-tailed), a small circuit marked in_graph."""
     layout, _, _ = layout_tables(n_layers, n_heads)
     rng = np.random.default_rng(seed)
@@ -28,14 +36,16 @@ def eapig_graph(n_layers=N_LAYERS, n_heads=N_HEADS, *, seed=0, circuit_heads=((0
     wanted = set()
     for a, b in zip(chain, chain[1:]):
         wanted.add(f"{a}->{b}<q>" if b.startswith("a") else f"{a}->{b}")
-    edges = {name: {"score": float(s), "in_graph": name in wanted}
-             for name, s in zip(layout.edge_names, scores)}
+    edges = {name: {"score": float(s), "in_graph": name in wanted} for name, s in zip(layout.edge_names, scores)}
     nodes = {}
     for name in layout.node_names:
         flag = name in chain
         nodes[name] = {"in_graph": flag, "score": None} if node_dicts else flag
-    return {"cfg": {"n_layers": n_layers, "n_heads": n_heads, "d_model": 16, "parallel_attn_mlp": False},
-            "nodes": nodes, "edges": edges}
+    return {
+        "cfg": {"n_layers": n_layers, "n_heads": n_heads, "d_model": 16, "parallel_attn_mlp": False},
+        "nodes": nodes,
+        "edges": edges,
+    }
 
 
 @pytest.fixture
@@ -46,8 +56,15 @@ def db(tmp_path):
 
 
 def _checkpoint(db, name="ck", lineage="l", step=0, parent=None):
-    return db.register_checkpoint(model_key=MODEL_KEY, path=f"/ckpt/{lineage}/{name}", weights_digest=name,
-                                  name=name, lineage=lineage, step=step, parent_id=parent)
+    return db.register_checkpoint(
+        model_key=MODEL_KEY,
+        path=f"/ckpt/{lineage}/{name}",
+        weights_digest=name,
+        name=name,
+        lineage=lineage,
+        step=step,
+        parent_id=parent,
+    )
 
 
 def _write(tmp_path, graph, name="g.json"):
@@ -62,8 +79,11 @@ def test_import_stores_scores_circuit_heads_and_importance(db, tmp_path):
     task = new_import_task(db, name="ioi")
     run = import_graph_json(db, _write(tmp_path, graph), ck, task)
     layout, _, _ = layout_tables()
-    got = db.sql("SELECT e.name, s.score FROM edge_scores s JOIN graph_edges e USING (edge_id) "
-                 "WHERE s.run_id = ? ORDER BY s.edge_id", [run.run_id])
+    got = db.sql(
+        "SELECT e.name, s.score FROM edge_scores s JOIN graph_edges e USING (edge_id) "
+        "WHERE s.run_id = ? ORDER BY s.edge_id",
+        [run.run_id],
+    )
     assert got.height == layout.n_edges == len(graph["edges"])
     expected = np.array([graph["edges"][n]["score"] for n in got["name"]], dtype=np.float32)
     assert np.array_equal(got["score"].to_numpy(), expected)
@@ -129,13 +149,17 @@ def test_import_onto_an_unregistered_model_builds_the_layout_from_cfg(tmp_path):
     task = new_import_task(db, name="gsm8k-circuit")
     run = import_graph_json(db, _write(tmp_path, graph), ck, task)
     model = db.sql("SELECT * FROM models").row(0, named=True)
-    assert (model["model_key"], model["n_layers"], model["n_heads"], model["n_kv_heads"]) == ("eapig-L3-H2-KV2", 3, 2, 2)
+    assert (model["model_key"], model["n_layers"], model["n_heads"], model["n_kv_heads"]) == (
+        "eapig-L3-H2-KV2",
+        3,
+        2,
+        2,
+    )
     n = db.sql("SELECT count(*) AS n FROM edge_scores WHERE run_id = ?", [run.run_id])["n"][0]
     assert n == len(graph["edges"]) == db.sql("SELECT count(*) AS n FROM graph_edges")["n"][0]
     assert resolve_checkpoint(db, "grpo@100") == ck and resolve_task(db, "gsm8k-circuit") == task
     # a second graph of the same checkpoint lands on the same checkpoint row
-    assert new_import_checkpoint(db, name="checkpoint-100", lineage="grpo", step=100, regime="grpo",
-                                 data=graph) == ck
+    assert new_import_checkpoint(db, name="checkpoint-100", lineage="grpo", step=100, regime="grpo", data=graph) == ck
 
 
 def test_import_errors_are_one_line(db, tmp_path):
@@ -169,6 +193,7 @@ def test_export_graph_json_errors(db, tmp_path):
 
 # -- Parquet ----------------------------------------------------------------------------------------
 
+
 def test_parquet_export_round_trips_every_table(tmp_path):
     st = shared_study()
     out = tmp_path / "export"
@@ -182,12 +207,17 @@ def test_parquet_export_round_trips_every_table(tmp_path):
         assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true)").fetchone()[0] == n
     # edge_scores: partitioned by model_key and run_id, values kept exactly
     parts = sorted(p.relative_to(out / "edge_scores").parts[:2] for p in (out / "edge_scores").rglob("*.parquet"))
-    assert parts == [(f"model_key={ 'tiny-L4-H3' }", f"run_id={st.run['grpo@400']}")]
-    exported = (pl.scan_parquet(str(out / "edge_scores" / "**" / "*.parquet"), hive_partitioning=True)
-                .select("run_id", "edge_id", "score", "model_key").collect().sort("edge_id"))
+    assert parts == [(f"model_key={'tiny-L4-H3'}", f"run_id={st.run['grpo@400']}")]
+    exported = (
+        pl.scan_parquet(str(out / "edge_scores" / "**" / "*.parquet"), hive_partitioning=True)
+        .select("run_id", "edge_id", "score", "model_key")
+        .collect()
+        .sort("edge_id")
+    )
     stored = st.db.sql("SELECT run_id, edge_id, score FROM edge_scores ORDER BY edge_id")
-    assert exported.select("run_id", "edge_id", "score").equals(stored.select(
-        pl.col("run_id"), pl.col("edge_id"), pl.col("score")))
+    assert exported.select("run_id", "edge_id", "score").equals(
+        stored.select(pl.col("run_id"), pl.col("edge_id"), pl.col("score"))
+    )
     assert set(exported["model_key"]) == {MODEL_KEY}
     # empty tables keep their columns
     empty = pl.read_parquet(out / "faithfulness_curve" / "data_0.parquet")
@@ -209,6 +239,7 @@ def test_parquet_export_refuses_a_non_empty_folder_and_overwrites_on_request(tmp
 
 def test_parquet_export_of_runs_without_checkpoint_and_several_models(tmp_path):
     import pyarrow as pa
+
     db = headdb.connect(tmp_path / "w.duckdb")
     register_tiny_model(db)
     register_tiny_model(db, model_key="tiny-L2-H2", n_layers=2, n_heads=2)
@@ -217,8 +248,12 @@ def test_parquet_export_of_runs_without_checkpoint_and_several_models(tmp_path):
     for ck, n in ((a, 30), (b, 20), (None, 10)):
         run = db.start_run("attribution", config={"n": n}, checkpoint_id=ck)
         with run:
-            run.add("edge_scores", pa.table({"edge_id": pa.array(range(n), pa.int32()),
-                                             "score": pa.array(np.linspace(-1, 1, n), pa.float32())}))
+            run.add(
+                "edge_scores",
+                pa.table(
+                    {"edge_id": pa.array(range(n), pa.int32()), "score": pa.array(np.linspace(-1, 1, n), pa.float32())}
+                ),
+            )
     export_parquet(db, tmp_path / "out")
     df = pl.scan_parquet(str(tmp_path / "out" / "edge_scores" / "**" / "*.parquet"), hive_partitioning=True).collect()
     counts = dict(df.group_by("model_key").len().iter_rows())
@@ -236,13 +271,23 @@ GQA_DIMS = (2, 4, 2)  # layers, query heads, kv heads
 
 def _shape(n_layers, n_heads, n_kv):
     from headdb.checkpoints.loading import ModelShape
-    return ModelShape(architecture="Qwen2ForCausalLM", n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
-                      d_model=16, d_head=4, d_mlp=64, vocab_size=50)
+
+    return ModelShape(
+        architecture="Qwen2ForCausalLM",
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        d_model=16,
+        d_head=4,
+        d_mlp=64,
+        vocab_size=50,
+    )
 
 
 def _real_checkpoint(db, shape, name="ck"):
     """What ingesting a checkpoint does first: its shape from its config, then the checkpoint."""
     from headdb.jobs.registration import register_shape
+
     register_shape(db, shape)
     return db.register_checkpoint(model_key=shape.model_key, path=f"/ckpt/{name}", weights_digest=name, name=name)
 
@@ -269,9 +314,20 @@ def test_bug1_an_import_cannot_register_a_real_model_key_and_a_wrong_layout_is_r
     assert db.sql("SELECT count(*) AS n FROM models")["n"][0] == 0
     # A warehouse where an older headdb did exactly that: the real checkpoint is refused.
     wrong, _, _ = layout_tables(2, 4, 4)
-    db.register_model({"model_key": shape.model_key, "architecture": "unknown", "n_layers": 2, "n_heads": 4,
-                       "n_kv_heads": 4, "d_model": 16, "d_head": 4, "vocab_size": 0},
-                      wrong.nodes_table(), wrong.edges_table())
+    db.register_model(
+        {
+            "model_key": shape.model_key,
+            "architecture": "unknown",
+            "n_layers": 2,
+            "n_heads": 4,
+            "n_kv_heads": 4,
+            "d_model": 16,
+            "d_head": 4,
+            "vocab_size": 0,
+        },
+        wrong.nodes_table(),
+        wrong.edges_table(),
+    )
     with pytest.raises(UserError, match=f"model {shape.model_key} is registered with another graph layout"):
         _real_checkpoint(db, shape)
     assert db.sql("SELECT count(*) AS n FROM checkpoints")["n"][0] == 0
@@ -297,8 +353,11 @@ def test_bug2_a_reference_gqa_file_imports_onto_the_real_checkpoint(tmp_path):
     ck = _real_checkpoint(db, shape)
     data = _reference_file(2, 4)
     run = import_graph_json(db, _write(tmp_path, data), ck, new_import_task(db, name="ioi"))
-    got = db.sql("SELECT e.name, s.score FROM edge_scores s JOIN graph_edges e ON e.edge_id = s.edge_id "
-                 "AND e.model_key = ? WHERE s.run_id = ?", [shape.model_key, run.run_id])
+    got = db.sql(
+        "SELECT e.name, s.score FROM edge_scores s JOIN graph_edges e ON e.edge_id = s.edge_id "
+        "AND e.model_key = ? WHERE s.run_id = ?",
+        [shape.model_key, run.run_id],
+    )
     stored = dict(zip(got["name"], got["score"]))
     layout, _, _ = layout_tables(*GQA_DIMS)
     assert set(stored) == set(layout.edge_names)
@@ -310,18 +369,23 @@ def test_bug2_a_reference_gqa_file_imports_onto_the_real_checkpoint(tmp_path):
             assert stored[f"{src}->a1.h1<{port}>"] == pytest.approx(want, rel=1e-6)
         assert stored[f"{src}->a1.h3<q>"] == np.float32(edges[f"{src}->a1.h3<q>"]["score"])
     assert stored["m0->logits"] == np.float32(edges["m0->logits"]["score"])
-    circuit = db.sql("SELECT e.name FROM circuit_edges c JOIN circuits USING (circuit_id) JOIN graph_edges e "
-                     "ON e.edge_id = c.edge_id AND e.model_key = ? WHERE run_id = ? ORDER BY 1",
-                     [shape.model_key, run.run_id])["name"].to_list()
+    circuit = db.sql(
+        "SELECT e.name FROM circuit_edges c JOIN circuits USING (circuit_id) JOIN graph_edges e "
+        "ON e.edge_id = c.edge_id AND e.model_key = ? WHERE run_id = ? ORDER BY 1",
+        [shape.model_key, run.run_id],
+    )["name"].to_list()
     # input->a0.h3<k> is kv head 1's port; a0.h1->a1.h2<v> is kv head 1's too.
-    assert circuit == sorted(["input->a0.h1<q>", "input->a0.h1<k>", "a0.h1->a1.h1<v>", "a1.h2->logits",
-                              "a0.h1->logits"])
+    assert circuit == sorted(
+        ["input->a0.h1<q>", "input->a0.h1<k>", "a0.h1->a1.h1<v>", "a1.h2->logits", "a0.h1->logits"]
+    )
     assert db.sql("SELECT layer, head FROM circuit_heads ORDER BY 1, 2").rows() == [(0, 1), (1, 2)]
     # without node flags: heads that in_graph edges enter (q port, or their kv group's k/v port) and leave
     del data["nodes"]
     bare = import_graph_json(db, _write(tmp_path, data, "bare.json"), ck, new_import_task(db, name="ioi2"))
-    assert db.sql("SELECT layer, head FROM circuit_heads JOIN circuits USING (circuit_id) WHERE run_id = ? "
-                  "ORDER BY 1, 2", [bare.run_id]).rows() == [(0, 1), (1, 2)]
+    assert db.sql(
+        "SELECT layer, head FROM circuit_heads JOIN circuits USING (circuit_id) WHERE run_id = ? ORDER BY 1, 2",
+        [bare.run_id],
+    ).rows() == [(0, 1), (1, 2)]
     config = json.loads(db.sql("SELECT config FROM runs WHERE run_id = ?", [run.run_id])["config"][0])
     assert config["kv_ports"] == "per query head, summed per kv group of 2"
     metrics = dict(db.sql("SELECT key, value FROM run_metrics WHERE run_id = ?", [run.run_id]).rows())
@@ -332,15 +396,17 @@ def test_bug3_imports_keep_the_reference_sign_and_old_headdb_exports_are_negated
     """Issue 12, bug 3: headdb's scores used to be EAP-IG's negated; now both have EAP-IG's sign, so
     an EAP-IG file is stored as is, and a file exported by headdb before schema v2 is negated."""
     ck, task = _checkpoint(db), new_import_task(db, name="ioi")
-    data = eapig_format.graph(N_LAYERS, N_HEADS, {e: 0.5 + i for i, e in enumerate(
-        eapig_format.edge_names(N_LAYERS, N_HEADS))}, set(), set())
+    data = eapig_format.graph(
+        N_LAYERS, N_HEADS, {e: 0.5 + i for i, e in enumerate(eapig_format.edge_names(N_LAYERS, N_HEADS))}, set(), set()
+    )
     run = import_graph_json(db, _write(tmp_path, data), ck, task)
     assert db.sql("SELECT min(score) AS s FROM edge_scores WHERE run_id = ?", [run.run_id])["s"][0] == 0.5
     old = eapig_graph()  # bare-boolean nodes, as headdb's export wrote before v2
     old["cfg"].update({"n_key_value_heads": N_HEADS, "model_key": MODEL_KEY, "headdb_run": 7})
     run = import_graph_json(db, _write(tmp_path, old, "old.json"), ck, task)
-    got = db.sql("SELECT e.name, s.score FROM edge_scores s JOIN graph_edges e USING (edge_id) WHERE run_id = ?",
-                 [run.run_id])
+    got = db.sql(
+        "SELECT e.name, s.score FROM edge_scores s JOIN graph_edges e USING (edge_id) WHERE run_id = ?", [run.run_id]
+    )
     assert all(s == -np.float32(old["edges"][n]["score"]) for n, s in got.iter_rows())
     config = json.loads(db.sql("SELECT config FROM runs WHERE run_id = ?", [run.run_id])["config"][0])
     assert config["score_sign"] == "negated: exported by headdb before schema v2 (clean-corrupted)"

@@ -1,5 +1,6 @@
 """The DuckLake sink with the real parts: a PostgreSQL server (tests/postgres_server.py), the
 ducklake and postgres_scanner extensions from their wheels, writer processes, kill -9."""
+
 from __future__ import annotations
 
 import json
@@ -36,21 +37,31 @@ WRITER = str(Path(__file__).with_name("writers.py"))
 
 def _spawn(lake, *args: str) -> subprocess.Popen:
     env = {**os.environ, "HEADDB_DATA_PATH": str(lake.data_path)}
-    return subprocess.Popen([sys.executable, WRITER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, WRITER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "headdb", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "headdb", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # -- the schema and the spec ----------------------------------------------------------------------
 
+
 def test_every_migration_uses_only_what_ducklake_accepts():
     # DuckLake rejects these (NotImplementedException / BinderException at CREATE time).
-    refused = re.compile(r"\b(PRIMARY\s+KEY|UNIQUE|CHECK\s*\(|REFERENCES|CREATE\s+(UNIQUE\s+)?INDEX|"
-                         r"SEQUENCE|nextval|ENUM|CREATE\s+TYPE)\b", re.I)
+    refused = re.compile(
+        r"\b(PRIMARY\s+KEY|UNIQUE|CHECK\s*\(|REFERENCES|CREATE\s+(UNIQUE\s+)?INDEX|"
+        r"SEQUENCE|nextval|ENUM|CREATE\s+TYPE)\b",
+        re.I,
+    )
     for path in sorted(schemas_dir().glob("*.sql")):
         code = re.sub(r"--[^\n]*", "", path.read_text())
         assert not refused.search(code), f"{path.name}: {refused.search(code).group(0)}"
@@ -99,8 +110,10 @@ def test_cli_init_runs_and_query_on_a_lake_from_the_environment(lake):
 
 # -- transactions ---------------------------------------------------------------------------------
 
+
 def test_a_swallowed_error_never_passes_for_a_commit(lake, tmp_path):
     for db in (headdb.connect(lake.spec, data_path=lake.data_path), headdb.connect(tmp_path / "w.duckdb")):
+
         def body(s):
             s.execute("INSERT INTO run_metrics VALUES (1, 'a', 1.0)")
             try:
@@ -128,8 +141,11 @@ def test_two_writers_that_read_the_same_max_get_different_ids(lake):
         seen.append(run_id)
         if len(seen) == 1:
             b.start_run("import", config={"who": "b"})  # commits in between, on its own connection
-        s.execute("INSERT INTO runs (run_id, kind, config, config_hash, status, started_at) "
-                  "VALUES (?, 'import', '{}', 'a', 'ok', current_timestamp)", [run_id])
+        s.execute(
+            "INSERT INTO runs (run_id, kind, config, config_hash, status, started_at) "
+            "VALUES (?, 'import', '{}', 'a', 'ok', current_timestamp)",
+            [run_id],
+        )
         return run_id
 
     assert a.sink.transaction(body) == 2
@@ -143,8 +159,11 @@ def test_two_writers_that_read_the_same_max_get_different_ids(lake):
         con.execute("BEGIN")
     ids = [con.execute(sql("warehouse", "next_run_id")).fetchone()[0] for con in cons]
     for con, run_id in zip(cons, ids):
-        con.execute("INSERT INTO runs (run_id, kind, config, config_hash, status, started_at) "
-                    "VALUES (?, 'import', '{}', 'c', 'ok', current_timestamp)", [run_id])
+        con.execute(
+            "INSERT INTO runs (run_id, kind, config, config_hash, status, started_at) "
+            "VALUES (?, 'import', '{}', 'c', 'ok', current_timestamp)",
+            [run_id],
+        )
         con.execute("COMMIT")
     assert ids == [3, 3]
 
@@ -178,20 +197,26 @@ def test_four_writer_processes_every_run_lands_once(lake, tmp_path):
     assert db.sql("SELECT count(*) AS n FROM models")["n"][0] == 1
     assert db.sql("SELECT count(*) AS n FROM graph_nodes")["n"][0] == LAKE_LAYOUT[0].num_rows  # one layout
     # Every run's facts are its own: scores equal the writer's table for its seed, circuits unique.
-    per_run = db.sql("SELECT r.run_id, json_extract(r.config, '$.i')::INT AS i, count(*) AS n, "
-                     "sum(e.score::DOUBLE) AS total FROM runs r JOIN edge_scores e USING (run_id) GROUP BY ALL")
+    per_run = db.sql(
+        "SELECT r.run_id, json_extract(r.config, '$.i')::INT AS i, count(*) AS n, "
+        "sum(e.score::DOUBLE) AS total FROM runs r JOIN edge_scores e USING (run_id) GROUP BY ALL"
+    )
     assert per_run.height == 4 * n_runs and set(per_run["n"]) == {n_rows}
     for i, total in zip(per_run["i"], per_run["total"]):
         expected = float(np.asarray(edge_table(n_rows, seed=i)["score"], dtype=np.float64).sum())
         assert total == pytest.approx(expected, rel=1e-9, abs=1e-6)
     circuits = db.sql("SELECT circuit_id, run_id, selection FROM circuits")
     assert circuits.height == 2 * 4 * n_runs and circuits["circuit_id"].n_unique() == circuits.height
-    heads = db.sql("SELECT c.selection, count(*) AS n FROM circuits c JOIN circuit_heads h USING (circuit_id) "
-                   "GROUP BY ALL ORDER BY 1")
+    heads = db.sql(
+        "SELECT c.selection, count(*) AS n FROM circuits c JOIN circuit_heads h USING (circuit_id) "
+        "GROUP BY ALL ORDER BY 1"
+    )
     assert heads.rows() == [("threshold", 4 * n_runs), ("topn", 2 * 4 * n_runs)]
-    wrong = db.sql("SELECT count(*) AS n FROM circuits c JOIN runs r USING (run_id) JOIN circuit_heads h USING (circuit_id) "
-                   "WHERE h.head <> (json_extract(r.config, '$.i')::INT % 2) AND NOT (c.selection = 'topn' AND h.head = "
-                   "1 - json_extract(r.config, '$.i')::INT % 2)")
+    wrong = db.sql(
+        "SELECT count(*) AS n FROM circuits c JOIN runs r USING (run_id) JOIN circuit_heads h USING (circuit_id) "
+        "WHERE h.head <> (json_extract(r.config, '$.i')::INT % 2) AND NOT (c.selection = 'topn' AND h.head = "
+        "1 - json_extract(r.config, '$.i')::INT % 2)"
+    )
     assert wrong["n"][0] == 0  # each circuit's heads are those its own run wrote
 
 
@@ -228,7 +253,7 @@ def test_kill_9_mid_commit_leaves_no_partial_run(lake):
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         db = headdb.connect(lake.spec, create=False)  # the lake opens
-        facts = _check_consistent(db, big)             # nothing partial
+        facts = _check_consistent(db, big)  # nothing partial
         assert set(kept) <= set(facts), "an earlier run was lost"
         killed_mid_commit += not finished and len(facts) == len(kept)
         kept = facts
@@ -253,9 +278,13 @@ def test_kill_9_mid_commit_leaves_no_partial_run(lake):
     assert listed < {p for p in on_disk if p.parent.name == "edge_scores"}, "no orphans to clean up"
     db.maintain(keep_hours=0)
     with db.sink.read() as s:
-        referenced = {Path(f) for table in ("edge_scores", "runs", "run_metrics")
-                      for r in s.rows(f"SELECT data_file, delete_file FROM ducklake_list_files('headdb_lake', '{table}')")
-                      for f in r if f is not None}
+        referenced = {
+            Path(f)
+            for table in ("edge_scores", "runs", "run_metrics")
+            for r in s.rows(f"SELECT data_file, delete_file FROM ducklake_list_files('headdb_lake', '{table}')")
+            for f in r
+            if f is not None
+        }
     left = {p for p in lake.data_path.rglob("*.parquet") if p.parent.name in ("edge_scores", "runs", "run_metrics")}
     assert left == referenced
     assert _check_consistent(db, big) == after
@@ -308,8 +337,15 @@ def _upgraded_from_v1(path, tmp_path, **connect) -> headdb.Warehouse:
     register_tiny_model(db)
     ck = db.register_checkpoint(model_key=MODEL_KEY, path="/ckpt/a", weights_digest="a")
     scores = pa.table({"edge_id": pa.array([0, 1, 2], pa.int32()), "score": pa.array([0.5, -0.25, 0.0], pa.float32())})
-    attribution_run(db, ck, None, heads=[(0, 0)], config={"method": "eap-ig"}, edge_scores=scores,
-                    metrics={"metric_diff": -0.6, "cpr": 0.8})
+    attribution_run(
+        db,
+        ck,
+        None,
+        heads=[(0, 0)],
+        config={"method": "eap-ig"},
+        edge_scores=scores,
+        metrics={"metric_diff": -0.6, "cpr": 0.8},
+    )
     imported = db.start_run("import", config={"source": "json"}, checkpoint_id=ck)
     with imported:
         imported.add("edge_scores", scores)
@@ -324,11 +360,18 @@ def test_an_old_lake_migrates_like_an_old_file(lake, tmp_path):
     tables = on_file.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
     for name in tables["table_name"]:
         assert _table(on_lake, name).equals(_table(on_file, name)), name
-    assert on_lake.sql("SELECT score FROM edge_scores ORDER BY run_id, edge_id")["score"].to_list() == \
-        [-0.5, 0.25, 0.0, 0.5, -0.25, 0.0]  # the native run negated, the import kept
+    assert on_lake.sql("SELECT score FROM edge_scores ORDER BY run_id, edge_id")["score"].to_list() == [
+        -0.5,
+        0.25,
+        0.0,
+        0.5,
+        -0.25,
+        0.0,
+    ]  # the native run negated, the import kept
 
 
 # -- the training callback -----------------------------------------------------------------------
+
 
 def test_training_callback_fills_a_lake(lake, tmp_path, monkeypatch):
     pytest.importorskip("trl")
@@ -336,15 +379,26 @@ def test_training_callback_fills_a_lake(lake, tmp_path, monkeypatch):
     from headdb.demo import recipes
     from headdb.training.callback import HeadDBCallback
 
-    base = recipes.pretrain_base(tmp_path / "base", steps=2, batch_size=4, seed=0,
-                                 n_layers=1, n_heads=2, n_kv_heads=1, d_model=32)
-    callback = HeadDBCallback(lake.spec, data_path=lake.data_path, lineage="live", regime="sft", base=base,
-                              wait=True, log_file=tmp_path / "ingest.log",
-                              args=["--bench", "synthetic-arithmetic:n=2", "--samples", "1", "--max-new-tokens", "2"])
+    base = recipes.pretrain_base(
+        tmp_path / "base", steps=2, batch_size=4, seed=0, n_layers=1, n_heads=2, n_kv_heads=1, d_model=32
+    )
+    callback = HeadDBCallback(
+        lake.spec,
+        data_path=lake.data_path,
+        lineage="live",
+        regime="sft",
+        base=base,
+        wait=True,
+        log_file=tmp_path / "ingest.log",
+        args=["--bench", "synthetic-arithmetic:n=2", "--samples", "1", "--max-new-tokens", "2"],
+    )
     recipes.train_sft(base, tmp_path / "sft", steps=2, save_steps=2, batch_size=4, seed=0, callbacks=[callback])
     assert callback.returncodes == [0], (tmp_path / "ingest.log").read_text()[-2000:]
     db = headdb.connect(lake.spec, create=False)
-    assert db.sql("SELECT name FROM checkpoints ORDER BY checkpoint_id")["name"].to_list() == ["base", "live/checkpoint-2"]
+    assert db.sql("SELECT name FROM checkpoints ORDER BY checkpoint_id")["name"].to_list() == [
+        "base",
+        "live/checkpoint-2",
+    ]
     assert set(db.sql("SELECT status FROM runs")["status"]) == {"ok"}
     assert db.sql("SELECT count(DISTINCT checkpoint_id) AS n FROM runs WHERE kind = 'generation'")["n"][0] == 2
     assert db.sql("SELECT count(*) AS n FROM generations")["n"][0] == 2 * 2  # 2 items x 1 sample, 2 checkpoints

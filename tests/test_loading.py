@@ -1,4 +1,5 @@
 """Loading local checkpoints offline: clear errors, shapes, digests, tiny builders."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,11 @@ def test_truncated_weights_are_refused_from_their_header(qwen2_gqa_dir, tmp_path
     shutil.copytree(qwen2_gqa_dir, broken)
     weights = broken / "model.safetensors"
     data = weights.read_bytes()
-    for cut, says in ((len(data) - 1, "truncated (its header describes"), (1000, "truncated"),
-                      (4, "shorter than a safetensors header")):
+    for cut, says in (
+        (len(data) - 1, "truncated (its header describes"),
+        (1000, "truncated"),
+        (4, "shorter than a safetensors header"),
+    ):
         weights.write_bytes(data[:cut])
         with pytest.raises(UserError, match=re.escape(says)) as err:
             read_config(broken)
@@ -87,12 +91,15 @@ def test_sharded_checkpoint_with_a_missing_or_cut_shard_is_refused(qwen2_gqa_dir
     tensors = load_file(sharded / "model.safetensors")
     (sharded / "model.safetensors").unlink()
     names = sorted(tensors)
-    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
-              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[: len(names) // 2],
+        "model-00002-of-00002.safetensors": names[len(names) // 2 :],
+    }
     for shard, keys in shards.items():
         save_file({k: tensors[k] for k in keys}, sharded / shard, metadata={"format": "pt"})
-    (sharded / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}))
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}})
+    )
     loaded = load_model(sharded, device="cpu")  # whole: loads
     assert loaded.shape.n_layers == 2
     second = sharded / "model-00002-of-00002.safetensors"
@@ -108,8 +115,14 @@ def test_sharded_checkpoint_with_a_missing_or_cut_shard_is_refused(qwen2_gqa_dir
 def test_load_tiny_model_shape_and_key(qwen2_gqa_dir):
     loaded = load_model(qwen2_gqa_dir, device="cpu")
     s = loaded.shape
-    assert (s.architecture, s.n_layers, s.n_heads, s.n_kv_heads, s.d_model, s.d_head) == \
-        ("Qwen2ForCausalLM", 2, 8, 2, 64, 8)
+    assert (s.architecture, s.n_layers, s.n_heads, s.n_kv_heads, s.d_model, s.d_head) == (
+        "Qwen2ForCausalLM",
+        2,
+        8,
+        2,
+        64,
+        8,
+    )
     assert s.vocab_size == len(loaded.tokenizer)
     assert loaded.model_key == f"qwen2-L2-H8-KV2-D64-DH8-F256-V{s.vocab_size}"
     assert loaded.device == "cpu" and loaded.dtype == torch.float32
@@ -128,14 +141,14 @@ def test_weights_digest_is_stable_cached_and_content_sensitive(tmp_path, monkeyp
     c = build_tiny_model(tmp_path / "c", "llama", n_layers=1, seed=1)
     da = weights_digest(a)
     assert len(da) == 64 and (tmp_path / "cache" / "weights-digests.json").is_file()
-    assert weights_digest(a) == da              # cached path gives the same answer
-    assert weights_digest(b) == da              # same seed, same bytes, another directory
-    assert weights_digest(c) != da              # different weights
+    assert weights_digest(a) == da  # cached path gives the same answer
+    assert weights_digest(b) == da  # same seed, same bytes, another directory
+    assert weights_digest(c) != da  # different weights
     shutil.copy(a / "config.json", tmp_path / "cfg.bak")
     cfg = json.loads((a / "config.json").read_text())
     cfg["rope_theta"] = 1234.0
     (a / "config.json").write_text(json.dumps(cfg))
-    assert weights_digest(a) != da              # config.json is covered in full
+    assert weights_digest(a) != da  # config.json is covered in full
 
 
 def test_tiny_tokenizer_covers_arithmetic_text():

@@ -26,8 +26,21 @@ def brute_pass_at_k(n: int, c: int, k: int) -> Fraction:
 
 @pytest.mark.parametrize(
     "n, c, k",
-    [(1, 0, 1), (1, 1, 1), (4, 1, 1), (4, 1, 2), (4, 2, 3), (5, 0, 3), (6, 3, 2), (8, 1, 4),
-     (10, 3, 5), (10, 7, 4), (12, 2, 12), (13, 5, 6), (16, 4, 8)],
+    [
+        (1, 0, 1),
+        (1, 1, 1),
+        (4, 1, 1),
+        (4, 1, 2),
+        (4, 2, 3),
+        (5, 0, 3),
+        (6, 3, 2),
+        (8, 1, 4),
+        (10, 3, 5),
+        (10, 7, 4),
+        (12, 2, 12),
+        (13, 5, 6),
+        (16, 4, 8),
+    ],
 )
 def test_pass_at_k_matches_enumeration(n, c, k):
     assert pass_at_k(n, c, k) == pytest.approx(float(brute_pass_at_k(n, c, k)), abs=1e-12)
@@ -40,6 +53,7 @@ def test_pass_at_k_edges_and_stability():
     # large n: no overflow, matches the exact rational
     n, c, k = 1000, 3, 500
     from math import comb
+
     exact = 1 - Fraction(comb(n - c, k), comb(n, k))
     assert pass_at_k(n, c, k) == pytest.approx(float(exact), rel=1e-12)
     with pytest.raises(ValueError):
@@ -94,8 +108,7 @@ def graded_frame():
     # item c: 4 samples, all correct; listed out of order on purpose
     for i in (3, 1, 0, 2):
         rows.append(("c", i, "10", True))
-    return pl.DataFrame(rows, schema=["item_id", "sample_idx", "extracted", "correct"],
-                        orient="row")
+    return pl.DataFrame(rows, schema=["item_id", "sample_idx", "extracted", "correct"], orient="row")
 
 
 def test_eval_metrics_frame():
@@ -105,8 +118,7 @@ def test_eval_metrics_frame():
     assert set(out["n"].to_list()) == {3}
     assert got[("accuracy", None)] == pytest.approx((0.5 + 0.25 + 1.0) / 3)
     assert got[("pass@k", 1)] == pytest.approx((0.5 + 0.25 + 1.0) / 3)
-    assert got[("pass@k", 2)] == pytest.approx(
-        (pass_at_k(4, 2, 2) + pass_at_k(4, 1, 2) + 1.0) / 3)
+    assert got[("pass@k", 2)] == pytest.approx((pass_at_k(4, 2, 2) + pass_at_k(4, 1, 2) + 1.0) / 3)
     assert got[("pass@k", 4)] == pytest.approx(1.0)
     # maj@1: a "3" wrong, b "8" wrong, c right; maj@2: a tie -> "3" first, b tie -> "8" first
     assert got[("maj@k", 1)] == pytest.approx(1 / 3)

@@ -1,5 +1,6 @@
 """One renderer: think_off means the same for circuit tasks and for generation, with or without a
 template that takes `enable_thinking`."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,11 +11,15 @@ from headdb.errors import UserError
 from headdb.evals.generation import chat_prompts
 from headdb.evals.prompts import THINK_OFF_BLOCK, render
 
-NATIVE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
-          "{% if add_generation_prompt %}<assistant>{% if enable_thinking is defined and not enable_thinking %}"
-          "<think>\n\n</think>\n\n{% endif %}{% endif %}")
-NO_FLAG = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
-           "{% if add_generation_prompt %}[assistant]{% endif %}")
+NATIVE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% if enable_thinking is defined and not enable_thinking %}"
+    "<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+NO_FLAG = (
+    "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}[assistant]{% endif %}"
+)
 
 
 def _tok(template):
@@ -25,10 +30,24 @@ def _tok(template):
 
 def _task(mode):
     import polars as pl
-    items = pl.DataFrame({"item_id": ["0"], "clean": ["3+4="], "corrupted": ["3+5="], "answer": ["7"],
-                          "wrong_answer": [None], "clean_prefix": [None], "corrupted_prefix": [None],
-                          "problem": [None], "level": [None], "meta": [None]}, schema_overrides={
-        c: pl.Utf8 for c in ("wrong_answer", "clean_prefix", "corrupted_prefix", "problem", "level", "meta")})
+
+    items = pl.DataFrame(
+        {
+            "item_id": ["0"],
+            "clean": ["3+4="],
+            "corrupted": ["3+5="],
+            "answer": ["7"],
+            "wrong_answer": [None],
+            "clean_prefix": [None],
+            "corrupted_prefix": [None],
+            "problem": [None],
+            "level": [None],
+            "meta": [None],
+        },
+        schema_overrides={
+            c: pl.Utf8 for c in ("wrong_answer", "clean_prefix", "corrupted_prefix", "problem", "level", "meta")
+        },
+    )
     return Task(name="t", source="t", mode=mode, digest="d", items=items)
 
 

@@ -1,4 +1,5 @@
 """The named-query catalogue: known answers on a hand-made warehouse (tests/warehouse_builders.py)."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,7 @@ import pytest
 
 from headdb.errors import UserError
 from headdb.warehouse.queries import catalogue, list_queries, parse_query, run_query
-from warehouse_builders import (CIRCUITS, IMPORTANCE, REWARD, THINK_OFF, THINK_ON,
-                                shared_study)
+from warehouse_builders import CIRCUITS, IMPORTANCE, REWARD, THINK_OFF, THINK_ON, shared_study
 
 
 @pytest.fixture(scope="module")
@@ -31,24 +31,44 @@ def heads(df: pl.DataFrame, **where) -> set[tuple[int, int]]:
 
 # -- the catalogue itself ------------------------------------------------------------------------
 
-STUDY_QUERIES = {"heads_gained", "regime_compare", "regime_overlap", "regime_layers", "head_frequency",
-                 "head_cohorts", "head_dynamics", "dynamics_correlation", "effect_map", "think_compensatory",
-                 "think_sizes", "ablation_table", "benchmark_trajectory", "passk_curve", "newly_solved_missed",
-                 "circuit_faithfulness", "faithfulness_curve", "top_heads", "circuit_graph", "model_shape"}
+STUDY_QUERIES = {
+    "heads_gained",
+    "regime_compare",
+    "regime_overlap",
+    "regime_layers",
+    "head_frequency",
+    "head_cohorts",
+    "head_dynamics",
+    "dynamics_correlation",
+    "effect_map",
+    "think_compensatory",
+    "think_sizes",
+    "ablation_table",
+    "benchmark_trajectory",
+    "passk_curve",
+    "newly_solved_missed",
+    "circuit_faithfulness",
+    "faithfulness_curve",
+    "top_heads",
+    "circuit_graph",
+    "model_shape",
+}
 
 
 def test_catalogue_lists_every_study_query_with_params():
     listing = list_queries()
     assert STUDY_QUERIES <= set(listing["name"])
     row = listing.filter(pl.col("name") == "heads_gained").row(0, named=True)
-    assert row["params"] == ("base: str, target: str, task: str = NULL, selection: str = 'threshold', "
-                             "min_confidence: float = NULL")
+    assert row["params"] == (
+        "base: str, target: str, task: str = NULL, selection: str = 'threshold', min_confidence: float = NULL"
+    )
     assert row["description"].startswith("Heads in the target")
     query = catalogue().get("regime_compare")
     assert query.param("scope").choices == ("final", "union")
 
 
 # -- analysis 1: emergent heads ------------------------------------------------------------------
+
 
 def test_heads_gained_and_lost(st):
     df = q(st, "heads_gained", base="qwen-math", target="grpo-gsm8k@400")
@@ -90,23 +110,33 @@ def test_heads_gained_empty_results(st):
 def test_a_reference_that_names_nothing_is_refused_with_the_closest_names(st):
     """A typo is an error that names what exists, never an empty answer read as "none"."""
     cases = [
-        (dict(base="qwen-math", target="grpo-gsm8k@300"),  # the missing step
-         "no checkpoint 'grpo-gsm8k@300'; grpo-gsm8k has steps 100..400 (100, 200, 400); "
-         "did you mean grpo-gsm8k@200 or grpo-gsm8k@last?"),
+        (
+            dict(base="qwen-math", target="grpo-gsm8k@300"),  # the missing step
+            "no checkpoint 'grpo-gsm8k@300'; grpo-gsm8k has steps 100..400 (100, 200, 400); "
+            "did you mean grpo-gsm8k@200 or grpo-gsm8k@last?",
+        ),
         (dict(base="qwen-math", target="no-such-checkpoint"), "no checkpoint 'no-such-checkpoint' in the warehouse"),
         (dict(base="qwen-mth", target="sft@100"), "did you mean qwen-math"),
-        (dict(base="qwen-math", target="sft"), "'sft' is a lineage, not a checkpoint; name one of its checkpoints: "
-                                               "sft@last, or sft@STEP with a step of 100, 200"),
-        (dict(base="qwen-math", target="sft@100", task="mat"), "no task 'mat' in the warehouse (param task); "
-                                                                "did you mean math"),
-        (dict(base="qwen-math", target="sft@100", selection="tpn"),
-         "no circuit in the warehouse was selected by 'tpn' (param selection); did you mean topn?"),
+        (
+            dict(base="qwen-math", target="sft"),
+            "'sft' is a lineage, not a checkpoint; name one of its checkpoints: "
+            "sft@last, or sft@STEP with a step of 100, 200",
+        ),
+        (
+            dict(base="qwen-math", target="sft@100", task="mat"),
+            "no task 'mat' in the warehouse (param task); did you mean math",
+        ),
+        (
+            dict(base="qwen-math", target="sft@100", selection="tpn"),
+            "no circuit in the warehouse was selected by 'tpn' (param selection); did you mean topn?",
+        ),
     ]
     for params, message in cases:
         with pytest.raises(UserError, match=re.escape(message)):
             q(st, "heads_gained", **params)
-    with pytest.raises(UserError, match=re.escape("no lineage 'grpo-gsm8' in the warehouse (param lineage); "
-                                                  "did you mean grpo-gsm8k")):
+    with pytest.raises(
+        UserError, match=re.escape("no lineage 'grpo-gsm8' in the warehouse (param lineage); did you mean grpo-gsm8k")
+    ):
         q(st, "head_dynamics", lineage="grpo-gsm8")
     with pytest.raises(UserError, match=re.escape("no run '999' in the warehouse (param run)")):
         q(st, "top_heads", run=999)
@@ -117,14 +147,22 @@ def test_a_reference_that_names_nothing_is_refused_with_the_closest_names(st):
 def test_a_checkpoint_folder_names_its_checkpoint(tmp_path):
     import headdb
     from warehouse_builders import MODEL_KEY, register_tiny_model
+
     db = headdb.connect(tmp_path / "w.duckdb")
     register_tiny_model(db)
     folders = {}
     for step in (10, 20):
         folders[step] = tmp_path / "run" / f"checkpoint-{step}"
         folders[step].mkdir(parents=True)
-        db.register_checkpoint(model_key=MODEL_KEY, path=str(folders[step].resolve()), weights_digest=f"d{step}",
-                               name=f"checkpoint-{step}", lineage="run", regime="sft", step=step)
+        db.register_checkpoint(
+            model_key=MODEL_KEY,
+            path=str(folders[step].resolve()),
+            weights_digest=f"d{step}",
+            name=f"checkpoint-{step}",
+            lineage="run",
+            regime="sft",
+            step=step,
+        )
     by_folder = run_query(db, "model_shape", {"checkpoint": str(folders[20])})
     assert by_folder.equals(run_query(db, "model_shape", {"checkpoint": "run@20"})) and by_folder.height == 1
     other = tmp_path / "elsewhere"
@@ -151,6 +189,7 @@ def test_sql_injection_through_a_param_is_inert(st):
 
 
 # -- regimes -------------------------------------------------------------------------------------
+
 
 def test_regime_compare_final_and_union(st):
     df = q(st, "regime_compare", base="qwen-math")
@@ -184,6 +223,7 @@ def test_regime_layers_cover_every_layer(st):
 
 # -- analysis 2: frequency and cohorts -------------------------------------------------------------
 
+
 def test_head_frequency_with_ties_in_order(st):
     df = q(st, "head_frequency", lineage="grpo-gsm8k")
     got = [(r["layer"], r["head"], r["n_in_circuit"]) for r in df.iter_rows(named=True)]
@@ -202,6 +242,7 @@ def test_head_cohorts(st):
 
 
 # -- analysis 3: dynamics beside the reward ------------------------------------------------------
+
 
 def test_head_dynamics_with_a_missing_step(st):
     df = q(st, "head_dynamics", lineage="grpo-gsm8k", metric="reward")
@@ -239,6 +280,7 @@ def test_dynamics_correlation_matches_numpy(st):
 
 # -- analysis 5: effect maps ---------------------------------------------------------------------
 
+
 def _effect(post, pre):
     return (post - pre) / (post + pre + 1e-6)
 
@@ -247,12 +289,16 @@ def _effect(post, pre):
 def test_effect_map(st, pairing):
     df = q(st, "effect_map", lineage="grpo-gsm8k", pairing=pairing)
     assert df.height == 12 and set(df["n_pairs"]) == {3}
-    pre_of = ({"grpo@100": "base", "grpo@200": "base", "grpo@400": "base"} if pairing == "base"
-              else {"grpo@100": "base", "grpo@200": "grpo@100", "grpo@400": "grpo@200"})
+    pre_of = (
+        {"grpo@100": "base", "grpo@200": "base", "grpo@400": "base"}
+        if pairing == "base"
+        else {"grpo@100": "base", "grpo@200": "grpo@100", "grpo@400": "grpo@200"}
+    )
     for row in df.iter_rows(named=True):
         key = (row["layer"], row["head"])
-        expected = np.mean([_effect(IMPORTANCE[post].get(key, 0.0), IMPORTANCE[pre].get(key, 0.0))
-                            for post, pre in pre_of.items()])
+        expected = np.mean(
+            [_effect(IMPORTANCE[post].get(key, 0.0), IMPORTANCE[pre].get(key, 0.0)) for post, pre in pre_of.items()]
+        )
         assert row["effect"] == pytest.approx(expected, abs=1e-6), key
 
 
@@ -265,6 +311,7 @@ def test_effect_map_with_explicit_base_and_unknown_base(st):
 
 
 # -- analysis 6: thinking on / off ---------------------------------------------------------------
+
 
 def test_think_compensatory_and_sizes(st):
     off = q(st, "think_compensatory")
@@ -279,6 +326,7 @@ def test_think_compensatory_and_sizes(st):
 
 
 # -- analysis 7 and 8: interventions ---------------------------------------------------------------
+
 
 def test_ablation_table_pairs_each_run_with_its_matching_baseline(st):
     df = q(st, "ablation_table", checkpoint="grpo-gsm8k@400")
@@ -302,6 +350,7 @@ def test_passk_curve(st):
 
 # -- analysis 4 and 9: benchmarks and failures -------------------------------------------------------
 
+
 def test_benchmark_trajectory(st):
     df = q(st, "benchmark_trajectory", lineage="grpo-gsm8k", task="gsm8k")
     assert df["step"].to_list() == [0, 100, 200, 400] and df["is_base"].to_list() == [True, False, False, False]
@@ -315,15 +364,21 @@ def test_newly_solved_and_missed_with_failure_tags(st):
     df = q(st, "newly_solved_missed", lineage="grpo-gsm8k")
     got = {(r["item_id"], r["change"], r["failure_tag"]) for r in df.iter_rows(named=True)}
     # q1: tie between repetition and truncated -> alphabetical; q2: the base's tag (tie again).
-    assert got == {("q1", "newly_missed", "repetition"), ("q2", "newly_solved", "truncated"),
-                   ("q3", "newly_missed", "no_answer")}
+    assert got == {
+        ("q1", "newly_missed", "repetition"),
+        ("q2", "newly_solved", "truncated"),
+        ("q3", "newly_missed", "no_answer"),
+    }
     strict = q(st, "newly_solved_missed", lineage="grpo-gsm8k", solved_at=1.0)
     assert {(r["item_id"], r["change"]) for r in strict.iter_rows(named=True)} == {
-        ("q1", "newly_missed"), ("q2", "newly_solved")}
+        ("q1", "newly_missed"),
+        ("q2", "newly_solved"),
+    }
     assert q(st, "newly_solved_missed", lineage="sft").height == 0
 
 
 # -- faithfulness, top heads, circuit graph ----------------------------------------------------------
+
 
 def test_circuit_faithfulness(st):
     df = q(st, "circuit_faithfulness", lineage="grpo-gsm8k", selection="threshold")
@@ -354,6 +409,7 @@ def test_circuit_graph(st):
 
 
 # -- params: validation, coercion, errors ------------------------------------------------------------
+
 
 def test_unknown_query(st):
     with pytest.raises(UserError, match="unknown query 'heads_gainde'; did you mean heads_gained"):
@@ -390,7 +446,8 @@ def test_user_query_directory(st, tmp_path):
         "-- name: my_heads\n-- description: Heads of one checkpoint's circuit.\n"
         "-- param: checkpoint: str\n-- param: selection: str = 'threshold'\n"
         "SELECT layer, head FROM hd_circuit_heads($selection) WHERE checkpoint_id = hd_checkpoint($checkpoint)\n"
-        "ORDER BY layer, head\n")
+        "ORDER BY layer, head\n"
+    )
     df = run_query(st.db, "my_heads", {"checkpoint": "r1-distill"}, extra_dirs=[tmp_path])
     assert heads(df) == set(CIRCUITS["distill"])
     assert "my_heads" in set(list_queries([tmp_path])["name"])
@@ -398,24 +455,33 @@ def test_user_query_directory(st, tmp_path):
     import os
     import subprocess
     import sys
+
     args = ["query", "my_heads", "--param", "checkpoint=r1-distill", "--format", "csv"]
     env = {k: v for k, v in os.environ.items() if k != "HEADDB_QUERIES"}
     for extra, env_extra in ((["--queries", str(tmp_path)], {}), ([], {"HEADDB_QUERIES": str(tmp_path)})):
-        out = subprocess.run([sys.executable, "-m", "headdb", "--db", str(st.db.location), *extra, *args],
-                             capture_output=True, text=True, timeout=300, env={**env, **env_extra})
+        out = subprocess.run(
+            [sys.executable, "-m", "headdb", "--db", str(st.db.location), *extra, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**env, **env_extra},
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.splitlines()[0] == "layer,head" and len(out.stdout.splitlines()) == 1 + len(df)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("-- name: other\n-- description: d\nSELECT 1", "differs from the file name"),
-    ("-- name: bad\nSELECT 1", "no `-- description:`"),
-    ("-- name: bad\n-- description: d\n-- param: x: list\nSELECT $x", "type 'list'"),
-    ("-- name: bad\n-- description: d\nSELECT $x", "uses $x which the header does not declare"),
-    ("-- name: bad\n-- description: d\n-- param: x: int\nSELECT 1", "never uses $x"),
-    ("-- name: bad\n-- description: d\n-- param: x: int = 'a'\nSELECT $x", "default 'a' is not an integer"),
-    ("-- name: bad\n-- description: d\n-- colour: red\nSELECT 1", "unknown header key 'colour'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("-- name: other\n-- description: d\nSELECT 1", "differs from the file name"),
+        ("-- name: bad\nSELECT 1", "no `-- description:`"),
+        ("-- name: bad\n-- description: d\n-- param: x: list\nSELECT $x", "type 'list'"),
+        ("-- name: bad\n-- description: d\nSELECT $x", "uses $x which the header does not declare"),
+        ("-- name: bad\n-- description: d\n-- param: x: int\nSELECT 1", "never uses $x"),
+        ("-- name: bad\n-- description: d\n-- param: x: int = 'a'\nSELECT $x", "default 'a' is not an integer"),
+        ("-- name: bad\n-- description: d\n-- colour: red\nSELECT 1", "unknown header key 'colour'"),
+    ],
+)
 def test_malformed_query_files(tmp_path, text, message):
     path = tmp_path / "bad.sql"
     path.write_text(text)
@@ -438,18 +504,24 @@ def test_queries_are_read_only(st, tmp_path):
 
 def test_empty_warehouse_gives_empty_frames_and_refuses_references(tmp_path):
     import headdb
+
     db = headdb.connect(tmp_path / "empty.duckdb")
     for name in ("ablation_table", "circuit_faithfulness"):
         df = run_query(db, name, {})
         assert df.height == 0 and df.width > 0, name
-    for name, params in [("heads_gained", {"base": "a", "target": "b"}), ("head_dynamics", {"lineage": "x"}),
-                         ("effect_map", {"lineage": "x"}), ("regime_compare", {"base": "a"})]:
+    for name, params in [
+        ("heads_gained", {"base": "a", "target": "b"}),
+        ("head_dynamics", {"lineage": "x"}),
+        ("effect_map", {"lineage": "x"}),
+        ("regime_compare", {"base": "a"}),
+    ]:
         with pytest.raises(UserError, match="the warehouse has no"):
             run_query(db, name, params)
 
 
 def test_query_session_runs_many_queries_on_one_connection(st):
     from headdb.warehouse.queries import query_session
+
     with query_session(st.db) as session:
         a = session.run("heads_gained", {"base": "qwen-math", "target": "grpo-gsm8k@400"})
         b = session.run("head_frequency", {"lineage": "grpo-gsm8k"})

@@ -1,6 +1,7 @@
 """The Ray executor on a real local Ray cluster: the same warehouse as the local executor, run for
 run and score for score; a worker killed mid-job leaves that job failed, the others land, and a
 re-run completes it."""
+
 from __future__ import annotations
 
 import logging
@@ -62,28 +63,43 @@ def study_dir(two_checkpoint_study):
 
 
 def cli(db, *args):
-    return subprocess.run([sys.executable, "-m", "headdb", "--db", str(db), *map(str, args)], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "headdb", "--db", str(db), *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 def facts(db_path) -> dict:
     """Everything a study stored, keyed by what it means rather than by run ids."""
     w = headdb.connect(db_path, create=False)
-    key = ("SELECT r.run_id, c.name AS checkpoint, t.name AS task, r.kind, r.config_hash, r.status "
-           "FROM runs r JOIN checkpoints c USING (checkpoint_id) JOIN tasks t USING (task_id)")
+    key = (
+        "SELECT r.run_id, c.name AS checkpoint, t.name AS task, r.kind, r.config_hash, r.status "
+        "FROM runs r JOIN checkpoints c USING (checkpoint_id) JOIN tasks t USING (task_id)"
+    )
     runs = w.sql(key).sort("config_hash")
-    edges = w.sql(f"SELECT k.checkpoint, k.task, e.edge_id, e.score FROM edge_scores e JOIN ({key}) k USING (run_id) "
-                  "ORDER BY 1, 2, 3")
-    gens = w.sql(f"SELECT k.config_hash, g.item_id, g.sample_idx, g.completion, g.correct FROM generations g "
-                 f"JOIN ({key}) k USING (run_id) ORDER BY 1, 2, 3")
+    edges = w.sql(
+        f"SELECT k.checkpoint, k.task, e.edge_id, e.score FROM edge_scores e JOIN ({key}) k USING (run_id) "
+        "ORDER BY 1, 2, 3"
+    )
+    gens = w.sql(
+        f"SELECT k.config_hash, g.item_id, g.sample_idx, g.completion, g.correct FROM generations g "
+        f"JOIN ({key}) k USING (run_id) ORDER BY 1, 2, 3"
+    )
     return {"runs": runs.drop("run_id").rows(), "edges": edges.rows(), "generations": gens.rows()}
 
 
 def test_a_study_on_ray_stores_what_the_local_executor_stores(study_dir, tmp_path):
     local = cli(tmp_path / "local.duckdb", "study", study_dir / "study.toml", "--no-reports")
     assert local.returncode == 0, local.stderr
-    on_ray = cli(tmp_path / "ray.duckdb", "study", study_dir / "study.toml", "--no-reports", "--executor", "ray",
-                 "--cpus-per-job", "1")
+    on_ray = cli(
+        tmp_path / "ray.duckdb",
+        "study",
+        study_dir / "study.toml",
+        "--no-reports",
+        "--executor",
+        "ray",
+        "--cpus-per-job",
+        "1",
+    )
     assert on_ray.returncode == 0, on_ray.stderr
     a, b = facts(tmp_path / "local.duckdb"), facts(tmp_path / "ray.duckdb")
     assert len(a["runs"]) == 2 + 2 + 2 and all(r[-1] == "ok" for r in a["runs"])
@@ -119,8 +135,12 @@ def test_a_killed_worker_fails_its_job_and_a_rerun_completes_it(study_dir, tmp_p
     task = load_task(study_dir / "t.jsonl")
     settings = AttributionSettings(steps=2, topn=40, curve=False)
     release = str(tmp_path / "release")
-    plan = Plan([CheckpointWork(target(study_dir / "base"), [SlowAttribution(task, settings, release=release)]),
-                 CheckpointWork(target(study_dir / "tuned"), [AttributionJob(task, settings)])])
+    plan = Plan(
+        [
+            CheckpointWork(target(study_dir / "base"), [SlowAttribution(task, settings, release=release)]),
+            CheckpointWork(target(study_dir / "tuned"), [AttributionJob(task, settings)]),
+        ]
+    )
     said: list[str] = []
     result = {}
     worker = threading.Thread(target=lambda: result.update(out=execute(db, plan, RayExecutor(), say=said.append)))
@@ -153,8 +173,12 @@ def test_ctrl_c_leaves_no_run_running_on_either_executor(study_dir, tmp_path, cl
     task = load_task(study_dir / "t.jsonl")
     settings = AttributionSettings(steps=2, topn=40, curve=False)
     release = str(tmp_path / "release")
-    plan = Plan([CheckpointWork(target(study_dir / "base"), [SlowAttribution(task, settings, release=release)]),
-                 CheckpointWork(target(study_dir / "tuned"), [SlowAttribution(task, settings, release=release)])])
+    plan = Plan(
+        [
+            CheckpointWork(target(study_dir / "base"), [SlowAttribution(task, settings, release=release)]),
+            CheckpointWork(target(study_dir / "tuned"), [SlowAttribution(task, settings, release=release)]),
+        ]
+    )
     runner = RayExecutor() if executor == "ray" else None
     pid_file = Path(release + ".pid")
 

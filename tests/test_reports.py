@@ -1,4 +1,5 @@
 """Terminal reports, heatmaps, PNG figures, the circuit .dot file and the analysis CLI sub-apps."""
+
 from __future__ import annotations
 
 import json
@@ -40,6 +41,7 @@ def plain_console(width: int = 120) -> Console:
 
 # -- heatmaps ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n_layers, n_heads", [(28, 12), (36, 32)])
 @pytest.mark.parametrize("kind", ["sequential", "diverging"])
 def test_heatmap_renders_readably_at_study_sizes(n_layers, n_heads, kind):
@@ -52,7 +54,11 @@ def test_heatmap_renders_readably_at_study_sizes(n_layers, n_heads, kind):
         lines = text.splitlines()
         assert lines[0] == "t"
         rows = [line for line in lines if line.lstrip().startswith("L")]
-        assert len(rows) == n_layers and rows[0].lstrip().startswith("L0") and rows[-1].lstrip().startswith(f"L{n_layers - 1}")
+        assert (
+            len(rows) == n_layers
+            and rows[0].lstrip().startswith("L0")
+            and rows[-1].lstrip().startswith(f"L{n_layers - 1}")
+        )
         cell = 3 if n_heads <= 16 else 2
         assert max(len(r.rstrip()) for r in rows) <= 4 + cell * n_heads
         assert max(len(line) for line in lines) <= 120
@@ -98,11 +104,19 @@ REPORT_PARAMS = {
     "top_heads": {"checkpoint": "grpo-gsm8k@100", "n": "2"},
 }
 EXPECT_TEXT = {
-    "heads_gained": "+1 / -2", "regime_compare": "Jaccard", "head_frequency": "of 3 checkpoints",
-    "head_cohorts": "cohorts by first step", "head_dynamics": "correlation with reward over 3 checkpoints",
-    "benchmark_trajectory": "gsm8k", "effect_map": "E(l,h) over 3 checkpoints",
-    "think_compensatory": "2 compensatory heads", "ablation_table": "no baseline", "passk_curve": "emergent",
-    "newly_solved_missed": "newly_missed", "circuit_faithfulness": "threshold", "top_heads": "L3H0",
+    "heads_gained": "+1 / -2",
+    "regime_compare": "Jaccard",
+    "head_frequency": "of 3 checkpoints",
+    "head_cohorts": "cohorts by first step",
+    "head_dynamics": "correlation with reward over 3 checkpoints",
+    "benchmark_trajectory": "gsm8k",
+    "effect_map": "E(l,h) over 3 checkpoints",
+    "think_compensatory": "2 compensatory heads",
+    "ablation_table": "no baseline",
+    "passk_curve": "emergent",
+    "newly_solved_missed": "newly_missed",
+    "circuit_faithfulness": "threshold",
+    "top_heads": "L3H0",
 }
 
 
@@ -148,6 +162,7 @@ def test_report_errors(st):
 
 # -- circuit pictures --------------------------------------------------------------------------------------
 
+
 def test_circuit_report_writes_dot_and_explains_missing_graphviz(st, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     console = plain_console(200)
@@ -155,7 +170,7 @@ def test_circuit_report_writes_dot_and_explains_missing_graphviz(st, tmp_path, m
     df = run_report(st.db, "circuit", {"run": st.run["grpo@400"]}, console, None, out=out)
     dot = out.read_text()
     assert dot.startswith("digraph circuit_run") and dot.rstrip().endswith("}")
-    assert dot.count("\" -> \"") == df.height == 4
+    assert dot.count('" -> "') == df.height == 4
     assert '"a0.h0" -> "a3.h1"' in dot and 'label="v"' in dot and "rank=same" in dot
     assert "graphviz `dot` is not installed" in console.export_text()
     assert not (tmp_path / "c.png").exists()
@@ -164,8 +179,9 @@ def test_circuit_report_writes_dot_and_explains_missing_graphviz(st, tmp_path, m
 def test_circuit_report_draws_the_png_itself_without_graphviz(st, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     console = plain_console(200)
-    df = run_report(st.db, "circuit", {"checkpoint": "grpo-gsm8k@400", "task": "math"}, console, tmp_path / "c.png",
-                    out=tmp_path)
+    df = run_report(
+        st.db, "circuit", {"checkpoint": "grpo-gsm8k@400", "task": "math"}, console, tmp_path / "c.png", out=tmp_path
+    )
     assert (tmp_path / "c.png").read_bytes()[:8] == PNG_MAGIC
     assert (tmp_path / f"circuit-run{st.run['grpo@400']}.dot").exists()  # a folder as --out: the file goes in it
     assert "drawn with matplotlib" in " ".join(console.export_text().split()) and df.height == 4
@@ -177,7 +193,9 @@ def test_circuit_report_runs_dot_when_installed(st, tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "dot"  # stands in for graphviz: copies a PNG header to the -o file
-    fake.write_text("#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ \"$1\" = -o ]; then shift; printf '\\211PNG\\r\\n\\032\\n' > \"$1\"; fi; shift; done\n")
+    fake.write_text(
+        '#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ "$1" = -o ]; then shift; printf \'\\211PNG\\r\\n\\032\\n\' > "$1"; fi; shift; done\n'
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ.get("PATH", ""))
     console = plain_console(200)
@@ -192,13 +210,25 @@ def test_circuit_report_without_a_circuit(st):
 
 
 def test_circuit_dot_quotes_names():
-    df = pl.DataFrame({"edge": ['a"b->c'], "src": ['a"b'], "dst": ["c"], "port": [""], "src_kind": ["attn"],
-                       "dst_kind": ["logits"], "src_layer": [0], "dst_layer": [None], "score": [None]},
-                      schema_overrides={"dst_layer": pl.Int32, "score": pl.Float32})
+    df = pl.DataFrame(
+        {
+            "edge": ['a"b->c'],
+            "src": ['a"b'],
+            "dst": ["c"],
+            "port": [""],
+            "src_kind": ["attn"],
+            "dst_kind": ["logits"],
+            "src_layer": [0],
+            "dst_layer": [None],
+            "score": [None],
+        },
+        schema_overrides={"dst_layer": pl.Int32, "score": pl.Float32},
+    )
     assert '"a\\"b" -> "c"' in circuit_dot(df)
 
 
 # -- the CLI sub-apps ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def app():
@@ -222,8 +252,19 @@ def test_cli_query_list_and_run(app, st):
     db = st.db.location
     listed = invoke(app, "--db", db, "query", "list", "--format", "json")
     assert listed.exit_code == 0 and "heads_gained" in {r["name"] for r in json.loads(listed.stdout)}
-    out = invoke(app, "--db", db, "query", "heads_gained", "--param", "base=qwen-math",
-                 "-p", "target=grpo-gsm8k@400", "--format", "csv")
+    out = invoke(
+        app,
+        "--db",
+        db,
+        "query",
+        "heads_gained",
+        "--param",
+        "base=qwen-math",
+        "-p",
+        "target=grpo-gsm8k@400",
+        "--format",
+        "csv",
+    )
     assert out.exit_code == 0, out.output
     assert out.stdout.splitlines()[0].startswith("task_id,task,mode,change,layer,head")
     assert len(out.stdout.splitlines()) == 4
@@ -245,8 +286,9 @@ def test_listings_are_one_line_per_entry_at_the_terminal_width(width):
     env = {**os.environ, "COLUMNS": str(width)}
 
     def lines(*args):
-        out = subprocess.run([sys.executable, "-m", "headdb", *args], capture_output=True, text=True, env=env,
-                             timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-m", "headdb", *args], capture_output=True, text=True, env=env, timeout=300
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout.splitlines()
 
@@ -261,13 +303,16 @@ def test_listings_are_one_line_per_entry_at_the_terminal_width(width):
     assert any(line.strip().startswith("n: int = 10") for line in shown)
 
 
-@pytest.mark.parametrize("args, message", [
-    (("query", "nope"), "unknown query 'nope'"),
-    (("query", "heads_gained", "-p", "base"), "--param expects NAME=VALUE"),
-    (("query", "heads_gained", "-p", "base=a"), "param target needs a value"),
-    (("query", "top_heads", "-p", "n=many"), "param n must be an integer"),
-    (("query", "heads_gained", "-p", "base=a", "-p", "target=b", "--format", "parquet"), "--out FILE"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("query", "nope"), "unknown query 'nope'"),
+        (("query", "heads_gained", "-p", "base"), "--param expects NAME=VALUE"),
+        (("query", "heads_gained", "-p", "base=a"), "param target needs a value"),
+        (("query", "top_heads", "-p", "n=many"), "param n must be an integer"),
+        (("query", "heads_gained", "-p", "base=a", "-p", "target=b", "--format", "parquet"), "--out FILE"),
+    ],
+)
 def test_cli_query_errors_are_user_errors(app, st, args, message):
     result = invoke(app, "--db", st.db.location, *args)
     assert isinstance(result.exception, UserError) and message in str(result.exception)
@@ -275,8 +320,9 @@ def test_cli_query_errors_are_user_errors(app, st, args, message):
 
 def test_cli_report_with_png(app, st, tmp_path):
     png = tmp_path / "f.png"
-    result = invoke(app, "--db", st.db.location, "report", "head_frequency", "-p", "lineage=grpo-gsm8k",
-                    "--png", png, "--no-color")
+    result = invoke(
+        app, "--db", st.db.location, "report", "head_frequency", "-p", "lineage=grpo-gsm8k", "--png", png, "--no-color"
+    )
     assert result.exit_code == 0, result.output
     assert "of 3 checkpoints" in result.stdout and png.read_bytes()[:8] == PNG_MAGIC
 
@@ -289,11 +335,29 @@ def test_cli_export_and_ingest_graph_json(app, st, tmp_path):
     assert sum(e["in_graph"] for e in graph["edges"].values()) == 4
     target = tmp_path / "other.duckdb"
     headdb.connect(target)
-    result = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--ref", "checkpoint-400",
-                    "--task", "math")
+    result = invoke(
+        app, "--db", target, "ingest", "graph-json", graph_file, "--ref", "checkpoint-400", "--task", "math"
+    )
     assert isinstance(result.exception, UserError) and "--new" in str(result.exception)
-    result = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--ref", "checkpoint-400",
-                    "--task", "math", "--new", "--lineage", "grpo", "--step", "400", "--regime", "grpo")
+    result = invoke(
+        app,
+        "--db",
+        target,
+        "ingest",
+        "graph-json",
+        graph_file,
+        "--ref",
+        "checkpoint-400",
+        "--task",
+        "math",
+        "--new",
+        "--lineage",
+        "grpo",
+        "--step",
+        "400",
+        "--regime",
+        "grpo",
+    )
     assert result.exit_code == 0, result.output
     again = invoke(app, "--db", target, "ingest", "graph-json", graph_file, "--ref", "grpo@400", "--task", "math")
     assert again.exit_code == 0 and "already in the warehouse" in again.output
@@ -304,8 +368,9 @@ def test_cli_export_and_ingest_graph_json(app, st, tmp_path):
     out = tmp_path / "parquet"
     result = invoke(app, "--db", target, "export", "parquet", out)
     assert result.exit_code == 0, result.output
-    assert pl.scan_parquet(str(out / "edge_scores" / "**" / "*.parquet"), hive_partitioning=True) \
-        .select(pl.len()).collect().item() == len(graph["edges"])
+    assert pl.scan_parquet(str(out / "edge_scores" / "**" / "*.parquet"), hive_partitioning=True).select(
+        pl.len()
+    ).collect().item() == len(graph["edges"])
 
 
 def test_parse_params():
@@ -315,6 +380,7 @@ def test_parse_params():
 
 
 # -- the study report as one HTML file ---------------------------------------------------------------------
+
 
 def _manifest_with_every_report(st, folder) -> tuple[object, list[str]]:
     lines, names = ['[study]\nname = "mini"\n'], []

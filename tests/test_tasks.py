@@ -1,4 +1,5 @@
 """Circuit task files: parsing, line-numbered errors, digests, modes, length alignment."""
+
 from __future__ import annotations
 
 import json
@@ -47,13 +48,16 @@ def test_parse_jsonl(tmp_path):
     assert task.tasks_row()["n_items"] == 2 and task.tasks_row()["digest"] == task.digest
 
 
-@pytest.mark.parametrize("bad, message", [
-    ('{"clean": "1+1=", "corrupted": "1+2=", "answer": "2"', "malformed JSON"),
-    ('{"clean": "1+1=", "answer": "2"}', "missing field 'corrupted'"),
-    ('{"clean": 5, "corrupted": "1+2=", "answer": "2"}', "'clean' must be a string"),
-    ('[1, 2]', "expected a JSON object"),
-    ('{"id": "a", "clean": "1+1=", "corrupted": "1+2=", "answer": "2"}', "duplicate id 'a'"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ('{"clean": "1+1=", "corrupted": "1+2=", "answer": "2"', "malformed JSON"),
+        ('{"clean": "1+1=", "answer": "2"}', "missing field 'corrupted'"),
+        ('{"clean": 5, "corrupted": "1+2=", "answer": "2"}', "'clean' must be a string"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"id": "a", "clean": "1+1=", "corrupted": "1+2=", "answer": "2"}', "duplicate id 'a'"),
+    ],
+)
 def test_bad_line_is_reported_by_number(tmp_path, bad, message):
     path = _write(tmp_path / "t.jsonl", [ITEMS[0], "", bad])
     with pytest.raises(UserError, match=message) as err:
@@ -75,8 +79,7 @@ def test_digest_is_stable_and_canonical(tmp_path):
     assert len(base) == 64
     assert load_task(_write(tmp_path / "a.jsonl", ITEMS)).digest == base
     # Key order, spacing and file name do not matter.
-    reordered = [json.dumps(dict(reversed(list(it.items()))), indent=None, separators=(", ", " : "))
-                 for it in ITEMS]
+    reordered = [json.dumps(dict(reversed(list(it.items()))), indent=None, separators=(", ", " : ")) for it in ITEMS]
     assert load_task(_write(tmp_path / "b.jsonl", reordered)).digest == base
     # Parquet with the same items digests the same.
     rows = [{**it, "answer": str(it["answer"]), "id": it.get("id")} for it in ITEMS]
@@ -111,8 +114,10 @@ def test_modes_render_chat_templates(tok):
     assert off.endswith("assistant\n" + THINK_OFF_PREFIX + "Step 1:")
     # A template without enable_thinking: the empty think block is appended by headdb.
     tok2 = build_tokenizer()
-    tok2.chat_template = ("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
-                          "{% if add_generation_prompt %}[assistant]{% endif %}")
+    tok2.chat_template = (
+        "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
     assert render_prompt("3+4=", None, tok2, "think_off") == "[user]3+4=[assistant]" + THINK_OFF_PREFIX
     assert render_prompt("3+4=", None, tok2, "think_on") == "[user]3+4=[assistant]"
 

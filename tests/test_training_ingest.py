@@ -1,4 +1,5 @@
 """Real trl runs (SFTTrainer, GRPOTrainer) on a tiny model, ingested end to end; the callback."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,18 @@ def base(tmp_path_factory):
 
 
 def numeric_entries(history):
-    return sorted((e["step"], k, float(v)) for e in history for k, v in e.items()
-                  if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool))
+    return sorted(
+        (e["step"], k, float(v))
+        for e in history
+        for k, v in e.items()
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    )
 
 
 def cli(db, *args):
-    return subprocess.run([sys.executable, "-m", "headdb", "--db", str(db), *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "headdb", "--db", str(db), *args], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.parametrize("regime", ["sft", "grpo"])
@@ -38,11 +44,27 @@ def test_real_trl_run_ingested_end_to_end(tmp_path, base, regime):
     if regime == "sft":
         recipes.train_sft(base, out, steps=4, save_steps=2, batch_size=4, seed=0)
     else:
-        recipes.train_grpo(base, out, steps=4, save_steps=2, num_generations=2, prompts_per_step=1,
-                           max_completion_length=8, seed=0)
+        recipes.train_grpo(
+            base, out, steps=4, save_steps=2, num_generations=2, prompts_per_step=1, max_completion_length=8, seed=0
+        )
     db_path = tmp_path / "w.duckdb"
-    args = ["ingest", "run", str(out), "--regime", regime, "--lineage", f"{regime}-run", "--base", str(base),
-            "--bench", "synthetic-arithmetic:n=2", "--samples", "1", "--max-new-tokens", "4"]
+    args = [
+        "ingest",
+        "run",
+        str(out),
+        "--regime",
+        regime,
+        "--lineage",
+        f"{regime}-run",
+        "--base",
+        str(base),
+        "--bench",
+        "synthetic-arithmetic:n=2",
+        "--samples",
+        "1",
+        "--max-new-tokens",
+        "4",
+    ]
     first = cli(db_path, *args)
     assert first.returncode == 0, first.stderr
     db = headdb.connect(db_path, create=False)
@@ -53,11 +75,15 @@ def test_real_trl_run_ingested_end_to_end(tmp_path, base, regime):
         assert {"reward", "reward_std", "kl"} <= {k for _, k, _ in got}
     else:
         assert "loss" in {k for _, k, _ in got}
-    cks = db.sql("SELECT c.lineage, c.regime, c.step, p.name AS parent FROM checkpoints c "
-                 "LEFT JOIN checkpoints p ON p.checkpoint_id = c.parent_id ORDER BY c.step, c.checkpoint_id").rows()
+    cks = db.sql(
+        "SELECT c.lineage, c.regime, c.step, p.name AS parent FROM checkpoints c "
+        "LEFT JOIN checkpoints p ON p.checkpoint_id = c.parent_id ORDER BY c.step, c.checkpoint_id"
+    ).rows()
     assert cks[0] == ("base", "base", 0, None)
-    assert [(l, r, s, p) for l, r, s, p in cks[1:3]] == [(f"{regime}-run", regime, 2, "base"),
-                                                         (f"{regime}-run", regime, 4, "base")]
+    assert [(l, r, s, p) for l, r, s, p in cks[1:3]] == [
+        (f"{regime}-run", regime, 2, "base"),
+        (f"{regime}-run", regime, 4, "base"),
+    ]
     n_runs = db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0]
     assert n_runs == len(cks)
     again = cli(db_path, *args)
@@ -68,20 +94,30 @@ def test_real_trl_run_ingested_end_to_end(tmp_path, base, regime):
 
 def test_callback_fills_the_warehouse_during_training(tmp_path, base):
     db_path = tmp_path / "w.duckdb"
-    callback = HeadDBCallback(db_path, lineage="live", regime="sft", base=base, wait=True,
-                              log_file=tmp_path / "ingest.log",
-                              args=["--bench", "synthetic-arithmetic:n=2", "--samples", "1", "--max-new-tokens", "4"])
+    callback = HeadDBCallback(
+        db_path,
+        lineage="live",
+        regime="sft",
+        base=base,
+        wait=True,
+        log_file=tmp_path / "ingest.log",
+        args=["--bench", "synthetic-arithmetic:n=2", "--samples", "1", "--max-new-tokens", "4"],
+    )
 
     seen: list[list[str]] = []
 
     class Watch(recipes_callback_base()):
         def on_save(self, args, state, control, **kw):
             # runs after HeadDBCallback (registered first) has ingested this save
-            seen.append(headdb.connect(db_path, create=False).sql(
-                "SELECT name FROM checkpoints ORDER BY checkpoint_id")["name"].to_list())
+            seen.append(
+                headdb.connect(db_path, create=False)
+                .sql("SELECT name FROM checkpoints ORDER BY checkpoint_id")["name"]
+                .to_list()
+            )
 
-    recipes.train_sft(base, tmp_path / "sft", steps=4, save_steps=2, batch_size=4, seed=0,
-                      callbacks=[callback, Watch()])
+    recipes.train_sft(
+        base, tmp_path / "sft", steps=4, save_steps=2, batch_size=4, seed=0, callbacks=[callback, Watch()]
+    )
     assert callback.returncodes == [0, 0], (tmp_path / "ingest.log").read_text()[-2000:]
     assert seen == [["base", "live/checkpoint-2"], ["base", "live/checkpoint-2", "live/checkpoint-4"]]
 
@@ -95,4 +131,5 @@ def test_a_failing_ingest_never_breaks_training(tmp_path, base):
 
 def recipes_callback_base():
     from transformers import TrainerCallback
+
     return TrainerCallback

@@ -1,4 +1,5 @@
 """Real (tiny, CPU) transformers / trl training runs: pretraining, SFT and GRPO recipes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -73,7 +74,9 @@ def test_solution_text_is_correct_arithmetic():
                     lhs, rhs = claim.rsplit(" = ", 1)
                     assert eval(lhs) == int(rhs), line
     assert recipes.solution_text("47 + 38").splitlines()[:2] == [
-        "Ones: 7 + 8 = 15, write 5 carry 1.", "Tens: 4 + 3 + 1 = 8."]
+        "Ones: 7 + 8 = 15, write 5 carry 1.",
+        "Tens: 4 + 3 + 1 = 8.",
+    ]
 
 
 def test_accuracy_reward_grades_boxed_answers():
@@ -113,8 +116,7 @@ def test_pretrained_base_is_a_loadable_model_dir(base):
 
 def test_sft_run_writes_checkpoints_and_logs(base, tmp_path):
     rec = SaveRecorder()
-    out = recipes.train_sft(base, tmp_path / "sft", steps=4, save_steps=2, batch_size=4, seed=0,
-                            callbacks=[rec])
+    out = recipes.train_sft(base, tmp_path / "sft", steps=4, save_steps=2, batch_size=4, seed=0, callbacks=[rec])
     assert _checkpoints(out) == [2, 4]
     assert rec.saves == [2, 4]
     for ckpt in ("checkpoint-2", "checkpoint-4"):
@@ -138,17 +140,32 @@ def test_sft_is_deterministic_under_seed(base, tmp_path):
 
 def test_grpo_run_writes_checkpoints_and_trl_metrics(base, tmp_path):
     rec = SaveRecorder()
-    out = recipes.train_grpo(base, tmp_path / "grpo", steps=4, save_steps=2, seed=0,
-                             num_generations=4, prompts_per_step=1, max_completion_length=12,
-                             callbacks=[rec])
+    out = recipes.train_grpo(
+        base,
+        tmp_path / "grpo",
+        steps=4,
+        save_steps=2,
+        seed=0,
+        num_generations=4,
+        prompts_per_step=1,
+        max_completion_length=12,
+        callbacks=[rec],
+    )
     assert _checkpoints(out) == [2, 4]
     assert rec.saves == [2, 4]
     hist = _history(out)
     logged = [h for h in hist if "reward" in h]
     assert [h["step"] for h in logged] == [1, 2, 3, 4]
     keys = set().union(*logged)
-    for key in ("loss", "reward", "reward_std", "rewards/accuracy_reward/mean",
-                "completions/mean_length", "kl", "entropy"):
+    for key in (
+        "loss",
+        "reward",
+        "reward_std",
+        "rewards/accuracy_reward/mean",
+        "completions/mean_length",
+        "kl",
+        "entropy",
+    ):
         assert key in keys, key
     assert all(0.0 <= h["reward"] <= 1.0 for h in logged)
     assert any("reward" in h for h in _history(out / "checkpoint-2"))
@@ -156,8 +173,16 @@ def test_grpo_run_writes_checkpoints_and_trl_metrics(base, tmp_path):
 
 
 def test_grpo_is_deterministic_under_seed(base, tmp_path):
-    kw = dict(steps=2, save_steps=2, seed=5, num_generations=4, prompts_per_step=1,
-              max_completion_length=12, temperature=1.0, lr=1e-3)
+    kw = dict(
+        steps=2,
+        save_steps=2,
+        seed=5,
+        num_generations=4,
+        prompts_per_step=1,
+        max_completion_length=12,
+        temperature=1.0,
+        lr=1e-3,
+    )
     a = recipes.train_grpo(base, tmp_path / "a", **kw)
     b = recipes.train_grpo(base, tmp_path / "b", **kw)
     assert _weights_digest(a) == _weights_digest(b)

@@ -1,4 +1,5 @@
 """`headdb ingest run` on a training output directory: metrics, lineage, resume, failures."""
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,27 @@ import headdb
 from headdb.checkpoints.discovery import discover, training_metrics
 
 LOG_HISTORY = [
-    {"step": 1, "loss": 2.5, "learning_rate": 1e-4, "epoch": 0.1, "reward": 0.25, "rewards/accuracy_reward/mean": 0.25,
-     "completions/mean_length": 12.0, "kl": 0.0},
-    {"step": 2, "loss": 2.1, "learning_rate": 9e-5, "epoch": 0.2, "reward": 0.5, "reward_std": 0.1, "kl": 0.01,
-     "note": "text is not numeric", "flag": True},
+    {
+        "step": 1,
+        "loss": 2.5,
+        "learning_rate": 1e-4,
+        "epoch": 0.1,
+        "reward": 0.25,
+        "rewards/accuracy_reward/mean": 0.25,
+        "completions/mean_length": 12.0,
+        "kl": 0.0,
+    },
+    {
+        "step": 2,
+        "loss": 2.1,
+        "learning_rate": 9e-5,
+        "epoch": 0.2,
+        "reward": 0.5,
+        "reward_std": 0.1,
+        "kl": 0.01,
+        "note": "text is not numeric",
+        "flag": True,
+    },
     {"step": 3, "loss": 1.9, "epoch": 0.3, "entropy": 1.2},
     {"step": 3, "train_runtime": 12.5, "train_loss": 2.2, "epoch": 0.3},
 ]
@@ -30,6 +48,7 @@ def make_run_dir(root, base, steps=(1, 2, 3), final=True):
         shutil.copytree(base, ck)
         # checkpoints differ from the base and from each other in their weights
         from safetensors.torch import load_file, save_file
+
         tensors = load_file(ck / "model.safetensors")
         name = sorted(tensors)[0]
         tensors[name] = tensors[name] + 0.01 * step
@@ -46,27 +65,53 @@ def make_run_dir(root, base, steps=(1, 2, 3), final=True):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory, tiny_checkpoint):
-    return tiny_checkpoint(at=tmp_path_factory.mktemp("base") / "base", arch="qwen2", n_layers=2, n_heads=4,
-                            n_kv_heads=2, d_model=64, init_std=0.2, seed=5)
+    return tiny_checkpoint(
+        at=tmp_path_factory.mktemp("base") / "base",
+        arch="qwen2",
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        d_model=64,
+        init_std=0.2,
+        seed=5,
+    )
 
 
 def cli(db, *args, **kw):
-    return subprocess.run([sys.executable, "-m", "headdb", "--db", str(db), *args], capture_output=True, text=True,
-                          timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "headdb", "--db", str(db), *args], capture_output=True, text=True, timeout=600, **kw
+    )
 
 
-RUN_ARGS = ["--regime", "grpo", "--lineage", "g1", "--bench", "synthetic-arithmetic:n=3", "--samples", "1",
-            "--temperature", "0", "--max-new-tokens", "6"]
+RUN_ARGS = [
+    "--regime",
+    "grpo",
+    "--lineage",
+    "g1",
+    "--bench",
+    "synthetic-arithmetic:n=3",
+    "--samples",
+    "1",
+    "--temperature",
+    "0",
+    "--max-new-tokens",
+    "6",
+]
 
 
 def numeric_entries(history):
-    return sorted((e["step"], k, float(v)) for e in history for k, v in e.items()
-                  if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool))
+    return sorted(
+        (e["step"], k, float(v))
+        for e in history
+        for k, v in e.items()
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+    )
 
 
 def test_a_final_model_with_new_weights_is_its_own_checkpoint(tmp_path, base):
     run = make_run_dir(tmp_path, base, steps=(1, 2))
     from safetensors.torch import load_file, save_file
+
     tensors = load_file(run / "model.safetensors")
     name = sorted(tensors)[0]
     tensors[name] = tensors[name] * 1.5
@@ -94,10 +139,16 @@ def test_whole_run_then_idempotent_rerun(tmp_path, base):
     out = cli(db_path, "ingest", "run", str(run), "--base", str(base), *RUN_ARGS)
     assert out.returncode == 0, out.stderr
     db = headdb.connect(db_path, create=False)
-    cks = db.sql("SELECT c.name, c.lineage, c.regime, c.step, p.name AS parent FROM checkpoints c "
-                 "LEFT JOIN checkpoints p ON p.checkpoint_id = c.parent_id ORDER BY c.checkpoint_id").rows()
-    assert cks == [("base", "base", "base", 0, None), ("g1/checkpoint-1", "g1", "grpo", 1, "base"),
-                   ("g1/checkpoint-2", "g1", "grpo", 2, "base"), ("g1/checkpoint-3", "g1", "grpo", 3, "base")]
+    cks = db.sql(
+        "SELECT c.name, c.lineage, c.regime, c.step, p.name AS parent FROM checkpoints c "
+        "LEFT JOIN checkpoints p ON p.checkpoint_id = c.parent_id ORDER BY c.checkpoint_id"
+    ).rows()
+    assert cks == [
+        ("base", "base", "base", 0, None),
+        ("g1/checkpoint-1", "g1", "grpo", 1, "base"),
+        ("g1/checkpoint-2", "g1", "grpo", 2, "base"),
+        ("g1/checkpoint-3", "g1", "grpo", 3, "base"),
+    ]
     metrics = db.sql("SELECT step, key, value FROM training_metrics WHERE lineage = 'g1'").rows()
     assert sorted(metrics) == numeric_entries(LOG_HISTORY)
     assert db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok' AND kind = 'generation'")["n"][0] == 4
@@ -111,9 +162,24 @@ def test_whole_run_then_idempotent_rerun(tmp_path, base):
 def test_interrupted_ingest_resumes_without_duplicates(tmp_path, base):
     run = make_run_dir(tmp_path, base, steps=(1, 2, 3, 4), final=False)
     db_path = tmp_path / "w.duckdb"
-    proc = subprocess.Popen([sys.executable, "-m", "headdb", "--db", str(db_path), "ingest", "run", str(run),
-                             "--base", str(base), *RUN_ARGS], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "headdb",
+            "--db",
+            str(db_path),
+            "ingest",
+            "run",
+            str(run),
+            "--base",
+            str(base),
+            *RUN_ARGS,
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     lines = []
     for line in proc.stderr:  # kill right after the second run has landed
         lines.append(line)
@@ -148,7 +214,8 @@ def test_a_cut_or_empty_checkpoint_is_refused_before_anything_is_written(tmp_pat
     assert [line for line in out.stderr.splitlines() if line.strip()] == [
         f"headdb: error: {weights}: truncated (its header describes {len(whole)} bytes, the file has "
         f"{len(whole) - 100}); the save was interrupted or the copy is incomplete: save or copy the checkpoint "
-        "again, or move it aside"]
+        "again, or move it aside"
+    ]
     assert not db_path.exists()
     weights.write_bytes(whole)
     shutil.rmtree(run / "checkpoint-3")

@@ -3,6 +3,7 @@ traceback, and the warehouse exactly as it was (same bytes, same table counts, n
 
 The CLI runs in process (headdb.cli.app.main), so the whole list costs seconds.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,9 +50,12 @@ def world(tmp_path_factory, tiny_checkpoint):
     model = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=1, at=root / "model")
     other = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=2, at=root / "other")
     gone = tiny_checkpoint(arch="qwen2", n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, seed=3, at=root / "gone")
-    (root / "task.jsonl").write_text("".join(json.dumps(
-        {"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3", "wrong_answer": "4"}) + "\n"
-        for i in range(4)))
+    (root / "task.jsonl").write_text(
+        "".join(
+            json.dumps({"clean": f"1{i}+2{i}=", "corrupted": f"1{i}+3{i}=", "answer": "3", "wrong_answer": "4"}) + "\n"
+            for i in range(4)
+        )
+    )
     (root / "nowrong.jsonl").write_text(json.dumps({"clean": "11+22=", "corrupted": "11+33=", "answer": "3"}) + "\n")
     (root / "ragged.jsonl").write_text(json.dumps({"clean": "1+2=", "corrupted": "11+22=", "answer": "3"}) + "\n")
     (root / "broken.jsonl").write_text('{"clean": "1+2=", "corrupted": "1+3=", "answer": "3"}\n{not json\n')
@@ -63,7 +67,7 @@ def world(tmp_path_factory, tiny_checkpoint):
     (root / "unknown_ref.toml").write_text(f"""
 [[benchmarks]]
 name = "b"
-source = "{root / 'bench.jsonl'}"
+source = "{root / "bench.jsonl"}"
 [[models]]
 name = "base"
 path = "{model}"
@@ -75,7 +79,7 @@ heads = "L0H1"
     (root / "bad_heads.toml").write_text(f"""
 [[benchmarks]]
 name = "b"
-source = "{root / 'bench.jsonl'}"
+source = "{root / "bench.jsonl"}"
 [[models]]
 name = "base"
 path = "{model}"
@@ -87,7 +91,7 @@ heads = "L9H1"
     (root / "gone_ablation.toml").write_text(f"""
 [[benchmarks]]
 name = "b"
-source = "{root / 'bench.jsonl'}"
+source = "{root / "bench.jsonl"}"
 [[models]]
 name = "base"
 path = "{model}"
@@ -102,6 +106,7 @@ heads_query = {{ name = "top_heads", params = {{ task = "t", n = 2 }} }}
     code, err = run_cli(db, "checkpoints", "add", str(gone), "--regime", "sft", "--lineage", "gone")
     assert code == 0, err
     import shutil
+
     shutil.rmtree(gone)  # registered, then its directory deleted
     return root, model, db
 
@@ -122,10 +127,24 @@ def mistakes(root, model):
         "steps not a number": ["ingest", "attribution", *ck, *task, "--steps", "five"],
         "threshold above 1": ["ingest", "attribution", *ck, *task, "--threshold", "2"],
         "unknown align": ["ingest", "attribution", *ck, *task, "--align", "pad"],
-        "strict alignment on uneven pairs": ["ingest", "attribution", *ck, "--task", root / "ragged.jsonl",
-                                             "--align", "strict"],
-        "logit-diff without wrong_answer": ["ingest", "attribution", *ck, "--task", root / "nowrong.jsonl",
-                                            "--metric", "logit-diff"],
+        "strict alignment on uneven pairs": [
+            "ingest",
+            "attribution",
+            *ck,
+            "--task",
+            root / "ragged.jsonl",
+            "--align",
+            "strict",
+        ],
+        "logit-diff without wrong_answer": [
+            "ingest",
+            "attribution",
+            *ck,
+            "--task",
+            root / "nowrong.jsonl",
+            "--metric",
+            "logit-diff",
+        ],
         "layer out of range": ["ingest", "attribution", *ck, *task, "--ablate", "L9H0"],
         "head out of range": ["ingest", "generations", *ck, *bench, "--ablate", "L0H9"],
         "malformed head": ["ingest", "generations", *ck, *bench, "--ablate", "layer0"],
@@ -153,16 +172,42 @@ def mistakes(root, model):
         "study ablation on a checkpoint whose directory is gone": ["study", root / "gone_ablation.toml"],
         "unknown report": ["report", "effect_mp"],
         "unknown query": ["query", "heads_gainde"],
-        "query param of the wrong type": ["query", "head_frequency", "--param", "lineage=x", "--param", "task=t",
-                                          "--param", "min_count=many"],
+        "query param of the wrong type": [
+            "query",
+            "head_frequency",
+            "--param",
+            "lineage=x",
+            "--param",
+            "task=t",
+            "--param",
+            "min_count=many",
+        ],
         "unknown option": ["ingest", "attribution", *ck, *task, "--stepz", "3"],
-        "checkpoints add its own base": ["checkpoints", "add", model, "--regime", "distill", "--lineage", "d",
-                                         "--base", model],
+        "checkpoints add its own base": [
+            "checkpoints",
+            "add",
+            model,
+            "--regime",
+            "distill",
+            "--lineage",
+            "d",
+            "--base",
+            model,
+        ],
         "checkpoints add unknown regime": ["checkpoints", "add", model, "--regime", "rlhf", "--lineage", "d"],
         "sql that writes": ["sql", "DELETE FROM runs"],
         "unknown rank": ["ingest", "attribution", *ck, *task, "--rank", "median"],
         "negative bootstrap": ["ingest", "attribution", *ck, *task, "--bootstrap", "-1"],
-        "bootstrap with exact patching": ["ingest", "attribution", *ck, *task, "--method", "exact", "--bootstrap", "10"],
+        "bootstrap with exact patching": [
+            "ingest",
+            "attribution",
+            *ck,
+            *task,
+            "--method",
+            "exact",
+            "--bootstrap",
+            "10",
+        ],
         "unknown ig rule": ["ingest", "attribution", *ck, *task, "--ig-rule", "trapezoid"],
         "unknown executor": ["ingest", "attribution", *ck, *task, "--executor", "slurm"],
         "ray options without ray": ["study", root / "bad_heads.toml", "--gpus-per-job", "1"],
@@ -173,13 +218,47 @@ def mistakes(root, model):
         "graph onto an unknown ref": ["ingest", "graph-json", root / "wide.json", "--ref", "grpo@9", "--task", "t"],
         # a checkpoint known only through graphs is registered by the plan's execution, after every
         # file was checked: the second file's other shape refuses the import with nothing registered
-        "graphs of two models onto a new ref": ["ingest", "graph-json", root / "narrow.json", root / "wide.json",
-                                                "--ref", "imported-1", "--new", "--lineage", "imp", "--step", "1",
-                                                "--task", "t2"],
-        "graph with no scored edge": ["ingest", "graph-json", root / "wide.json", "--ref", "imported-3", "--new",
-                                      "--lineage", "imp", "--task", "t2"],
-        "graph onto an unknown parent": ["ingest", "graph-json", root / "narrow.json", "--ref", "imported-2", "--new",
-                                         "--lineage", "imp", "--parent", "nope@3", "--task", "t2"],
+        "graphs of two models onto a new ref": [
+            "ingest",
+            "graph-json",
+            root / "narrow.json",
+            root / "wide.json",
+            "--ref",
+            "imported-1",
+            "--new",
+            "--lineage",
+            "imp",
+            "--step",
+            "1",
+            "--task",
+            "t2",
+        ],
+        "graph with no scored edge": [
+            "ingest",
+            "graph-json",
+            root / "wide.json",
+            "--ref",
+            "imported-3",
+            "--new",
+            "--lineage",
+            "imp",
+            "--task",
+            "t2",
+        ],
+        "graph onto an unknown parent": [
+            "ingest",
+            "graph-json",
+            root / "narrow.json",
+            "--ref",
+            "imported-2",
+            "--new",
+            "--lineage",
+            "imp",
+            "--parent",
+            "nope@3",
+            "--task",
+            "t2",
+        ],
         "export of a missing run": ["export", "graph-json", "999"],
     }
 
@@ -208,7 +287,8 @@ def test_a_mistake_is_one_line_exit_2_and_changes_nothing(world, cases, name):
 def test_a_mistake_creates_no_warehouse(world, tmp_path):
     root, model, _ = world
     fresh = tmp_path / "fresh.duckdb"
-    code, err = run_cli(fresh, "ingest", "attribution", "--checkpoint", model, "--task", root / "ragged.jsonl",
-                        "--align", "strict")
+    code, err = run_cli(
+        fresh, "ingest", "attribution", "--checkpoint", model, "--task", root / "ragged.jsonl", "--align", "strict"
+    )
     assert code == 2 and "differ in token length" in err
     assert not fresh.exists()

@@ -1,4 +1,5 @@
 """Schema, migrations, run lifecycle, idempotency and read-only SQL of the warehouse."""
+
 from __future__ import annotations
 
 import shutil
@@ -16,8 +17,7 @@ from headdb.warehouse.migrations import code_version
 
 
 def scores(n: int, value: float = 1.0) -> pa.Table:
-    return pa.table({"edge_id": pa.array(range(n), pa.int32()),
-                     "score": pa.array([value] * n, pa.float32())})
+    return pa.table({"edge_id": pa.array(range(n), pa.int32()), "score": pa.array([value] * n, pa.float32())})
 
 
 @pytest.fixture
@@ -28,12 +28,29 @@ def db(tmp_path):
 def test_new_warehouse_has_every_core_table_and_the_latest_version(db):
     assert db.sql("SELECT max(version) AS v FROM schema_version")["v"][0] == code_version()
     tables = set(db.sql("SELECT table_name FROM information_schema.tables")["table_name"])
-    core = {"schema_version", "models", "checkpoints", "training_metrics", "tasks", "task_items", "runs",
-            "graph_nodes", "graph_edges", "edge_scores", "head_scores", "circuits", "circuit_edges",
-            "circuit_heads", "generations", "interventions", "eval_metrics"}
+    core = {
+        "schema_version",
+        "models",
+        "checkpoints",
+        "training_metrics",
+        "tasks",
+        "task_items",
+        "runs",
+        "graph_nodes",
+        "graph_edges",
+        "edge_scores",
+        "head_scores",
+        "circuits",
+        "circuit_edges",
+        "circuit_heads",
+        "generations",
+        "interventions",
+        "eval_metrics",
+    }
     assert core <= tables
-    score_type = db.sql("SELECT data_type FROM information_schema.columns "
-                        "WHERE table_name='edge_scores' AND column_name='score'")["data_type"][0]
+    score_type = db.sql(
+        "SELECT data_type FROM information_schema.columns WHERE table_name='edge_scores' AND column_name='score'"
+    )["data_type"][0]
     assert score_type == "FLOAT"
 
 
@@ -154,19 +171,25 @@ def test_a_run_whose_process_died_is_abandoned_not_running(tmp_path):
     writer stores it as abandoned, and a re-run of the same config replaces it."""
     path = tmp_path / "w.duckdb"
     headdb.connect(path)
-    script = ("import os, signal, headdb\n"
-              f"db = headdb.connect({str(path)!r})\n"
-              "run = db.start_run('attribution', config={'m': 5})\n"
-              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    script = (
+        "import os, signal, headdb\n"
+        f"db = headdb.connect({str(path)!r})\n"
+        "run = db.start_run('attribution', config={'m': 5})\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     died = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert died.returncode == -signal.SIGKILL, died.stderr
     db = headdb.connect(path, create=False)
     assert db.sql("SELECT status FROM runs").rows() == [("running",)]  # what the dead process left
-    assert db.runs()["status"].to_list() == ["abandoned"]               # what `headdb runs` shows
-    listed = subprocess.run([sys.executable, "-m", "headdb", "--db", str(path), "runs", "--format", "csv"],
-                            capture_output=True, text=True, timeout=120)
+    assert db.runs()["status"].to_list() == ["abandoned"]  # what `headdb runs` shows
+    listed = subprocess.run(
+        [sys.executable, "-m", "headdb", "--db", str(path), "runs", "--format", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listed.returncode == 0 and "abandoned" in listed.stdout and "running" not in listed.stdout
-    other = db.start_run("attribution", config={"m": 6})             # the next writer marks it
+    other = db.start_run("attribution", config={"m": 6})  # the next writer marks it
     row = db.sql("SELECT status, error FROM runs WHERE run_id < ?", [other.run_id]).row(0, named=True)
     assert row["status"] == "abandoned" and "ended before the run finished" in row["error"]
     with other:
@@ -182,27 +205,41 @@ def test_circuit_ids_become_global(db):
     for value in (1.0, 2.0):
         run = db.start_run("attribution", config={"v": value})
         with run:
-            run.add("circuits", pa.table({"circuit_id": [0, 1], "selection": ["topn", "threshold"],
-                                          "param": [10.0, 0.1], "n_edges": [2, 1], "n_nodes": [3, 2],
-                                          "faithfulness": [0.9, 0.5]}))
+            run.add(
+                "circuits",
+                pa.table(
+                    {
+                        "circuit_id": [0, 1],
+                        "selection": ["topn", "threshold"],
+                        "param": [10.0, 0.1],
+                        "n_edges": [2, 1],
+                        "n_nodes": [3, 2],
+                        "faithfulness": [0.9, 0.5],
+                    }
+                ),
+            )
             run.add("circuit_edges", pa.table({"circuit_id": [0, 0, 1], "edge_id": [5, 6, 5]}))
             run.add("circuit_heads", pa.table({"circuit_id": [0, 1], "layer": [1, 1], "head": [0, 0]}))
     circuits = db.sql("SELECT circuit_id, run_id FROM circuits ORDER BY circuit_id")
     assert circuits["circuit_id"].to_list() == [1, 2, 3, 4]
-    joined = db.sql("SELECT c.run_id, count(*) AS n FROM circuit_edges e JOIN circuits c USING (circuit_id) "
-                    "GROUP BY 1 ORDER BY 1")
+    joined = db.sql(
+        "SELECT c.run_id, count(*) AS n FROM circuit_edges e JOIN circuits c USING (circuit_id) GROUP BY 1 ORDER BY 1"
+    )
     assert joined["n"].to_list() == [3, 3]
 
 
-@pytest.mark.parametrize("statement", [
-    "DROP TABLE runs",
-    "INSERT INTO runs (run_id, kind, config, config_hash, status, started_at) VALUES (9,'import','{}','x','ok',now())",
-    "UPDATE edge_scores SET score = 0",
-    "DELETE FROM edge_scores",
-    "COPY edge_scores TO '/tmp/headdb-leak.csv'",
-    "SELECT 1; DROP TABLE edge_scores",
-    "ATTACH ':memory:' AS other",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DROP TABLE runs",
+        "INSERT INTO runs (run_id, kind, config, config_hash, status, started_at) VALUES (9,'import','{}','x','ok',now())",
+        "UPDATE edge_scores SET score = 0",
+        "DELETE FROM edge_scores",
+        "COPY edge_scores TO '/tmp/headdb-leak.csv'",
+        "SELECT 1; DROP TABLE edge_scores",
+        "ATTACH ':memory:' AS other",
+    ],
+)
 def test_read_only_sql_refuses_writes_and_leaves_data(db, statement):
     run = db.start_run("attribution", config={})
     with run:
@@ -233,8 +270,10 @@ def test_registration_is_idempotent(db):
 
 def test_training_metrics_replace_same_steps(db):
     import polars as pl
-    db.add_training_metrics("grpo1", pl.DataFrame({"step": [1, 1, 2], "key": ["loss", "reward", "loss"],
-                                                   "value": [1.0, 0.1, 0.9]}))
+
+    db.add_training_metrics(
+        "grpo1", pl.DataFrame({"step": [1, 1, 2], "key": ["loss", "reward", "loss"], "value": [1.0, 0.1, 0.9]})
+    )
     db.add_training_metrics("grpo1", pl.DataFrame({"step": [2, 3], "key": ["loss", "loss"], "value": [0.8, 0.7]}))
     got = db.sql("SELECT step, key, value FROM training_metrics ORDER BY step, key").rows()
     assert got == [(1, "loss", 1.0), (1, "reward", 0.1), (2, "loss", 0.8), (3, "loss", 0.7)]

@@ -30,19 +30,27 @@ Typical use (what `headdb ingest attribution` does):
 Scores carry hannamw/EAP-IG's sign: (z(corrupted) - z(clean)) . dL/d(input), see eap.py and
 docs/attribution.md.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from headdb.attribution.circuit import (Circuit, prune, rank, select_greedy, select_threshold,
-                                        select_topn)
+from headdb.attribution.circuit import Circuit, prune, rank, select_greedy, select_threshold, select_topn
 from headdb.attribution.bootstrap import INTERVAL
 from headdb.attribution.confidence import replicate_circuits
 from headdb.attribution.eap import eap_scores, passes
 from headdb.attribution.exact import exact_passes, exact_scores
-from headdb.attribution.faithfulness import (MIB_PERCENTS, RANKINGS, CircuitEval, FaithfulnessCurve,
-                                             MIBCurves, curve_from, curve_masks, evaluate_circuits,
-                                             faithfulness_curve)
+from headdb.attribution.faithfulness import (
+    MIB_PERCENTS,
+    RANKINGS,
+    CircuitEval,
+    FaithfulnessCurve,
+    MIBCurves,
+    curve_from,
+    curve_masks,
+    evaluate_circuits,
+    faithfulness_curve,
+)
 from headdb.attribution.graph import GraphLayout, build_layout, layout
 from headdb.attribution.metrics import HELPS_SIGN, METRICS, check_metric
 from headdb.attribution.result import AttributionResult, Ticker
@@ -50,10 +58,32 @@ from headdb.settings import IG_RULES, METHODS, RANK_RULES, AttributionSettings, 
 
 
 __all__ = [
-    "AttributionResult", "Circuit", "CircuitEval", "Discovery", "FaithfulnessCurve", "GraphLayout",
-    "HELPS_SIGN", "IG_RULES", "INTERVAL", "METHODS", "METRICS", "MIBCurves", "MIB_PERCENTS", "RANKINGS",
-    "RANK_RULES", "attribute", "build_layout", "discover", "evaluate_circuits", "exact_scores",
-    "faithfulness_curve", "layout", "prune", "rank", "select_greedy", "select_threshold",
+    "AttributionResult",
+    "Circuit",
+    "CircuitEval",
+    "Discovery",
+    "FaithfulnessCurve",
+    "GraphLayout",
+    "HELPS_SIGN",
+    "IG_RULES",
+    "INTERVAL",
+    "METHODS",
+    "METRICS",
+    "MIBCurves",
+    "MIB_PERCENTS",
+    "RANKINGS",
+    "RANK_RULES",
+    "attribute",
+    "build_layout",
+    "discover",
+    "evaluate_circuits",
+    "exact_scores",
+    "faithfulness_curve",
+    "layout",
+    "prune",
+    "rank",
+    "select_greedy",
+    "select_threshold",
     "select_topn",
 ]
 
@@ -68,8 +98,9 @@ def settings_of(settings: AttributionSettings | None, fields: dict) -> Attributi
     return settings
 
 
-def attribute(loaded, pairs, settings: AttributionSettings | None = None, *, progress=None,
-              ticker: Ticker | None = None, **fields) -> AttributionResult:
+def attribute(
+    loaded, pairs, settings: AttributionSettings | None = None, *, progress=None, ticker: Ticker | None = None, **fields
+) -> AttributionResult:
     """Edge and node scores of one model on encoded pairs by `settings.method` (eap | eap-ig | exact).
 
     loaded: headdb.checkpoints.loading.LoadedModel; pairs: headdb.attribution.tasks.EncodedPairs.
@@ -83,11 +114,21 @@ def attribute(loaded, pairs, settings: AttributionSettings | None = None, *, pro
     s = settings_of(settings, fields)
     check_metric(s.metric, pairs.wrong)  # a rule about the task's items, not the settings
     if s.method == "exact":
-        return exact_scores(loaded, pairs, metric=s.metric, batch_size=s.batch_size, progress=progress,
-                            ticker=ticker)
-    return eap_scores(loaded, pairs, method=s.method, metric=s.metric, steps=s.steps, ig_rule=s.ig_rule,
-                      batch_size=s.batch_size, progress=progress, ticker=ticker, rank=s.rank,
-                      bootstrap=s.bootstrap, seed=s.seed)
+        return exact_scores(loaded, pairs, metric=s.metric, batch_size=s.batch_size, progress=progress, ticker=ticker)
+    return eap_scores(
+        loaded,
+        pairs,
+        method=s.method,
+        metric=s.metric,
+        steps=s.steps,
+        ig_rule=s.ig_rule,
+        batch_size=s.batch_size,
+        progress=progress,
+        ticker=ticker,
+        rank=s.rank,
+        bootstrap=s.bootstrap,
+        seed=s.seed,
+    )
 
 
 @dataclass
@@ -95,8 +136,8 @@ class Discovery:
     """Everything one attribution run produces."""
 
     result: AttributionResult
-    circuits: list[Circuit]          # topn, then threshold, then greedy (those requested)
-    curve: MIBCurves | None          # the MIB curves (signed and abs ranking), when requested
+    circuits: list[Circuit]  # topn, then threshold, then greedy (those requested)
+    curve: MIBCurves | None  # the MIB curves (signed and abs ranking), when requested
 
     def run_metrics(self) -> dict[str, float]:
         """result.run_metrics() and, with the curves, cpr, cmd, cpr_abs, cmd_signed."""
@@ -106,8 +147,7 @@ class Discovery:
         return out
 
 
-def discover(loaded, pairs, settings: AttributionSettings | None = None, *, progress=None,
-             **fields) -> Discovery:
+def discover(loaded, pairs, settings: AttributionSettings | None = None, *, progress=None, **fields) -> Discovery:
     """Score every edge, select circuits, and measure their faithfulness.
 
     settings: headdb.settings.AttributionSettings, or its fields as keywords (see `attribute`).
@@ -127,8 +167,9 @@ def discover(loaded, pairs, settings: AttributionSettings | None = None, *, prog
     n_batches = -(-len(pairs) // max(1, int(batch_size)))
     n_curve = len(RANKINGS) * len(MIB_PERCENTS) if curve else 0
     n_masks = 1 + (threshold is not None) + (greedy is not None) + n_curve
-    attrib = (exact_passes(n_batches, g.n_edges, g.n_nodes - 2) if method == "exact"
-              else passes(method, steps, n_batches))
+    attrib = (
+        exact_passes(n_batches, g.n_edges, g.n_nodes - 2) if method == "exact" else passes(method, steps, n_batches)
+    )
     tick = Ticker(progress, attrib + n_batches * (2 + n_masks))
     result = attribute(loaded, pairs, s, ticker=tick)
     by = result.ranking  # what the circuits rank edges by (abs-mean or mean-abs)
@@ -151,7 +192,9 @@ def discover(loaded, pairs, settings: AttributionSettings | None = None, *, prog
     fc = None
     if curve:
         n, k = len(circuits), len(MIB_PERCENTS)
-        made = {r: curve_from(MIB_PERCENTS, counts[r], faith[n + i * k: n + (i + 1) * k], r)
-                for i, r in enumerate(RANKINGS)}
+        made = {
+            r: curve_from(MIB_PERCENTS, counts[r], faith[n + i * k : n + (i + 1) * k], r)
+            for i, r in enumerate(RANKINGS)
+        }
         fc = MIBCurves(signed=made["signed"], absolute=made["abs"])
     return Discovery(result=result, circuits=circuits, curve=fc)

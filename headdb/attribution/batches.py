@@ -10,6 +10,7 @@ Clean and corrupted prompts of an item have equal length (headdb.attribution.tas
 mask serves both. Items keep their task order; batch composition does not change the
 per-example numbers, only float summation order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,13 +20,13 @@ import torch
 
 @dataclass
 class Batch:
-    clean: torch.Tensor      # [B, S] long
+    clean: torch.Tensor  # [B, S] long
     corrupted: torch.Tensor  # [B, S] long
-    last: torch.Tensor       # [B] index of each example's last real token
-    mask: torch.Tensor       # [B, S] float32, 1 on real tokens
-    answer: torch.Tensor     # [B] long
-    wrong: torch.Tensor      # [B] long (0 where absent; only logit-diff reads it)
-    item_ids: tuple = ()     # the B examples' task item ids (bootstrap weights are keyed by them)
+    last: torch.Tensor  # [B] index of each example's last real token
+    mask: torch.Tensor  # [B, S] float32, 1 on real tokens
+    answer: torch.Tensor  # [B] long
+    wrong: torch.Tensor  # [B] long (0 where absent; only logit-diff reads it)
+    item_ids: tuple = ()  # the B examples' task item ids (bootstrap weights are keyed by them)
 
     @property
     def size(self) -> int:
@@ -53,14 +54,17 @@ def make_batches(pairs, batch_size: int, pad_id: int, device) -> list[Batch]:
             clean[row, :n] = torch.tensor(pairs.clean[i])
             corrupted[row, :n] = torch.tensor(pairs.corrupted[i])
             mask[row, :n] = 1.0
-        out.append(Batch(
-            clean=clean.to(device), corrupted=corrupted.to(device),
-            last=torch.tensor([n - 1 for n in lengths], device=device),
-            mask=mask.to(device),
-            answer=torch.tensor([pairs.answer[i] for i in idx], device=device),
-            wrong=torch.tensor([max(pairs.wrong[i], 0) for i in idx], device=device),
-            item_ids=tuple(pairs.item_ids[i] for i in idx),
-        ))
+        out.append(
+            Batch(
+                clean=clean.to(device),
+                corrupted=corrupted.to(device),
+                last=torch.tensor([n - 1 for n in lengths], device=device),
+                mask=mask.to(device),
+                answer=torch.tensor([pairs.answer[i] for i in idx], device=device),
+                wrong=torch.tensor([max(pairs.wrong[i], 0) for i in idx], device=device),
+                item_ids=tuple(pairs.item_ids[i] for i in idx),
+            )
+        )
     return out
 
 

@@ -21,6 +21,7 @@ approximate multinomial resampling for n >> 1 and, unlike it, are independent ac
 Memory: R x n_edges float32 replicate sums (2x for mean-abs, which also resamples |score|) on the
 engine's device, plus the [R, n_items] weights.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,10 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def item_keys(item_ids) -> np.ndarray:
     """64-bit keys of item ids (blake2b of the UTF-8 id), uint64 [n]."""
-    return np.array([int.from_bytes(hashlib.blake2b(str(i).encode("utf-8"), digest_size=8).digest(), "little")
-                     for i in item_ids], dtype=np.uint64)
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(str(i).encode("utf-8"), digest_size=8).digest(), "little") for i in item_ids],
+        dtype=np.uint64,
+    )
 
 
 def _stream(seed: int, b: int, attempt: int) -> np.uint64:
@@ -60,7 +63,7 @@ def _stream(seed: int, b: int, attempt: int) -> np.uint64:
 
 
 def _poisson1(keys: np.ndarray, stream: np.uint64) -> np.ndarray:
-    u = (_mix(keys ^ stream) >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    u = (_mix(keys ^ stream) >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return np.searchsorted(_POISSON1_CDF, u, side="right").astype(np.float32)
 
 

@@ -22,6 +22,7 @@ input of every query head of g: a path may enter head h through its own q port o
 the k/v port of its kv head. A circuit's heads are its surviving head nodes; n_nodes counts
 input and logits too (0 for an empty circuit).
 """
+
 from __future__ import annotations
 
 import heapq
@@ -37,10 +38,10 @@ SELECTIONS = ("topn", "threshold", "greedy")
 
 @dataclass
 class Circuit:
-    selection: str          # topn | threshold | greedy
-    param: float            # n, tau or n
-    edge_mask: np.ndarray   # bool [n_edges]
-    node_mask: np.ndarray   # bool [n_nodes]
+    selection: str  # topn | threshold | greedy
+    param: float  # n, tau or n
+    edge_mask: np.ndarray  # bool [n_edges]
+    node_mask: np.ndarray  # bool [n_nodes]
     layout: GraphLayout
     faithfulness: float | None = None
     # Bootstrap (headdb.attribution.confidence): membership[b, L, h] = head (L, h) is in the
@@ -61,8 +62,7 @@ class Circuit:
     @property
     def heads(self) -> list[tuple[int, int]]:
         g = self.layout
-        return [(int(g.node_layer[n]), int(g.node_head[n])) for n in self.node_ids
-                if g.node_kind[n] == "attn"]
+        return [(int(g.node_layer[n]), int(g.node_head[n])) for n in self.node_ids if g.node_kind[n] == "attn"]
 
     @property
     def n_edges(self) -> int:
@@ -77,8 +77,9 @@ class Circuit:
 
     def heads_table(self) -> pa.Table:
         h = self.heads
-        return pa.table({"layer": pa.array([x[0] for x in h], pa.int32()),
-                         "head": pa.array([x[1] for x in h], pa.int32())})
+        return pa.table(
+            {"layer": pa.array([x[0] for x in h], pa.int32()), "head": pa.array([x[1] for x in h], pa.int32())}
+        )
 
     @property
     def n_replicates(self) -> int:
@@ -93,9 +94,11 @@ class Circuit:
         """The `circuits` columns n_replicates, stability, bootstrap_seed (one row; NULL
         without replicates)."""
         has = self.membership is not None
-        return {"n_replicates": pa.array([self.n_replicates if has else None], pa.int32()),
-                "stability": pa.array([self.stability if has else None], pa.float64()),
-                "bootstrap_seed": pa.array([self.bootstrap_seed if has else None], pa.int64())}
+        return {
+            "n_replicates": pa.array([self.n_replicates if has else None], pa.int32()),
+            "stability": pa.array([self.stability if has else None], pa.float64()),
+            "bootstrap_seed": pa.array([self.bootstrap_seed if has else None], pa.int64()),
+        }
 
     def replicates_table(self) -> pa.Table:
         """Rows for `circuit_head_replicates` (add circuit_id): layer, head, n_in and the
@@ -106,10 +109,14 @@ class Circuit:
         cols = np.flatnonzero(flat.any(axis=0)) if flat.size else np.zeros(0, np.int64)
         n_heads = self.layout.n_heads
         masks = ["".join(np.where(flat[:, c], "1", "0")) for c in cols]
-        return pa.table({"layer": pa.array((cols // n_heads).astype(np.int32)),
-                         "head": pa.array((cols % n_heads).astype(np.int32)),
-                         "n_in": pa.array(flat[:, cols].sum(axis=0).astype(np.int32)),
-                         "replicates": pa.array(masks, pa.string())})
+        return pa.table(
+            {
+                "layer": pa.array((cols // n_heads).astype(np.int32)),
+                "head": pa.array((cols % n_heads).astype(np.int32)),
+                "n_in": pa.array(flat[:, cols].sum(axis=0).astype(np.int32)),
+                "replicates": pa.array(masks, pa.string()),
+            }
+        )
 
 
 def rank(scores: np.ndarray, absolute: bool = True) -> np.ndarray:
@@ -141,30 +148,30 @@ def prune(g: GraphLayout, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     reached[0] = True
     for L in range(g.n_layers):
         n, P = g.n_src_attn(L), g.n_ports
-        blk = mask[g.attn_offset[L]: g.attn_offset[L] + P * n].reshape(P, n) & reached[:n]
+        blk = mask[g.attn_offset[L] : g.attn_offset[L] + P * n].reshape(P, n) & reached[:n]
         port_hit = blk.any(axis=1)
         for p in np.flatnonzero(port_hit):
             reached[g.head_node(L, 0) + _group_of_port(g, p)] = True
         nm = g.n_src_mlp(L)
-        reached[g.mlp_node(L)] = (mask[g.mlp_offset[L]: g.mlp_offset[L] + nm] & reached[:nm]).any()
+        reached[g.mlp_node(L)] = (mask[g.mlp_offset[L] : g.mlp_offset[L] + nm] & reached[:nm]).any()
     nl = g.n_src_logits
-    reached[g.logits_node] = (mask[g.logits_offset:] & reached[:nl]).any()
+    reached[g.logits_node] = (mask[g.logits_offset :] & reached[:nl]).any()
     # Backward pass: which nodes reach logits through selected edges.
     alive = np.zeros(g.n_nodes, dtype=bool)
     alive[g.logits_node] = True
     useful = np.zeros(g.n_edges, dtype=bool)  # selected edge whose destination reaches logits
-    useful[g.logits_offset:] = mask[g.logits_offset:]
-    alive[:nl] |= mask[g.logits_offset:]
+    useful[g.logits_offset :] = mask[g.logits_offset :]
+    alive[:nl] |= mask[g.logits_offset :]
     for L in reversed(range(g.n_layers)):
         nm, off = g.n_src_mlp(L), g.mlp_offset[L]
         if alive[g.mlp_node(L)]:
-            useful[off: off + nm] = mask[off: off + nm]
-            alive[:nm] |= mask[off: off + nm]
+            useful[off : off + nm] = mask[off : off + nm]
+            alive[:nm] |= mask[off : off + nm]
         n, P, off = g.n_src_attn(L), g.n_ports, g.attn_offset[L]
-        heads_alive = alive[g.head_node(L, 0): g.head_node(L, 0) + g.n_heads]
+        heads_alive = alive[g.head_node(L, 0) : g.head_node(L, 0) + g.n_heads]
         port_ok = np.array([heads_alive[_group_of_port(g, p)].any() for p in range(P)])
-        blk = mask[off: off + P * n].reshape(P, n) & port_ok[:, None]
-        useful[off: off + P * n] = blk.reshape(-1)
+        blk = mask[off : off + P * n].reshape(P, n) & port_ok[:, None]
+        useful[off : off + P * n] = blk.reshape(-1)
         alive[:n] |= blk.any(axis=0)
     live = useful & reached[src]
     nodes = reached & alive

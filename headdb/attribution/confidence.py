@@ -12,6 +12,7 @@ selected again from replicate b's ranking vector, and its surviving heads are re
 Replicate b weights the same prompts in every run on the same items with the same seed, so two
 runs' memberships can be compared replicate by replicate (p_gained in `heads_gained`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,8 +33,7 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
-def replicate_circuits(g: GraphLayout, result: AttributionResult, circuits: list[Circuit], *,
-                       topn: int = 5000) -> None:
+def replicate_circuits(g: GraphLayout, result: AttributionResult, circuits: list[Circuit], *, topn: int = 5000) -> None:
     """Fill membership, stability and bootstrap_seed of every circuit (in place); nothing
     when the result has no replicates."""
     R = result.n_replicates

@@ -28,6 +28,7 @@ a loop over edges. Every pass computes logits only at each example's evaluated p
 (`Probe.run(..., last)`), not the unembedding at all positions. Per batch it holds
 n_nodes + n_ports float32 tensors of [B, S, d_model]; lower batch_size to fit.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,7 @@ from headdb.attribution.bootstrap import ExampleStats
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import metric_values
 from headdb.attribution.result import AttributionResult, Ticker
-from headdb.attribution.probe import (EMBED, LOGITS_IN, Probe, k_in, mlp_in, q_in, v_in)
+from headdb.attribution.probe import EMBED, LOGITS_IN, Probe, k_in, mlp_in, q_in, v_in
 from headdb.errors import UserError
 
 
@@ -58,8 +59,7 @@ def passes(method: str, steps: int, n_batches: int) -> int:
     return n_batches * (2 + len(alphas_for(method, steps)))
 
 
-def _port_gradients(probe: Probe, batch: Batch, emb_clean, emb_corr, alphas, metric,
-                    clean_logprobs, tick) -> dict:
+def _port_gradients(probe: Probe, batch: Batch, emb_clean, emb_corr, alphas, metric, clean_logprobs, tick) -> dict:
     """Sum over alphas of dL/d(port input), float32, keyed ("q"|"k"|"v"|"m", layer) and "l"."""
     g = probe.layout
     acc: dict = {}
@@ -78,12 +78,17 @@ def _port_gradients(probe: Probe, batch: Batch, emb_clean, emb_corr, alphas, met
                 y = t.view_as(t)
                 taps[key] = y
                 return y
+
             return hook
 
         hooks = [(EMBED, lambda t, hook: x)]
         for L in range(g.n_layers):
-            hooks += [(q_in(L), tap(("q", L))), (k_in(L), tap(("k", L))),
-                      (v_in(L), tap(("v", L))), (mlp_in(L), tap(("m", L)))]
+            hooks += [
+                (q_in(L), tap(("q", L))),
+                (k_in(L), tap(("k", L))),
+                (v_in(L), tap(("v", L))),
+                (mlp_in(L), tap(("m", L))),
+            ]
         hooks.append((LOGITS_IN, tap("l")))
         with torch.enable_grad():
             logits = probe.run(batch.clean, hooks, batch.last)  # [B, V] at the last tokens
@@ -108,8 +113,7 @@ def _port_rows(grads: dict, layer: int) -> torch.Tensor:
     MLP port, one row per port, so that a layer's scores are ONE matrix product."""
     q, k, v, m = (grads[(kind, layer)] for kind in ("q", "k", "v", "m"))
     # Port-major [P + 1, B, S, D]; cat copies once into contiguous memory.
-    rows = torch.cat([q.permute(2, 0, 1, 3), k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3),
-                      m[None]], dim=0)
+    rows = torch.cat([q.permute(2, 0, 1, 3), k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3), m[None]], dim=0)
     return rows.reshape(rows.shape[0], -1)
 
 
@@ -132,9 +136,9 @@ def block_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> torch
         n, nm = g.n_src_attn(L), g.n_src_mlp(L)
         blk = _port_rows(grads, L) @ d2[:nm].T  # [P + 1, nm]
         # Attention edges are laid out port-major: (port p, source u) at offset + p * n + u.
-        out[g.attn_offset[L]: g.attn_offset[L] + P * n] = blk[:P, :n].reshape(-1)
-        out[g.mlp_offset[L]: g.mlp_offset[L] + nm] = blk[P]
-    out[g.logits_offset:] = d2[: g.n_src_logits] @ grads["l"].reshape(-1)
+        out[g.attn_offset[L] : g.attn_offset[L] + P * n] = blk[:P, :n].reshape(-1)
+        out[g.mlp_offset[L] : g.mlp_offset[L] + nm] = blk[P]
+    out[g.logits_offset :] = d2[: g.n_src_logits] @ grads["l"].reshape(-1)
     return out
 
 
@@ -152,17 +156,28 @@ def example_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> tor
         n, nm = g.n_src_attn(L), g.n_src_mlp(L)
         rows = _port_rows(grads, L).view(P + 1, B, -1)
         blk = torch.bmm(rows.transpose(0, 1), d3[:nm].permute(1, 2, 0))  # [B, P + 1, nm]
-        out[:, g.attn_offset[L]: g.attn_offset[L] + P * n] = blk[:, :P, :n].reshape(B, -1)
-        out[:, g.mlp_offset[L]: g.mlp_offset[L] + nm] = blk[:, P]
+        out[:, g.attn_offset[L] : g.attn_offset[L] + P * n] = blk[:, :P, :n].reshape(B, -1)
+        out[:, g.mlp_offset[L] : g.mlp_offset[L] + nm] = blk[:, P]
     gl = grads["l"].reshape(B, 1, -1)
-    out[:, g.logits_offset:] = torch.bmm(gl, d3[: g.n_src_logits].permute(1, 2, 0))[:, 0]
+    out[:, g.logits_offset :] = torch.bmm(gl, d3[: g.n_src_logits].permute(1, 2, 0))[:, 0]
     return out
 
 
-def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", steps: int = 5,
-               ig_rule: str = "midpoint", batch_size: int = 8, progress=None,
-               ticker: Ticker | None = None, rank: str = "abs-mean", bootstrap: int = 0,
-               seed: int = 0) -> AttributionResult:
+def eap_scores(
+    loaded,
+    pairs,
+    *,
+    method: str = "eap-ig",
+    metric: str = "kl",
+    steps: int = 5,
+    ig_rule: str = "midpoint",
+    batch_size: int = 8,
+    progress=None,
+    ticker: Ticker | None = None,
+    rank: str = "abs-mean",
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> AttributionResult:
     """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`, `steps` points placed by `ig_rule`, one of
     IG_RULES; eap ignores it) scores of every edge.
 
@@ -182,8 +197,11 @@ def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", ste
     tick = ticker or Ticker(progress, passes(method, steps, len(batches)))
     total = np.zeros(g.n_edges, dtype=np.float64)
     m_clean = m_corr = 0.0
-    stats = (ExampleStats(g.n_edges, pairs.item_ids, rank=rank, bootstrap=bootstrap, seed=seed,
-                          device=probe.device) if rank == "mean-abs" or bootstrap else None)
+    stats = (
+        ExampleStats(g.n_edges, pairs.item_ids, rank=rank, bootstrap=bootstrap, seed=seed, device=probe.device)
+        if rank == "mean-abs" or bootstrap
+        else None
+    )
     with probe.graph_mode():
         for batch in batches:
             # logits_c / logits_k: [B, V] at each example's last real token.
@@ -212,8 +230,16 @@ def eap_scores(loaded, pairs, *, method: str = "eap-ig", metric: str = "kl", ste
     edge = (total / n).astype(np.float32)
     node = np.bincount(g.edge_src, weights=total / n, minlength=g.n_nodes).astype(np.float32)
     node[g.logits_node] = np.nan
-    return AttributionResult(layout=g, method=method, metric=metric, steps=len(alphas),
-                             n_examples=n, edge_scores=edge, node_scores=node,
-                             metric_clean=m_clean / n, metric_corrupted=m_corr / n,
-                             ig_rule=ig_rule if method == "eap-ig" else None,
-                             **(stats.fields(n) if stats is not None else {}))
+    return AttributionResult(
+        layout=g,
+        method=method,
+        metric=metric,
+        steps=len(alphas),
+        n_examples=n,
+        edge_scores=edge,
+        node_scores=node,
+        metric_clean=m_clean / n,
+        metric_corrupted=m_corr / n,
+        ig_rule=ig_rule if method == "eap-ig" else None,
+        **(stats.fields(n) if stats is not None else {}),
+    )

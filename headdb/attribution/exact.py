@@ -14,6 +14,7 @@ Cost: one forward pass per node (node patching) and per edge (edge patching) per
 use it to validate on small models; `exact_scores` refuses graphs with more than
 `max_edges` edges.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,6 +53,7 @@ def _node_hook(layout, node: int, corrupt_out: torch.Tensor, dtype):
         t = t.clone()
         t[:, :, head] = value
         return t
+
     return result(layer), patch
 
 
@@ -66,6 +68,7 @@ def _edge_hook(layout, edge: int, delta: torch.Tensor, dtype):
         t = t.clone()
         t[:, :, slot] = t[:, :, slot] + d
         return t
+
     return name, patch
 
 
@@ -74,8 +77,17 @@ def exact_passes(n_batches: int, n_edges: int, n_nodes: int) -> int:
     return n_batches * (2 + n_edges + n_nodes)
 
 
-def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int = 8,
-                 edges: bool = True, max_edges: int = 20000, progress=None, ticker=None):
+def exact_scores(
+    loaded,
+    pairs,
+    *,
+    metric: str = "logit-diff",
+    batch_size: int = 8,
+    edges: bool = True,
+    max_edges: int = 20000,
+    progress=None,
+    ticker=None,
+):
     """Exact node (and, with edges=True, edge) patching effects as an AttributionResult.
 
     node_scores hold node-patching effects; edge_scores hold edge-patching effects (zeros
@@ -84,8 +96,10 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
     probe = Probe(loaded)
     g = probe.layout
     if edges and g.n_edges > max_edges:
-        raise UserError(f"exact edge patching needs one forward pass per edge ({g.n_edges} here, "
-                        f"limit {max_edges}); use --method eap-ig for a model this size")
+        raise UserError(
+            f"exact edge patching needs one forward pass per edge ({g.n_edges} here, "
+            f"limit {max_edges}); use --method eap-ig for a model this size"
+        )
     batches = make_batches(pairs, batch_size, pad_id_of(loaded.tokenizer), probe.device)
     nodes = [n for n in range(1, g.n_nodes - 1)]
     edge_list = range(g.n_edges) if edges else range(0)
@@ -124,6 +138,14 @@ def exact_scores(loaded, pairs, *, metric: str = "logit-diff", batch_size: int =
     n = len(pairs)
     node = (node_sum / n).astype(np.float32)
     node[g.logits_node] = np.nan
-    return AttributionResult(layout=g, method="exact", metric=metric, steps=0, n_examples=n,
-                             edge_scores=(edge_sum / n).astype(np.float32), node_scores=node,
-                             metric_clean=m_clean / n, metric_corrupted=m_corr / n)
+    return AttributionResult(
+        layout=g,
+        method="exact",
+        metric=metric,
+        steps=0,
+        n_examples=n,
+        edge_scores=(edge_sum / n).astype(np.float32),
+        node_scores=node,
+        metric_clean=m_clean / n,
+        metric_corrupted=m_corr / n,
+    )

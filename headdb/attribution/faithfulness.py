@@ -28,6 +28,7 @@ behaviour; for headdb's kl that is +score, for logit-diff / logprob -score. head
 curves and all four areas: cpr, cmd (MIB's), cpr_abs (area under f, absolute ranking: what
 headdb called cpr before schema v2) and cmd_signed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,7 @@ from headdb.attribution.batches import make_batches, pad_id_of
 from headdb.attribution.circuit import prune, topn_mask
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import HELPS_SIGN, check_metric, metric_values
-from headdb.attribution.probe import (EMBED, LOGITS_IN, Probe, k_in, mlp_in, mlp_out, q_in, result,
-                                      v_in)
+from headdb.attribution.probe import EMBED, LOGITS_IN, Probe, k_in, mlp_in, mlp_out, q_in, result, v_in
 
 MIB_PERCENTS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 RANKINGS = ("signed", "abs")  # MIB's CPR ranking, then its CMD ranking
@@ -73,10 +73,14 @@ class FaithfulnessCurve:
 
     def table(self) -> pa.Table:
         """percent, n_edges, faithfulness, ranking: rows for `faithfulness_curve` (add run_id)."""
-        return pa.table({"percent": pa.array(self.percents, pa.float64()),
-                         "n_edges": pa.array(self.n_edges, pa.int32()),
-                         "faithfulness": pa.array(self.faithfulness, pa.float64()),
-                         "ranking": pa.array([self.ranking] * len(self.percents), pa.string())})
+        return pa.table(
+            {
+                "percent": pa.array(self.percents, pa.float64()),
+                "n_edges": pa.array(self.n_edges, pa.int32()),
+                "faithfulness": pa.array(self.faithfulness, pa.float64()),
+                "ranking": pa.array([self.ranking] * len(self.percents), pa.string()),
+            }
+        )
 
 
 @dataclass
@@ -96,8 +100,12 @@ class MIBCurves:
 
     def metrics(self) -> dict[str, float]:
         """run_metrics keys: cpr, cmd (MIB's), cpr_abs and cmd_signed (the other rankings)."""
-        return {"cpr": self.cpr, "cmd": self.cmd, "cpr_abs": self.absolute.area_under,
-                "cmd_signed": self.signed.area_from_1}
+        return {
+            "cpr": self.cpr,
+            "cmd": self.cmd,
+            "cpr_abs": self.absolute.area_under,
+            "cmd_signed": self.signed.area_from_1,
+        }
 
     def table(self) -> pa.Table:
         """Both curves' rows for `faithfulness_curve` (add run_id)."""
@@ -122,13 +130,15 @@ def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtyp
     def rec_heads(L):
         def hook(t, hook):
             a = g.head_node(L, 0)
-            diff[a: a + H] = t.float().permute(2, 0, 1, 3) - corrupt[a: a + H]
+            diff[a : a + H] = t.float().permute(2, 0, 1, 3) - corrupt[a : a + H]
+
         return hook
 
     def rec_mlp(L):
         def hook(t, hook):
             m = g.mlp_node(L)
             diff[m] = t.float() - corrupt[m]
+
         return hook
 
     def attn_port(L, kind):
@@ -144,6 +154,7 @@ def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtyp
             if L not in layer_term:
                 layer_term[L] = torch.einsum("nbsd,pn->bspd", diff[:n], w)
             return t - layer_term[L][:, :, sl].to(t.dtype)
+
         return hook
 
     def single_port(lo, n):
@@ -153,6 +164,7 @@ def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtyp
 
         def hook(t, hook):
             return t - torch.einsum("nbsd,n->bsd", diff[:n], w).to(t.dtype)
+
         return hook
 
     hooks = [(EMBED, rec_embed)]
@@ -174,8 +186,9 @@ def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtyp
     return hooks
 
 
-def evaluate_circuits(loaded, pairs, masks: list[np.ndarray], *, metric: str = "kl",
-                      batch_size: int = 8, progress=None, ticker=None) -> CircuitEval:
+def evaluate_circuits(
+    loaded, pairs, masks: list[np.ndarray], *, metric: str = "kl", batch_size: int = 8, progress=None, ticker=None
+) -> CircuitEval:
     """Mean metric on clean, corrupted and with each edge mask patched as above."""
     from headdb.attribution.result import Ticker
 
@@ -197,6 +210,7 @@ def evaluate_circuits(loaded, pairs, masks: list[np.ndarray], *, metric: str = "
 
             def value(logits):
                 return float(metric_values(metric, logits, clean_lp, batch.answer, batch.wrong).sum())
+
             m_clean += value(logits_c)
             m_corr += value(logits_k)
             for i, mask in enumerate(masks):
@@ -217,8 +231,9 @@ def ranking_scores(scores: np.ndarray, metric: str, ranking: str) -> tuple[np.nd
     raise ValueError(f"unknown ranking {ranking!r}; one of {RANKINGS}")
 
 
-def curve_masks(g: GraphLayout, scores: np.ndarray, percents=MIB_PERCENTS, *, metric: str = "kl",
-                ranking: str = "abs") -> tuple[list[int], list[np.ndarray]]:
+def curve_masks(
+    g: GraphLayout, scores: np.ndarray, percents=MIB_PERCENTS, *, metric: str = "kl", ranking: str = "abs"
+) -> tuple[list[int], list[np.ndarray]]:
     """MIB's circuit sizes floor(p/100 * n_edges) and their pruned top-k edge masks."""
     values, absolute = ranking_scores(scores, metric, ranking)
     counts = [int(p / 100.0 * g.n_edges) for p in percents]
@@ -228,13 +243,27 @@ def curve_masks(g: GraphLayout, scores: np.ndarray, percents=MIB_PERCENTS, *, me
 def curve_from(percents, counts, faith, ranking: str = "abs") -> FaithfulnessCurve:
     x = np.asarray(percents, dtype=np.float64) / 100.0
     f = np.asarray(faith, dtype=np.float64)
-    return FaithfulnessCurve(ranking=ranking, percents=[float(p) for p in percents], n_edges=list(counts),
-                             faithfulness=[float(v) for v in f], area_under=float(np.trapezoid(f, x)),
-                             area_from_1=float(np.trapezoid(np.abs(1.0 - f), x)))
+    return FaithfulnessCurve(
+        ranking=ranking,
+        percents=[float(p) for p in percents],
+        n_edges=list(counts),
+        faithfulness=[float(v) for v in f],
+        area_under=float(np.trapezoid(f, x)),
+        area_from_1=float(np.trapezoid(np.abs(1.0 - f), x)),
+    )
 
 
-def faithfulness_curve(loaded, pairs, scores: np.ndarray, *, metric: str = "kl", ranking: str = "abs",
-                       percents=MIB_PERCENTS, batch_size: int = 8, progress=None) -> FaithfulnessCurve:
+def faithfulness_curve(
+    loaded,
+    pairs,
+    scores: np.ndarray,
+    *,
+    metric: str = "kl",
+    ranking: str = "abs",
+    percents=MIB_PERCENTS,
+    batch_size: int = 8,
+    progress=None,
+) -> FaithfulnessCurve:
     """One MIB curve of `scores` under `ranking` (signed | abs)."""
     g = Probe(loaded).layout
     counts, masks = curve_masks(g, scores, percents, metric=metric, ranking=ranking)

@@ -32,6 +32,7 @@ Edge order (edge_id = position), destination-major in forward order:
                       [sources 0..n_src-1], port-major; then the m{L} block [sources];
     finally the logits block [sources].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,14 +49,14 @@ class GraphLayout:
     n_kv_heads: int
     node_names: tuple[str, ...]
     node_kind: tuple[str, ...]
-    node_layer: np.ndarray   # int32, -1 for input/logits
-    node_head: np.ndarray    # int32, -1 for non-heads
-    edge_src: np.ndarray     # int32
-    edge_dst: np.ndarray     # int32 (name-carrying node for k/v ports, see module docstring)
-    edge_port: np.ndarray    # object array of "q" | "k" | "v" | ""
+    node_layer: np.ndarray  # int32, -1 for input/logits
+    node_head: np.ndarray  # int32, -1 for non-heads
+    edge_src: np.ndarray  # int32
+    edge_dst: np.ndarray  # int32 (name-carrying node for k/v ports, see module docstring)
+    edge_port: np.ndarray  # object array of "q" | "k" | "v" | ""
     edge_port_index: np.ndarray  # int32: q: h, k: H+g, v: H+KV+g within the layer; -1 otherwise
     attn_offset: tuple[int, ...]  # first edge id of each layer's attention block
-    mlp_offset: tuple[int, ...]   # first edge id of each m{L} block
+    mlp_offset: tuple[int, ...]  # first edge id of each m{L} block
     logits_offset: int
 
     # ----------------------------------------------------------------- sizes
@@ -118,22 +119,26 @@ class GraphLayout:
     def nodes_table(self) -> pa.Table:
         layer = [None if v < 0 else int(v) for v in self.node_layer]
         head = [None if v < 0 else int(v) for v in self.node_head]
-        return pa.table({
-            "node_id": pa.array(np.arange(self.n_nodes, dtype=np.int32)),
-            "name": pa.array(self.node_names, pa.string()),
-            "kind": pa.array(self.node_kind, pa.string()),
-            "layer": pa.array(layer, pa.int32()),
-            "head": pa.array(head, pa.int32()),
-        })
+        return pa.table(
+            {
+                "node_id": pa.array(np.arange(self.n_nodes, dtype=np.int32)),
+                "name": pa.array(self.node_names, pa.string()),
+                "kind": pa.array(self.node_kind, pa.string()),
+                "layer": pa.array(layer, pa.int32()),
+                "head": pa.array(head, pa.int32()),
+            }
+        )
 
     def edges_table(self) -> pa.Table:
-        return pa.table({
-            "edge_id": pa.array(np.arange(self.n_edges, dtype=np.int32)),
-            "src_node": pa.array(self.edge_src),
-            "dst_node": pa.array(self.edge_dst),
-            "dst_port": pa.array(self.edge_port.tolist(), pa.string()),
-            "name": pa.array(self.edge_names, pa.string()),
-        })
+        return pa.table(
+            {
+                "edge_id": pa.array(np.arange(self.n_edges, dtype=np.int32)),
+                "src_node": pa.array(self.edge_src),
+                "dst_node": pa.array(self.edge_dst),
+                "dst_port": pa.array(self.edge_port.tolist(), pa.string()),
+                "name": pa.array(self.edge_names, pa.string()),
+            }
+        )
 
 
 def _dims(shape) -> tuple[int, int, int]:
@@ -192,12 +197,20 @@ def _build(n_layers: int, n_heads: int, n_kv: int) -> GraphLayout:
         return arr
 
     return GraphLayout(
-        n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
-        node_names=tuple(names), node_kind=tuple(kinds),
-        node_layer=frozen(layers, np.int32), node_head=frozen(heads, np.int32),
-        edge_src=frozen(src, np.int32), edge_dst=frozen(dst, np.int32),
-        edge_port=frozen(port, object), edge_port_index=frozen(pidx, np.int32),
-        attn_offset=tuple(attn_off), mlp_offset=tuple(mlp_off), logits_offset=logits_off,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        node_names=tuple(names),
+        node_kind=tuple(kinds),
+        node_layer=frozen(layers, np.int32),
+        node_head=frozen(heads, np.int32),
+        edge_src=frozen(src, np.int32),
+        edge_dst=frozen(dst, np.int32),
+        edge_port=frozen(port, object),
+        edge_port_index=frozen(pidx, np.int32),
+        attn_offset=tuple(attn_off),
+        mlp_offset=tuple(mlp_off),
+        logits_offset=logits_off,
     )
 
 

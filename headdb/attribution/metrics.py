@@ -19,6 +19,7 @@ score ~ L(corrupted) - L(clean) (the input edges sum to about that), so:
 `HELPS_SIGN[metric]` turns a score into "supports the clean behaviour" orientation (MIB's, used
 for its signed-ranking CPR): +1 for kl, -1 for logit-diff and logprob.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,12 +37,15 @@ def check_metric(name: str, wrong_ids) -> None:
     if name not in METRICS:
         raise UserError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
     if name == "logit-diff" and any(int(w) < 0 for w in wrong_ids):
-        raise UserError("metric 'logit-diff' needs a wrong_answer for every task item; "
-                        "add wrong_answer or use --metric kl or logprob")
+        raise UserError(
+            "metric 'logit-diff' needs a wrong_answer for every task item; "
+            "add wrong_answer or use --metric kl or logprob"
+        )
 
 
-def metric_values(name: str, logits: torch.Tensor, clean_logprobs: torch.Tensor | None,
-                  answer: torch.Tensor, wrong: torch.Tensor) -> torch.Tensor:
+def metric_values(
+    name: str, logits: torch.Tensor, clean_logprobs: torch.Tensor | None, answer: torch.Tensor, wrong: torch.Tensor
+) -> torch.Tensor:
     """Per-example metric [B] from the logits at each example's evaluated position [B, V]."""
     logits = logits.float()
     if name == "kl":

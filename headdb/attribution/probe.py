@@ -19,6 +19,7 @@ input) and editing it patches only that reader. `use_attn_result` and `use_split
 make the bridge fire these hooks; `graph_mode()` switches them on for the run (and freezes the
 parameters so no weight gradients are built) and restores the previous state afterwards.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -68,8 +69,7 @@ class Probe:
     @contextmanager
     def graph_mode(self):
         cfg = self.bridge.cfg
-        before = (bool(getattr(cfg, "use_attn_result", False)),
-                  bool(getattr(cfg, "use_split_qkv_input", False)))
+        before = (bool(getattr(cfg, "use_attn_result", False)), bool(getattr(cfg, "use_split_qkv_input", False)))
         params = list(self.bridge.parameters())
         grads = [p.requires_grad for p in params]
         try:
@@ -97,8 +97,7 @@ class Probe:
             logits = self.bridge(ids, **kwargs)
         return logits if last is None else logits_at(logits, last)
 
-    def capture(self, ids: torch.Tensor, embed: torch.Tensor | None = None,
-                last: torch.Tensor | None = None):
+    def capture(self, ids: torch.Tensor, embed: torch.Tensor | None = None, last: torch.Tensor | None = None):
         """(node outputs [N_src, B, S, D] float32 in node order, embeddings, logits).
 
         N_src = every node but logits. `embed`, when given, replaces the token embeddings.
@@ -107,8 +106,7 @@ class Probe:
         """
         g = self.layout
         B, S = ids.shape
-        out = torch.empty((g.n_nodes - 1, B, S, self.loaded.shape.d_model), dtype=torch.float32,
-                          device=ids.device)
+        out = torch.empty((g.n_nodes - 1, B, S, self.loaded.shape.d_model), dtype=torch.float32, device=ids.device)
         store: dict = {}
 
         def set_embed(x, hook):
@@ -119,12 +117,14 @@ class Probe:
         def heads(L):
             def hook(x, hook):
                 a = g.head_node(L, 0)
-                out[a: a + g.n_heads] = x.detach().permute(2, 0, 1, 3)
+                out[a : a + g.n_heads] = x.detach().permute(2, 0, 1, 3)
+
             return hook
 
         def mlp(L):
             def hook(x, hook):
                 out[g.mlp_node(L)] = x.detach()
+
             return hook
 
         hooks = [(EMBED, set_embed)]
@@ -163,6 +163,7 @@ class Probe:
 # right-padded batches need. Nothing upstream changes: the final norm is per position and its
 # input (the `logits` port) is hooked before the slice, so node outputs and port gradients are
 # those of the full run (the gradient at unread positions was zero before too).
+
 
 def keep_positions(last: torch.Tensor) -> torch.Tensor:
     """`logits_to_keep` value selecting position last[b] in row b."""

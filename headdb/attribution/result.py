@@ -1,4 +1,5 @@
 """What an attribution method returns, and the progress ticker every method shares."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -134,24 +135,34 @@ class AttributionResult:
 
     def edges_table(self) -> pa.Table:
         """edge_id, score: rows for `edge_scores` (add run_id when storing)."""
-        return pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
-                         "score": pa.array(self.edge_scores.astype(np.float32))})
+        return pa.table(
+            {
+                "edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
+                "score": pa.array(self.edge_scores.astype(np.float32)),
+            }
+        )
 
     def se_table(self) -> pa.Table | None:
         """edge_id, se: rows for `edge_score_se` (add run_id); None without replicates."""
         se = self.edge_se
         if se is None:
             return None
-        return pa.table({"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)),
-                         "se": pa.array(se, pa.float32())})
+        return pa.table(
+            {"edge_id": pa.array(np.arange(self.layout.n_edges, dtype=np.int32)), "se": pa.array(se, pa.float32())}
+        )
 
     def heads_table(self) -> pa.Table:
         """layer, head, score, importance: rows for `head_scores` (add run_id)."""
         g = self.layout
         layer, head = np.divmod(np.arange(g.n_layers * g.n_heads, dtype=np.int32), g.n_heads)
-        return pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
-                         "score": pa.array(self.head_scores.reshape(-1).astype(np.float32)),
-                         "importance": pa.array(self.head_importance.reshape(-1))})
+        return pa.table(
+            {
+                "layer": pa.array(layer.astype(np.int32)),
+                "head": pa.array(head.astype(np.int32)),
+                "score": pa.array(self.head_scores.reshape(-1).astype(np.float32)),
+                "importance": pa.array(self.head_importance.reshape(-1)),
+            }
+        )
 
     def interval_table(self) -> pa.Table | None:
         """layer, head, importance_lo, importance_hi: rows for `head_importance_interval` (add
@@ -161,9 +172,14 @@ class AttributionResult:
             return None
         g = self.layout
         layer, head = np.divmod(np.arange(g.n_layers * g.n_heads, dtype=np.int32), g.n_heads)
-        return pa.table({"layer": pa.array(layer.astype(np.int32)), "head": pa.array(head.astype(np.int32)),
-                         "importance_lo": pa.array(bounds[0].reshape(-1), pa.float32()),
-                         "importance_hi": pa.array(bounds[1].reshape(-1), pa.float32())})
+        return pa.table(
+            {
+                "layer": pa.array(layer.astype(np.int32)),
+                "head": pa.array(head.astype(np.int32)),
+                "importance_lo": pa.array(bounds[0].reshape(-1), pa.float32()),
+                "importance_hi": pa.array(bounds[1].reshape(-1), pa.float32()),
+            }
+        )
 
     def run_metrics(self) -> dict[str, float]:
         """Scalars for `run_metrics` (docs/attribution.md lists them with their signs):
@@ -171,11 +187,15 @@ class AttributionResult:
         the scores of the edges leaving input, ~ metric_delta), completeness_residual =
         input_edge_sum - metric_delta, completeness_relative = |residual| / |metric_delta|,
         n_examples."""
-        out = {"metric_clean": self.metric_clean, "metric_corrupted": self.metric_corrupted,
-               "metric_delta": self.metric_delta, "input_edge_sum": self.input_sum,
-               "completeness_residual": self.completeness_residual,
-               "completeness_relative": self.completeness_relative,
-               "n_examples": float(self.n_examples)}
+        out = {
+            "metric_clean": self.metric_clean,
+            "metric_corrupted": self.metric_corrupted,
+            "metric_delta": self.metric_delta,
+            "input_edge_sum": self.input_sum,
+            "completeness_residual": self.completeness_residual,
+            "completeness_relative": self.completeness_relative,
+            "n_examples": float(self.n_examples),
+        }
         if self.n_replicates:
             out["bootstrap_replicates"] = float(self.n_replicates)
         out.update({k: float(v) for k, v in self.extra.items()})
@@ -202,5 +222,3 @@ class Ticker:
         self.done += n
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
-
-

@@ -34,6 +34,7 @@ of both, i.e. cuts the END of the longer one: the shared beginning (system promp
 stays position-aligned and the evaluated position is the last kept token; truncated items are
 listed in `EncodedPairs.truncated`. `align="strict"` raises a `UserError` naming the items.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,8 +52,18 @@ from headdb.settings import ALIGN_RULES, MODES, check_choice
 
 _REQUIRED = ("clean", "corrupted", "answer")
 _OPTIONAL_TEXT = ("wrong_answer", "clean_prefix", "corrupted_prefix", "problem", "level")
-_COLUMNS = ("item_id", "clean", "corrupted", "answer", "wrong_answer", "clean_prefix",
-            "corrupted_prefix", "problem", "level", "meta")
+_COLUMNS = (
+    "item_id",
+    "clean",
+    "corrupted",
+    "answer",
+    "wrong_answer",
+    "clean_prefix",
+    "corrupted_prefix",
+    "problem",
+    "level",
+    "meta",
+)
 
 
 @dataclass(frozen=True)
@@ -72,9 +83,15 @@ class Task:
 
     def tasks_row(self, tokenizer=None) -> dict:
         """The row for the warehouse `tasks` table (template needs the tokenizer in chat modes)."""
-        return {"name": self.name, "kind": self.kind, "source": self.source, "digest": self.digest,
-                "n_items": self.n_items, "mode": self.mode,
-                "template": template_label(tokenizer, task_chat(self.mode), self.mode) if tokenizer is not None else None}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "source": self.source,
+            "digest": self.digest,
+            "n_items": self.n_items,
+            "mode": self.mode,
+            "template": template_label(tokenizer, task_chat(self.mode), self.mode) if tokenizer is not None else None,
+        }
 
     def task_items_frame(self) -> pl.DataFrame:
         """The rows for `task_items` (item_id, problem, answer, clean, corrupted, level, meta);
@@ -88,7 +105,8 @@ class Task:
                     meta[key] = row[key]
             metas.append(json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None)
         return self.items.select("item_id", "problem", "answer", "clean", "corrupted", "level").with_columns(
-            pl.Series("meta", metas, dtype=pl.Utf8))
+            pl.Series("meta", metas, dtype=pl.Utf8)
+        )
 
 
 @dataclass
@@ -99,7 +117,7 @@ class EncodedPairs:
     clean: list[list[int]]
     corrupted: list[list[int]]
     answer: list[int]  # first token of the answer
-    wrong: list[int]   # first token of wrong_answer, -1 when absent
+    wrong: list[int]  # first token of wrong_answer, -1 when absent
     truncated: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -107,6 +125,7 @@ class EncodedPairs:
 
 
 # ------------------------------------------------------------------------------- parsing
+
 
 def _text(value, what: str, where: str, *, required: bool, numbers: bool = False):
     if value is None:
@@ -143,8 +162,7 @@ def _item(obj, index: int, where: str) -> dict:
         raise UserError(f"{where}: field 'id' must be a non-empty string or an integer")
     # Null extras are dropped: a Parquet column that only some items fill reads as null for
     # the others, and JSONL and Parquet files with the same items must digest the same.
-    extra = {k: v for k, v in obj.items()
-             if k not in _REQUIRED + _OPTIONAL_TEXT + ("id",) and v is not None}
+    extra = {k: v for k, v in obj.items() if k not in _REQUIRED + _OPTIONAL_TEXT + ("id",) and v is not None}
     row["meta"] = json.dumps(extra, sort_keys=True, ensure_ascii=False, default=str) if extra else None
     return row
 
@@ -194,8 +212,7 @@ def load_task(path, *, mode: str = "plain", name: str | None = None) -> Task:
             raise UserError(f"{where}: duplicate id {item['item_id']!r} (first at {seen[item['item_id']]})")
         seen[item["item_id"]] = where
         items.append(item)
-    frame = pl.DataFrame({c: [it[c] for it in items] for c in _COLUMNS},
-                         schema={c: pl.Utf8 for c in _COLUMNS})
+    frame = pl.DataFrame({c: [it[c] for it in items] for c in _COLUMNS}, schema={c: pl.Utf8 for c in _COLUMNS})
     return Task(name=name or p.stem, source=str(p), mode=mode, digest=task_digest(frame, mode), items=frame)
 
 
@@ -206,12 +223,12 @@ def task_digest(items: pl.DataFrame, mode: str) -> str:
         row = dict(row)
         row["meta"] = json.loads(row["meta"]) if row["meta"] else None
         canon.append(row)
-    blob = json.dumps({"mode": mode, "items": canon}, sort_keys=True, ensure_ascii=False,
-                      separators=(",", ":"))
+    blob = json.dumps({"mode": mode, "items": canon}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 # ------------------------------------------------------------------------------ prompts
+
 
 def render_prompts(task: Task, tokenizer) -> tuple[list[str], list[str]]:
     """(clean texts, corrupted texts) of every item, rendered for the task's mode."""
@@ -257,6 +274,8 @@ def encode_pairs(task: Task, tokenizer, *, align: str = "truncate") -> EncodedPa
         out.wrong.append(-1 if wrong is None else _first_token(tokenizer, wrong, "wrong_answer", item_id))
     if mismatched and align == "strict":
         shown = ", ".join(mismatched[:5]) + (f" and {len(mismatched) - 5} more" if len(mismatched) > 5 else "")
-        raise UserError(f"clean and corrupted prompts differ in token length for item(s) {shown}; "
-                        "make them equal or use align='truncate'")
+        raise UserError(
+            f"clean and corrupted prompts differ in token length for item(s) {shown}; "
+            "make them equal or use align='truncate'"
+        )
     return out

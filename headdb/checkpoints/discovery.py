@@ -6,6 +6,7 @@ order; `training_metrics` turns `log_history` into (step, key, value) rows, one 
 entry, with keys exactly as the trainer wrote them (`loss`, `reward`, `rewards/<func>/mean`,
 `completions/mean_length`, `kl`, ... and older trl names as they are).
 """
+
 from __future__ import annotations
 
 import json
@@ -42,15 +43,22 @@ def discover(run_dir: str | Path) -> list[FoundCheckpoint]:
     root = Path(run_dir).expanduser()
     if not root.is_dir():
         raise UserError(f"training output directory {root} does not exist")
-    found = sorted((FoundCheckpoint(p, int(m.group(1))) for p in root.iterdir()
-                    if p.is_dir() and (m := _CHECKPOINT.match(p.name))), key=lambda c: c.step)
+    found = sorted(
+        (
+            FoundCheckpoint(p, int(m.group(1)))
+            for p in root.iterdir()
+            if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+        ),
+        key=lambda c: c.step,
+    )
     if _has_model_files(root):
         state = _read_state(root / "trainer_state.json") if (root / "trainer_state.json").is_file() else {}
         last = found[-1].step if found else 0
         found.append(FoundCheckpoint(root, int(state.get("global_step", last) or last), final=True))
     if not found:
-        raise UserError(f"{root} has no checkpoint-<step>/ folders and no model at its top level; "
-                        "point at a trainer's output_dir")
+        raise UserError(
+            f"{root} has no checkpoint-<step>/ folders and no model at its top level; point at a trainer's output_dir"
+        )
     return found
 
 
@@ -87,5 +95,6 @@ def training_metrics(state_file: str | Path) -> pl.DataFrame:
             steps.append(step)
             keys.append(key)
             values.append(float(value) if not (isinstance(value, float) and math.isnan(value)) else float("nan"))
-    return pl.DataFrame({"step": steps, "key": keys, "value": values},
-                        schema={"step": pl.Int64, "key": pl.Utf8, "value": pl.Float64})
+    return pl.DataFrame(
+        {"step": steps, "key": keys, "value": values}, schema={"step": pl.Int64, "key": pl.Utf8, "value": pl.Float64}
+    )

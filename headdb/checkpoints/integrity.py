@@ -10,6 +10,7 @@ file and never load a tensor:
 - `pytorch_model*.bin` (a zip archive since torch 1.6): the zip's central directory, which sits
   at the end of the file, is readable.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,11 @@ def _check_safetensors(path: Path) -> None:
             raise UserError(f"{path}: its safetensors header is not valid JSON; {_FIX}") from None
     if not isinstance(header, dict):
         raise UserError(f"{path}: its safetensors header is not a JSON object; {_FIX}")
-    ends = [t["data_offsets"][1] for k, t in header.items()
-            if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets", ())) == 2]
+    ends = [
+        t["data_offsets"][1]
+        for k, t in header.items()
+        if k != "__metadata__" and isinstance(t, dict) and len(t.get("data_offsets", ())) == 2
+    ]
     expected = 8 + n + max(ends, default=0)
     if size != expected:
         what = "truncated" if size < expected else "longer than its header says"

@@ -21,6 +21,7 @@ runs. Generation never runs through the bridge (see `LoadedModel`).
 `weights_digest(path)` identifies a checkpoint's content cheaply, also for multi-GB weights;
 see its docstring for exactly what it covers.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,9 +46,17 @@ SUPPORTED_ARCHITECTURES = {
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 # Small files that change what the model computes or how text is tokenised: hashed in full.
 _METADATA_FILES = (
-    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-    "vocab.json", "merges.txt", "tokenizer.model",
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
 )
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MIB = 1 << 20
@@ -76,15 +85,22 @@ class ModelShape:
         """Stable id of the shape, e.g. "qwen2-L2-H4-KV2-D64-DH16-F256-V104".
 
         Checkpoints with equal keys share one graph layout (edge ids line up across them)."""
-        return (f"{self.family}-L{self.n_layers}-H{self.n_heads}-KV{self.n_kv_heads}"
-                f"-D{self.d_model}-DH{self.d_head}-F{self.d_mlp}-V{self.vocab_size}")
+        return (
+            f"{self.family}-L{self.n_layers}-H{self.n_heads}-KV{self.n_kv_heads}"
+            f"-D{self.d_model}-DH{self.d_head}-F{self.d_mlp}-V{self.vocab_size}"
+        )
 
     def models_row(self) -> dict:
         """The row for the warehouse `models` table."""
         return {
-            "model_key": self.model_key, "architecture": self.architecture,
-            "n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
-            "d_model": self.d_model, "d_head": self.d_head, "vocab_size": self.vocab_size,
+            "model_key": self.model_key,
+            "architecture": self.architecture,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "d_model": self.d_model,
+            "d_head": self.d_head,
+            "vocab_size": self.vocab_size,
             "config_json": json.dumps(self.config, sort_keys=True, default=str),
         }
 
@@ -127,9 +143,14 @@ class LoadedModel:
             # eos, may reload it with add_bos_token=True), so it gets a copy: `self.tokenizer`
             # stays exactly what AutoTokenizer returned, and task prompts tokenise as in the study.
             self._bridge = build_bridge_from_module(
-                self.hf_model, self.shape.architecture, hf_config=self.hf_model.config,
-                tokenizer=copy.deepcopy(self.tokenizer), dtype=self.dtype, device=self.device,
-                model_name=str(self.path))
+                self.hf_model,
+                self.shape.architecture,
+                hf_config=self.hf_model.config,
+                tokenizer=copy.deepcopy(self.tokenizer),
+                dtype=self.dtype,
+                device=self.device,
+                model_name=str(self.path),
+            )
             self._bridge.eval()
         return self._bridge
 
@@ -154,11 +175,14 @@ def _load_hf(directory: Path, torch_dtype, device: str):
         SafetensorError = OSError
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, dtype=torch_dtype, attn_implementation="eager")
+            directory, local_files_only=True, dtype=torch_dtype, attn_implementation="eager"
+        )
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-        raise UserError(f"cannot load the weights in {directory}: {first} "
-                        "(truncated or mismatched checkpoint? re-save or re-download it)") from None
+        raise UserError(
+            f"cannot load the weights in {directory}: {first} "
+            "(truncated or mismatched checkpoint? re-save or re-download it)"
+        ) from None
     model.to(device)
     model.eval()
     return model
@@ -188,12 +212,16 @@ def read_config(path) -> tuple[Path, dict]:
     if not directory.exists():
         raise _not_found(raw)
     if not directory.is_dir():
-        raise UserError(f"{raw!r} is a file, not a model directory; pass the checkpoint directory "
-                        "that holds config.json and the weights")
+        raise UserError(
+            f"{raw!r} is a file, not a model directory; pass the checkpoint directory "
+            "that holds config.json and the weights"
+        )
     config_path = directory / "config.json"
     if not config_path.is_file():
-        raise UserError(f"{raw!r} is not a model directory (no config.json); pass a Hugging Face "
-                        "checkpoint directory with config.json and *.safetensors weights")
+        raise UserError(
+            f"{raw!r} is not a model directory (no config.json); pass a Hugging Face "
+            "checkpoint directory with config.json and *.safetensors weights"
+        )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -201,14 +229,15 @@ def read_config(path) -> tuple[Path, dict]:
     if not isinstance(config, dict):
         raise UserError(f"{config_path} does not hold a JSON object; fix or re-save the checkpoint")
     if not _weight_files(directory):
-        raise UserError(f"{raw!r} is not a model directory (config.json but no weights: expected "
-                        "model.safetensors, model-*.safetensors or pytorch_model*.bin)")
+        raise UserError(
+            f"{raw!r} is not a model directory (config.json but no weights: expected "
+            "model.safetensors, model-*.safetensors or pytorch_model*.bin)"
+        )
     archs = config.get("architectures") or []
     arch = archs[0] if archs else None
     if arch not in SUPPORTED_ARCHITECTURES:
         supported = ", ".join(sorted(SUPPORTED_ARCHITECTURES))
-        raise UserError(f"unsupported architecture {arch!r} in {config_path}; headdb supports "
-                        f"{supported}")
+        raise UserError(f"unsupported architecture {arch!r} in {config_path}; headdb supports {supported}")
     check_weights(directory)
     return directory.resolve(), config
 
@@ -238,8 +267,14 @@ def resolve_dtype(dtype, device: str):
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
     if str(dtype) not in names:
         raise UserError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
     return names[str(dtype)]
@@ -252,8 +287,10 @@ def load_tokenizer(directory: Path):
     try:
         return AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load the tokenizer from {directory} ({exc.__class__.__name__}); "
-                        "the checkpoint directory must include its tokenizer files") from None
+        raise UserError(
+            f"cannot load the tokenizer from {directory} ({exc.__class__.__name__}); "
+            "the checkpoint directory must include its tokenizer files"
+        ) from None
 
 
 def load_model(path, *, dtype="auto", device: str | None = None) -> LoadedModel:
@@ -270,11 +307,18 @@ def load_model(path, *, dtype="auto", device: str | None = None) -> LoadedModel:
     torch_dtype = resolve_dtype(dtype, device)
     tokenizer = load_tokenizer(directory)
     model = _load_hf(directory, torch_dtype, device)
-    return LoadedModel(path=directory, hf_model=model, tokenizer=tokenizer, shape=shape_from_config(config),
-                       device=str(device), dtype=torch_dtype)
+    return LoadedModel(
+        path=directory,
+        hf_model=model,
+        tokenizer=tokenizer,
+        shape=shape_from_config(config),
+        device=str(device),
+        dtype=torch_dtype,
+    )
 
 
 # ---------------------------------------------------------------------------- digest
+
 
 def _cache_file() -> Path:
     from headdb.settings import runtime
@@ -340,8 +384,7 @@ def weights_digest(path) -> str:
     """
     directory = Path(path).expanduser()
     if not directory.is_dir():
-        raise _not_found(str(path)) if not directory.exists() else UserError(
-            f"{str(path)!r} is not a directory")
+        raise _not_found(str(path)) if not directory.exists() else UserError(f"{str(path)!r} is not a directory")
     cache = _load_cache()
     changed = False
     h = hashlib.sha256()

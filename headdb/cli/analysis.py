@@ -10,6 +10,7 @@ headdb/cli.py mounts them:
 Conventions as in cli.py: ctx.obj is the global Options (`.connect()`), user mistakes raise
 UserError (one line, exit 2), tables go through headdb.reports.output.emit.
 """
+
 from __future__ import annotations
 
 import copy
@@ -54,12 +55,14 @@ def _extra_dirs(ctx: typer.Context, queries: list[Path] | None) -> list[Path]:
 
 # ------------------------------------------------------------------------------------ query
 
+
 class _QueryGroup(TyperGroup):
     """`headdb query NAME ...` where NAME is any query of the catalogue (packaged or a user's)."""
 
     def list_commands(self, ctx):
         try:
             from headdb.warehouse.queries import catalogue
+
             names = catalogue().names()
         except UserError:
             names = []
@@ -73,19 +76,34 @@ class _QueryGroup(TyperGroup):
         command.name = name
         try:
             from headdb.warehouse.queries import catalogue
+
             query = catalogue().get(name)
-            command.help = query.description + "\n\nParams: " + (
-                "; ".join(f"{p.signature()}" + (f" {{{'|'.join(map(str, p.choices))}}}" if p.choices else "")
-                          + (f" - {p.help}" if p.help else "") for p in query.params) or "none")
+            command.help = (
+                query.description
+                + "\n\nParams: "
+                + (
+                    "; ".join(
+                        f"{p.signature()}"
+                        + (f" {{{'|'.join(map(str, p.choices))}}}" if p.choices else "")
+                        + (f" - {p.help}" if p.help else "")
+                        for p in query.params
+                    )
+                    or "none"
+                )
+            )
             command.short_help = query.description.split(". ")[0][:90]
         except UserError:
             command.help = "A query from a --queries folder."
         return command
 
 
-query_app = typer.Typer(cls=_QueryGroup, no_args_is_help=True, add_completion=False,
-                        pretty_exceptions_enable=False,
-                        help="Run a named query: `headdb query list`, `headdb query NAME --param k=v`.")
+query_app = typer.Typer(
+    cls=_QueryGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Run a named query: `headdb query list`, `headdb query NAME --param k=v`.",
+)
 
 
 def print_listing(rows: list[tuple[str, str]], footer: str) -> None:
@@ -102,10 +120,12 @@ def print_listing(rows: list[tuple[str, str]], footer: str) -> None:
 
 
 @query_app.command("list")
-def query_list(ctx: typer.Context,
-               queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
-               fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
-               out: Optional[Path] = typer.Option(None, "--out", help="Write to this file.")) -> None:
+def query_list(
+    ctx: typer.Context,
+    queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to this file."),
+) -> None:
     """List the named queries, one line each (--format csv/json: with params and descriptions)."""
     from headdb.warehouse.queries import list_queries
 
@@ -113,13 +133,18 @@ def query_list(ctx: typer.Context,
     if fmt != "table" or out is not None:
         emit(listing, fmt, out, title="queries")
         return
-    print_listing(list(listing.select("name", "description").iter_rows()),
-                  f"{listing.height} queries; `headdb query show NAME` for one's params and SQL")
+    print_listing(
+        list(listing.select("name", "description").iter_rows()),
+        f"{listing.height} queries; `headdb query show NAME` for one's params and SQL",
+    )
 
 
 @query_app.command("show")
-def query_show(ctx: typer.Context, name: str = typer.Argument(..., help="A query's name."),
-               queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP)) -> None:
+def query_show(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="A query's name."),
+    queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+) -> None:
     """A query's description, params (type, default, choices) and SQL."""
     from headdb.warehouse.queries import catalogue
 
@@ -141,33 +166,42 @@ _named_query_app = typer.Typer(add_completion=False)
 
 
 @_named_query_app.command()
-def _run_named_query(ctx: typer.Context,
-                     param: Optional[List[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
-                     queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
-                     fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
-                     out: Optional[Path] = typer.Option(None, "--out", help="Output file (required for parquet).")) -> None:
+def _run_named_query(
+    ctx: typer.Context,
+    param: Optional[List[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (required for parquet)."),
+) -> None:
     from headdb.warehouse.queries import run_query
+
     name = ctx.info_name
     if fmt == "parquet" and out is None:
         raise UserError("--format parquet needs --out FILE")
     params = parse_params(param)
     dirs = _extra_dirs(ctx, queries)
     from headdb.warehouse.queries import catalogue
+
     catalogue(dirs).get(name).bind(params)  # check the params before opening the warehouse
     df = run_query(ctx.obj.connect(), name, params, dirs)
     if df.is_empty() and fmt == "table":
         # every reference in the params names something (checked), so this is a true "none"
         given = " ".join(f"{k}={v}" for k, v in params.items()) or "no params"
-        Console(stderr=True).print(Text(f"{name}: no rows: nothing in the warehouse matches ({given})",
-                                        style="yellow"), soft_wrap=True)
+        Console(stderr=True).print(
+            Text(f"{name}: no rows: nothing in the warehouse matches ({given})", style="yellow"), soft_wrap=True
+        )
         return
     emit(df, fmt, out, title=name)
 
 
 # ------------------------------------------------------------------------------------ report
 
-report_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                         help="Terminal reports (tables, heatmaps, curves) with optional --png figures.")
+report_app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Terminal reports (tables, heatmaps, curves) with optional --png figures.",
+)
 
 
 def _report_console(colour: Optional[bool]) -> Console:
@@ -177,15 +211,21 @@ def _report_console(colour: Optional[bool]) -> Console:
 
 
 def _make_report_command(name: str, description: str):
-    def command(ctx: typer.Context,
-                param: Optional[List[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
-                png: Optional[Path] = typer.Option(None, "--png", help="Also draw the figure into this PNG file."),
-                queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
-                colour: Optional[bool] = typer.Option(None, "--color/--no-color",
-                                                      help="Force colour on or off (default: when a terminal).")) -> None:
+    def command(
+        ctx: typer.Context,
+        param: Optional[List[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+        png: Optional[Path] = typer.Option(None, "--png", help="Also draw the figure into this PNG file."),
+        queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+        colour: Optional[bool] = typer.Option(
+            None, "--color/--no-color", help="Force colour on or off (default: when a terminal)."
+        ),
+    ) -> None:
         from headdb.reports import run_report
-        run_report(ctx.obj.connect(), name, parse_params(param), _report_console(colour), png,
-                   _extra_dirs(ctx, queries))
+
+        run_report(
+            ctx.obj.connect(), name, parse_params(param), _report_console(colour), png, _extra_dirs(ctx, queries)
+        )
+
     command.__doc__ = description
     command.__name__ = f"report_{name}"
     return command
@@ -193,12 +233,14 @@ def _make_report_command(name: str, description: str):
 
 def _register_reports() -> None:
     from headdb.reports import REPORTS
+
     for report in REPORTS.values():
         if report.name == "circuit":
             continue
-        report_app.command(report.name, help=report.description + " Params: those of "
-                           + ", ".join(report.queries) + " (`headdb query list`).")(
-            _make_report_command(report.name, report.description))
+        report_app.command(
+            report.name,
+            help=report.description + " Params: those of " + ", ".join(report.queries) + " (`headdb query list`).",
+        )(_make_report_command(report.name, report.description))
 
 
 @report_app.command("list")
@@ -206,30 +248,44 @@ def report_list() -> None:
     """List the reports, one line each, with the queries they read."""
     from headdb.reports import REPORTS
 
-    print_listing([(r.name, f"{r.description.split('. ')[0].rstrip('.')} [{', '.join(r.queries)}]")
-                   for r in REPORTS.values()],
-                  f"{len(REPORTS)} reports; `headdb report NAME --help` for one's params")
+    print_listing(
+        [(r.name, f"{r.description.split('. ')[0].rstrip('.')} [{', '.join(r.queries)}]") for r in REPORTS.values()],
+        f"{len(REPORTS)} reports; `headdb report NAME --help` for one's params",
+    )
 
 
 @report_app.command("circuit")
-def report_circuit(ctx: typer.Context,
-                   run: int = typer.Argument(..., help="run_id of an attribution or import run."),
-                   selection: str = typer.Option("threshold", "--selection", help="Which circuit of the run."),
-                   out: Optional[Path] = typer.Option(None, "--out", help="The .dot file (default circuit-runRUN.dot)."),
-                   png: Optional[Path] = typer.Option(None, "--png", help="PNG file (default: next to the .dot)."),
-                   queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP)) -> None:
+def report_circuit(
+    ctx: typer.Context,
+    run: int = typer.Argument(..., help="run_id of an attribution or import run."),
+    selection: str = typer.Option("threshold", "--selection", help="Which circuit of the run."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The .dot file (default circuit-runRUN.dot)."),
+    png: Optional[Path] = typer.Option(None, "--png", help="PNG file (default: next to the .dot)."),
+    queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+) -> None:
     """A run's circuit as a graphviz .dot file, and a PNG when graphviz `dot` is installed."""
     from headdb.reports import run_report
-    run_report(ctx.obj.connect(), "circuit", {"run": run, "selection": selection}, Console(), png,
-               _extra_dirs(ctx, queries), out=out)
+
+    run_report(
+        ctx.obj.connect(),
+        "circuit",
+        {"run": run, "selection": selection},
+        Console(),
+        png,
+        _extra_dirs(ctx, queries),
+        out=out,
+    )
 
 
 @report_app.command("study")
-def report_study(ctx: typer.Context,
-                 manifest: Path = typer.Argument(..., help="Study manifest (TOML) whose [[reports]] to render."),
-                 html: Optional[Path] = typer.Option(None, "--html", help="Write every report, with its figure, "
-                                                     "into this one self-contained HTML file."),
-                 queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP)) -> None:
+def report_study(
+    ctx: typer.Context,
+    manifest: Path = typer.Argument(..., help="Study manifest (TOML) whose [[reports]] to render."),
+    html: Optional[Path] = typer.Option(
+        None, "--html", help="Write every report, with its figure, into this one self-contained HTML file."
+    ),
+    queries: Optional[List[Path]] = typer.Option(None, "--queries", help=QUERIES_HELP),
+) -> None:
     """Every report of a study manifest: on the terminal, or with --html as one HTML file (tables,
     heatmaps and figures embedded; no network needed to view it)."""
     from headdb.jobs.manifest import load_manifest
@@ -249,8 +305,14 @@ def report_study(ctx: typer.Context,
         return
     from headdb.reports.html import write_study_html
 
-    path = write_study_html(db, entries, html, title=f"study {m.name}", subtitle=f"manifest {manifest}; "
-                            f"warehouse {db.location}", extra_dirs=dirs)
+    path = write_study_html(
+        db,
+        entries,
+        html,
+        title=f"study {m.name}",
+        subtitle=f"manifest {manifest}; warehouse {db.location}",
+        extra_dirs=dirs,
+    )
     err.print(f"wrote {path}: {len(entries)} report(s)")
 
 
@@ -259,33 +321,50 @@ _register_reports()
 
 # ------------------------------------------------------------------------------------ export
 
-export_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                         help="Export the warehouse (Parquet) or one run (EAP-IG JSON).")
+export_app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Export the warehouse (Parquet) or one run (EAP-IG JSON).",
+)
 
 
 @export_app.command("parquet")
-def export_parquet_command(ctx: typer.Context,
-                           directory: Path = typer.Argument(..., help="Folder to create (hive-partitioned Parquet)."),
-                           overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty folder.")) -> None:
+def export_parquet_command(
+    ctx: typer.Context,
+    directory: Path = typer.Argument(..., help="Folder to create (hive-partitioned Parquet)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty folder."),
+) -> None:
     """Every table as Parquet; edge_scores partitioned by model_key and run_id."""
     from headdb.warehouse.export import export_parquet
+
     counts = export_parquet(ctx.obj.connect(), directory, overwrite=overwrite)
-    err.print(f"exported {len(counts)} tables ({sum(counts.values())} rows, {counts.get('edge_scores', 0)} edge scores) "
-              f"to {directory}")
+    err.print(
+        f"exported {len(counts)} tables ({sum(counts.values())} rows, {counts.get('edge_scores', 0)} edge scores) "
+        f"to {directory}"
+    )
 
 
 @export_app.command("graph-json")
-def export_graph_json_command(ctx: typer.Context,
-                              run: int = typer.Argument(..., help="run_id with edge scores."),
-                              out: Optional[Path] = typer.Option(None, "--out", help="JSON file (default graph-runRUN.json)."),
-                              selection: Optional[str] = typer.Option(
-                                  None, "--selection", help="Circuit marked in_graph (default threshold, else the last)."),
-                              gqa_split: bool = typer.Option(
-                                  False, "--gqa-split", help="GQA models: write each kv head's score split evenly over "
-                                  "its query heads (EAP-IG's ungrouped ports); without it a GQA run is refused.")) -> None:
+def export_graph_json_command(
+    ctx: typer.Context,
+    run: int = typer.Argument(..., help="run_id with edge scores."),
+    out: Optional[Path] = typer.Option(None, "--out", help="JSON file (default graph-runRUN.json)."),
+    selection: Optional[str] = typer.Option(
+        None, "--selection", help="Circuit marked in_graph (default threshold, else the last)."
+    ),
+    gqa_split: bool = typer.Option(
+        False,
+        "--gqa-split",
+        help="GQA models: write each kv head's score split evenly over "
+        "its query heads (EAP-IG's ungrouped ports); without it a GQA run is refused.",
+    ),
+) -> None:
     """One run as an EAP-IG JSON graph in the current EAP-IG format (cfg, nodes, edges)."""
     from headdb.interop.graph_json import export_graph_json
+
     out = out or Path(f"graph-run{run}.json")
     counts = export_graph_json(ctx.obj.connect(), run, out, selection=selection, gqa_split=gqa_split)
-    err.print(f"wrote {out}: {counts['edges']} edges, {counts['in_graph']} in the circuit, "
-              f"{counts['heads_in_graph']} heads")
+    err.print(
+        f"wrote {out}: {counts['edges']} edges, {counts['in_graph']} in the circuit, {counts['heads_in_graph']} heads"
+    )

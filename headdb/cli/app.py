@@ -1,4 +1,5 @@
 """The `headdb` command: a thin typer layer over the Python API."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,12 @@ import headdb
 from headdb.errors import UserError
 from headdb.reports.output import emit
 
-app = typer.Typer(help="A warehouse for attention-head circuits across training checkpoints.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="A warehouse for attention-head circuits across training checkpoints.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 err = Console(stderr=True)
 
 
@@ -24,8 +29,9 @@ class Options:
     def __init__(self, db: str | None, data_path: str | None, lock_timeout: float | None, queries: list[str]):
         from headdb.settings import runtime
 
-        self.runtime = runtime(db=db, data_path=data_path, lock_timeout=lock_timeout,
-                               queries=tuple(queries) or None)  # a bad value: one line, here
+        self.runtime = runtime(
+            db=db, data_path=data_path, lock_timeout=lock_timeout, queries=tuple(queries) or None
+        )  # a bad value: one line, here
         self.data_path = data_path  # given explicitly (a DuckDB file refuses it; a lake may take the env's)
 
     @property
@@ -62,10 +68,12 @@ def main_options(
     db: Optional[str] = typer.Option(None, "--db", help=_runtime_help("db"), show_default=False),
     data_path: Optional[str] = typer.Option(None, "--data-path", help=_runtime_help("data_path")),
     lock_timeout: Optional[float] = typer.Option(None, "--lock-timeout", help=_runtime_help("lock_timeout")),
-    queries: list[str] = typer.Option([], "--queries", help=_runtime_help("queries") + "; repeatable",
-                                      show_default=False),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Show the version and exit."),
+    queries: list[str] = typer.Option(
+        [], "--queries", help=_runtime_help("queries") + "; repeatable", show_default=False
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     ctx.obj = Options(db, data_path, lock_timeout, queries)
 
@@ -94,9 +102,11 @@ def migrate(ctx: typer.Context) -> None:
 
 
 @app.command()
-def runs(ctx: typer.Context,
-         fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
-         out: Optional[Path] = typer.Option(None, "--out", help="Write to this file.")) -> None:
+def runs(
+    ctx: typer.Context,
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to this file."),
+) -> None:
     """List runs: id, kind, checkpoint, task, status, duration."""
     df = ctx.obj.connect().runs()
     if fmt == "table":
@@ -105,11 +115,13 @@ def runs(ctx: typer.Context,
 
 
 @app.command("sql")
-def sql_command(ctx: typer.Context,
-                query: str = typer.Argument(..., help="SQL text; read-only unless --write."),
-                write: bool = typer.Option(False, "--write", help="Allow statements that modify the warehouse."),
-                fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
-                out: Optional[Path] = typer.Option(None, "--out", help="Output file (required for parquet).")) -> None:
+def sql_command(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="SQL text; read-only unless --write."),
+    write: bool = typer.Option(False, "--write", help="Allow statements that modify the warehouse."),
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output file (required for parquet)."),
+) -> None:
     """Run SQL against the warehouse."""
     if fmt == "parquet" and out is None:
         raise UserError("--format parquet needs --out FILE")
@@ -118,7 +130,12 @@ def sql_command(ctx: typer.Context,
 
 
 def _mount() -> None:
-    from headdb.cli import analysis as cli_analysis, checkpoints as cli_checkpoints, ingest as cli_ingest, study as cli_study
+    from headdb.cli import (
+        analysis as cli_analysis,
+        checkpoints as cli_checkpoints,
+        ingest as cli_ingest,
+        study as cli_study,
+    )
 
     app.add_typer(cli_analysis.query_app, name="query")
     app.add_typer(cli_analysis.report_app, name="report")

@@ -1,4 +1,5 @@
 """`headdb checkpoints` (list) and `headdb checkpoints add` (register a model against a base)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,9 +16,11 @@ err = Console(stderr=True)
 
 
 @app.callback()
-def checkpoints(ctx: typer.Context,
-                fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
-                out: Optional[Path] = typer.Option(None, "--out")) -> None:
+def checkpoints(
+    ctx: typer.Context,
+    fmt: str = typer.Option("table", "--format", help="table | csv | json | parquet"),
+    out: Optional[Path] = typer.Option(None, "--out"),
+) -> None:
     """List registered checkpoints with lineage, regime, step and parent."""
     if ctx.invoked_subcommand is None:
         df = ctx.obj.connect().checkpoints()
@@ -27,13 +30,15 @@ def checkpoints(ctx: typer.Context,
 
 
 @app.command()
-def add(ctx: typer.Context,
-        path: str = typer.Argument(..., help="Local model directory."),
-        regime: str = typer.Option(..., "--regime", help="distill | other (sft/grpo runs: `headdb ingest run`)."),
-        lineage: str = typer.Option(..., "--lineage"),
-        base: Optional[str] = typer.Option(None, "--base", help="The model it derives from (registered as regime base)."),
-        step: int = typer.Option(0, "--step"),
-        name: Optional[str] = typer.Option(None, "--name")) -> None:
+def add(
+    ctx: typer.Context,
+    path: str = typer.Argument(..., help="Local model directory."),
+    regime: str = typer.Option(..., "--regime", help="distill | other (sft/grpo runs: `headdb ingest run`)."),
+    lineage: str = typer.Option(..., "--lineage"),
+    base: Optional[str] = typer.Option(None, "--base", help="The model it derives from (registered as regime base)."),
+    step: int = typer.Option(0, "--step"),
+    name: Optional[str] = typer.Option(None, "--name"),
+) -> None:
     """Register a plain model (e.g. a distilled one) against its base, without running anything."""
     from headdb.jobs.job import Placement
     from headdb.jobs.plan import target
@@ -51,5 +56,7 @@ def add(ctx: typer.Context,
     db = ctx.obj.connect(create=True)  # both directories checked first: a mistake writes nothing
     parent_id = register_target(db, base_target) if base_target is not None else None
     checkpoint_id = register_target(db, checkpoint, parent_id)
-    err.print(f"checkpoint {checkpoint_id} registered ({regime}, lineage {lineage}"
-              + (f", parent {parent_id})" if parent_id else ")"))
+    err.print(
+        f"checkpoint {checkpoint_id} registered ({regime}, lineage {lineage}"
+        + (f", parent {parent_id})" if parent_id else ")")
+    )

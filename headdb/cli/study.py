@@ -1,4 +1,5 @@
 """`headdb study MANIFEST.toml` and `headdb demo`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,9 +18,13 @@ def study(
     manifest: Path = typer.Argument(..., help="Study manifest (TOML)."),
     check: bool = typer.Option(False, "--check", help="Resolve everything without loading models; run nothing."),
     root: Optional[Path] = typer.Option(None, "--root", help="Resolve relative paths against this folder."),
-    device: Optional[str] = DEVICE, dtype: str = DTYPE, force: bool = FORCE,
+    device: Optional[str] = DEVICE,
+    dtype: str = DTYPE,
+    force: bool = FORCE,
     reports: bool = typer.Option(True, "--reports/--no-reports", help="Print the manifest's reports at the end."),
-    executor_name: str = EXECUTOR, address: Optional[str] = ADDRESS, gpus_per_job: float = GPUS_PER_JOB,
+    executor_name: str = EXECUTOR,
+    address: Optional[str] = ADDRESS,
+    gpus_per_job: float = GPUS_PER_JOB,
     cpus_per_job: float = CPUS_PER_JOB,
 ) -> None:
     """Run a whole study declared in a manifest; resumable (a re-run does only what is missing)."""
@@ -44,8 +49,10 @@ def study(
     db = ctx.obj.connect(create=True)
     with progress_bar(m.name) as progress:
         outcome = run_study(db, m, executor=runner, execution=how, progress=progress, say=err.print)
-    err.print(f"study {m.name}: {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
-              f"{len(outcome.failed)} failed; {outcome.loads} checkpoint(s) loaded")
+    err.print(
+        f"study {m.name}: {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
+        f"{len(outcome.failed)} failed; {outcome.loads} checkpoint(s) loaded"
+    )
     for failure in outcome.failed:
         err.print(f"  failed: {failure}", highlight=False)
     if reports:
@@ -63,10 +70,18 @@ def print_reports(db, m, console: Console | None = None) -> None:
 def demo(
     ctx: typer.Context,
     quick: bool = typer.Option(False, "--quick", help="Smaller models, runs and benchmarks (under 2 minutes)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for models, runs, tasks, the log and the HTML "
-                                       "report (default ./headdb-demo, or ./headdb-demo-quick)."),
-    seed: int = typer.Option(0, "--seed", help="Training seed (weights, data order, sampling); the benchmarks "
-                             "and circuit tasks stay the same, so seeds are comparable."),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        help="Folder for models, runs, tasks, the log and the HTML "
+        "report (default ./headdb-demo, or ./headdb-demo-quick).",
+    ),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        help="Training seed (weights, data order, sampling); the benchmarks "
+        "and circuit tasks stay the same, so seeds are comparable.",
+    ),
     reports: bool = typer.Option(True, "--reports/--no-reports"),
 ) -> None:
     """The whole study in miniature, offline on a CPU: pretrain a tiny model, post-train it with
@@ -78,27 +93,45 @@ def demo(
     settings = QUICK if quick else FULL
     root = out or Path("headdb-demo-quick" if quick else "headdb-demo")
     db = ctx.obj.connect(create=True)
-    err.print(f"headdb demo{' --quick' if quick else ''}: building in {root}/ (library logs: {root}/demo.log)",
-              highlight=False)
-    done = run_demo(db, root, settings, seed=seed, console=err, out=Console(), reports=reports,
-                    title="headdb demo" + (" (quick)" if quick else "") + f", seed {seed}")
+    err.print(
+        f"headdb demo{' --quick' if quick else ''}: building in {root}/ (library logs: {root}/demo.log)",
+        highlight=False,
+    )
+    done = run_demo(
+        db,
+        root,
+        settings,
+        seed=seed,
+        console=err,
+        out=Console(),
+        reports=reports,
+        title="headdb demo" + (" (quick)" if quick else "") + f", seed {seed}",
+    )
     outcome, t = done.outcome, done.seconds
     out_console = Console()
     out_console.rule("[bold]what the demo found[/bold] (every number measured above)")
     for line in done.summary:
         out_console.print(f"- {line}", highlight=False, markup=False)
-    err.print(f"demo: models {t['models']:.0f} s, ingest {t['ingest']:.0f} s, reports {t['reports']:.0f} s, "
-              f"total {t['total']:.0f} s; {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
-              f"{len(outcome.failed)} failed", highlight=False)
-    err.print(f"report: {done.html}  (open it in a browser: every report with its figure, self-contained)",
-              highlight=False)
+    err.print(
+        f"demo: models {t['models']:.0f} s, ingest {t['ingest']:.0f} s, reports {t['reports']:.0f} s, "
+        f"total {t['total']:.0f} s; {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "
+        f"{len(outcome.failed)} failed",
+        highlight=False,
+    )
+    err.print(
+        f"report: {done.html}  (open it in a browser: every report with its figure, self-contained)", highlight=False
+    )
     err.print(f"log: {done.log}   warehouse: {db.location}", highlight=False)
-    err.print(f"next: headdb --db {db.location} runs | headdb --db {db.location} report study "
-              f"{_manifest_path()} --html study.html", highlight=False)
+    err.print(
+        f"next: headdb --db {db.location} runs | headdb --db {db.location} report study "
+        f"{_manifest_path()} --html study.html",
+        highlight=False,
+    )
     if not outcome.ok:
         raise typer.Exit(1)
 
 
 def _manifest_path() -> str:
     from headdb.demo.study import demo_manifest
+
     return str(demo_manifest())

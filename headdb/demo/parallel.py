@@ -7,6 +7,7 @@ alone (one thread, its own seeded trainer). The child process is started with "s
 interpreter, no forked torch state); its progress bar updates come back through a queue and are
 drawn by the parent's rich Progress; its library output goes to the same log file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,17 +34,17 @@ class _RelayedProgress:
         self.queue.put(("update", task, None, fields))
 
 
-def _child(path: str, what: str, recipe: str, kwargs: dict, show: str, threads: int, log_path: str | None,
-           queue) -> None:
+def _child(
+    path: str, what: str, recipe: str, kwargs: dict, show: str, threads: int, log_path: str | None, queue
+) -> None:
     import torch
 
     from headdb.demo.stages import Stages, run_stage
 
     torch.set_num_threads(threads)
     try:
-        with (open(log_path, "a", encoding="utf-8") if log_path else contextlib.nullcontext()) as log:
-            stages = Stages(progress=_RelayedProgress(queue), say=lambda line: queue.put(("say", 0, line, {})),
-                            log=log)
+        with open(log_path, "a", encoding="utf-8") if log_path else contextlib.nullcontext() as log:
+            stages = Stages(progress=_RelayedProgress(queue), say=lambda line: queue.put(("say", 0, line, {})), log=log)
             run_stage(Path(path), what, recipe, kwargs, stages, show)
         queue.put(("done", 0, None, stages.seconds))
     except BaseException:  # the parent re-raises it with the child's traceback
@@ -51,14 +52,18 @@ def _child(path: str, what: str, recipe: str, kwargs: dict, show: str, threads: 
 
 
 @contextlib.contextmanager
-def stage_beside(path: Path, what: str, recipe: str, kwargs: dict, stages, show: str, threads: int,
-                 log_path: Path | None) -> Iterator[None]:
+def stage_beside(
+    path: Path, what: str, recipe: str, kwargs: dict, stages, show: str, threads: int, log_path: Path | None
+) -> Iterator[None]:
     """Run `run_stage(path, what, recipe, kwargs)` in a child process while the body runs here;
     on leaving, wait for it and raise its error, if any."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(str(path), what, recipe, kwargs, show, threads,
-                                            str(log_path) if log_path else None, queue), daemon=True)
+    proc = ctx.Process(
+        target=_child,
+        args=(str(path), what, recipe, kwargs, show, threads, str(log_path) if log_path else None, queue),
+        daemon=True,
+    )
     outcome: dict = {}
     task_ids: dict[int, object] = {}
 

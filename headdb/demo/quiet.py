@@ -10,6 +10,7 @@ stderr, so its bars and messages still reach the terminal.
 stage (steps done of max_steps, with the latest loss or reward beside it). `IngestBars` turns the executor's (stage, done, total)
 callbacks into one bar per checkpoint (its jobs done) plus the stage of the job running now.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,13 +20,26 @@ from typing import IO, Iterator
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-LIBRARY_LOGGERS = ("transformers", "trl", "accelerate", "datasets", "huggingface_hub", "torch", "transformer_lens",
-                   "py.warnings")
+LIBRARY_LOGGERS = (
+    "transformers",
+    "trl",
+    "accelerate",
+    "datasets",
+    "huggingface_hub",
+    "torch",
+    "transformer_lens",
+    "py.warnings",
+)
 
 
 def progress_columns():
-    return (TextColumn("[bold]{task.description:<26}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-            TimeElapsedColumn(), TextColumn("{task.fields[note]}", style="dim"))
+    return (
+        TextColumn("[bold]{task.description:<26}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}", style="dim"),
+    )
 
 
 def _disable_library_bars() -> None:
@@ -47,8 +61,9 @@ def quiet_libraries(log: IO[str]) -> Iterator[None]:
     handler = logging.StreamHandler(log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     saved = []
-    names = set(LIBRARY_LOGGERS) | {name for name in logging.root.manager.loggerDict
-                                    if name.split(".")[0] in LIBRARY_LOGGERS}
+    names = set(LIBRARY_LOGGERS) | {
+        name for name in logging.root.manager.loggerDict if name.split(".")[0] in LIBRARY_LOGGERS
+    }
     for name in sorted(names):
         logger = logging.getLogger(name)
         saved.append((logger, logger.handlers[:], logger.propagate, logger.level))
@@ -72,6 +87,7 @@ def quiet_libraries(log: IO[str]) -> Iterator[None]:
 
 def _trainer_callback_base():
     from transformers import TrainerCallback
+
     return TrainerCallback
 
 

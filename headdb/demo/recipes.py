@@ -23,6 +23,7 @@ Training items come from `headdb.evals.benchmarks.synthetic_arithmetic` under se
 `TRAIN_SEED_OFFSET`, so a benchmark built with a small seed (0, 1, ...) is not the training
 stream (level 1 has only 36 distinct problems, so those repeat anyway).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -95,14 +96,14 @@ def _eval_steps(expr: str) -> tuple[list[str], int]:
         m = re.search(r"\(([^()]*)\)", expr)
         inner_lines, value = _eval_steps(m.group(1))
         lines += inner_lines
-        expr = expr[: m.start()] + str(value) + expr[m.end():]
+        expr = expr[: m.start()] + str(value) + expr[m.end() :]
     tokens = re.findall(r"\d+|[-+*]", expr)
     # Multiplication before addition and subtraction.
     while "*" in tokens:
         i = tokens.index("*")
         a, b = int(tokens[i - 1]), int(tokens[i + 1])
         lines.append(f"{a} * {b} = {a * b}.")
-        tokens[i - 1:i + 2] = [str(a * b)]
+        tokens[i - 1 : i + 2] = [str(a * b)]
     value = int(tokens[0])
     for i in range(1, len(tokens), 2):
         op, b = tokens[i], int(tokens[i + 1])
@@ -141,8 +142,7 @@ def solution_text(expression: str, style: str = "steps") -> str:
 # Datasets
 
 
-def arithmetic_items(n: int, seed: int, levels: Sequence[int] = (1, 2), *,
-                     suffix: Optional[str] = None) -> list[dict]:
+def arithmetic_items(n: int, seed: int, levels: Sequence[int] = (1, 2), *, suffix: Optional[str] = None) -> list[dict]:
     """``n`` training items (dicts: prompt, problem, answer, level, expression) from the
     synthetic arithmetic benchmark under seed ``TRAIN_SEED_OFFSET + seed``; the prompt is the
     benchmark's (problem + the "\\boxed{}" suffix, or ``suffix`` when given; "" for none)."""
@@ -153,31 +153,35 @@ def arithmetic_items(n: int, seed: int, levels: Sequence[int] = (1, 2), *,
     df = synthetic_arithmetic(n, levels=tuple(levels), seed=TRAIN_SEED_OFFSET + int(seed), suffix=suffix)
     out = []
     for row in df.iter_rows(named=True):
-        out.append({
-            "prompt": row["prompt"],
-            "problem": row["problem"],
-            "answer": row["answer"],
-            "level": int(row["level"]),
-            "expression": json.loads(row["meta"])["expression"],
-        })
+        out.append(
+            {
+                "prompt": row["prompt"],
+                "problem": row["problem"],
+                "answer": row["answer"],
+                "level": int(row["level"]),
+                "expression": json.loads(row["meta"])["expression"],
+            }
+        )
     return out
 
 
-def sft_dataset(n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2), style: str = "steps",
-                suffix: Optional[str] = None):
+def sft_dataset(
+    n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2), style: str = "steps", suffix: Optional[str] = None
+):
     """A `datasets.Dataset` for `trl.SFTTrainer` in conversational prompt/completion form:
     ``prompt`` = [user: benchmark prompt], ``completion`` = [assistant: `solution_text`], plus
     ``answer`` and ``level`` columns (ignored by SFT)."""
     from datasets import Dataset
 
     rows = arithmetic_items(n, seed, levels, suffix=suffix)
-    return Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
-        "completion": [[{"role": "assistant", "content": solution_text(r["expression"], style)}]
-                       for r in rows],
-        "answer": [r["answer"] for r in rows],
-        "level": [r["level"] for r in rows],
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
+            "completion": [[{"role": "assistant", "content": solution_text(r["expression"], style)}] for r in rows],
+            "answer": [r["answer"] for r in rows],
+            "level": [r["level"] for r in rows],
+        }
+    )
 
 
 def grpo_dataset(n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2), suffix: Optional[str] = None):
@@ -186,11 +190,13 @@ def grpo_dataset(n: int, seed: int = 0, *, levels: Sequence[int] = (1, 2), suffi
     from datasets import Dataset
 
     rows = arithmetic_items(n, seed, levels, suffix=suffix)
-    return Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
-        "answer": [r["answer"] for r in rows],
-        "level": [r["level"] for r in rows],
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": r["prompt"]}] for r in rows],
+            "answer": [r["answer"] for r in rows],
+            "level": [r["level"] for r in rows],
+        }
+    )
 
 
 def _completion_text(completion) -> str:
@@ -199,8 +205,11 @@ def _completion_text(completion) -> str:
     if isinstance(completion, dict):
         return str(completion.get("content") or "")
     if isinstance(completion, (list, tuple)):  # conversational: a list of messages
-        return "".join(_completion_text(m) for m in completion if
-                       not isinstance(m, dict) or m.get("role", "assistant") == "assistant")
+        return "".join(
+            _completion_text(m)
+            for m in completion
+            if not isinstance(m, dict) or m.get("role", "assistant") == "assistant"
+        )
     return str(completion)
 
 
@@ -213,8 +222,10 @@ def accuracy_reward(completions, answer, **kwargs) -> list[float]:
     """
     from headdb.evals.grading import grade
 
-    return [1.0 if grade(str(gold), _completion_text(c), style="math").correct else 0.0
-            for c, gold in zip(completions, answer)]
+    return [
+        1.0 if grade(str(gold), _completion_text(c), style="math").correct else 0.0
+        for c, gold in zip(completions, answer)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,8 +240,18 @@ def _quiet_env() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
 
 
-def _cpu_args(out_dir: Path, *, steps: int, save_steps: Optional[int], seed: int, lr: float,
-              batch_size: int, scheduler: str, warmup_steps: int, weight_decay: float) -> dict:
+def _cpu_args(
+    out_dir: Path,
+    *,
+    steps: int,
+    save_steps: Optional[int],
+    seed: int,
+    lr: float,
+    batch_size: int,
+    scheduler: str,
+    warmup_steps: int,
+    weight_decay: float,
+) -> dict:
     """TrainingArguments fields shared by every recipe: CPU, fp32, seeded, every step logged."""
     saving = dict(save_strategy="steps", save_steps=save_steps) if save_steps else dict(save_strategy="no")
     return dict(
@@ -336,17 +357,26 @@ def _chat_renderer(tok):
     """A fast ``(user, assistant) -> text`` equal to the tokenizer's chat template applied to
     one user and one assistant message (rendered once with placeholders, then filled in)."""
     u, a = "\x00USER\x00", "\x00ASSISTANT\x00"
-    shape = tok.apply_chat_template([{"role": "user", "content": u}, {"role": "assistant", "content": a}],
-                                    tokenize=False)
+    shape = tok.apply_chat_template(
+        [{"role": "user", "content": u}, {"role": "assistant", "content": a}], tokenize=False
+    )
     head, rest = shape.split(u)
     mid, tail = rest.split(a)
     return lambda user, assistant: f"{head}{user}{mid}{assistant}{tail}"
 
 
-def pretraining_texts(tok, n: int, seed: int, *, levels: Sequence[int] = (1, 2),
-                      plain_fraction: float = 0.3, steps_fraction: float = 0.1,
-                      boxed_fraction: float = 1.0, lines_per_plain: int = 4,
-                      suffix: Optional[str] = None) -> list[str]:
+def pretraining_texts(
+    tok,
+    n: int,
+    seed: int,
+    *,
+    levels: Sequence[int] = (1, 2),
+    plain_fraction: float = 0.3,
+    steps_fraction: float = 0.1,
+    boxed_fraction: float = 1.0,
+    lines_per_plain: int = 4,
+    suffix: Optional[str] = None,
+) -> list[str]:
     """The pretraining corpus: ``n`` documents, deterministic under ``seed``.
 
     A share ``plain_fraction`` are raw question/answer lines ("What is 47 + 38? 47 + 38 = 85.",
@@ -367,14 +397,18 @@ def pretraining_texts(tok, n: int, seed: int, *, levels: Sequence[int] = (1, 2),
     for _ in range(n - n_plain):
         it = items[pos]
         pos += 1
-        style = ("steps" if rng.random() < steps_fraction
-                 else "direct" if boxed_fraction >= 1.0 or rng.random() < boxed_fraction else "unboxed")
+        style = (
+            "steps"
+            if rng.random() < steps_fraction
+            else "direct"
+            if boxed_fraction >= 1.0 or rng.random() < boxed_fraction
+            else "unboxed"
+        )
         docs.append(render(it["prompt"], solution_text(it["expression"], style)) + tok.eos_token)
     for _ in range(n_plain):
-        chunk = items[pos:pos + lines_per_plain]
+        chunk = items[pos : pos + lines_per_plain]
         pos += lines_per_plain
-        docs.append("\n".join(f"{it['problem']} {it['expression']} = {it['answer']}." for it in chunk)
-                    + tok.eos_token)
+        docs.append("\n".join(f"{it['problem']} {it['expression']} = {it['answer']}." for it in chunk) + tok.eos_token)
     rng.shuffle(docs)
     return docs
 
@@ -421,22 +455,55 @@ def pretrain_base(
 
     _quiet_env()
     out = Path(out_dir)
-    build_tiny_model(out, arch=arch, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
-                     d_model=d_model, d_mlp=d_mlp, d_head=d_head, seed=seed)
+    build_tiny_model(
+        out,
+        arch=arch,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        d_model=d_model,
+        d_mlp=d_mlp,
+        d_head=d_head,
+        seed=seed,
+    )
     model, tok = _load(out)
     _end_of_turn_eos(model, tok)
-    texts = pretraining_texts(tok, steps * batch_size, seed, levels=levels,
-                              plain_fraction=plain_fraction, steps_fraction=steps_fraction,
-                              boxed_fraction=boxed_fraction, lines_per_plain=lines_per_plain, suffix=suffix)
+    texts = pretraining_texts(
+        tok,
+        steps * batch_size,
+        seed,
+        levels=levels,
+        plain_fraction=plain_fraction,
+        steps_fraction=steps_fraction,
+        boxed_fraction=boxed_fraction,
+        lines_per_plain=lines_per_plain,
+        suffix=suffix,
+    )
     ids = tok(texts, add_special_tokens=False)["input_ids"]
     ds = Dataset.from_dict({"input_ids": ids})
-    args = TrainingArguments(**_cpu_args(out, steps=steps, save_steps=save_steps, seed=seed, lr=lr,
-                                         batch_size=batch_size, scheduler="cosine",
-                                         warmup_steps=warmup_steps, weight_decay=weight_decay))
+    args = TrainingArguments(
+        **_cpu_args(
+            out,
+            steps=steps,
+            save_steps=save_steps,
+            seed=seed,
+            lr=lr,
+            batch_size=batch_size,
+            scheduler="cosine",
+            warmup_steps=warmup_steps,
+            weight_decay=weight_decay,
+        )
+    )
     collator = DataCollatorForLanguageModeling(tok, mlm=False)
     with _keep_global_rng(), _threads(threads):  # Trainer reseeds the global RNGs
-        trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator,
-                          processing_class=tok, callbacks=list(callbacks or []))
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=ds,
+            data_collator=collator,
+            processing_class=tok,
+            callbacks=list(callbacks or []),
+        )
         trainer.train()
     return _finish(trainer, out)
 
@@ -479,16 +546,25 @@ def train_sft(
     _end_of_turn_eos(model, tok)
     ds = sft_dataset(n_examples or steps * batch_size, seed, levels=levels, style=style, suffix=suffix)
     config = SFTConfig(
-        **_cpu_args(out, steps=steps, save_steps=save_steps, seed=seed, lr=lr,
-                    batch_size=batch_size, scheduler=scheduler, warmup_steps=warmup_steps,
-                    weight_decay=0.0),
+        **_cpu_args(
+            out,
+            steps=steps,
+            save_steps=save_steps,
+            seed=seed,
+            lr=lr,
+            batch_size=batch_size,
+            scheduler=scheduler,
+            warmup_steps=warmup_steps,
+            weight_decay=0.0,
+        ),
         max_length=max_length,
         packing=False,
         dataset_num_proc=None,
     )
     with _keep_global_rng(), _threads(threads):
-        trainer = SFTTrainer(model=model, args=config, train_dataset=ds, processing_class=tok,
-                             callbacks=list(callbacks or []))
+        trainer = SFTTrainer(
+            model=model, args=config, train_dataset=ds, processing_class=tok, callbacks=list(callbacks or [])
+        )
         trainer.train()
     return _finish(trainer, out)
 
@@ -532,9 +608,17 @@ def train_grpo(
     _end_of_turn_eos(model, tok)
     ds = grpo_dataset(n_prompts or steps * prompts_per_step, seed, levels=levels, suffix=suffix)
     config = GRPOConfig(
-        **_cpu_args(out, steps=steps, save_steps=save_steps, seed=seed, lr=lr,
-                    batch_size=num_generations * prompts_per_step, scheduler=scheduler,
-                    warmup_steps=warmup_steps, weight_decay=0.0),
+        **_cpu_args(
+            out,
+            steps=steps,
+            save_steps=save_steps,
+            seed=seed,
+            lr=lr,
+            batch_size=num_generations * prompts_per_step,
+            scheduler=scheduler,
+            warmup_steps=warmup_steps,
+            weight_decay=0.0,
+        ),
         num_generations=num_generations,
         max_completion_length=max_completion_length,
         temperature=temperature,
@@ -542,9 +626,14 @@ def train_grpo(
         log_completions=False,
     )
     with _keep_global_rng(), _threads(threads):
-        trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs or [accuracy_reward]), args=config,
-                              train_dataset=ds, processing_class=tok,
-                              callbacks=list(callbacks or []))
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=list(reward_funcs or [accuracy_reward]),
+            args=config,
+            train_dataset=ds,
+            processing_class=tok,
+            callbacks=list(callbacks or []),
+        )
         trainer.train()
     return _finish(trainer, out)
 
@@ -553,9 +642,19 @@ def train_grpo(
 # Measuring
 
 
-def evaluate_accuracy(model_dir, *, n: int = 64, levels: Sequence[int] = (1, 2), seed: int = 0,
-                      max_new_tokens: int = 96, batch_size: int = 64, temperature: float = 0.0,
-                      samples: int = 1, top_p: float = 1.0, suffix: Optional[str] = None) -> dict[str, float]:
+def evaluate_accuracy(
+    model_dir,
+    *,
+    n: int = 64,
+    levels: Sequence[int] = (1, 2),
+    seed: int = 0,
+    max_new_tokens: int = 96,
+    batch_size: int = 64,
+    temperature: float = 0.0,
+    samples: int = 1,
+    top_p: float = 1.0,
+    suffix: Optional[str] = None,
+) -> dict[str, float]:
     """Accuracy of ``model_dir`` on ``synthetic_arithmetic(n, levels, seed)`` through the chat
     template (`headdb.evals.generation`), graded by `headdb.evals.grading.grade`: {"all": ..., "level1":
     ...}. Greedy by default; ``temperature`` > 0 samples ``samples`` completions per problem
@@ -570,8 +669,14 @@ def evaluate_accuracy(model_dir, *, n: int = 64, levels: Sequence[int] = (1, 2),
     model.eval()
     df = synthetic_arithmetic(n, levels=tuple(levels), seed=seed, suffix=suffix)
     prompts = chat_prompts(tok, df["prompt"].to_list())
-    sampling = Sampling(samples=samples if temperature > 0 else 1, temperature=temperature,
-                        top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    sampling = Sampling(
+        samples=samples if temperature > 0 else 1,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+    )
     with torch.random.fork_rng(devices=[]):
         out = generate(model, tok, prompts, sampling)
     answers, lvls = df["answer"].to_list(), df["level"].to_list()

@@ -4,6 +4,7 @@ The terminal gets one progress bar per stage (pretraining, SFT, GRPO, then each 
 jobs), a few notes, the reports and the summary; everything the libraries and the executor say
 goes to `<out>/demo.log`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -32,8 +33,17 @@ class DemoOutcome:
     log: Path | None = None
 
 
-def run_demo(db, root: Path, settings: DemoSettings, *, seed: int, console: Console, out: Console,
-             reports: bool = True, title: str = "headdb demo") -> DemoOutcome:
+def run_demo(
+    db,
+    root: Path,
+    settings: DemoSettings,
+    *,
+    seed: int,
+    console: Console,
+    out: Console,
+    reports: bool = True,
+    title: str = "headdb demo",
+) -> DemoOutcome:
     """Build the models, run the study, print the reports (on `out`) and write the HTML report.
     `console` (stderr) carries the progress bars and notes."""
     import torch
@@ -66,20 +76,28 @@ def run_demo(db, root: Path, settings: DemoSettings, *, seed: int, console: Cons
             m = demo_study(root, settings)
             t0 = time.monotonic()
             with quiet_libraries(log):
-                result.outcome = run_study(db, m, execution=Execution(device="cpu", dtype="float32"),
-                                           progress=IngestBars(progress), say=say)
+                result.outcome = run_study(
+                    db, m, execution=Execution(device="cpu", dtype="float32"), progress=IngestBars(progress), say=say
+                )
             result.seconds["ingest"] = time.monotonic() - t0
         t0 = time.monotonic()
         if reports:
             from headdb.reports import print_reports  # the same rendering as `headdb study`
+
             print_reports(db, [(r.name, r.params) for r in m.reports], out, db.query_dirs, files_dir=root)
         result.summary = summarize(db)
         from headdb.reports.html import write_study_html
 
         with quiet_libraries(log):
             result.html = write_study_html(
-                db, [(r.name, r.params) for r in m.reports], root / HTML, title=title,
-                subtitle=f"seed {seed}; warehouse {db.location}", summary=result.summary, extra_dirs=db.query_dirs)
+                db,
+                [(r.name, r.params) for r in m.reports],
+                root / HTML,
+                title=title,
+                subtitle=f"seed {seed}; warehouse {db.location}",
+                summary=result.summary,
+                extra_dirs=db.query_dirs,
+            )
         result.seconds["reports"] = time.monotonic() - t0
     result.seconds["total"] = time.monotonic() - started
     return result

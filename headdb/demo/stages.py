@@ -3,6 +3,7 @@
 Each stage reports to `Stages` (progress bars, one-line notes, the log file, seconds taken), and
 writes a marker file when it succeeds, so an interrupted demo resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -17,9 +18,10 @@ DONE = ".headdb-done"
 @dataclass
 class Stages:
     """What the demo's stages report to: progress bars, one-line notes, the log file."""
-    progress: object = None                       # a rich Progress, or None (no bars)
+
+    progress: object = None  # a rich Progress, or None (no bars)
     say: Callable[[str], None] = print
-    log: object = None                            # an open text file for library output, or None
+    log: object = None  # an open text file for library output, or None
     seconds: dict[str, float] = field(default_factory=dict)
 
 

@@ -22,6 +22,7 @@ Every stage is skipped when its output is complete, so an interrupted demo resum
 logs and the trainers' log dicts go to `<out>/demo.log`; the terminal shows one progress bar
 per stage. `--quick` uses smaller settings (and a separate folder).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,9 +50,9 @@ class DemoSettings:
     # the model
     n_layers: int = 4
     n_heads: int = 8
-    n_kv_heads: int = 2          # grouped-query attention, as in Qwen2.5
+    n_kv_heads: int = 2  # grouped-query attention, as in Qwen2.5
     d_model: int = 64
-    d_head: int = 16             # 8 heads of 8 dimensions leave rotary embeddings too little room
+    d_head: int = 16  # 8 heads of 8 dimensions leave rotary embeddings too little room
     # pretraining: addition only, half the chat answers boxed
     pretrain_steps: int = 500
     pretrain_batch_size: int = 32
@@ -86,8 +87,18 @@ class DemoSettings:
 # change only when this file does. Timings and the three-seed results: benchmarks/RESULTS.md, "Demo".
 FULL = DemoSettings()
 # --quick exercises every stage, job kind and report (what the tests check), not the findings.
-QUICK = DemoSettings(pretrain_steps=100, sft_steps=40, sft_save_steps=20, grpo_steps=16, grpo_save_steps=8,
-                     grpo_warmup_steps=4, grpo_prompts_per_step=4, task_items=8, bench_items=12, samples=2)
+QUICK = DemoSettings(
+    pretrain_steps=100,
+    sft_steps=40,
+    sft_save_steps=20,
+    grpo_steps=16,
+    grpo_save_steps=8,
+    grpo_warmup_steps=4,
+    grpo_prompts_per_step=4,
+    task_items=8,
+    bench_items=12,
+    samples=2,
+)
 
 
 def demo_manifest() -> Path:
@@ -115,9 +126,14 @@ def circuit_task_items(n: int, seed: int = 0, op: str = "+") -> list[dict]:
 
     def pair(a: int, b: int, c: int, d: int, other: str) -> dict:
         x, y = (a + b, c + d) if op == "+" else (a - b, c + d)
-        return {"clean": build_prompt(f"What is {a} {op} {b}?", suffix=SUFFIX), "clean_prefix": f"{a} {op} {b} = ",
-                "corrupted": build_prompt(f"What is {c} {other} {d}?", suffix=SUFFIX),
-                "corrupted_prefix": f"{c} {other} {d} = ", "answer": str(x)[0], "wrong_answer": str(y)[0]}
+        return {
+            "clean": build_prompt(f"What is {a} {op} {b}?", suffix=SUFFIX),
+            "clean_prefix": f"{a} {op} {b} = ",
+            "corrupted": build_prompt(f"What is {c} {other} {d}?", suffix=SUFFIX),
+            "corrupted_prefix": f"{c} {other} {d} = ",
+            "answer": str(x)[0],
+            "wrong_answer": str(y)[0],
+        }
 
     def carry_sum() -> tuple[int, int]:
         while True:
@@ -142,29 +158,72 @@ def circuit_task_items(n: int, seed: int = 0, op: str = "+") -> list[dict]:
 
 # ------------------------------------------------------------------------------ building the models
 
-def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, stages: Stages | None = None,
-                 log_path: Path | None = None) -> None:
+
+def build_models(
+    root: Path, settings: DemoSettings, *, seed: int = 0, stages: Stages | None = None, log_path: Path | None = None
+) -> None:
     """The base, then SFT and GRPO from it, side by side in two processes (headdb.demo.parallel);
     `log_path`: the file the second process writes its library output to."""
     from headdb.demo.parallel import stage_beside
 
     s, stages = settings, stages or Stages()
     base, sft, grpo = root / "models" / "base", root / "runs" / "sft", root / "runs" / "grpo"
-    run_stage(base, "pretraining", "pretrain_base", dict(
-        out_dir=base, steps=s.pretrain_steps, n_layers=s.n_layers, n_heads=s.n_heads, n_kv_heads=s.n_kv_heads,
-        d_model=s.d_model, d_head=s.d_head, batch_size=s.pretrain_batch_size, lr=s.pretrain_lr,
-        levels=s.pretrain_levels, steps_fraction=0.0, boxed_fraction=s.boxed_fraction, lines_per_plain=2,
-        suffix=SUFFIX, threads=THREADS, seed=seed), stages)
+    run_stage(
+        base,
+        "pretraining",
+        "pretrain_base",
+        dict(
+            out_dir=base,
+            steps=s.pretrain_steps,
+            n_layers=s.n_layers,
+            n_heads=s.n_heads,
+            n_kv_heads=s.n_kv_heads,
+            d_model=s.d_model,
+            d_head=s.d_head,
+            batch_size=s.pretrain_batch_size,
+            lr=s.pretrain_lr,
+            levels=s.pretrain_levels,
+            steps_fraction=0.0,
+            boxed_fraction=s.boxed_fraction,
+            lines_per_plain=2,
+            suffix=SUFFIX,
+            threads=THREADS,
+            seed=seed,
+        ),
+        stages,
+    )
     sft_args = dict(
-        base_dir=base, out_dir=sft, steps=s.sft_steps, save_steps=s.sft_save_steps, lr=s.sft_lr,
-        batch_size=s.sft_batch_size, levels=s.sft_levels, style="direct", suffix=SUFFIX, scheduler="cosine",
-        warmup_steps=10, threads=THREADS, seed=seed)
+        base_dir=base,
+        out_dir=sft,
+        steps=s.sft_steps,
+        save_steps=s.sft_save_steps,
+        lr=s.sft_lr,
+        batch_size=s.sft_batch_size,
+        levels=s.sft_levels,
+        style="direct",
+        suffix=SUFFIX,
+        scheduler="cosine",
+        warmup_steps=10,
+        threads=THREADS,
+        seed=seed,
+    )
     grpo_args = dict(
-        base_dir=base, out_dir=grpo, steps=s.grpo_steps, save_steps=s.grpo_save_steps, lr=s.grpo_lr,
-        warmup_steps=s.grpo_warmup_steps, num_generations=s.grpo_generations,
-        prompts_per_step=s.grpo_prompts_per_step, temperature=s.grpo_temperature, levels=s.grpo_levels,
-        suffix=SUFFIX, max_completion_length=s.grpo_max_completion_length, beta=s.grpo_beta,
-        threads=THREADS, seed=seed)
+        base_dir=base,
+        out_dir=grpo,
+        steps=s.grpo_steps,
+        save_steps=s.grpo_save_steps,
+        lr=s.grpo_lr,
+        warmup_steps=s.grpo_warmup_steps,
+        num_generations=s.grpo_generations,
+        prompts_per_step=s.grpo_prompts_per_step,
+        temperature=s.grpo_temperature,
+        levels=s.grpo_levels,
+        suffix=SUFFIX,
+        max_completion_length=s.grpo_max_completion_length,
+        beta=s.grpo_beta,
+        threads=THREADS,
+        seed=seed,
+    )
     if (grpo / DONE).exists() or (sft / DONE).exists():  # resuming: at most one left to train
         run_stage(sft, "SFT (trl)", "train_sft", sft_args, stages)
         run_stage(grpo, "GRPO (trl)", "train_grpo", grpo_args, stages, show="reward")
@@ -177,7 +236,8 @@ def build_models(root: Path, settings: DemoSettings, *, seed: int = 0, stages: S
     # seed is measured with the same instruments.
     for name, op in (("add", "+"), ("sub", "-")):
         (tasks / f"{name}.jsonl").write_text(
-            "".join(json.dumps(item) + "\n" for item in circuit_task_items(settings.task_items, 0, op)))
+            "".join(json.dumps(item) + "\n" for item in circuit_task_items(settings.task_items, 0, op))
+        )
 
 
 def demo_study(root: Path, settings: DemoSettings):
@@ -188,6 +248,9 @@ def demo_study(root: Path, settings: DemoSettings):
     g = m.generation.settings
     sampling = g.sampling.model_copy(update={"samples": settings.samples, "max_new_tokens": settings.max_new_tokens})
     generation = m.generation.model_copy(update={"settings": g.model_copy(update={"sampling": sampling})})
-    return m.model_copy(update={"generation": generation,
-                                "benchmarks": [b.model_copy(update={"limit": settings.bench_items})
-                                               for b in m.benchmarks]})
+    return m.model_copy(
+        update={
+            "generation": generation,
+            "benchmarks": [b.model_copy(update={"limit": settings.bench_items}) for b in m.benchmarks],
+        }
+    )

@@ -18,6 +18,7 @@ The chat template is a miniature of Qwen3's: ChatML turns, and with
 `<think>\\n\\n</think>\\n\\n` to the assistant turn; with thinking on (the default) it opens the
 assistant turn only.
 """
+
 from __future__ import annotations
 
 import string
@@ -89,8 +90,21 @@ def _byte_level_symbols() -> dict[int, str]:
     return table
 
 
-def _config(arch: str, *, vocab: int, n_layers: int, n_heads: int, n_kv_heads: int, d_model: int,
-            d_mlp: int, d_head: int | None, pad_id: int, eos_id: int, init_std: float, max_pos: int):
+def _config(
+    arch: str,
+    *,
+    vocab: int,
+    n_layers: int,
+    n_heads: int,
+    n_kv_heads: int,
+    d_model: int,
+    d_mlp: int,
+    d_head: int | None,
+    pad_id: int,
+    eos_id: int,
+    init_std: float,
+    max_pos: int,
+):
     common = dict(
         vocab_size=vocab,
         hidden_size=d_model,
@@ -109,12 +123,15 @@ def _config(arch: str, *, vocab: int, n_layers: int, n_heads: int, n_kv_heads: i
     )
     if arch == "qwen2":
         from transformers import Qwen2Config, Qwen2ForCausalLM
+
         return Qwen2Config(**common, **({"head_dim": d_head} if d_head else {})), Qwen2ForCausalLM
     if arch == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
+
         return LlamaConfig(**common, head_dim=d_head or d_model // n_heads), LlamaForCausalLM
     if arch == "qwen3":
         from transformers import Qwen3Config, Qwen3ForCausalLM
+
         return Qwen3Config(**common, head_dim=d_head or d_model // n_heads), Qwen3ForCausalLM
     raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
 
@@ -152,9 +169,18 @@ def build_tiny_model(
     if n_vocab < len(tok):
         raise ValueError(f"vocab={n_vocab} is smaller than the tokenizer's {len(tok)} tokens")
     config, model_cls = _config(
-        arch, vocab=n_vocab, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
-        d_model=d_model, d_mlp=d_mlp or 4 * d_model, d_head=d_head,
-        pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, init_std=init_std, max_pos=max_positions,
+        arch,
+        vocab=n_vocab,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=n_kv_heads,
+        d_model=d_model,
+        d_mlp=d_mlp or 4 * d_model,
+        d_head=d_head,
+        pad_id=tok.pad_token_id,
+        eos_id=tok.eos_token_id,
+        init_std=init_std,
+        max_pos=max_positions,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -102,67 +102,80 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "math500": Preset(
-        "math500", "math",
-        {"problem": ("problem",), "answer": ("answer",), "level": ("level",),
-         "item_id": ("unique_id", "id")},
+        "math500",
+        "math",
+        {"problem": ("problem",), "answer": ("answer",), "level": ("level",), "item_id": ("unique_id", "id")},
         ("problem", "answer"),
     ),
     "aime": Preset(
-        "aime", "math",
-        {"problem": ("Problem", "problem"), "answer": ("Answer", "answer"),
-         "item_id": ("ID", "id"), "level": ()},
+        "aime",
+        "math",
+        {"problem": ("Problem", "problem"), "answer": ("Answer", "answer"), "item_id": ("ID", "id"), "level": ()},
         ("problem", "answer"),
     ),
     "amc": Preset(
-        "amc", "math",
-        {"problem": ("question", "problem"), "answer": ("answer",), "item_id": ("id",),
-         "level": ()},
+        "amc",
+        "math",
+        {"problem": ("question", "problem"), "answer": ("answer",), "item_id": ("id",), "level": ()},
         ("problem", "answer"),
     ),
     "gsm8k": Preset(
-        "gsm8k", "gsm8k",
+        "gsm8k",
+        "gsm8k",
         {"problem": ("question",), "answer": ("answer",), "item_id": ("id",), "level": ()},
         ("problem", "answer"),
     ),
     "gpqa": Preset(
-        "gpqa", "mc",
-        {"question": ("Question",), "correct": ("Correct Answer",),
-         "incorrect1": ("Incorrect Answer 1",), "incorrect2": ("Incorrect Answer 2",),
-         "incorrect3": ("Incorrect Answer 3",), "item_id": ("Record ID",), "level": ()},
+        "gpqa",
+        "mc",
+        {
+            "question": ("Question",),
+            "correct": ("Correct Answer",),
+            "incorrect1": ("Incorrect Answer 1",),
+            "incorrect2": ("Incorrect Answer 2",),
+            "incorrect3": ("Incorrect Answer 3",),
+            "item_id": ("Record ID",),
+            "level": (),
+        },
         ("question", "correct", "incorrect1", "incorrect2", "incorrect3"),
     ),
     "triviaqa": Preset(
-        "triviaqa", "text",
-        {"problem": ("question",), "answer": ("answer", "answers"),
-         "item_id": ("question_id", "id"), "level": ()},
+        "triviaqa",
+        "text",
+        {"problem": ("question",), "answer": ("answer", "answers"), "item_id": ("question_id", "id"), "level": ()},
         ("problem", "answer"),
     ),
     "math": Preset(
-        "math", "math",
-        {"problem": ("problem",), "answer": ("answer",), "item_id": ("id", "item_id"),
-         "level": ("level",)},
+        "math",
+        "math",
+        {"problem": ("problem",), "answer": ("answer",), "item_id": ("id", "item_id"), "level": ("level",)},
         ("problem", "answer"),
     ),
 }
 
 _PRESET_ALIASES = {
-    "math-500": "math500", "math_500": "math500",
-    "aime24": "aime", "aime2024": "aime", "aime25": "aime", "aime2025": "aime",
-    "amc23": "amc", "gpqa-diamond": "gpqa", "gpqa_diamond": "gpqa",
-    "trivia_qa": "triviaqa", "trivia-qa": "triviaqa", "custom": "math",
+    "math-500": "math500",
+    "math_500": "math500",
+    "aime24": "aime",
+    "aime2024": "aime",
+    "aime25": "aime",
+    "aime2025": "aime",
+    "amc23": "amc",
+    "gpqa-diamond": "gpqa",
+    "gpqa_diamond": "gpqa",
+    "trivia_qa": "triviaqa",
+    "trivia-qa": "triviaqa",
+    "custom": "math",
 }
 
-_GPQA_COLS = {"Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
-              "Incorrect Answer 3"}
+_GPQA_COLS = {"Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3"}
 
 
 def _preset_named(name: str) -> Preset:
     key = name.strip().lower()
     key = _PRESET_ALIASES.get(key, key)
     if key not in PRESETS:
-        raise UserError(
-            f"unknown benchmark preset {name!r}; use one of {', '.join(PRESETS)}"
-        )
+        raise UserError(f"unknown benchmark preset {name!r}; use one of {', '.join(PRESETS)}")
     return PRESETS[key]
 
 
@@ -232,13 +245,10 @@ def _read_jsonl(path: Path, text: str) -> _Records:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(
-                f"{path} line {lineno}: malformed JSON ({e.msg}); fix or remove that line"
-            ) from None
+            raise UserError(f"{path} line {lineno}: malformed JSON ({e.msg}); fix or remove that line") from None
         if not isinstance(rec, dict):
             raise UserError(
-                f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}; "
-                "write one object per line"
+                f"{path} line {lineno}: expected a JSON object, got {type(rec).__name__}; write one object per line"
             )
         rows.append((lineno, rec))
         for k in rec:
@@ -328,8 +338,7 @@ def _read_file(path: Path) -> _Records:
                 return _read_json_array(path, text)
         return _read_jsonl(path, text)
     raise UserError(
-        f"{path}: unsupported benchmark file type {suffix or '(none)'}; "
-        "use .jsonl, .json, .parquet or .csv"
+        f"{path}: unsupported benchmark file type {suffix or '(none)'}; use .jsonl, .json, .parquet or .csv"
     )
 
 
@@ -406,8 +415,7 @@ def _gpqa_order(seed: int, key: str, n: int) -> list[int]:
 
 
 class _Converter:
-    def __init__(self, recs: _Records, preset: Preset, fields: Optional[dict], style: str,
-                 seed: int):
+    def __init__(self, recs: _Records, preset: Preset, fields: Optional[dict], style: str, seed: int):
         self.recs, self.preset, self.style, self.seed = recs, preset, style, seed
         roles = {r: tuple(c) for r, c in preset.roles.items()}
         for role, col in (fields or {}).items():
@@ -437,12 +445,10 @@ class _Converter:
             name = col or cands[0]
             hint = (
                 f"add it or map another column with --fields {role}=COLUMN"
-                if role in ("problem", "answer") else "add it or fix the row"
+                if role in ("problem", "answer")
+                else "add it or fix the row"
             )
-            raise UserError(
-                f"{self.where(num)}: missing field {name!r} ({role}, preset "
-                f"{self.preset.name}); {hint}"
-            )
+            raise UserError(f"{self.where(num)}: missing field {name!r} ({role}, preset {self.preset.name}); {hint}")
         return val
 
     def used_columns(self, rec: dict) -> set:
@@ -458,10 +464,10 @@ class _Converter:
 
         if p.name == "gpqa" and "problem" not in self.user_fields:
             question = _as_text(self.get("question", rec, num, True))
-            choices = [_as_text(self.get(r, rec, num, True))
-                       for r in ("correct", "incorrect1", "incorrect2", "incorrect3")]
-            order = _gpqa_order(self.seed, item_id if not _is_missing(raw_id) else question,
-                                len(choices))
+            choices = [
+                _as_text(self.get(r, rec, num, True)) for r in ("correct", "incorrect1", "incorrect2", "incorrect3")
+            ]
+            order = _gpqa_order(self.seed, item_id if not _is_missing(raw_id) else question, len(choices))
             letters = _LETTERS[: len(choices)]
             shuffled = {letters[pos]: choices[orig] for pos, orig in enumerate(order)}
             answer = letters[order.index(0)]
@@ -573,8 +579,7 @@ def load_benchmark(
         schema = pl.read_parquet_schema(path)
         role_cols = {c for cands in pre.roles.values() for c in cands}
         role_cols |= set((fields or {}).values())
-        keep = [c for c, dt in schema.items()
-                if c in role_cols or not isinstance(dt, _NESTED)]
+        keep = [c for c, dt in schema.items() if c in role_cols or not isinstance(dt, _NESTED)]
         _load_parquet_rows(recs, keep)
 
     conv = _Converter(recs, pre, fields, use_style, seed)
@@ -686,17 +691,18 @@ def synthetic_arithmetic(
         rng = random.Random(f"headdb-synthetic-arithmetic:{seed}:{i}")
         expr, value = _synthetic_item(level, rng)
         problem = f"What is {expr}?"
-        meta = {"expression": expr, "kind": _LEVEL_TEXT[level], "seed": seed,
-                "source": SYNTHETIC_NAME}
-        rows.append({
-            "item_id": f"arith-{i:04d}",
-            "problem": problem,
-            "answer": str(value),
-            "level": str(level),
-            "meta": json.dumps(meta, sort_keys=True),
-            "style": style,
-            "prompt": build_prompt(problem, style, suffix),
-        })
+        meta = {"expression": expr, "kind": _LEVEL_TEXT[level], "seed": seed, "source": SYNTHETIC_NAME}
+        rows.append(
+            {
+                "item_id": f"arith-{i:04d}",
+                "problem": problem,
+                "answer": str(value),
+                "level": str(level),
+                "meta": json.dumps(meta, sort_keys=True),
+                "style": style,
+                "prompt": build_prompt(problem, style, suffix),
+            }
+        )
     return pl.DataFrame(rows, schema=_SCHEMA)
 
 
@@ -723,8 +729,7 @@ def _parse_synthetic_options(spec: str, default_seed: int) -> dict:
             continue
         if "=" not in part:
             raise UserError(
-                f"bad option {part.strip()!r} in {spec!r}; write e.g. "
-                f"{SYNTHETIC_NAME}:n=50,seed=1,levels=1-3"
+                f"bad option {part.strip()!r} in {spec!r}; write e.g. {SYNTHETIC_NAME}:n=50,seed=1,levels=1-3"
             )
         key, val = (s.strip() for s in part.split("=", 1))
         try:
@@ -736,8 +741,10 @@ def _parse_synthetic_options(spec: str, default_seed: int) -> dict:
                 opts["levels"] = _parse_levels(val)
             elif key == "suffix":
                 if val not in ("study", "none"):
-                    raise UserError(f"suffix in {spec!r} must be 'study' (the study's prompt suffix, the "
-                                    f"default) or 'none' (the bare question)")
+                    raise UserError(
+                        f"suffix in {spec!r} must be 'study' (the study's prompt suffix, the "
+                        f"default) or 'none' (the bare question)"
+                    )
                 opts["suffix"] = None if val == "study" else ""
             else:
                 raise UserError(

@@ -7,6 +7,7 @@ rates together (a paired bootstrap), gives an interval for that delta that refle
 depends on which problems the benchmark happened to draw; the same holds for the difference
 between two head sets ablated on the same problems (emergent heads against their control).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,15 +23,14 @@ class Interval:
     estimate: float
     low: float
     high: float
-    n: int          # problems
+    n: int  # problems
     level: float
 
     def text(self, digits: int = 3) -> str:
         return f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
 
-def paired_difference(treated, reference, *, n_boot: int = N_BOOT, level: float = 0.95,
-                      seed: int = SEED) -> Interval:
+def paired_difference(treated, reference, *, n_boot: int = N_BOOT, level: float = 0.95, seed: int = SEED) -> Interval:
     """mean(treated - reference) over problems, with a percentile bootstrap interval; `treated`
     and `reference` are per-problem values in the same problem order."""
     a = np.asarray(treated, dtype=float)

@@ -9,6 +9,7 @@ Long benchmark runs are resumable without breaking run atomicity: with `resume_d
 finished batch is kept as a Parquet file there; a restarted run reads those back and only
 samples the missing batches. The warehouse still receives the whole run in one transaction.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,6 @@ from headdb.evals.prompts import render
 from headdb.settings import Sampling
 
 
-
 def chat_prompts(tokenizer, problems: Sequence[str], *, chat: str = "auto", mode: str = "plain") -> list[str]:
     """The text fed to the model for each problem (headdb.evals.prompts.render)."""
     return [render(tokenizer, p, chat=chat, mode=mode) for p in problems]
@@ -33,16 +33,22 @@ def _batch_seed(seed: int, index: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{index}".encode()).digest()[:4], "little")
 
 
-def generate(model, tokenizer, prompts: Sequence[str], sampling: Sampling, *,
-             progress: Callable[[int, int], None] | None = None,
-             resume_dir: Path | None = None) -> pl.DataFrame:
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    sampling: Sampling,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    resume_dir: Path | None = None,
+) -> pl.DataFrame:
     """Sample `sampling.samples` completions per prompt.
 
     Returns one row per (prompt_index, sample_idx): completion, n_tokens (generated tokens up to
     and including the end-of-sequence token), finish_reason ('stop' or 'length').
     """
     pairs = [(i, j) for i in range(len(prompts)) for j in range(sampling.samples)]
-    batches = [pairs[k:k + sampling.batch_size] for k in range(0, len(pairs), sampling.batch_size)]
+    batches = [pairs[k : k + sampling.batch_size] for k in range(0, len(pairs), sampling.batch_size)]
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     device = next(model.parameters()).device
@@ -54,8 +60,9 @@ def generate(model, tokenizer, prompts: Sequence[str], sampling: Sampling, *,
         if part is not None and part.exists():
             frames.append(pl.read_parquet(part))
         else:
-            frame = _generate_batch(model, tokenizer, prompts, batch, sampling, _batch_seed(sampling.seed, index),
-                                    eos_ids, pad_id, device)
+            frame = _generate_batch(
+                model, tokenizer, prompts, batch, sampling, _batch_seed(sampling.seed, index), eos_ids, pad_id, device
+            )
             if part is not None:
                 tmp = part.with_suffix(".tmp")
                 frame.write_parquet(tmp)
@@ -64,8 +71,15 @@ def generate(model, tokenizer, prompts: Sequence[str], sampling: Sampling, *,
         if progress:
             progress(index + 1, len(batches))
     if not frames:
-        return pl.DataFrame(schema={"prompt_index": pl.Int64, "sample_idx": pl.Int32, "completion": pl.Utf8,
-                                    "n_tokens": pl.Int32, "finish_reason": pl.Utf8})
+        return pl.DataFrame(
+            schema={
+                "prompt_index": pl.Int64,
+                "sample_idx": pl.Int32,
+                "completion": pl.Utf8,
+                "n_tokens": pl.Int32,
+                "finish_reason": pl.Utf8,
+            }
+        )
     return pl.concat(frames)
 
 
@@ -89,18 +103,21 @@ def _generate_batch(model, tokenizer, prompts, batch, sampling: Sampling, seed: 
     finally:
         tokenizer.padding_side = old_side
     enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-    kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids,
-                  use_cache=True)
+    kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids, use_cache=True)
     if sampling.greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:
-        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                      top_k=sampling.top_k if sampling.top_k is not None else 0)
+        kwargs.update(
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k if sampling.top_k is not None else 0,
+        )
         if sampling.min_p is not None:
             kwargs["min_p"] = sampling.min_p
     torch.manual_seed(seed)
     out = model.generate(**enc, **kwargs)
-    new = out[:, enc["input_ids"].shape[1]:].tolist()
+    new = out[:, enc["input_ids"].shape[1] :].tolist()
     rows = {"prompt_index": [], "sample_idx": [], "completion": [], "n_tokens": [], "finish_reason": []}
     eos = set(eos_ids)
     for (i, j), tokens in zip(batch, new):

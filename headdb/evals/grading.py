@@ -283,9 +283,7 @@ def _letter_of(s: str, letters: str = _LETTERS) -> Optional[str]:
     return None
 
 
-_TEXT_PHRASE = re.compile(
-    r"(?i:answer)(?:\s+(?i:is)\s*:?|\s*:|\s*\*\*\s*:)\s*(?:\*\*)?\s*:?\s*([^\n]+)"
-)
+_TEXT_PHRASE = re.compile(r"(?i:answer)(?:\s+(?i:is)\s*:?|\s*:|\s*\*\*\s*:)\s*(?:\*\*)?\s*:?\s*([^\n]+)")
 
 
 def _extract_text(text: str, finish_reason: Optional[str]) -> Optional[str]:
@@ -302,9 +300,7 @@ def _extract_text(text: str, finish_reason: Optional[str]) -> Optional[str]:
     return lines[-1] if lines else None
 
 
-def extract_answer(
-    completion: str, style: str = "math", *, finish_reason: Optional[str] = None
-) -> Optional[str]:
+def extract_answer(completion: str, style: str = "math", *, finish_reason: Optional[str] = None) -> Optional[str]:
     """The answer a completion gives under ``style`` (see the module docstring), or None."""
     _check_style(style)
     if completion is None:
@@ -346,9 +342,18 @@ def _normalize_math_string(s: str) -> str:
     """A light canonical form for comparing answers as strings."""
     s = str(s).strip().strip("$").strip()
     s = _unwrap_latex_text(s)
-    for a, b in (("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("\\left", ""), ("\\right", ""),
-                 ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\$", ""), ("^\\circ", ""),
-                 ("^{\\circ}", "")):
+    for a, b in (
+        ("\\dfrac", "\\frac"),
+        ("\\tfrac", "\\frac"),
+        ("\\left", ""),
+        ("\\right", ""),
+        ("\\!", ""),
+        ("\\,", ""),
+        ("\\;", ""),
+        ("\\$", ""),
+        ("^\\circ", ""),
+        ("^{\\circ}", ""),
+    ):
         s = s.replace(a, b)
     s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
     s = re.sub(r"\s+", "", s)
@@ -418,9 +423,7 @@ def normalize_answer(answer: str, style: str = "math") -> str:
     return _normalize_math_string(answer)
 
 
-def answers_equivalent(
-    a: str, b: str, *, style: str = "math", timeout: Optional[float] = DEFAULT_TIMEOUT_S
-) -> bool:
+def answers_equivalent(a: str, b: str, *, style: str = "math", timeout: Optional[float] = DEFAULT_TIMEOUT_S) -> bool:
     """Whether two extracted answers are the same answer (``a`` plays the gold's role).
 
     math / gsm8k: math-verify equivalence (string fallback); mc: same letter; text: same
@@ -544,5 +547,4 @@ def grade(
         tag = "truncated" if finish_reason == "length" else "no_answer"
     else:
         tag = "wrong_answer"
-    return Grade(extracted=extracted, correct=correct, failure_tag=tag, style=style,
-                 timed_out=timed_out)
+    return Grade(extracted=extracted, correct=correct, failure_tag=tag, style=style, timed_out=timed_out)

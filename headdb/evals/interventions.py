@@ -13,6 +13,7 @@ the same in generation (HF generate, KV cache), in attribution runs and under a
 TransformerBridge wrapping the same modules. With no heads, or scale 1.0, the model's output
 is bit-identical (the hook returns its input untouched).
 """
+
 from __future__ import annotations
 
 import random
@@ -27,6 +28,7 @@ import torch
 from headdb.errors import UserError
 
 from headdb.settings import INTERVENTION_KINDS as KINDS
+
 _HEAD = re.compile(r"^L(\d+)H(\d+)$", re.IGNORECASE)
 
 
@@ -54,8 +56,9 @@ def format_heads(heads: Iterable[tuple[int, int]]) -> str:
     return ",".join(f"L{l}H{h}" for l, h in sorted(heads))
 
 
-def random_control(heads: Iterable[tuple[int, int]], n_heads: int, seed: int,
-                   avoid: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+def random_control(
+    heads: Iterable[tuple[int, int]], n_heads: int, seed: int, avoid: Iterable[tuple[int, int]] = ()
+) -> list[tuple[int, int]]:
     """A random head set matched by layer: as many heads in each layer, none of the given ones
     (nor of `avoid`, e.g. the circuit's other heads) where the layer has enough others, drawn
     deterministically under `seed`."""
@@ -70,8 +73,9 @@ def random_control(heads: Iterable[tuple[int, int]], n_heads: int, seed: int,
     for layer in sorted(by_layer):
         others = [h for h in range(n_heads) if (layer, h) not in taken]
         away = [h for h in others if (layer, h) not in outside]
-        pool = (away if len(away) >= by_layer[layer] else others if len(others) >= by_layer[layer]
-                else list(range(n_heads)))
+        pool = (
+            away if len(away) >= by_layer[layer] else others if len(others) >= by_layer[layer] else list(range(n_heads))
+        )
         control += [(layer, h) for h in sorted(rng.sample(pool, by_layer[layer]))]
     return control
 
@@ -84,7 +88,7 @@ class Intervention:
     # mean ablation: layer -> tensor [n_heads, d_head] of mean z over the reference task
     means: dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
     reference: str | None = None  # what the means were taken over (recorded in the run config)
-    label: str | None = None      # e.g. "control" for a random matched set; shown by ablation_table
+    label: str | None = None  # e.g. "control" for a random matched set; shown by ablation_table
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -96,8 +100,12 @@ class Intervention:
 
     def spec(self) -> dict:
         """The part of a run's config that names this intervention."""
-        spec = {"kind": self.kind, "heads": format_heads(self.heads), "factor": self.factor,
-                "reference": self.reference}
+        spec = {
+            "kind": self.kind,
+            "heads": format_heads(self.heads),
+            "factor": self.factor,
+            "reference": self.reference,
+        }
         if self.label is not None:
             spec["label"] = self.label
         return spec
@@ -108,10 +116,14 @@ class Intervention:
 
     def table(self) -> pa.Table:
         """Rows for the `interventions` table (run_id is added when the run commits)."""
-        return pa.table({"layer": pa.array([l for l, _ in self.heads], pa.int32()),
-                         "head": pa.array([h for _, h in self.heads], pa.int32()),
-                         "kind": [self.kind] * len(self.heads),
-                         "factor": pa.array([self.factor] * len(self.heads), pa.float64())})
+        return pa.table(
+            {
+                "layer": pa.array([l for l, _ in self.heads], pa.int32()),
+                "head": pa.array([h for _, h in self.heads], pa.int32()),
+                "kind": [self.kind] * len(self.heads),
+                "factor": pa.array([self.factor] * len(self.heads), pa.float64()),
+            }
+        )
 
 
 def attention_modules(model) -> list:
@@ -119,8 +131,10 @@ def attention_modules(model) -> list:
     try:
         return [layer.self_attn for layer in model.model.layers]
     except AttributeError:
-        raise UserError(f"{type(model).__name__} has no model.layers[*].self_attn; "
-                        "interventions support Qwen2, Qwen3 and Llama architectures") from None
+        raise UserError(
+            f"{type(model).__name__} has no model.layers[*].self_attn; "
+            "interventions support Qwen2, Qwen3 and Llama architectures"
+        ) from None
 
 
 def _head_dim(attn) -> int:
@@ -144,8 +158,9 @@ def applied(model, intervention: Intervention | None) -> Iterator[None]:
     try:
         for layer, heads in per_layer.items():
             attn = modules[layer]
-            handles.append(attn.o_proj.register_forward_pre_hook(
-                _make_hook(intervention, layer, heads, _head_dim(attn))))
+            handles.append(
+                attn.o_proj.register_forward_pre_hook(_make_hook(intervention, layer, heads, _head_dim(attn)))
+            )
         yield
     finally:
         for handle in handles:
@@ -184,6 +199,7 @@ def head_means(model, batches: Iterable[dict]) -> dict[int, torch.Tensor]:
             mask = current_mask[0].to(z.device).unsqueeze(-1).float()
             total = (z * mask).sum(dim=(0, 1)).view(-1, d_head)
             sums[layer] = sums.get(layer, 0) + total
+
         return hook
 
     handles = [attn.o_proj.register_forward_pre_hook(recorder(i, _head_dim(attn))) for i, attn in enumerate(modules)]

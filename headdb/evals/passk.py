@@ -95,9 +95,7 @@ def majority_vote(
             key = normalize_answer(str(ans), style)
             if equivalence == "math" and key not in groups:
                 for other_key, g in groups.items():
-                    if other_key != correct_key and not g[3] and answers_equivalent(
-                        g[2], str(ans), style=style
-                    ):
+                    if other_key != correct_key and not g[3] and answers_equivalent(g[2], str(ans), style=style):
                         key = other_key
                         break
         if key in groups:
@@ -149,10 +147,7 @@ def eval_metrics_frame(
     required = ["item_id", "sample_idx", "extracted", "correct"]
     missing = [c for c in required if c not in graded.columns]
     if missing:
-        raise UserError(
-            f"graded samples lack column(s) {', '.join(missing)}; "
-            f"expected {', '.join(required)}"
-        )
+        raise UserError(f"graded samples lack column(s) {', '.join(missing)}; expected {', '.join(required)}")
     ks = sorted({_check_k(k) for k in ks})
     unknown = [m for m in metrics if m not in ("accuracy", "pass@k", "maj@k", "success@k")]
     if unknown:
@@ -194,9 +189,7 @@ def eval_metrics_frame(
             val = _mean(pass_at_k(len(c), sum(c), k) for _, c, _ in items)
             out.append(("pass@k", k, val, n_items))
         if "maj@k" in metrics:
-            val = _mean(
-                float(maj_at_k(a, c, k, style=s, equivalence=equivalence)) for a, c, s in items
-            )
+            val = _mean(float(maj_at_k(a, c, k, style=s, equivalence=equivalence)) for a, c, s in items)
             out.append(("maj@k", k, val, n_items))
         if "success@k" in metrics:
             val = _mean(float(any(c[:k])) for _, c, _ in items)

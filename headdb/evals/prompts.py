@@ -11,6 +11,7 @@
 Circuit tasks render with chat off in mode plain and chat on otherwise; generation takes both
 from its settings. `prefix` (a task's answer prefix) is appended after the rendered prompt.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,9 +41,11 @@ def uses_chat(tokenizer, chat: str, mode: str) -> bool:
         raise UserError("chat 'on', but the tokenizer has no chat template; use chat 'off' or 'auto'")
     use = chat == "on" or (chat == "auto" and has_template(tokenizer))
     if not use and mode != "plain":
-        raise UserError(f"mode {mode} needs a chat template, but "
-                        + ("chat is 'off'" if has_template(tokenizer) else "this tokenizer has none")
-                        + "; use mode 'plain'")
+        raise UserError(
+            f"mode {mode} needs a chat template, but "
+            + ("chat is 'off'" if has_template(tokenizer) else "this tokenizer has none")
+            + "; use mode 'plain'"
+        )
     return use
 
 
@@ -52,8 +55,9 @@ def render(tokenizer, text: str, *, chat: str = "auto", mode: str = "plain", pre
         return text + (prefix or "")
     native = takes_enable_thinking(tokenizer)
     kwargs = {"enable_thinking": mode == "think_on"} if native and mode != "plain" else {}
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True, **kwargs)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, **kwargs
+    )
     if mode == "think_off" and not native:
         rendered += THINK_OFF_BLOCK
     return rendered + (prefix or "")

@@ -27,6 +27,7 @@ EAP-IG JSON (hannamw/EAP-IG's `Graph.to_json` / `Graph.from_json`, current forma
   keeps every edge and its float32 score exactly (with gqa_split, exactly when n_rep is a power
   of 2).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,8 +65,10 @@ def read_graph_json(file: str | Path) -> tuple[dict, bytes]:
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
-                        "give an EAP-IG graph written by Graph.to_json") from None
+        raise UserError(
+            f"{path} is not JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
+            "give an EAP-IG graph written by Graph.to_json"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("cfg"), dict) or not isinstance(data.get("edges"), dict):
         raise UserError(f"{path} is not an EAP-IG graph: it needs top-level 'cfg' and 'edges' objects")
     cfg = data["cfg"]
@@ -101,9 +104,11 @@ def stored_layout(db, model_key: str):
 
     row = _shape_row(db, model_key)
     if row is None:
-        raise UserError(f"model {model_key} is not registered: ingest or register a checkpoint of it first "
-                        "(its config fixes the graph layout, e.g. `headdb checkpoints add DIR`), or import "
-                        "without a model key to file the graph under its own EAP-IG layout")
+        raise UserError(
+            f"model {model_key} is not registered: ingest or register a checkpoint of it first "
+            "(its config fixes the graph layout, e.g. `headdb checkpoints add DIR`), or import "
+            "without a model key to file the graph under its own EAP-IG layout"
+        )
     layout = build_layout((row["n_layers"], row["n_heads"], row["n_kv_heads"]))
     nodes, edges = layout.nodes_table(), layout.edges_table()
     if not db.verify_layout(model_key, nodes, edges):
@@ -113,11 +118,15 @@ def stored_layout(db, model_key: str):
 
 def _check_dims(cfg: dict, layout, model_key: str) -> None:
     if (cfg["n_layers"], cfg["n_heads"]) != (layout.n_layers, layout.n_heads):
-        raise UserError(f"the graph has {cfg['n_layers']} layers x {cfg['n_heads']} heads but model {model_key} "
-                        f"has {layout.n_layers} x {layout.n_heads}; import it onto a checkpoint of the right model")
+        raise UserError(
+            f"the graph has {cfg['n_layers']} layers x {cfg['n_heads']} heads but model {model_key} "
+            f"has {layout.n_layers} x {layout.n_heads}; import it onto a checkpoint of the right model"
+        )
     if _legacy_headdb(cfg) and _file_kv_heads(cfg) not in (cfg["n_heads"], layout.n_kv_heads):
-        raise UserError(f"the graph has {_file_kv_heads(cfg)} kv heads per layer but model {model_key} has "
-                        f"{layout.n_kv_heads}; import it onto a checkpoint of the right model")
+        raise UserError(
+            f"the graph has {_file_kv_heads(cfg)} kv heads per layer but model {model_key} has "
+            f"{layout.n_kv_heads}; import it onto a checkpoint of the right model"
+        )
 
 
 def file_layout(data: dict):
@@ -138,10 +147,21 @@ def _register_file_model(db, data: dict) -> str:
     key, layout = file_layout(data)
     d_model = cfg.get("d_model") if isinstance(cfg.get("d_model"), int) else 0
     config = {k: v for k, v in cfg.items() if isinstance(v, (int, float, str, bool))}
-    db.register_model({"model_key": key, "architecture": FILE_MODEL_ARCHITECTURE, "n_layers": cfg["n_layers"],
-                       "n_heads": cfg["n_heads"], "n_kv_heads": kv, "d_model": d_model,
-                       "d_head": d_model // cfg["n_heads"], "vocab_size": 0, "config": config},
-                      layout.nodes_table(), layout.edges_table())
+    db.register_model(
+        {
+            "model_key": key,
+            "architecture": FILE_MODEL_ARCHITECTURE,
+            "n_layers": cfg["n_layers"],
+            "n_heads": cfg["n_heads"],
+            "n_kv_heads": kv,
+            "d_model": d_model,
+            "d_head": d_model // cfg["n_heads"],
+            "vocab_size": 0,
+            "config": config,
+        },
+        layout.nodes_table(),
+        layout.edges_table(),
+    )
     return key
 
 
@@ -157,8 +177,7 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _file_edges(data: dict, layout, *, fold_kv: bool, file_name: str,
-                model_key: str) -> tuple[pl.DataFrame, int, int]:
+def _file_edges(data: dict, layout, *, fold_kv: bool, file_name: str, model_key: str) -> tuple[pl.DataFrame, int, int]:
     """(edge_id, score float64, in_graph) per layout edge the file scores, the number of scored
     entries in the file, and how many of them were per-query-head k/v entries folded into
     kv-head ports (0 without GQA folding).
@@ -170,8 +189,10 @@ def _file_edges(data: dict, layout, *, fold_kv: bool, file_name: str,
     entries = data["edges"]
     scores = [_number(e.get("score")) if isinstance(e, dict) else _number(e) for e in entries.values()]
     flags = [bool(e.get("in_graph", False)) if isinstance(e, dict) else False for e in entries.values()]
-    df = pl.DataFrame({"name": list(entries), "score": scores, "in_graph": flags},
-                      schema={"name": pl.String, "score": pl.Float64, "in_graph": pl.Boolean})
+    df = pl.DataFrame(
+        {"name": list(entries), "score": scores, "in_graph": flags},
+        schema={"name": pl.String, "score": pl.Float64, "in_graph": pl.Boolean},
+    )
     df = df.filter(pl.col("score").is_not_null())  # no score: nothing to store for that edge
     n_file, folded = df.height, 0
     if not n_file:
@@ -180,17 +201,28 @@ def _file_edges(data: dict, layout, *, fold_kv: bool, file_name: str,
         parts = df["name"].str.extract_groups(_KV_PORT).struct.unnest()
         is_kv = parts["1"].is_not_null()
         folded = int(is_kv.sum())
-        kv_name = (parts["1"] + "->a" + parts["2"] + ".h"
-                   + (parts["3"].cast(pl.Int64) // layout.n_rep).cast(pl.String) + "<" + parts["4"] + ">")
+        kv_name = (
+            parts["1"]
+            + "->a"
+            + parts["2"]
+            + ".h"
+            + (parts["3"].cast(pl.Int64) // layout.n_rep).cast(pl.String)
+            + "<"
+            + parts["4"]
+            + ">"
+        )
         df = df.with_columns(name=pl.when(is_kv).then(kv_name).otherwise(pl.col("name")))
     names = pl.DataFrame({"name": layout.edge_names, "edge_id": np.arange(layout.n_edges, dtype=np.int32)})
     df = df.join(names, on="name", how="left")
     unknown = df.filter(pl.col("edge_id").is_null())
     if unknown.height:
-        raise UserError(f"{file_name}: edge {unknown['name'][0]!r} is not in the graph of model {model_key}; "
-                        "the file was made for another architecture or graph layout")
-    df = (df.group_by("edge_id").agg(pl.col("score").sum(), pl.col("in_graph").any(), pl.len().alias("n"))
-          .sort("edge_id"))
+        raise UserError(
+            f"{file_name}: edge {unknown['name'][0]!r} is not in the graph of model {model_key}; "
+            "the file was made for another architecture or graph layout"
+        )
+    df = (
+        df.group_by("edge_id").agg(pl.col("score").sum(), pl.col("in_graph").any(), pl.len().alias("n")).sort("edge_id")
+    )
     if not fold_kv or layout.n_rep == 1:
         if df["n"].max() > 1:
             raise UserError(f"{file_name}: an edge appears twice")
@@ -210,7 +242,7 @@ def _circuit_heads(layout, edge_ids: np.ndarray, node_flags: dict[str, bool | No
     has_in[dst[port == "q"]] = True
     for node in dst[(port == "k") | (port == "v")]:  # kv head g serves query heads g*n_rep ..
         first = g.head_node(int(g.node_layer[node]), int(g.node_head[node]) * g.n_rep)
-        has_in[first: first + g.n_rep] = True
+        has_in[first : first + g.n_rep] = True
     out = []
     for n in range(g.n_nodes):
         if g.node_kind[n] != "attn":
@@ -221,8 +253,16 @@ def _circuit_heads(layout, edge_ids: np.ndarray, node_flags: dict[str, bool | No
     return out
 
 
-def import_graph_json(db, file: str | Path, checkpoint_id: int, task_id: int, *, selection: str = "threshold",
-                      param: float | None = None, force: bool = False):
+def import_graph_json(
+    db,
+    file: str | Path,
+    checkpoint_id: int,
+    task_id: int,
+    *,
+    selection: str = "threshold",
+    param: float | None = None,
+    force: bool = False,
+):
     """Store an EAP-IG JSON graph as an `import` run on (checkpoint, task); returns the Run
     (`.skipped` when the same file was imported onto the same pair before).
 
@@ -238,8 +278,9 @@ def import_graph_json(db, file: str | Path, checkpoint_id: int, task_id: int, *,
         raise UserError(f"no checkpoint with id {checkpoint_id}; see `headdb checkpoints`")
     if not reads.task_exists(db, task_id):
         raise UserError(f"no task with id {task_id}")
-    config, facts = import_facts(data, raw, Path(file).name, stored_layout(db, model_key), model_key,
-                                 selection=selection, param=param)
+    config, facts = import_facts(
+        data, raw, Path(file).name, stored_layout(db, model_key), model_key, selection=selection, param=param
+    )
     run = db.start_run("import", config=config, checkpoint_id=checkpoint_id, task_id=task_id, force=force)
     if run.skipped:
         return run
@@ -248,8 +289,9 @@ def import_graph_json(db, file: str | Path, checkpoint_id: int, task_id: int, *,
     return run
 
 
-def import_facts(data: dict, raw: bytes, name: str, g, model_key: str, *, selection: str = "threshold",
-                 param: float | None = None) -> tuple[dict, Facts]:
+def import_facts(
+    data: dict, raw: bytes, name: str, g, model_key: str, *, selection: str = "threshold", param: float | None = None
+) -> tuple[dict, Facts]:
     """The run config and the facts of one EAP-IG JSON graph on a model whose layout is `g`
     (checked against the file first: a mismatch is a UserError, before anything is written)."""
     cfg = data["cfg"]
@@ -284,34 +326,74 @@ def import_facts(data: dict, raw: bytes, name: str, g, model_key: str, *, select
         kv_ports = "per query head"
     else:
         kv_ports = f"per query head, summed per kv group of {g.n_rep}"
-    config = {"source": "eap-ig-json", "file": name, "sha256": digest, "selection": selection, "param": param,
-              "kv_ports": kv_ports,
-              "score_sign": ("negated: exported by headdb before schema v2 (clean-corrupted)" if legacy
-                             else f"as in the file ({SCORE_SIGN})")}
+    config = {
+        "source": "eap-ig-json",
+        "file": name,
+        "sha256": digest,
+        "selection": selection,
+        "param": param,
+        "kv_ports": kv_ports,
+        "score_sign": (
+            "negated: exported by headdb before schema v2 (clean-corrupted)"
+            if legacy
+            else f"as in the file ({SCORE_SIGN})"
+        ),
+    }
     facts = Facts()
     facts.add("edge_scores", pa.table({"edge_id": pa.array(ids), "score": pa.array(scores)}))
-    facts.add("head_scores", pa.table({"layer": pa.array(g.node_layer[heads], pa.int32()),
-                                       "head": pa.array(g.node_head[heads], pa.int32()),
-                                       "score": pa.array(head_score, pa.float32()),
-                                       "importance": pa.array(total[heads] / head_sum if head_sum > 0
-                                                              else np.zeros(len(heads)), pa.float32())}))
-    facts.add("circuits", pa.table({"circuit_id": pa.array([0], pa.int64()), "selection": [selection],
-                                    "param": pa.array([param], pa.float64()),
-                                    "n_edges": pa.array([len(c_ids)], pa.int32()),
-                                    "n_nodes": pa.array([len(circuit_nodes)], pa.int32()),
-                                    "faithfulness": pa.array([None], pa.float64())}))
-    facts.add("circuit_edges", pa.table({"circuit_id": pa.array(np.zeros(len(c_ids), np.int64)),
-                                         "edge_id": pa.array(c_ids)}))
-    facts.add("circuit_heads", pa.table({"circuit_id": pa.array([0] * len(in_heads), pa.int64()),
-                                         "layer": pa.array(g.node_layer[in_heads], pa.int32()),
-                                         "head": pa.array(g.node_head[in_heads], pa.int32())}))
+    facts.add(
+        "head_scores",
+        pa.table(
+            {
+                "layer": pa.array(g.node_layer[heads], pa.int32()),
+                "head": pa.array(g.node_head[heads], pa.int32()),
+                "score": pa.array(head_score, pa.float32()),
+                "importance": pa.array(total[heads] / head_sum if head_sum > 0 else np.zeros(len(heads)), pa.float32()),
+            }
+        ),
+    )
+    facts.add(
+        "circuits",
+        pa.table(
+            {
+                "circuit_id": pa.array([0], pa.int64()),
+                "selection": [selection],
+                "param": pa.array([param], pa.float64()),
+                "n_edges": pa.array([len(c_ids)], pa.int32()),
+                "n_nodes": pa.array([len(circuit_nodes)], pa.int32()),
+                "faithfulness": pa.array([None], pa.float64()),
+            }
+        ),
+    )
+    facts.add(
+        "circuit_edges", pa.table({"circuit_id": pa.array(np.zeros(len(c_ids), np.int64)), "edge_id": pa.array(c_ids)})
+    )
+    facts.add(
+        "circuit_heads",
+        pa.table(
+            {
+                "circuit_id": pa.array([0] * len(in_heads), pa.int64()),
+                "layer": pa.array(g.node_layer[in_heads], pa.int32()),
+                "head": pa.array(g.node_head[in_heads], pa.int32()),
+            }
+        ),
+    )
     facts.metric("imported_edges", n_file)
     facts.metric("kv_edges_summed", folded)
     return config, facts
 
 
-def new_import_checkpoint(db, *, name: str, lineage: str, step: int, regime: str = "other",
-                          parent_id: int | None = None, model_key: str | None = None, data: dict) -> int:
+def new_import_checkpoint(
+    db,
+    *,
+    name: str,
+    lineage: str,
+    step: int,
+    regime: str = "other",
+    parent_id: int | None = None,
+    model_key: str | None = None,
+    data: dict,
+) -> int:
     """Register a checkpoint known only through imported graphs (no weights on this machine).
 
     model_key: a model already registered from a real checkpoint's config (the graph is checked
@@ -323,25 +405,40 @@ def new_import_checkpoint(db, *, name: str, lineage: str, step: int, regime: str
         model_key = _register_file_model(db, data)
     else:
         _check_dims(data["cfg"], stored_layout(db, model_key), model_key)
-    return db.register_checkpoint(model_key=model_key, path=f"/imported/{lineage}/{name}",
-                                  weights_digest=f"imported:{lineage}@{step}", name=name, lineage=lineage,
-                                  regime=regime, step=step, parent_id=parent_id)
+    return db.register_checkpoint(
+        model_key=model_key,
+        path=f"/imported/{lineage}/{name}",
+        weights_digest=f"imported:{lineage}@{step}",
+        name=name,
+        lineage=lineage,
+        regime=regime,
+        step=step,
+        parent_id=parent_id,
+    )
 
 
 def new_import_task(db, *, name: str, mode: str = "plain") -> int:
     """Register a circuit task known only by name (its items live wherever the graph was made)."""
-    return db.register_task(name=name, kind="circuit", digest=f"imported:{name}", mode=mode,
-                            items=pa.table({"item_id": pa.array([], pa.string())}), source="eap-ig-json")
+    return db.register_task(
+        name=name,
+        kind="circuit",
+        digest=f"imported:{name}",
+        mode=mode,
+        items=pa.table({"item_id": pa.array([], pa.string())}),
+        source="eap-ig-json",
+    )
 
 
 # -------------------------------------------------------------------------- EAP-IG JSON out
+
 
 def _gqa_refusal(run_id: int, g) -> UserError:
     return UserError(
         f"run {run_id} is of a grouped-query attention model ({g.n_heads} query heads share {g.n_kv_heads} kv "
         "heads): headdb scores one key/value port per kv head, EAP-IG's graph has one per query head and "
         "would misread these scores; export with gqa_split (CLI --gqa-split) to write each kv head's score "
-        "split evenly over its query heads")
+        "split evenly over its query heads"
+    )
 
 
 def _export_edges(g, ids: np.ndarray, scores: np.ndarray, flags: np.ndarray, gqa_split: bool) -> dict:
@@ -362,8 +459,9 @@ def _export_edges(g, ids: np.ndarray, scores: np.ndarray, flags: np.ndarray, gqa
     return out
 
 
-def export_graph_json(db, run_id: int, file: str | Path, *, selection: str | None = None,
-                      gqa_split: bool = False) -> dict[str, int]:
+def export_graph_json(
+    db, run_id: int, file: str | Path, *, selection: str | None = None, gqa_split: bool = False
+) -> dict[str, int]:
     """Write run `run_id` as an EAP-IG JSON graph in the current `Graph.to_json` format (cfg with
     n_layers, n_heads, parallel_attn_mlp, d_model; nodes {"in_graph"}; edges {"score",
     "in_graph"}), loadable by EAP-IG's `Graph.from_json`; in_graph marks the run's circuit of
@@ -382,8 +480,9 @@ def export_graph_json(db, run_id: int, file: str | Path, *, selection: str | Non
     if shape is None:
         raise UserError(f"model {model_key} of run {run_id} is not registered")
     if run["score_sign"] not in (None, SCORE_SIGN):
-        raise UserError(f"run {run_id} holds scores in the {run['score_sign']} convention; "
-                        f"this headdb exports {SCORE_SIGN} only")
+        raise UserError(
+            f"run {run_id} holds scores in the {run['score_sign']} convention; this headdb exports {SCORE_SIGN} only"
+        )
     g = stored_layout(db, model_key)
     scores = reads.run_edge_scores(db, run_id)
     if not scores.height:
@@ -398,8 +497,10 @@ def export_graph_json(db, run_id: int, file: str | Path, *, selection: str | Non
     if not chosen.height and selection is None:
         chosen = circuits
     if selection is not None and not chosen.height:
-        raise UserError(f"run {run_id} has no {selection} circuit; its circuits: "
-                        f"{', '.join(sorted(set(circuits['selection']))) or 'none'}")
+        raise UserError(
+            f"run {run_id} has no {selection} circuit; its circuits: "
+            f"{', '.join(sorted(set(circuits['selection']))) or 'none'}"
+        )
     circuit_id = chosen["circuit_id"][-1] if chosen.height else None
     in_edges = np.zeros(0, dtype=np.int64)
     in_heads: set[tuple[int, int]] = set()
@@ -413,15 +514,25 @@ def export_graph_json(db, run_id: int, file: str | Path, *, selection: str | Non
     node_json = {}
     for n, name in enumerate(g.node_names):
         kind = g.node_kind[n]
-        member = ((int(g.node_layer[n]), int(g.node_head[n])) in in_heads if kind == "attn"
-                  else kind == "logits" or n in touched)  # EAP-IG's logits node is always in the graph
+        member = (
+            (int(g.node_layer[n]), int(g.node_head[n])) in in_heads
+            if kind == "attn"
+            else kind == "logits" or n in touched
+        )  # EAP-IG's logits node is always in the graph
         node_json[name] = {"in_graph": bool(member)}
     edge_json = _export_edges(g, ids, scores["score"].to_numpy(), flags, gqa_split)
-    cfg = {"n_layers": g.n_layers, "n_heads": g.n_heads, "parallel_attn_mlp": False,
-           "d_model": int(shape["d_model"]), "headdb_run": int(run_id), "headdb_model_key": model_key,
-           "headdb_score_sign": SCORE_SIGN,
-           "headdb_kv_ports": ("per query head" if g.n_rep == 1
-                               else f"kv head score split evenly over its {g.n_rep} query heads")}
+    cfg = {
+        "n_layers": g.n_layers,
+        "n_heads": g.n_heads,
+        "parallel_attn_mlp": False,
+        "d_model": int(shape["d_model"]),
+        "headdb_run": int(run_id),
+        "headdb_model_key": model_key,
+        "headdb_score_sign": SCORE_SIGN,
+        "headdb_kv_ports": (
+            "per query head" if g.n_rep == 1 else f"kv head score split evenly over its {g.n_rep} query heads"
+        ),
+    }
     out = Path(file)
     if not out.parent.exists():
         raise UserError(f"cannot write {out}: folder {out.parent} does not exist")
@@ -429,5 +540,9 @@ def export_graph_json(db, run_id: int, file: str | Path, *, selection: str | Non
     with open(tmp, "w") as fh:
         json.dump({"cfg": cfg, "nodes": node_json, "edges": edge_json}, fh, allow_nan=False)
     os.replace(tmp, out)
-    return {"edges": len(edge_json), "in_graph": int(sum(e["in_graph"] for e in edge_json.values())),
-            "nodes": len(node_json), "heads_in_graph": len(in_heads)}
+    return {
+        "edges": len(edge_json),
+        "in_graph": int(sum(e["in_graph"] for e in edge_json.values())),
+        "nodes": len(node_json),
+        "heads_in_graph": len(in_heads),
+    }

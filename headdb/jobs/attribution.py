@@ -1,5 +1,6 @@
 """Attribution jobs: EAP / EAP-IG / exact edge scores, head scores, circuits and their
 faithfulness for one checkpoint on one circuit task."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,8 +23,14 @@ EXACT_EDGE_LIMIT = 20000  # exact edge patching costs one forward pass per edge
 
 
 def register_circuit_task(db: Warehouse, task: Task) -> int:
-    return db.register_task(name=task.name, kind="circuit", digest=task.digest, items=task.task_items_frame(),
-                            source=task.source, mode=task.mode)
+    return db.register_task(
+        name=task.name,
+        kind="circuit",
+        digest=task.digest,
+        items=task.task_items_frame(),
+        source=task.source,
+        mode=task.mode,
+    )
 
 
 @dataclass
@@ -51,8 +58,10 @@ class AttributionJob:
         if self.intervention is not None:
             self.intervention.check_shape(target.shape)
         if self.settings.method == "exact" and build_layout(target.shape).n_edges > EXACT_EDGE_LIMIT:
-            raise UserError(f"--method exact patches one edge per forward pass; {target.label} has "
-                            f"{build_layout(target.shape).n_edges} edges (limit {EXACT_EDGE_LIMIT}); use eap-ig")
+            raise UserError(
+                f"--method exact patches one edge per forward pass; {target.label} has "
+                f"{build_layout(target.shape).n_edges} edges (limit {EXACT_EDGE_LIMIT}); use eap-ig"
+            )
         try:
             pairs = encode_pairs(self.task, target.tokenizer(), align=self.settings.align)
         except UserError as exc:
@@ -78,23 +87,37 @@ class AttributionJob:
             found = discover(loaded, pairs, s, progress=lambda d, t: ctx.progress("attribution", d, t))
         facts.add("edge_scores", found.result.edges_table())
         facts.add("head_scores", found.result.heads_table())
-        for name, table in (("edge_score_se", found.result.se_table()),
-                            ("head_importance_interval", found.result.interval_table())):
+        for name, table in (
+            ("edge_score_se", found.result.se_table()),
+            ("head_importance_interval", found.result.interval_table()),
+        ):
             if table is not None:
                 facts.add(name, table)
         for i, circuit in enumerate(found.circuits):
-            facts.add("circuits", pa.table({
-                "circuit_id": pa.array([i], pa.int64()), "selection": [circuit.selection],
-                "param": pa.array([float(circuit.param)]), "n_edges": pa.array([circuit.n_edges], pa.int32()),
-                "n_nodes": pa.array([circuit.n_nodes], pa.int32()),
-                "faithfulness": pa.array([circuit.faithfulness], pa.float64()), **circuit.confidence_columns()}))
+            facts.add(
+                "circuits",
+                pa.table(
+                    {
+                        "circuit_id": pa.array([i], pa.int64()),
+                        "selection": [circuit.selection],
+                        "param": pa.array([float(circuit.param)]),
+                        "n_edges": pa.array([circuit.n_edges], pa.int32()),
+                        "n_nodes": pa.array([circuit.n_nodes], pa.int32()),
+                        "faithfulness": pa.array([circuit.faithfulness], pa.float64()),
+                        **circuit.confidence_columns(),
+                    }
+                ),
+            )
             edges = circuit.edges_table()
             facts.add("circuit_edges", edges.append_column("circuit_id", pa.array([i] * edges.num_rows, pa.int64())))
             heads = circuit.heads_table()
             facts.add("circuit_heads", heads.append_column("circuit_id", pa.array([i] * heads.num_rows, pa.int64())))
             if circuit.membership is not None:
                 reps = circuit.replicates_table()
-                facts.add("circuit_head_replicates", reps.append_column("circuit_id", pa.array([i] * reps.num_rows, pa.int64())))
+                facts.add(
+                    "circuit_head_replicates",
+                    reps.append_column("circuit_id", pa.array([i] * reps.num_rows, pa.int64())),
+                )
         if found.curve is not None:
             facts.add("faithfulness_curve", found.curve.table())
         for key, value in found.run_metrics().items():

@@ -8,6 +8,7 @@ job's facts in one transaction.
 belong to the driver; an executor only decides where `compute_group` runs. So a distributed
 executor plugs in without touching jobs, and every sink works with every executor.
 """
+
 from __future__ import annotations
 
 import gc
@@ -34,11 +35,11 @@ Say = Callable[[str], None]
 class JobResult:
     """What one job came to, wherever it ran (the value `compute_unit` reports per job)."""
 
-    status: str                    # "ok" | "failed"
+    status: str  # "ok" | "failed"
     seconds: float
-    facts: Facts | None = None     # when ok
+    facts: Facts | None = None  # when ok
     error_kind: str | None = None  # "load" (the checkpoint did not load), "compute" (the job raised),
-    message: str | None = None     # "worker" (its process died), "interrupted" (Ctrl-C)
+    message: str | None = None  # "worker" (its process died), "interrupted" (Ctrl-C)
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,15 @@ class JobRecord:
 
 @dataclass
 class Outcome:
-    done: list[int] = field(default_factory=list)      # run ids that landed now
-    skipped: list[int] = field(default_factory=list)   # run ids already in the warehouse
+    done: list[int] = field(default_factory=list)  # run ids that landed now
+    skipped: list[int] = field(default_factory=list)  # run ids already in the warehouse
     records: list[JobRecord] = field(default_factory=list)  # every job computed now, ok or failed
     metrics_rows: int = 0
-    loads: int = 0                                     # checkpoints loaded (0 when nothing was missing)
+    loads: int = 0  # checkpoints loaded (0 when nothing was missing)
 
     @property
     def failed(self) -> list[str]:
-        """"checkpoint: job: first line of the error" for each failed job."""
+        """ "checkpoint: job: first line of the error" for each failed job."""
         return [r.summary for r in self.records if r.status == "failed"]
 
     @property
@@ -110,12 +111,14 @@ class Unit:
 
 
 class Executor(Protocol):
-    def run(self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress,
-            say: Say) -> None: ...
+    def run(
+        self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say: Say
+    ) -> None: ...
 
 
-def execute(db: Warehouse, plan: Plan, executor: Executor | None = None, *, progress: Progress = no_progress,
-            say: Say = print) -> Outcome:
+def execute(
+    db: Warehouse, plan: Plan, executor: Executor | None = None, *, progress: Progress = no_progress, say: Say = print
+) -> Outcome:
     """Run a validated plan: only what the warehouse lacks, each checkpoint loaded at most once."""
     outcome = Outcome()
     for note in plan.notes:
@@ -126,6 +129,7 @@ def execute(db: Warehouse, plan: Plan, executor: Executor | None = None, *, prog
 
 
 # ------------------------------------------------------------------------------- the driver
+
 
 def prepare(db: Warehouse, plan: Plan, outcome: Outcome, say: Say) -> list[Unit]:
     """Register tasks, checkpoints (in plan order, parents first) and training metrics; then, per
@@ -159,8 +163,13 @@ def prepare(db: Warehouse, plan: Plan, outcome: Outcome, say: Say) -> list[Unit]
                 if key in seen:
                     continue
                 seen.add(key)
-                done = None if plan.execution.force else db.completed_run(
-                    job.kind, config=config, checkpoint_id=checkpoint_id, task_id=task_ids[id(job)])
+                done = (
+                    None
+                    if plan.execution.force
+                    else db.completed_run(
+                        job.kind, config=config, checkpoint_id=checkpoint_id, task_id=task_ids[id(job)]
+                    )
+                )
                 if done is None:
                     pending.append(Pending(job, config, task_ids[id(job)]))
                 else:
@@ -173,8 +182,16 @@ def prepare(db: Warehouse, plan: Plan, outcome: Outcome, say: Say) -> list[Unit]
 
 
 def open_run(db: Warehouse, unit: Unit, p: Pending, force: bool) -> Run:
-    return db.start_run(p.job.kind, config=p.config, checkpoint_id=unit.checkpoint_id, task_id=p.task_id,
-                        device=unit.device, dtype=unit.dtype, seed=p.job.seed, force=force)
+    return db.start_run(
+        p.job.kind,
+        config=p.config,
+        checkpoint_id=unit.checkpoint_id,
+        task_id=p.task_id,
+        device=unit.device,
+        dtype=unit.dtype,
+        seed=p.job.seed,
+        force=force,
+    )
 
 
 def open_unit(db: Warehouse, unit: Unit, outcome: Outcome, force: bool) -> list[tuple[Pending, Run]]:
@@ -206,19 +223,28 @@ def close_run(db: Warehouse, unit: Unit, p: Pending, run: Run, result: JobResult
     else:
         run.fail(result.message or result.error_kind or "failed")
         say(f"{unit.label}: {p.job.label} FAILED ({(result.message or result.error_kind or '').splitlines()[0]})")
-    outcome.records.append(JobRecord(unit.label, p.job.label, run.run_id, result.status, result.seconds,
-                                     result.error_kind, result.message))
+    outcome.records.append(
+        JobRecord(unit.label, p.job.label, run.run_id, result.status, result.seconds, result.error_kind, result.message)
+    )
 
 
 def interrupt(db: Warehouse, unit_runs: list[tuple[Unit, Pending, Run]], outcome: Outcome, say: Say) -> None:
     """Ctrl-C: every run opened and not closed yet is recorded as interrupted (nothing left `running`)."""
     for unit, p, run in unit_runs:
-        close_run(db, unit, p, run, JobResult("failed", 0.0, error_kind="interrupted", message="interrupted"),
-                  outcome, say)
+        close_run(
+            db, unit, p, run, JobResult("failed", 0.0, error_kind="interrupted", message="interrupted"), outcome, say
+        )
 
 
-def compute_unit(path: str | Path, device: str, dtype: str, jobs: list[Job], scratch: list[Path | None],
-                 on_result: Callable[[int, JobResult], None], progress: Progress = no_progress) -> bool:
+def compute_unit(
+    path: str | Path,
+    device: str,
+    dtype: str,
+    jobs: list[Job],
+    scratch: list[Path | None],
+    on_result: Callable[[int, JobResult], None],
+    progress: Progress = no_progress,
+) -> bool:
     """The unit of work of every executor: load the checkpoint once (only if a job needs it),
     compute each job, catch per job; `on_result(i, result)` as each job ends. Returns whether a
     model was loaded. A checkpoint that does not load fails each job with error kind "load";
@@ -242,8 +268,9 @@ def compute_unit(path: str | Path, device: str, dtype: str, jobs: list[Job], scr
                 # None only when no job needs the model: those (needs_model False) take LoadedModel | None
                 facts = job.compute(cast("LoadedModel", loaded), JobContext(progress=progress, scratch=folder))
             except Exception as exc:  # recorded on its run; the other jobs go on
-                on_result(i, JobResult("failed", time.monotonic() - started, error_kind="compute",
-                                       message=error_text(exc)))
+                on_result(
+                    i, JobResult("failed", time.monotonic() - started, error_kind="compute", message=error_text(exc))
+                )
             else:
                 on_result(i, JobResult("ok", time.monotonic() - started, facts=facts))
     finally:
@@ -255,11 +282,13 @@ def compute_unit(path: str | Path, device: str, dtype: str, jobs: list[Job], scr
 
 # ---------------------------------------------------------------------------- in process
 
+
 class LocalExecutor:
     """Runs every unit in this process, one after the other, committing each job as it ends."""
 
-    def run(self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress,
-            say: Say) -> None:
+    def run(
+        self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say: Say
+    ) -> None:
         total = sum(len(u.pending) for u in units)
         finished = 0
         for unit in units:
@@ -281,9 +310,14 @@ class LocalExecutor:
             progress(f"{unit.label} jobs", 0, len(opened))
             try:
                 outcome.loads += compute_unit(
-                    unit.path, unit.device, unit.dtype, [p.job for p, _ in opened],
-                    [db.scratch_dir(run.config_hash) for _, run in opened], landed,
-                    progress=lambda s, d, t: progress(f"{unit.label} {s}", d, t))
+                    unit.path,
+                    unit.device,
+                    unit.dtype,
+                    [p.job for p, _ in opened],
+                    [db.scratch_dir(run.config_hash) for _, run in opened],
+                    landed,
+                    progress=lambda s, d, t: progress(f"{unit.label} {s}", d, t),
+                )
             except KeyboardInterrupt:
                 interrupt(db, list(open_left.values()), outcome, say)
                 raise

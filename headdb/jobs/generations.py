@@ -1,6 +1,7 @@
 """Generation jobs: sample a benchmark, grade every sample, store pass@k; optionally under an
 intervention. An ablation is a plain job plus intervened jobs on the same settings, so every
 delta has a matching baseline (same checkpoint, benchmark and sampling config)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,8 +37,16 @@ class Benchmark:
     source: str
 
     @classmethod
-    def load(cls, source: str, *, fields: dict[str, Any] | str | None = None, preset: str | None = None,
-             limit: int | None = None, seed: int = 0, name: str | None = None) -> "Benchmark":
+    def load(
+        cls,
+        source: str,
+        *,
+        fields: dict[str, Any] | str | None = None,
+        preset: str | None = None,
+        limit: int | None = None,
+        seed: int = 0,
+        name: str | None = None,
+    ) -> "Benchmark":
         items = load_benchmark(source, fields=fields, preset=preset, limit=limit, seed=seed)
         name = name or (Path(source).stem if Path(source).exists() else source)
         return cls(name=name, items=items, digest=items_digest(items), source=str(source))
@@ -45,8 +54,9 @@ class Benchmark:
 
 def register_benchmark(db: Warehouse, bench: Benchmark, mode: str) -> int:
     items = bench.items.select([c for c in TASK_COLUMNS if c in bench.items.columns])
-    return db.register_task(name=bench.name, kind="benchmark", digest=bench.digest, items=items,
-                            source=bench.source, mode=mode)
+    return db.register_task(
+        name=bench.name, kind="benchmark", digest=bench.digest, items=items, source=bench.source, mode=mode
+    )
 
 
 def mean_reference_label(bench: Benchmark) -> str:
@@ -98,8 +108,14 @@ class GenerationJob:
         prompts = chat_prompts(loaded.tokenizer, self.bench.items["prompt"].to_list(), chat=s.chat, mode=s.mode)
         model = loaded.generation_model()
         with applied(model, intervention):
-            samples = generate(model, loaded.tokenizer, prompts, s.sampling, resume_dir=ctx.scratch,
-                               progress=lambda d, t: ctx.progress("generate", d, t))
+            samples = generate(
+                model,
+                loaded.tokenizer,
+                prompts,
+                s.sampling,
+                resume_dir=ctx.scratch,
+                progress=lambda d, t: ctx.progress("generate", d, t),
+            )
         graded = grade_samples(self.bench.items, samples)
         facts = Facts()
         facts.add("generations", graded.drop("style"))
@@ -112,28 +128,38 @@ class GenerationJob:
 def grade_samples(items: pl.DataFrame, samples: pl.DataFrame) -> pl.DataFrame:
     """Join samples to their items and grade each one (math-verify, gold first)."""
     meta = items.with_row_index("prompt_index").select(
-        pl.col("prompt_index").cast(pl.Int64), "item_id", "answer", "style")
+        pl.col("prompt_index").cast(pl.Int64), "item_id", "answer", "style"
+    )
     joined = samples.join(meta, on="prompt_index", how="left")
-    grades = [grade(gold, completion, style=style, finish_reason=finish)
-              for gold, completion, style, finish in joined.select("answer", "completion", "style", "finish_reason").iter_rows()]
+    grades = [
+        grade(gold, completion, style=style, finish_reason=finish)
+        for gold, completion, style, finish in joined.select(
+            "answer", "completion", "style", "finish_reason"
+        ).iter_rows()
+    ]
     return joined.select(
-        "item_id", "sample_idx", "completion",
+        "item_id",
+        "sample_idx",
+        "completion",
         pl.Series("extracted", [g.extracted for g in grades], pl.Utf8),
         pl.Series("correct", [g.correct for g in grades], pl.Boolean),
-        "n_tokens", "finish_reason",
+        "n_tokens",
+        "finish_reason",
         pl.Series("failure_tag", [g.failure_tag for g in grades], pl.Utf8),
-        "style")
+        "style",
+    )
 
 
-def mean_reference(loaded: LoadedModel, bench: Benchmark, settings: GenerationSettings,
-                   batch_size: int = 16) -> dict[int, torch.Tensor]:
+def mean_reference(
+    loaded: LoadedModel, bench: Benchmark, settings: GenerationSettings, batch_size: int = 16
+) -> dict[int, torch.Tensor]:
     """Per-head mean outputs over the benchmark's prompts (the reference for mean ablation)."""
     prompts = chat_prompts(loaded.tokenizer, bench.items["prompt"].to_list(), chat=settings.chat, mode=settings.mode)
     tok = loaded.tokenizer
 
     def batches() -> Iterator[dict[str, Any]]:
         for k in range(0, len(prompts), batch_size):
-            enc = tok(prompts[k:k + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(prompts[k : k + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             yield {n: enc[n].to(loaded.device) for n in ("input_ids", "attention_mask")}
 
     return head_means(loaded.generation_model(), batches())

@@ -7,6 +7,7 @@ needs no model, so its checkpoint is never loaded. The plan resolves every refer
 task, parent, model key) and registers nothing: a checkpoint known only through its graphs is a
 `GraphOnly` target, registered by the executor like any other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 @dataclass
 class ImportJob:
     file: Path
-    layout: object             # the checkpoint model's GraphLayout (verified against the warehouse)
+    layout: object  # the checkpoint model's GraphLayout (verified against the warehouse)
     model_key: str
     task_id: int | None = None  # a registered task, or None to register `task_name` (no items)
     task_name: str = ""
@@ -44,8 +45,9 @@ class ImportJob:
 
     def __post_init__(self) -> None:
         data, raw = read_graph_json(self.file)
-        self._config, self._facts = import_facts(data, raw, Path(self.file).name, self.layout, self.model_key,
-                                                 selection=self.selection, param=self.param)
+        self._config, self._facts = import_facts(
+            data, raw, Path(self.file).name, self.layout, self.model_key, selection=self.selection, param=self.param
+        )
 
     @property
     def label(self) -> str:
@@ -61,6 +63,7 @@ class ImportJob:
     def register_task(self, db: Warehouse) -> int:
         if self.task_id is None:
             from headdb.interop.graph_json import new_import_task
+
             self.task_id = new_import_task(db, name=self.task_name, mode=self.mode)
         return self.task_id
 
@@ -72,12 +75,22 @@ class ImportJob:
         return self._facts
 
 
-def plan_graph_import(db: Warehouse | None, files: Sequence[str | Path], *, task: str,
-                      checkpoint: str | Path | None = None,
-                      ref: str | None = None, mode: str | None = None, selection: str = "threshold",
-                      param: float | None = None, new: bool = False, placement: Placement = Placement(),
-                      parent: str | None = None, model_key: str | None = None,
-                      execution: Execution = Execution()) -> Plan:
+def plan_graph_import(
+    db: Warehouse | None,
+    files: Sequence[str | Path],
+    *,
+    task: str,
+    checkpoint: str | Path | None = None,
+    ref: str | None = None,
+    mode: str | None = None,
+    selection: str = "threshold",
+    param: float | None = None,
+    new: bool = False,
+    placement: Placement = Placement(),
+    parent: str | None = None,
+    model_key: str | None = None,
+    execution: Execution = Execution(),
+) -> Plan:
     """The plan of importing `files` (graphs of one checkpoint) onto `task`: the checkpoint is a
     directory (`checkpoint`) or a registered one (`ref`; with `new`, one known only through the
     graphs, registered when the plan runs). `db` is the warehouse when it exists, else None.
@@ -101,8 +114,10 @@ def plan_graph_import(db: Warehouse | None, files: Sequence[str | Path], *, task
         assert ref is not None  # exactly one of checkpoint and ref, checked above
         checkpoint_id = find_checkpoint(db, ref) if db is not None else None
         if checkpoint_id is None and not new:
-            raise UserError(f"no checkpoint {ref!r} in the warehouse; give its directory with --checkpoint DIR, or "
-                            "register it from the graph with --new --lineage NAME --step N")
+            raise UserError(
+                f"no checkpoint {ref!r} in the warehouse; give its directory with --checkpoint DIR, or "
+                "register it from the graph with --new --lineage NAME --step N"
+            )
         if checkpoint_id is not None:
             assert db is not None  # checkpoint_id was found in it
             stored_key = checkpoint_model_key(db, checkpoint_id)
@@ -125,7 +140,18 @@ def plan_graph_import(db: Warehouse | None, files: Sequence[str | Path], *, task
             notes.append(f"checkpoint {ref} ({at.lineage}@{at.step}) is registered from its graph (model {key})")
     task_id = find_task(db, task, mode) if db is not None else None
     if task_id is None and not new:
-        raise UserError(f"no task {task!r}; register it with --new (see `headdb sql \"select * from tasks\"`)")
-    jobs = [ImportJob(Path(f), layout, key, task_id=task_id, task_name=task, mode=mode or "plain",
-                      selection=selection, param=param) for f in files]
+        raise UserError(f'no task {task!r}; register it with --new (see `headdb sql "select * from tasks"`)')
+    jobs = [
+        ImportJob(
+            Path(f),
+            layout,
+            key,
+            task_id=task_id,
+            task_name=task,
+            mode=mode or "plain",
+            selection=selection,
+            param=param,
+        )
+        for f in files
+    ]
     return Plan([CheckpointWork(t, list(jobs))], execution, notes=notes).validate()

@@ -22,6 +22,7 @@ sampling settings and engine. The run's config records the engine, its version a
 the file has them, the file's name and sha256; importing the same file onto the same checkpoint
 again is skipped. pass@k / maj@k come from the same code as headdb's own runs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,8 +53,8 @@ class SamplesFile:
     """A file of samples matched to a benchmark: one row per sample, and what the file says
     about how they were made."""
 
-    samples: pl.DataFrame          # prompt_index, sample_idx, completion, n_tokens, finish_reason
-    provenance: dict[str, Any]     # engine, engine_version, model, sampling (as recorded), file, sha256
+    samples: pl.DataFrame  # prompt_index, sample_idx, completion, n_tokens, finish_reason
+    provenance: dict[str, Any]  # engine, engine_version, model, sampling (as recorded), file, sha256
     n_items: int
 
 
@@ -72,7 +73,7 @@ def _lm_eval_line(line: dict[str, Any], where: str) -> dict[str, Any]:
     resps = line.get("resps")
     texts = [t for r in resps for t in (r if isinstance(r, list) else [r])] if isinstance(resps, list) else None
     if not texts or not all(isinstance(t, str) for t in texts):
-        raise UserError(f"{where}: no \"resps\" of generated text (a generate_until task run with --log_samples)")
+        raise UserError(f'{where}: no "resps" of generated text (a generate_until task run with --log_samples)')
     out: dict[str, Any] = {"completions": texts}
     for key in ("id", "item_id"):
         if key in doc:
@@ -97,10 +98,14 @@ def lm_eval_provenance(results: Path, task: str | None) -> dict[str, Any]:
         args = dict(part.split("=", 1) for part in args.split(",") if "=" in part)
     configs = data.get("configs") or {}
     task = task or next(iter(configs), None)
-    return {"engine": "lm-evaluation-harness", "engine_version": data.get("lm_eval_version"),
-            "model": (args or {}).get("pretrained") or data.get("model_name"),
-            "sampling": (configs.get(task) or {}).get("generation_kwargs"), "task": task,
-            "task_version": (data.get("versions") or {}).get(task)}
+    return {
+        "engine": "lm-evaluation-harness",
+        "engine_version": data.get("lm_eval_version"),
+        "model": (args or {}).get("pretrained") or data.get("model_name"),
+        "sampling": (configs.get(task) or {}).get("generation_kwargs"),
+        "task": task,
+        "task_version": (data.get("versions") or {}).get(task),
+    }
 
 
 def read_samples(path: str | Path, bench: Benchmark) -> SamplesFile:
@@ -138,8 +143,10 @@ def read_samples(path: str | Path, bench: Benchmark) -> SamplesFile:
         if per_item is None:
             per_item = len(outputs)
         elif len(outputs) != per_item:
-            raise UserError(f"{where}: {len(outputs)} samples, but the first line has {per_item}; "
-                            "pass@k needs the same number for every problem")
+            raise UserError(
+                f"{where}: {len(outputs)} samples, but the first line has {per_item}; "
+                "pass@k needs the same number for every problem"
+            )
         these = {k: line.get(k) for k in _SHARED}
         if shared is None:
             shared = these
@@ -149,21 +156,34 @@ def read_samples(path: str | Path, bench: Benchmark) -> SamplesFile:
         rows += [{"prompt_index": index, "sample_idx": i, **o} for i, o in enumerate(outputs)]
     if not rows:
         raise UserError(f"{file}: no samples (no non-empty line)")
-    samples = pl.DataFrame(rows, schema={"prompt_index": pl.Int64, "sample_idx": pl.Int64, "completion": pl.Utf8,
-                                         "n_tokens": pl.Int64, "finish_reason": pl.Utf8})
+    samples = pl.DataFrame(
+        rows,
+        schema={
+            "prompt_index": pl.Int64,
+            "sample_idx": pl.Int64,
+            "completion": pl.Utf8,
+            "n_tokens": pl.Int64,
+            "finish_reason": pl.Utf8,
+        },
+    )
     shared = shared or {}
     if results is not None:
         task = file.stem.removeprefix("samples_").rsplit("_", 1)[0]
         provenance = {**lm_eval_provenance(results, task), "results_file": results.name}
     else:
-        provenance = {"engine": shared.get("engine") or "unknown", "engine_version": shared.get("engine_version"),
-                      "model": shared.get("model"), "sampling": shared.get("sampling_params")}
+        provenance = {
+            "engine": shared.get("engine") or "unknown",
+            "engine_version": shared.get("engine_version"),
+            "model": shared.get("model"),
+            "sampling": shared.get("sampling_params"),
+        }
     provenance.update(file=file.name, sha256=hashlib.sha256(raw).hexdigest())
     return SamplesFile(samples, provenance, len(seen))
 
 
-def _item_index(line: dict[str, Any], by_id: dict[str, int], by_problem: dict[str, int], bench: Benchmark,
-                where: str) -> int:
+def _item_index(
+    line: dict[str, Any], by_id: dict[str, int], by_problem: dict[str, int], bench: Benchmark, where: str
+) -> int:
     if "id" in line:
         key = str(line["id"])
         if key not in by_id:
@@ -173,10 +193,12 @@ def _item_index(line: dict[str, Any], by_id: dict[str, int], by_problem: dict[st
     if isinstance(line.get("problem"), str):
         text = line["problem"].strip()
         if text not in by_problem:
-            raise UserError(f"{where}: its problem text matches no problem of benchmark {bench.name} "
-                            f"({text[:60]!r}); give the item's id instead")
+            raise UserError(
+                f"{where}: its problem text matches no problem of benchmark {bench.name} "
+                f"({text[:60]!r}); give the item's id instead"
+            )
         return by_problem[text]
-    raise UserError(f"{where}: no \"id\" (the benchmark's item id) or \"problem\" (its text)")
+    raise UserError(f'{where}: no "id" (the benchmark\'s item id) or "problem" (its text)')
 
 
 def _outputs(line: dict[str, Any], where: str) -> list[dict[str, Any]]:
@@ -184,15 +206,21 @@ def _outputs(line: dict[str, Any], where: str) -> list[dict[str, Any]]:
         out = []
         for o in line["outputs"]:
             if not isinstance(o, dict) or not isinstance(o.get("text"), str):
-                raise UserError(f"{where}: every output needs a \"text\" string (vLLM's CompletionOutput.text)")
+                raise UserError(f'{where}: every output needs a "text" string (vLLM\'s CompletionOutput.text)')
             ids = o.get("token_ids")
-            out.append({"completion": o["text"], "finish_reason": o.get("finish_reason"),
-                        "n_tokens": len(ids) if isinstance(ids, list) else o.get("n_tokens")})
+            out.append(
+                {
+                    "completion": o["text"],
+                    "finish_reason": o.get("finish_reason"),
+                    "n_tokens": len(ids) if isinstance(ids, list) else o.get("n_tokens"),
+                }
+            )
         return out
     if isinstance(line.get("completions"), list) and all(isinstance(c, str) for c in line["completions"]):
         return [{"completion": c, "finish_reason": None, "n_tokens": None} for c in line["completions"]]
-    raise UserError(f"{where}: no \"outputs\" (a list of {{text, finish_reason, token_ids}}) or "
-                    "\"completions\" (a list of strings)")
+    raise UserError(
+        f'{where}: no "outputs" (a list of {{text, finish_reason, token_ids}}) or "completions" (a list of strings)'
+    )
 
 
 @dataclass
@@ -231,8 +259,7 @@ class ImportedGenerationJob:
         return register_benchmark(db, self.bench, self.mode)
 
     def config(self, dtype: str) -> dict[str, Any]:
-        return {"source": "imported", **self.provenance, "ks": list(self.ks), "mode": self.mode,
-                "intervention": None}
+        return {"source": "imported", **self.provenance, "ks": list(self.ks), "mode": self.mode, "intervention": None}
 
     def compute(self, loaded: LoadedModel | None, ctx: JobContext) -> Facts:
         assert self._read is not None
@@ -243,10 +270,18 @@ class ImportedGenerationJob:
         return facts
 
 
-def plan_imported_generations(db: Warehouse | None, file: str | Path, bench: Benchmark, *,
-                              checkpoint: str | Path | None = None,
-                              ref: str | None = None, ks: Sequence[int] = (1,), mode: str = "plain",
-                              placement: Placement = Placement(), execution: Execution = Execution()) -> Plan:
+def plan_imported_generations(
+    db: Warehouse | None,
+    file: str | Path,
+    bench: Benchmark,
+    *,
+    checkpoint: str | Path | None = None,
+    ref: str | None = None,
+    ks: Sequence[int] = (1,),
+    mode: str = "plain",
+    placement: Placement = Placement(),
+    execution: Execution = Execution(),
+) -> Plan:
     """The plan of importing a samples file onto a checkpoint directory or a registered
     checkpoint (`db` is the warehouse when it exists, else None); nothing is written."""
     from headdb.warehouse.refs import resolve_checkpoint
@@ -256,11 +291,15 @@ def plan_imported_generations(db: Warehouse | None, file: str | Path, bench: Ben
     if checkpoint is None and ref is None:
         model = job.provenance.get("model")
         if job.provenance["engine"] != "lm-evaluation-harness" or not model:
-            raise UserError("give the checkpoint directory the samples came from (--checkpoint DIR) or a "
-                            "registered checkpoint (--ref REF)")
+            raise UserError(
+                "give the checkpoint directory the samples came from (--checkpoint DIR) or a "
+                "registered checkpoint (--ref REF)"
+            )
         if not Path(model).is_dir():
-            raise UserError(f"the samples' model {model!r} (lm-evaluation-harness's pretrained) is not a local "
-                            "directory here; give the checkpoint with --checkpoint DIR or --ref REF")
+            raise UserError(
+                f"the samples' model {model!r} (lm-evaluation-harness's pretrained) is not a local "
+                "directory here; give the checkpoint with --checkpoint DIR or --ref REF"
+            )
         checkpoint = model
     if checkpoint is not None and ref is not None:
         raise UserError("give --checkpoint DIR or --ref REF, not both")

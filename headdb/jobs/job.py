@@ -8,6 +8,7 @@ the warehouse. That split is what lets an executor skip done work without loadin
 and run the compute part anywhere (in process, or as a Ray task) while the facts are committed
 through the warehouse's sink.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,6 +78,7 @@ class Target:
         """The checkpoint's tokenizer, loaded once and shared by every target with the same files."""
         if self._tokenizer is None:
             from headdb.checkpoints.loading import load_tokenizer
+
             key = tokenizer_key(self.path)
             if key not in _TOKENIZERS:
                 _TOKENIZERS[key] = load_tokenizer(self.path)
@@ -100,8 +102,8 @@ def tokenizer_key(directory: Path) -> str:
 
 
 class Job(Protocol):
-    kind: str           # the run kind it writes: attribution | generation | import
-    needs_model: bool   # False for jobs that read files only (imports)
+    kind: str  # the run kind it writes: attribution | generation | import
+    needs_model: bool  # False for jobs that read files only (imports)
 
     @property
     def label(self) -> str: ...

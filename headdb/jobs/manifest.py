@@ -26,6 +26,7 @@ forbids unknown keys, and [attribution] and [generation] are the settings models
 so a study's settings travel whole from the file to the jobs. What no single entry can check
 (names that refer to other entries, names used twice) is checked after parsing.
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -37,8 +38,15 @@ from typing import TYPE_CHECKING, Any, Sequence, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from headdb.errors import UserError
-from headdb.settings import (AttributionSettings, GenerationSettings, InterventionKind, Mode, PostTraining, Regime,
-                             Sampling)
+from headdb.settings import (
+    AttributionSettings,
+    GenerationSettings,
+    InterventionKind,
+    Mode,
+    PostTraining,
+    Regime,
+    Sampling,
+)
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -124,10 +132,10 @@ class ModelSpec(Spec):
     name: str
     path: Path
     regime: Regime
-    lineage: str | None = None                 # None: the name
+    lineage: str | None = None  # None: the name
     step: int = 0
-    base: str | None = None                    # a [[models]] name
-    tasks: tuple[str, ...] | None = None       # None: every [[tasks]] entry
+    base: str | None = None  # a [[models]] name
+    tasks: tuple[str, ...] | None = None  # None: every [[tasks]] entry
     benchmarks: tuple[str, ...] | None = None  # None: every [[benchmarks]] entry
 
     _paths = field_validator("path", mode="before")(_resolved)
@@ -146,8 +154,8 @@ class RunSpec(Spec):
 
 
 class AblationSpec(Spec):
-    key: str = ""                 # "ablations[0]" for messages (set when the manifest is loaded)
-    checkpoint: str               # a [[models]] name or "<run name>/final" / "<run name>/checkpoint-<step>" / "<run>/last"
+    key: str = ""  # "ablations[0]" for messages (set when the manifest is loaded)
+    checkpoint: str  # a [[models]] name or "<run name>/final" / "<run name>/checkpoint-<step>" / "<run>/last"
     heads: str | None = None
     heads_query: HeadsQueryWithFallback | None = None
     kind: InterventionKind = "zero"
@@ -155,7 +163,7 @@ class AblationSpec(Spec):
     control: bool = False
     control_seed: int = 0
     benchmarks: tuple[str, ...] | None = None  # None: every [[benchmarks]] entry
-    control_avoid: HeadsQuery | None = None    # heads the random control is not drawn from
+    control_avoid: HeadsQuery | None = None  # heads the random control is not drawn from
 
 
 class ReportSpec(Spec):
@@ -260,7 +268,9 @@ def load_manifest(file: str | Path, *, root: str | Path | None = None) -> Manife
     base_dir = Path(root) if root is not None else path.resolve().parent
     study = data.get("study", {})
     if "generation" in data:
-        data["generation"] = _generation_table(data["generation"], study.get("seed", 0) if isinstance(study, dict) else 0)
+        data["generation"] = _generation_table(
+            data["generation"], study.get("seed", 0) if isinstance(study, dict) else 0
+        )
     elif isinstance(study, dict) and "seed" in study:
         data["generation"] = _generation_table({}, study["seed"])
     try:
@@ -302,14 +312,17 @@ def _cross_checked(m: Manifest, where: Where) -> Manifest:
     for i, a in enumerate(m.ablations):
         key = f"ablations[{i}]"
         if (a.heads is None) == (a.heads_query is None):
-            raise where.fail(key, "give exactly one of heads = \"L5H1,L7H3\" or heads_query = {name = ..., params = {...}}")
+            raise where.fail(
+                key, 'give exactly one of heads = "L5H1,L7H3" or heads_query = {name = ..., params = {...}}'
+            )
         if a.kind == "scale" and a.factor is None:
-            raise where.fail(f"{key}.factor", "is required when kind = \"scale\"")
+            raise where.fail(f"{key}.factor", 'is required when kind = "scale"')
         for b in a.benchmarks or ():
             if b not in names["benchmarks"]:
                 raise where.fail(f"{key}.benchmarks", f"{b!r} is not the name of a [[benchmarks]] entry")
-        ablations.append(a.model_copy(update={"key": key, "benchmarks": a.benchmarks or tuple(
-            b.name for b in m.benchmarks)}))
+        ablations.append(
+            a.model_copy(update={"key": key, "benchmarks": a.benchmarks or tuple(b.name for b in m.benchmarks)})
+        )
     models = [x if x.lineage else x.model_copy(update={"lineage": x.name}) for x in m.models]
     runs = [r if r.lineage else r.model_copy(update={"lineage": r.name}) for r in m.runs]
     return m.model_copy(update={"ablations": ablations, "models": models, "runs": runs})

@@ -4,6 +4,7 @@ Building a plan reads files and configs only (task files, benchmark files, confi
 tokenizers): every mistake a user can make is found here, as one UserError line, before the
 executor writes anything to the warehouse.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -12,6 +12,7 @@ The worker runs `executor.compute_unit`, the very function the in-process execut
 cancels the tasks in flight and records their runs as interrupted, as in process.
 Ray is an optional extra: `pip install 'headdb[ray]'`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,9 @@ def _ray() -> Any:  # the ray module (an optional extra)
     return ray
 
 
-def remote_unit(path: str, device: str, dtype: str, jobs: list[Job], scratch: list[Path | None],
-                threads: int) -> tuple[bool, list[JobResult | None]]:
+def remote_unit(
+    path: str, device: str, dtype: str, jobs: list[Job], scratch: list[Path | None], threads: int
+) -> tuple[bool, list[JobResult | None]]:
     """Runs on a Ray worker: `compute_unit`, the same unit of work as in process; its results
     (Facts are Arrow tables and pickle) come back to the driver, which commits them."""
     import torch
@@ -58,29 +60,34 @@ def remote_unit(path: str, device: str, dtype: str, jobs: list[Job], scratch: li
 
 @dataclass
 class RayExecutor:
-    address: str | None = None      # None: start a local Ray cluster on this machine
+    address: str | None = None  # None: start a local Ray cluster on this machine
     gpus_per_job: float = 0
     cpus_per_job: float = 1
-    num_cpus: int | None = None     # local cluster only: CPUs it may use (default: all)
+    num_cpus: int | None = None  # local cluster only: CPUs it may use (default: all)
 
     def _init(self, ray: Any) -> None:
         if ray.is_initialized():
             return
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         try:
-            ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                     configure_logging=True)
+            ray.init(
+                address=self.address,
+                num_cpus=self.num_cpus if self.address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+                configure_logging=True,
+            )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = self.address or "a local cluster"
             raise UserError(f"cannot start or reach Ray at {where}: {str(exc).splitlines()[0]}") from None
 
-    def run(self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress,
-            say: Say) -> None:
+    def run(
+        self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say: Say
+    ) -> None:
         ray = _ray()
         self._init(ray)
-        remote = ray.remote(remote_unit).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job,
-                                                 max_retries=0)
+        remote = ray.remote(remote_unit).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job, max_retries=0)
         total = sum(len(u.pending) for u in units)
         inflight: dict[Any, tuple[Unit, list[tuple[Pending, Run]]]] = {}  # ray ref -> (unit, [(pending, run)])
         done = failed = 0
@@ -93,8 +100,14 @@ class RayExecutor:
                 total -= len(unit.pending) - len(opened)
                 if not opened:
                     continue
-                ref = remote.remote(str(unit.path), unit.device, unit.dtype, [p.job for p, _ in opened],
-                                    [db.scratch_dir(run.config_hash) for _, run in opened], int(self.cpus_per_job))
+                ref = remote.remote(
+                    str(unit.path),
+                    unit.device,
+                    unit.dtype,
+                    [p.job for p, _ in opened],
+                    [db.scratch_dir(run.config_hash) for _, run in opened],
+                    int(self.cpus_per_job),
+                )
                 inflight[ref] = (unit, opened)
             progress("jobs running", sum(len(o) for _, o in inflight.values()), total)
             while inflight:

@@ -1,4 +1,5 @@
 """Registering what a plan works on: model shapes with their graph layout, and checkpoints."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -16,8 +17,7 @@ if TYPE_CHECKING:
 def register_shape(db: Warehouse, shape: ModelShape) -> str:
     """Record an architecture shape with its graph layout (once per model_key)."""
     layout = build_layout(shape)
-    return db.register_model({**shape.models_row(), "config": shape.config}, layout.nodes_table(),
-                             layout.edges_table())
+    return db.register_model({**shape.models_row(), "config": shape.config}, layout.nodes_table(), layout.edges_table())
 
 
 def register_target(db: Warehouse, target: Target, parent_id: int | None = None) -> int:
@@ -29,17 +29,30 @@ def register_target(db: Warehouse, target: Target, parent_id: int | None = None)
 
         # plan_graph_import, which alone builds GraphOnly targets, names them and refuses no lineage
         assert p.name is not None and p.lineage is not None
-        return new_import_checkpoint(db, name=p.name, lineage=p.lineage, step=p.step, regime=p.regime,
-                                     parent_id=parent_id, model_key=target.graph_only.model_key,
-                                     data=target.graph_only.graph)
+        return new_import_checkpoint(
+            db,
+            name=p.name,
+            lineage=p.lineage,
+            step=p.step,
+            regime=p.regime,
+            parent_id=parent_id,
+            model_key=target.graph_only.model_key,
+            data=target.graph_only.graph,
+        )
     # only a target of a registered checkpoint (checkpoint_id set, never registered again) or a
     # GraphOnly one has no shape
     assert target.shape is not None
     register_shape(db, target.shape)
-    return db.register_checkpoint(model_key=target.shape.model_key, path=target.path,
-                                  weights_digest=weights_digest(target.path),
-                                  name=p.name, lineage=p.lineage, regime=p.regime, step=p.step,
-                                  parent_id=parent_id)
+    return db.register_checkpoint(
+        model_key=target.shape.model_key,
+        path=target.path,
+        weights_digest=weights_digest(target.path),
+        name=p.name,
+        lineage=p.lineage,
+        regime=p.regime,
+        step=p.step,
+        parent_id=parent_id,
+    )
 
 
 def dtype_name(dtype: torch.dtype) -> str:

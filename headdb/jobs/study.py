@@ -6,6 +6,7 @@ stage, references to checkpoints that stage 1 will register included, is checked
 writes anything. Every job is idempotent, so a re-run does only what is missing and loads no
 model when nothing is.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Iterable, cast
@@ -17,8 +18,15 @@ from headdb.jobs.builders import generation_jobs, with_control
 from headdb.jobs.executor import Executor, Outcome, execute
 from headdb.jobs.generations import Benchmark, GenerationJob
 from headdb.jobs.job import Job, Placement, Progress, no_progress
-from headdb.jobs.manifest import (AblationSpec, HeadsQuery, HeadsQueryWithFallback, Manifest, ManifestError, ModelSpec,
-                                  Where)
+from headdb.jobs.manifest import (
+    AblationSpec,
+    HeadsQuery,
+    HeadsQueryWithFallback,
+    Manifest,
+    ManifestError,
+    ModelSpec,
+    Where,
+)
 from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
 from headdb.jobs.training_run import plan_training_run
 from headdb.settings import Execution, InterventionSettings
@@ -40,18 +48,23 @@ class StudyJobs:
         from headdb.attribution.tasks import load_task
 
         self.m = m
-        self.attribution = m.attribution          # the settings, whole, as the manifest holds them
+        self.attribution = m.attribution  # the settings, whole, as the manifest holds them
         self.generation = m.generation.settings
         limit = m.generation.limit
-        self.benches = {b.name: Benchmark.load(b.source, fields=b.fields, preset=b.preset, limit=b.limit or limit,
-                                               seed=m.seed, name=b.name) for b in m.benchmarks}
+        self.benches = {
+            b.name: Benchmark.load(
+                b.source, fields=b.fields, preset=b.preset, limit=b.limit or limit, seed=m.seed, name=b.name
+            )
+            for b in m.benchmarks
+        }
         self.tasks = [AttributionJob(load_task(t.file, mode=t.mode, name=t.name), self.attribution) for t in m.tasks]
         self.gens = [GenerationJob(b, self.generation) for b in self.benches.values()]
 
     def jobs_for(self, tasks: tuple[str, ...] | None, benchmarks: tuple[str, ...] | None) -> list[Job]:
         """The jobs of one model or run: the named tasks and benchmarks (all when not given)."""
-        return ([j for j in self.tasks if tasks is None or j.task.name in tasks]
-                + [j for j in self.gens if benchmarks is None or j.bench.name in benchmarks])
+        return [j for j in self.tasks if tasks is None or j.task.name in tasks] + [
+            j for j in self.gens if benchmarks is None or j.bench.name in benchmarks
+        ]
 
 
 def _bases_first(m: Manifest) -> list[ModelSpec]:
@@ -75,8 +88,9 @@ def plan_models_and_runs(m: Manifest, sj: StudyJobs, execution: Execution) -> Pl
     paths: dict[str | None, Path] = {}  # model name -> directory (looked up by base, which may be None)
     for model in _bases_first(m):
         i = m.models.index(model)
-        placement = Placement(lineage=model.lineage, regime=model.regime, step=model.step,
-                              parent=paths.get(model.base), name=model.name)
+        placement = Placement(
+            lineage=model.lineage, regime=model.regime, step=model.step, parent=paths.get(model.base), name=model.name
+        )
         try:
             t = target(model.path, placement)
         except UserError as exc:
@@ -86,12 +100,22 @@ def plan_models_and_runs(m: Manifest, sj: StudyJobs, execution: Execution) -> Pl
     by_name = {model.name: model for model in m.models}
     for i, run in enumerate(m.runs):
         base = by_name.get(run.base) if run.base else None
-        base_placement = None if base is None else Placement(lineage=base.lineage, regime=base.regime, step=base.step,
-                                                             name=base.name)
+        base_placement = (
+            None
+            if base is None
+            else Placement(lineage=base.lineage, regime=base.regime, step=base.step, name=base.name)
+        )
         assert run.lineage is not None  # load_manifest defaults it to the run's name
         try:
-            sub = plan_training_run(run.dir, regime=run.regime, lineage=run.lineage, jobs=sj.jobs_for(run.tasks, run.benchmarks),
-                                    base=base.path if base else None, base_placement=base_placement, execution=execution)
+            sub = plan_training_run(
+                run.dir,
+                regime=run.regime,
+                lineage=run.lineage,
+                jobs=sj.jobs_for(run.tasks, run.benchmarks),
+                base=base.path if base else None,
+                base_placement=base_placement,
+                execution=execution,
+            )
         except UserError as exc:
             raise where.fail(f"runs[{i}].dir", str(exc)) from None
         plan.extend(sub)
@@ -103,8 +127,9 @@ def _query_heads(db: Warehouse, m: Manifest, a: AblationSpec, q: HeadsQuery) -> 
     from headdb.jobs.headsets import heads_from_query
 
     try:
-        return heads_from_query(db, q.name, q.params, where=q.where, order_by=q.order_by, limit=q.limit,
-                                extra_dirs=db.query_dirs)
+        return heads_from_query(
+            db, q.name, q.params, where=q.where, order_by=q.order_by, limit=q.limit, extra_dirs=db.query_dirs
+        )
     except UserError as exc:
         raise UserError(f"{m.file}: {a.key}.heads_query: {exc}") from None
 
@@ -135,8 +160,10 @@ def check_ablations(db: Warehouse | None, m: Manifest, stage1: Plan, query_dirs:
                 raise where.fail(f"{a.key}.heads", str(exc)) from None
         else:
             assert a.heads_query is not None  # load_manifest: exactly one of heads and heads_query
-            for key, q in ((f"{a.key}.heads_query", a.heads_query),
-                           (f"{a.key}.heads_query.fallback", a.heads_query.fallback)):
+            for key, q in (
+                (f"{a.key}.heads_query", a.heads_query),
+                (f"{a.key}.heads_query.fallback", a.heads_query.fallback),
+            ):
                 _check_query(cat, where, key, q)
         _check_query(cat, where, f"{a.key}.control_avoid", a.control_avoid)
 
@@ -165,8 +192,10 @@ def plan_ablations(db: Warehouse, m: Manifest, sj: StudyJobs, execution: Executi
             found = _query_heads(db, m, a, a.heads_query)
             fallback = a.heads_query.fallback
             if not found and fallback is not None:
-                say(f"{a.key}: the query {a.heads_query.name} found no heads; using the fallback query "
-                    f"{fallback.name} instead")
+                say(
+                    f"{a.key}: the query {a.heads_query.name} found no heads; using the fallback query "
+                    f"{fallback.name} instead"
+                )
                 found = _query_heads(db, m, a, fallback)
                 label = f"fallback: {fallback.name}"  # shown by ablation_table, so no one mistakes it
             if not found:
@@ -177,16 +206,25 @@ def plan_ablations(db: Warehouse, m: Manifest, sj: StudyJobs, execution: Executi
         avoid = _query_heads(db, m, a, a.control_avoid) if a.control and a.control_avoid else ()
         shape = cast("ModelShape", t.shape)  # check_ablations read it before stage 1
         specs = with_control(spec, shape, a.control_seed, avoid) if a.control else [spec]
-        say(f"{a.key}: {a.kind} on {a.checkpoint}: heads {specs[0].heads}"
-            + (f"; control {specs[1].heads}" if a.control else ""))
+        say(
+            f"{a.key}: {a.kind} on {a.checkpoint}: heads {specs[0].heads}"
+            + (f"; control {specs[1].heads}" if a.control else "")
+        )
         assert a.benchmarks is not None  # load_manifest defaults it to every benchmark
         jobs = [job for name in a.benchmarks for job in generation_jobs(sj.benches[name], sj.generation, specs, shape)]
         plan.work.append(CheckpointWork(t, jobs))
     return plan.validate()
 
 
-def run_study(db: Warehouse, m: Manifest, *, executor: Executor | None = None, execution: Execution = Execution(),
-              progress: Progress = no_progress, say: Say = print) -> Outcome:
+def run_study(
+    db: Warehouse,
+    m: Manifest,
+    *,
+    executor: Executor | None = None,
+    execution: Execution = Execution(),
+    progress: Progress = no_progress,
+    say: Say = print,
+) -> Outcome:
     check_reports(m, db.query_dirs)  # a misspelt report or param fails before anything is computed
     sj = StudyJobs(m)
     stage1 = plan_models_and_runs(m, sj, execution)
@@ -211,8 +249,10 @@ def check_reports(m: Manifest, query_dirs: Iterable[str | Path] = ()) -> None:
         known = {p.name for q in report.queries for p in cat.get(q).params}
         unknown = sorted(set(r.params or {}) - known)
         if unknown:
-            raise where.fail(f"reports[{i}].params", f"report {r.name} has no param {unknown[0]!r}; its params "
-                             f"are {', '.join(sorted(known))}")
+            raise where.fail(
+                f"reports[{i}].params",
+                f"report {r.name} has no param {unknown[0]!r}; its params are {', '.join(sorted(known))}",
+            )
 
 
 def check(m: Manifest, query_dirs: Iterable[str | Path] = ()) -> list[str]:
@@ -225,16 +265,19 @@ def check(m: Manifest, query_dirs: Iterable[str | Path] = ()) -> list[str]:
         lines.append(f"  model {model.name} ({model.regime}) at {model.path}")
     for run in m.runs:
         steps = [w.target.placement.step for w in stage1.work if w.target.placement.lineage == run.lineage]
-        lines.append(f"  run {run.name} ({run.regime}): {len(steps)} checkpoint(s), steps "
-                     f"{', '.join(map(str, steps))}")
+        lines.append(f"  run {run.name} ({run.regime}): {len(steps)} checkpoint(s), steps {', '.join(map(str, steps))}")
     for a in m.ablations:
         # load_manifest: exactly one of heads and heads_query (an empty heads failed check_ablations),
         # and the benchmarks default to all of them
         assert a.benchmarks is not None
-        lines.append(f"  ablation ({a.kind}) on {a.checkpoint}: "
-                     f"{a.heads or cast(HeadsQueryWithFallback, a.heads_query).name} over {', '.join(a.benchmarks)}"
-                     + (" + random control" if a.control else ""))
+        lines.append(
+            f"  ablation ({a.kind}) on {a.checkpoint}: "
+            f"{a.heads or cast(HeadsQueryWithFallback, a.heads_query).name} over {', '.join(a.benchmarks)}"
+            + (" + random control" if a.control else "")
+        )
     check_reports(m, query_dirs)
-    lines.append(f"  {stage1.n_jobs} job(s) over {len(stage1.work)} checkpoint(s); "
-                 f"reports: {', '.join(r.name for r in m.reports) or 'none'}")
+    lines.append(
+        f"  {stage1.n_jobs} job(s) over {len(stage1.work)} checkpoint(s); "
+        f"reports: {', '.join(r.name for r in m.reports) or 'none'}"
+    )
     return lines

@@ -5,6 +5,7 @@ A checkpoint that cannot be read (no config.json, a truncated weights file, a mi
 interrupted save) is a plan error naming it, before anything is written; re-running after it is
 fixed or moved aside does only what is missing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,6 +22,7 @@ from headdb.settings import POST_TRAINING, Execution, check_choice
 def _distinct(found: list[FoundCheckpoint], notes: list[str]) -> list[FoundCheckpoint]:
     """Drop the top-level final model when its weights are those of a checkpoint-<step>/ (the
     usual case when save_steps divides max_steps): it is that checkpoint, not another one."""
+
     def digest(path: Path) -> str | None:
         try:
             return weights_digest(path)
@@ -37,9 +39,16 @@ def _distinct(found: list[FoundCheckpoint], notes: list[str]) -> list[FoundCheck
     return kept
 
 
-def plan_training_run(run_dir: str | Path, *, regime: str, lineage: str, jobs: Sequence[Job] = (),
-                      base: str | Path | None = None, base_placement: Placement | None = None,
-                      execution: Execution = Execution()) -> Plan:
+def plan_training_run(
+    run_dir: str | Path,
+    *,
+    regime: str,
+    lineage: str,
+    jobs: Sequence[Job] = (),
+    base: str | Path | None = None,
+    base_placement: Placement | None = None,
+    execution: Execution = Execution(),
+) -> Plan:
     try:
         check_choice("regime", regime, POST_TRAINING)
     except UserError as exc:
@@ -62,4 +71,3 @@ def plan_training_run(run_dir: str | Path, *, regime: str, lineage: str, jobs: S
         t = target(ck.path, placement)
         plan.work.append(CheckpointWork(t, list(jobs)))
     return plan
-

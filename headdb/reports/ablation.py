@@ -6,6 +6,7 @@ benchmark also have a control set, the difference between the head set's accurac
 control's, problem by problem, with its interval. Both use the per-problem rates of the
 `item_rates` query (headdb.evals.bootstrap explains the resampling).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -37,8 +38,13 @@ def _paired(rates: dict[int, pl.DataFrame], a: int, b: int):
 
 def _layer_profile(heads: pl.Expr) -> pl.Expr:
     """'L1H5,L2H3,L1H4' -> '1,1,2': the layers of a head set, sorted (what a control matches)."""
-    return (heads.str.split(",").list.eval(pl.element().str.extract(r"^L(\d+)H", 1).cast(pl.Int64))
-            .list.sort().list.eval(pl.element().cast(pl.Utf8)).list.join(","))
+    return (
+        heads.str.split(",")
+        .list.eval(pl.element().str.extract(r"^L(\d+)H", 1).cast(pl.Int64))
+        .list.sort()
+        .list.eval(pl.element().cast(pl.Utf8))
+        .list.join(",")
+    )
 
 
 def accuracy_rows(df: pl.DataFrame) -> pl.DataFrame:
@@ -62,26 +68,57 @@ def control_contrasts(run: Run, df: pl.DataFrame) -> pl.DataFrame:
     control's over the same problems (negative: the head set hurts more), with its interval."""
     acc = accuracy_rows(df).with_columns(_layer_profile(pl.col("heads")).alias("layers"))
     controls = acc.filter(pl.col("head_set") == CONTROL).select(
-        "checkpoint_id", "task", "kind", "layers", pl.col("run_id").alias("control_run"),
-        pl.col("heads").alias("control_heads"), pl.col("delta").alias("control_delta"))
+        "checkpoint_id",
+        "task",
+        "kind",
+        "layers",
+        pl.col("run_id").alias("control_run"),
+        pl.col("heads").alias("control_heads"),
+        pl.col("delta").alias("control_delta"),
+    )
     # A control is drawn for one head set: as many heads per layer and the same kind. When several
     # sets share a profile, the control run started right after the set's run is its own.
-    pairs = (acc.filter(pl.col("head_set") != CONTROL)
-             .join(controls, on=["checkpoint_id", "task", "kind", "layers"])
-             .filter(pl.col("control_run") > pl.col("run_id"))
-             .sort("control_run").group_by("run_id", maintain_order=True).first().sort("run_id"))
+    pairs = (
+        acc.filter(pl.col("head_set") != CONTROL)
+        .join(controls, on=["checkpoint_id", "task", "kind", "layers"])
+        .filter(pl.col("control_run") > pl.col("run_id"))
+        .sort("control_run")
+        .group_by("run_id", maintain_order=True)
+        .first()
+        .sort("run_id")
+    )
     rates = _rates(run, pairs["run_id"].to_list() + pairs["control_run"].to_list())
     rows = []
     for r in pairs.iter_rows(named=True):
         interval = _paired(rates, r["run_id"], r["control_run"])
         if interval is None:
             continue
-        rows.append({"checkpoint": r["checkpoint"], "task": r["task"], "head_set": r["head_set"], "heads": r["heads"],
-                     "control_heads": r["control_heads"], "delta": r["delta"], "control_delta": r["control_delta"],
-                     "difference": interval.estimate,
-                     "low": interval.low, "high": interval.high, "n": interval.n})
-    schema = {"checkpoint": pl.Utf8, "task": pl.Utf8, "head_set": pl.Utf8, "heads": pl.Utf8, "control_heads": pl.Utf8,
-              "delta": pl.Float64,
-              "control_delta": pl.Float64, "difference": pl.Float64, "low": pl.Float64, "high": pl.Float64,
-              "n": pl.Int64}
+        rows.append(
+            {
+                "checkpoint": r["checkpoint"],
+                "task": r["task"],
+                "head_set": r["head_set"],
+                "heads": r["heads"],
+                "control_heads": r["control_heads"],
+                "delta": r["delta"],
+                "control_delta": r["control_delta"],
+                "difference": interval.estimate,
+                "low": interval.low,
+                "high": interval.high,
+                "n": interval.n,
+            }
+        )
+    schema = {
+        "checkpoint": pl.Utf8,
+        "task": pl.Utf8,
+        "head_set": pl.Utf8,
+        "heads": pl.Utf8,
+        "control_heads": pl.Utf8,
+        "delta": pl.Float64,
+        "control_delta": pl.Float64,
+        "difference": pl.Float64,
+        "low": pl.Float64,
+        "high": pl.Float64,
+        "n": pl.Int64,
+    }
     return pl.DataFrame(rows, schema=schema)

@@ -4,6 +4,7 @@ Layout: bottom-to-top (input at the bottom, logits at the top), one rank per lay
 blue boxes, MLPs as green boxes. Edge colour: red for a positive score, blue for a negative one;
 width grows with |score|; edges into a head are labelled with the port (q, k, v).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -31,12 +32,15 @@ def circuit_dot(edges: pl.DataFrame, *, name: str = "circuit", title: str = "") 
     top = max(scores) if scores else 1.0
     top = top if top > 0 else 1.0
     safe = "".join(ch if ch.isalnum() else "_" for ch in name)
-    lines = [f"digraph {safe} {{",
-             "  rankdir=BT;",
-             '  graph [fontname="Helvetica", nodesep=0.15, ranksep=0.35'
-             + ((", label=" + _q(title) + ", labelloc=t") if title else "") + "];",
-             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, height=0.3];',
-             '  edge [arrowsize=0.5, fontname="Helvetica", fontsize=8];']
+    lines = [
+        f"digraph {safe} {{",
+        "  rankdir=BT;",
+        '  graph [fontname="Helvetica", nodesep=0.15, ranksep=0.35'
+        + ((", label=" + _q(title) + ", labelloc=t") if title else "")
+        + "];",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, height=0.3];',
+        '  edge [arrowsize=0.5, fontname="Helvetica", fontsize=8];',
+    ]
     for node, (kind, _) in sorted(nodes.items(), key=lambda kv: _order(kv[0], kv[1])):
         lines.append(f"  {_q(node)} [fillcolor={_q(FILL.get(kind, '#ffffff'))}];")
     by_layer: dict[int, list[str]] = {}
@@ -69,12 +73,13 @@ def circuit_dot(edges: pl.DataFrame, *, name: str = "circuit", title: str = "") 
 
 def _order(name: str, info) -> tuple:
     kind, layer = info
-    rank = {"input": -1, "logits": 10 ** 6}.get(kind, layer if layer is not None else 0)
+    rank = {"input": -1, "logits": 10**6}.get(kind, layer if layer is not None else 0)
     return (rank, 0 if kind == "attn" else 1, name)
 
 
-def write_circuit(edges: pl.DataFrame, dot_path: str | Path, png_path: str | Path | None, *,
-                  name: str, title: str = "") -> tuple[Path, Path | None, str]:
+def write_circuit(
+    edges: pl.DataFrame, dot_path: str | Path, png_path: str | Path | None, *, name: str, title: str = ""
+) -> tuple[Path, Path | None, str]:
     """Write the .dot file, and the PNG when graphviz is installed; returns (dot, png, note)."""
     dot_path = Path(dot_path)
     if not dot_path.parent.exists():
@@ -83,9 +88,15 @@ def write_circuit(edges: pl.DataFrame, dot_path: str | Path, png_path: str | Pat
     png_path = Path(png_path) if png_path else dot_path.with_suffix(".png")
     binary = shutil.which("dot")
     if binary is None:
-        return dot_path, None, (f"graphviz `dot` is not installed, so only {dot_path} was written; install graphviz "
-                                f"(e.g. apt-get install graphviz) and run `dot -Tpng {dot_path} -o {png_path}`, or "
-                                "give --png FILE to draw it with matplotlib")
+        return (
+            dot_path,
+            None,
+            (
+                f"graphviz `dot` is not installed, so only {dot_path} was written; install graphviz "
+                f"(e.g. apt-get install graphviz) and run `dot -Tpng {dot_path} -o {png_path}`, or "
+                "give --png FILE to draw it with matplotlib"
+            ),
+        )
     proc = subprocess.run([binary, "-Tpng", str(dot_path), "-o", str(png_path)], capture_output=True, text=True)
     if proc.returncode != 0:
         reason = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else f"exit code {proc.returncode}"

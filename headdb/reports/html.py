@@ -6,6 +6,7 @@ bars and heatmap cells survive), and into a PNG figure, embedded as a base64 dat
 refers to another file or the network: no external CSS, scripts, fonts or images, so the file
 opens the same in any browser, offline, and can be mailed or archived as it is.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,13 +42,13 @@ nav ol { columns: 2; font-size: 0.95em; }
 .missing { color: #a15c00; }
 """
 
-PRE = ('<pre class="terminal" style="background:{background};color:{foreground}">'
-       '<code>{code}</code></pre>')
+PRE = '<pre class="terminal" style="background:{background};color:{foreground}"><code>{code}</code></pre>'
 
 
 @dataclass(frozen=True)
 class Section:
     """One rendered report: its terminal output as HTML and its figure, if it drew one."""
+
     anchor: str
     name: str
     params: Mapping[str, Any]
@@ -62,21 +63,30 @@ def render_section(db, index: int, name: str, params: Mapping[str, Any], folder:
     from headdb.reports import get_report, run_report
 
     report = get_report(name)
-    console = Console(record=True, file=io.StringIO(), width=WIDTH, force_terminal=True,
-                      color_system="truecolor", highlight=False)
+    console = Console(
+        record=True, file=io.StringIO(), width=WIDTH, force_terminal=True, color_system="truecolor", highlight=False
+    )
     png = folder / f"{index:02d}-{name}.png"
     kw = {"out": folder / f"{index:02d}-{name}.dot"} if name == "circuit" else {}
     df = run_report(db, name, params, console, png, extra_dirs, announce_files=False, **kw)
     terminal = console.export_html(theme=MONOKAI, inline_styles=True, code_format=PRE)
-    return Section(anchor=f"r{index}-{name}", name=name, params=dict(params), description=report.description,
-                   terminal_html=terminal, png=png.read_bytes() if png.exists() else None,
-                   rows=0 if df is None else df.height)
+    return Section(
+        anchor=f"r{index}-{name}",
+        name=name,
+        params=dict(params),
+        description=report.description,
+        terminal_html=terminal,
+        png=png.read_bytes() if png.exists() else None,
+        rows=0 if df is None else df.height,
+    )
 
 
 def render_sections(db, reports: Sequence[tuple[str, Mapping[str, Any]]], extra_dirs=()) -> list[Section]:
     with tempfile.TemporaryDirectory(prefix="headdb-html-") as tmp:
-        return [render_section(db, i, name, params, Path(tmp), extra_dirs)
-                for i, (name, params) in enumerate(reports, start=1)]
+        return [
+            render_section(db, i, name, params, Path(tmp), extra_dirs)
+            for i, (name, params) in enumerate(reports, start=1)
+        ]
 
 
 def _params_text(params: Mapping[str, Any]) -> str:
@@ -86,44 +96,65 @@ def _params_text(params: Mapping[str, Any]) -> str:
 
 
 def _section_html(s: Section) -> str:
-    parts = [f'<section id="{s.anchor}">',
-             f"<h2>{html.escape(s.name)}</h2>",
-             f'<p class="desc">{html.escape(s.description)}</p>',
-             f'<p class="params">params: {_params_text(s.params)}</p>',
-             s.terminal_html]
+    parts = [
+        f'<section id="{s.anchor}">',
+        f"<h2>{html.escape(s.name)}</h2>",
+        f'<p class="desc">{html.escape(s.description)}</p>',
+        f'<p class="params">params: {_params_text(s.params)}</p>',
+        s.terminal_html,
+    ]
     if s.png is not None:
         data = base64.b64encode(s.png).decode("ascii")
-        parts.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(s.name)} figure">'
-                     f"<figcaption>{html.escape(s.name)}: figure</figcaption></figure>")
+        parts.append(
+            f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(s.name)} figure">'
+            f"<figcaption>{html.escape(s.name)}: figure</figcaption></figure>"
+        )
     else:
         parts.append('<p class="missing">no figure: the report had nothing to draw (see its text above)</p>')
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def study_html(sections: Sequence[Section], *, title: str, subtitle: str = "",
-               summary: Sequence[str] = ()) -> str:
+def study_html(sections: Sequence[Section], *, title: str, subtitle: str = "", summary: Sequence[str] = ()) -> str:
     """The whole document: a title, an optional summary (plain lines), a contents list, the sections."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    toc = "\n".join(f'<li><a href="#{s.anchor}">{html.escape(s.name)}</a> '
-                    f'<span class="params">{html.escape(", ".join(f"{k}={v}" for k, v in s.params.items()))}</span></li>'
-                    for s in sections)
-    body = [f"<h1>{html.escape(title)}</h1>",
-            f'<p class="meta">{html.escape(subtitle)}{" · " if subtitle else ""}generated {stamp} by headdb; '
-            f"{len(sections)} report(s), {sum(s.png is not None for s in sections)} figure(s)</p>"]
+    toc = "\n".join(
+        f'<li><a href="#{s.anchor}">{html.escape(s.name)}</a> '
+        f'<span class="params">{html.escape(", ".join(f"{k}={v}" for k, v in s.params.items()))}</span></li>'
+        for s in sections
+    )
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="meta">{html.escape(subtitle)}{" · " if subtitle else ""}generated {stamp} by headdb; '
+        f"{len(sections)} report(s), {sum(s.png is not None for s in sections)} figure(s)</p>",
+    ]
     if summary:
-        body.append('<div class="summary"><h2 style="margin-top:0.4em">What the study found</h2><ul>'
-                    + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul></div>")
+        body.append(
+            '<div class="summary"><h2 style="margin-top:0.4em">What the study found</h2><ul>'
+            + "".join(f"<li>{html.escape(line)}</li>" for line in summary)
+            + "</ul></div>"
+        )
     body.append(f"<nav><h2>Reports</h2><ol>{toc}</ol></nav>")
     body.extend(_section_html(s) for s in sections)
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
-            + "\n".join(body) + "\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
 
 
-def write_study_html(db, reports: Sequence[tuple[str, Mapping[str, Any]]], path: str | Path, *, title: str,
-                     subtitle: str = "", summary: Sequence[str] = (), extra_dirs=()) -> Path:
+def write_study_html(
+    db,
+    reports: Sequence[tuple[str, Mapping[str, Any]]],
+    path: str | Path,
+    *,
+    title: str,
+    subtitle: str = "",
+    summary: Sequence[str] = (),
+    extra_dirs=(),
+) -> Path:
     """Render every (name, params) report and write the self-contained HTML file to `path`."""
     path = Path(path)
     if not path.parent.exists():

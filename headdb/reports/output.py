@@ -1,4 +1,5 @@
 """Writing query results: rich tables for people, csv/json/parquet for programs."""
+
 from __future__ import annotations
 
 import sys

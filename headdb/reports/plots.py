@@ -1,4 +1,5 @@
 """PNG figures with matplotlib (Agg backend, no display needed): heatmaps, curves and bars."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,10 @@ from headdb.errors import UserError
 
 def _plt():
     import matplotlib
+
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -29,10 +32,19 @@ def _size(n_rows: int, n_cols: int, panels: int) -> tuple[float, float]:
     return w * panels, h
 
 
-def heatmaps(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], *, kind: str = "sequential",
-             label: str = "", vmin: float | None = None, vmax: float | None = None,
-             row_label: str = "layer", col_label: str = "head",
-             categories: dict | None = None, col_ticks: Sequence[str] | None = None) -> Path:
+def heatmaps(
+    path: str | Path,
+    panels: Sequence[tuple[str, np.ndarray]],
+    *,
+    kind: str = "sequential",
+    label: str = "",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    row_label: str = "layer",
+    col_label: str = "head",
+    categories: dict | None = None,
+    col_ticks: Sequence[str] | None = None,
+) -> Path:
     """One layer x head heatmap per panel (title, values). kind: sequential | diverging | categorical
     (values then hold category keys; categories: key -> (label, colour, glyph))."""
     plt = _plt()
@@ -51,10 +63,21 @@ def heatmaps(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], *, kind
                 if v in index:
                     data[r, c] = index[v]
             cmap = ListedColormap([categories[k][1] for k in keys]).with_extremes(bad="#eeeeee")
-            ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=-0.5, vmax=len(keys) - 0.5,
-                      aspect="auto", interpolation="nearest")
-            ax.legend(handles=[Patch(color=categories[k][1], label=categories[k][0]) for k in keys],
-                      loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+            ax.imshow(
+                np.ma.masked_invalid(data),
+                cmap=cmap,
+                vmin=-0.5,
+                vmax=len(keys) - 0.5,
+                aspect="auto",
+                interpolation="nearest",
+            )
+            ax.legend(
+                handles=[Patch(color=categories[k][1], label=categories[k][0]) for k in keys],
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                fontsize=8,
+                frameon=False,
+            )
         else:
             data = np.asarray(values, dtype=float)
             finite = data[np.isfinite(data)]
@@ -67,8 +90,9 @@ def heatmaps(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], *, kind
                 cmap = "viridis"
             if hi <= lo:
                 hi = lo + 1.0
-            image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, aspect="auto",
-                              interpolation="nearest")
+            image = ax.imshow(
+                np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, aspect="auto", interpolation="nearest"
+            )
             fig.colorbar(image, ax=ax, label=label, fraction=0.046, pad=0.02)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(col_label)
@@ -84,10 +108,18 @@ def heatmaps(path: str | Path, panels: Sequence[tuple[str, np.ndarray]], *, kind
     return path
 
 
-def curves(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *, title: str = "",
-           xlabel: str = "", ylabel: str = "", twin: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-           twin_label: str = "", bars: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-           logx: bool = False) -> Path:
+def curves(
+    path: str | Path,
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    twin: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    twin_label: str = "",
+    bars: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    logx: bool = False,
+) -> Path:
     """Lines (and optional bars) on one axis, optional lines on a second y axis."""
     plt = _plt()
     path = _check(path)
@@ -106,6 +138,7 @@ def curves(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[f
     xs_seen = [x for xs, _ in [*series.values(), *(bars or {}).values()] for x in xs if x is not None]
     if xs_seen and all(float(x).is_integer() for x in xs_seen):
         from matplotlib.ticker import MaxNLocator
+
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers, steps: no half ticks
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -127,8 +160,15 @@ def curves(path: str | Path, series: dict[str, tuple[Sequence[float], Sequence[f
     return path
 
 
-def barh(path: str | Path, labels: Sequence[str], values: Sequence[float], *, title: str = "",
-         xlabel: str = "", intervals: Sequence[tuple[float, float] | None] | None = None) -> Path:
+def barh(
+    path: str | Path,
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    intervals: Sequence[tuple[float, float] | None] | None = None,
+) -> Path:
     """Horizontal bars, red below zero and blue above; `intervals` (low, high) per bar draw error bars."""
     plt = _plt()
     path = _check(path)
@@ -175,14 +215,27 @@ def circuit(path: str | Path, edges, *, n_layers: int, n_heads: int, title: str 
     rows = list(edges.iter_rows(named=True))
     top = max([abs(r["score"]) for r in rows if r["score"] is not None] + [1e-12])
     for r in sorted(rows, key=lambda r: abs(r["score"] or 0.0)):  # strongest drawn last, on top
-        (x0, y0), (x1, y1) = (place(r["src_kind"], r["src_layer"], r["src_head"]),
-                              place(r["dst_kind"], r["dst_layer"], r["dst_head"]))
+        (x0, y0), (x1, y1) = (
+            place(r["src_kind"], r["src_layer"], r["src_head"]),
+            place(r["dst_kind"], r["dst_layer"], r["dst_head"]),
+        )
         weight = abs(r["score"]) / top if r["score"] is not None else 0.2
         colour = "#888888" if r["score"] is None else ("#b2182b" if r["score"] >= 0 else "#2166ac")
-        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), zorder=2,
-                    arrowprops=dict(arrowstyle="-|>", color=colour, alpha=0.25 + 0.6 * weight,
-                                    lw=0.4 + 2.6 * weight, shrinkA=7, shrinkB=7,
-                                    connectionstyle="arc3,rad=0.08"))
+        ax.annotate(
+            "",
+            xy=(x1, y1),
+            xytext=(x0, y0),
+            zorder=2,
+            arrowprops=dict(
+                arrowstyle="-|>",
+                color=colour,
+                alpha=0.25 + 0.6 * weight,
+                lw=0.4 + 2.6 * weight,
+                shrinkA=7,
+                shrinkB=7,
+                connectionstyle="arc3,rad=0.08",
+            ),
+        )
     fills = {"input": "#dddddd", "logits": "#dddddd", "attn": "#c6dbef", "mlp": "#c7e9c0"}
     nodes = {}
     for r in rows:
@@ -191,8 +244,16 @@ def circuit(path: str | Path, edges, *, n_layers: int, n_heads: int, title: str 
     for name, (kind, layer, head) in nodes.items():
         x, y = place(kind, layer, head)
         label = f"L{layer}H{head}" if kind == "attn" else (f"MLP{layer}" if kind == "mlp" else name)
-        ax.text(x, y, label, ha="center", va="center", fontsize=7, zorder=3,
-                bbox=dict(boxstyle="round,pad=0.25", facecolor=fills.get(kind, "white"), edgecolor="#555555"))
+        ax.text(
+            x,
+            y,
+            label,
+            ha="center",
+            va="center",
+            fontsize=7,
+            zorder=3,
+            bbox=dict(boxstyle="round,pad=0.25", facecolor=fills.get(kind, "white"), edgecolor="#555555"),
+        )
     ax.set_xlim(-0.8, n_heads - 0.2)
     ax.set_ylim(-1.6, n_layers + 0.6)
     ax.set_yticks(range(n_layers))

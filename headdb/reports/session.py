@@ -1,5 +1,6 @@
 """One report, one query session: the warehouse is opened and the query catalogue (packaged and
 the user's folders) read once, however many queries the report runs."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping

@@ -6,6 +6,7 @@ empty: the spec's empty-result text is shown instead, see headdb.reports), param
 params, console a rich Console, png an optional path for a matplotlib figure. It returns the
 main result so callers and tests can check what was drawn.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,9 +22,11 @@ from headdb.reports.output import rich_table
 from headdb.reports.terminal import Scale, bar, grid, heatmap, sparkline
 
 CHANGE = {"gained": ("gained", "#1a9850", "+"), "lost": ("lost", "#d73027", "-")}
-SIDES = {"off_only": ("think-off only (compensatory)", "#d73027", "F"),
-         "on_only": ("think-on only", "#4575b4", "N"),
-         "both": ("both", "#fee090", "B")}
+SIDES = {
+    "off_only": ("think-off only (compensatory)", "#d73027", "F"),
+    "on_only": ("think-on only", "#4575b4", "N"),
+    "both": ("both", "#fee090", "B"),
+}
 CONFIDENT = 0.95  # bootstrap confidence below which a heatmap cell is drawn as unsure ("?" keys)
 
 
@@ -31,7 +34,7 @@ def _unsure(categories: dict) -> dict:
     """categories plus a pale "key?" twin of each: the same set, bootstrap p < CONFIDENT."""
     out = dict(categories)
     for key, (label, colour, glyph) in categories.items():
-        pale = "#" + "".join(f"{(int(colour[i:i + 2], 16) + 255) // 2:02x}" for i in (1, 3, 5))
+        pale = "#" + "".join(f"{(int(colour[i : i + 2], 16) + 255) // 2:02x}" for i in (1, 3, 5))
         out[f"{key}?"] = (f"{label}, p < {CONFIDENT:g}", pale, glyph.lower() if glyph.lower() != glyph else glyph + "?")
     return out
 
@@ -47,19 +50,24 @@ def _confidence_note(console: Console, df: pl.DataFrame, column: str, what: str,
     flag: the column is a 0/1 indicator; count the ones."""
     values = df[column].drop_nulls().drop_nans() if column in df.columns else pl.Series([], dtype=pl.Float64)
     if values.len() == 0:
-        console.print(Text(f"{what}: no bootstrap replicates (attribute with bootstrap > 0 for confidence)",
-                           style="yellow"))
+        console.print(
+            Text(f"{what}: no bootstrap replicates (attribute with bootstrap > 0 for confidence)", style="yellow")
+        )
         return
     if flag:
         console.print(Text(f"{what}: {int(values.sum())} of {values.len()}", style="dim"))
         return
-    console.print(Text(f"{what}: {(values >= CONFIDENT).sum()} of {values.len()} with {column} >= {CONFIDENT:g} "
-                       f"(median {values.median():.2f})", style="dim"))
-
-
+    console.print(
+        Text(
+            f"{what}: {(values >= CONFIDENT).sum()} of {values.len()} with {column} >= {CONFIDENT:g} "
+            f"(median {values.median():.2f})",
+            style="dim",
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def _groups(df: pl.DataFrame, by: list[str]) -> list[tuple[tuple, pl.DataFrame]]:
     if df.is_empty():
@@ -70,21 +78,37 @@ def _groups(df: pl.DataFrame, by: list[str]) -> list[tuple[tuple, pl.DataFrame]]
 
 # ---------------------------------------------------------------------- analysis 1
 
+
 def report_heads_gained(q, df, params, console, png=None):
     n_layers, n_heads = q.shape_of(df, checkpoint=params.get("target"))
-    sure = _mark_unsure(df.with_columns(pl.when(pl.col("change") == "gained").then(pl.col("p_gained"))
-                                        .otherwise(pl.col("p_lost")).alias("p_change")), "change", "p_change")
+    sure = _mark_unsure(
+        df.with_columns(
+            pl.when(pl.col("change") == "gained").then(pl.col("p_gained")).otherwise(pl.col("p_lost")).alias("p_change")
+        ),
+        "change",
+        "p_change",
+    )
     _confidence_note(console, sure, "p_change", "confidence of each change (p_gained / p_lost)")
     panels = []
     for (task, mode), part in _groups(sure, ["task", "mode"]):
-        console.print(rich_table(part.select("change", "head_label", "base_importance", "target_importance", "p_change")
-                                 .rename({"head_label": "head", "p_change": "p"}),
-                                 title=f"{task} ({mode}): heads gained and lost, {params.get('base')} -> "
-                                       f"{params.get('target')}"))
+        console.print(
+            rich_table(
+                part.select("change", "head_label", "base_importance", "target_importance", "p_change").rename(
+                    {"head_label": "head", "p_change": "p"}
+                ),
+                title=f"{task} ({mode}): heads gained and lost, {params.get('base')} -> {params.get('target')}",
+            )
+        )
         values = grid(part, n_layers, n_heads, "shown", categorical=True)
         title = f"{task} ({mode}): +{(part['change'] == 'gained').sum()} / -{(part['change'] == 'lost').sum()}"
-        console.print(heatmap(values, scale=Scale("categorical", categories=_unsure(CHANGE), label="change"),
-                              console=console, title=title))
+        console.print(
+            heatmap(
+                values,
+                scale=Scale("categorical", categories=_unsure(CHANGE), label="change"),
+                console=console,
+                title=title,
+            )
+        )
         panels.append((title, values))
     if png:
         q.wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(CHANGE)))
@@ -92,16 +116,33 @@ def report_heads_gained(q, df, params, console, png=None):
 
 
 def report_regime_compare(q, sizes, params, console, png=None):
-    shown = sizes.select("task", "lineage", pl.col("last_step").alias("step"), pl.col("base_heads").alias("base"),
-                         "heads", pl.col("emergent").alias("new"), "kept", "lost",
-                         pl.col("emergent_heads").str.replace_all(",", " ").alias("emergent heads"))
+    shown = sizes.select(
+        "task",
+        "lineage",
+        pl.col("last_step").alias("step"),
+        pl.col("base_heads").alias("base"),
+        "heads",
+        pl.col("emergent").alias("new"),
+        "kept",
+        "lost",
+        pl.col("emergent_heads").str.replace_all(",", " ").alias("emergent heads"),
+    )
     console.print(rich_table(shown, title=f"emergent heads over {params.get('base')} (circuit sizes in heads)"))
     if sizes["emergent_lo"].null_count() == sizes.height:
         _confidence_note(console, sizes, "emergent_lo", "emergent heads")
     else:
-        console.print(Text("emergent heads sure at min_confidence (emergent_confident of emergent): " + ", ".join(
-            f"{r['lineage']} {r['emergent_confident']}/{r['emergent']}" if r["emergent_confident"] is not None
-            else f"{r['lineage']} (no paired bootstrap replicates)" for r in sizes.iter_rows(named=True)), style="dim"))
+        console.print(
+            Text(
+                "emergent heads sure at min_confidence (emergent_confident of emergent): "
+                + ", ".join(
+                    f"{r['lineage']} {r['emergent_confident']}/{r['emergent']}"
+                    if r["emergent_confident"] is not None
+                    else f"{r['lineage']} (no paired bootstrap replicates)"
+                    for r in sizes.iter_rows(named=True)
+                ),
+                style="dim",
+            )
+        )
     overlap = q.run("regime_overlap", params)
     layers = q.run("regime_layers", params)
     for (task,), part in _groups(sizes, ["task"]):
@@ -131,21 +172,32 @@ def report_regime_compare(q, sizes, params, console, png=None):
             values = np.zeros((n_layers, len(lineages)))
             for r in lay.iter_rows(named=True):
                 values[r["layer"], lineages.index(r["lineage"])] = r["emergent"]
-            console.print(heatmap(values, console=console, title=f"{task}: emergent heads per layer",
-                                  scale=Scale.for_values(values, label="emergent heads", vmin=0),
-                                  col_labels=[str(i) for i in range(len(lineages))], col_title="lineage"))
+            console.print(
+                heatmap(
+                    values,
+                    console=console,
+                    title=f"{task}: emergent heads per layer",
+                    scale=Scale.for_values(values, label="emergent heads", vmin=0),
+                    col_labels=[str(i) for i in range(len(lineages))],
+                    col_title="lineage",
+                )
+            )
             console.print(Text("lineages: " + ", ".join(f"{i}={n}" for i, n in enumerate(lineages)), style="dim"))
     if png and layers.height:
         first = layers["task"][0]
         lay = layers.filter(pl.col("task") == first)
-        bars = {name: (g["layer"].to_list(), g["emergent"].to_list())
-                for (name,), g in _groups(lay, ["lineage"])}
-        q.wrote(console, plots.curves(png, {}, bars=bars, title=f"{first}: emergent heads per layer",
-                                     xlabel="layer", ylabel="emergent heads"))
+        bars = {name: (g["layer"].to_list(), g["emergent"].to_list()) for (name,), g in _groups(lay, ["lineage"])}
+        q.wrote(
+            console,
+            plots.curves(
+                png, {}, bars=bars, title=f"{first}: emergent heads per layer", xlabel="layer", ylabel="emergent heads"
+            ),
+        )
     return sizes
 
 
 # ---------------------------------------------------------------------- analysis 2
+
 
 def report_head_frequency(q, df, params, console, png=None):
     n_layers, n_heads = q.shape_of(df, lineage=params.get("lineage"))
@@ -154,10 +206,21 @@ def report_head_frequency(q, df, params, console, png=None):
         total = int(part["n_checkpoints"][0])
         values = grid(part, n_layers, n_heads, "n_in_circuit", fill=0.0)
         title = f"{params.get('lineage')} / {task}: circuits containing each head (of {total} checkpoints)"
-        console.print(heatmap(values, console=console, title=title,
-                              scale=Scale("sequential", 0, max(total, 1), label="checkpoints")))
-        top = part.head(10).select("head_label", "n_in_circuit", "frequency", "first_step", "last_step",
-                                   "p_mean", "n_in_circuit_lo", "n_in_circuit_hi")
+        console.print(
+            heatmap(
+                values, console=console, title=title, scale=Scale("sequential", 0, max(total, 1), label="checkpoints")
+            )
+        )
+        top = part.head(10).select(
+            "head_label",
+            "n_in_circuit",
+            "frequency",
+            "first_step",
+            "last_step",
+            "p_mean",
+            "n_in_circuit_lo",
+            "n_in_circuit_hi",
+        )
         console.print(rich_table(top, title=f"{task}: most frequent heads"))
         _confidence_note(console, part, "p_mean", f"{task}: expected frequency under prompt resampling")
         panels.append((title, values))
@@ -170,10 +233,16 @@ def report_head_cohorts(q, df, params, console, png=None):
     n_layers, n_heads = q.shape_of(df, lineage=params.get("lineage"))
     panels = []
     for (task,), part in _groups(df, ["task"]):
-        summary = (part.group_by("first_step").agg(pl.len().alias("heads"), pl.col("still_active").sum().alias("still_active"),
-                                                  pl.col("in_base").sum().alias("in_base"),
-                                                  pl.col("p_first").mean().alias("mean_p_first"))
-                   .sort("first_step"))
+        summary = (
+            part.group_by("first_step")
+            .agg(
+                pl.len().alias("heads"),
+                pl.col("still_active").sum().alias("still_active"),
+                pl.col("in_base").sum().alias("in_base"),
+                pl.col("p_first").mean().alias("mean_p_first"),
+            )
+            .sort("first_step")
+        )
         console.print(rich_table(summary, title=f"{params.get('lineage')} / {task}: cohorts by first step"))
         _confidence_note(console, part, "p_first", f"{task}: heads sure to join at their first step")
         values = grid(part, n_layers, n_heads, "first_step")
@@ -187,6 +256,7 @@ def report_head_cohorts(q, df, params, console, png=None):
 
 # ---------------------------------------------------------------------- analysis 3
 
+
 def report_head_dynamics(q, df, params, console, png=None):
     corr = q.run("dynamics_correlation", params)
     metric = df["metric"][0]
@@ -196,15 +266,26 @@ def report_head_dynamics(q, df, params, console, png=None):
         mvals = [v for v in part["metric_value"].to_list() if v is not None]
         lo, hi = (min(mvals), max(mvals)) if mvals else (0.0, 1.0)
         wmax = max([v for v in part["window_mean"].to_list() if v is not None] + [hi, 1e-9])
-        table = Table(title=f"{params.get('lineage')} / {task}: head dynamics beside {metric}", header_style="bold",
-                      title_justify="left")
+        table = Table(
+            title=f"{params.get('lineage')} / {task}: head dynamics beside {metric}",
+            header_style="bold",
+            title_justify="left",
+        )
         for name in ("step", "active", "new", "pruned", "cumul.", metric[:12], "mean since prev."):
-            table.add_column(name, justify="left" if name in ("active", "new", "pruned", "mean since prev.") else "right")
+            table.add_column(
+                name, justify="left" if name in ("active", "new", "pruned", "mean since prev.") else "right"
+            )
         for r in part.iter_rows(named=True):
             m, w = r["metric_value"], r["window_mean"]
-            table.add_row(str(r["step"]), _count_bar(r["active"], top_active, "blue"), _count_bar(r["new"], top_change, "green"),
-                          _count_bar(r["pruned"], top_change, "red"), str(r["cumulative"]), "–" if m is None else f"{m:.3g}",
-                          Text("–") if w is None else Text(f"{w:.3f} ") + bar(w, wmax, 8, style="yellow"))
+            table.add_row(
+                str(r["step"]),
+                _count_bar(r["active"], top_active, "blue"),
+                _count_bar(r["new"], top_change, "green"),
+                _count_bar(r["pruned"], top_change, "red"),
+                str(r["cumulative"]),
+                "–" if m is None else f"{m:.3g}",
+                Text("–") if w is None else Text(f"{w:.3f} ") + bar(w, wmax, 8, style="yellow"),
+            )
         console.print(table)
         line = Text()
         line.append("new     ", style="green")
@@ -217,18 +298,26 @@ def report_head_dynamics(q, df, params, console, png=None):
         c = corr.filter(pl.col("task") == task)
         if c.height:
             row = c.row(0, named=True)
+
             def f(v):
                 return "n/a" if v is None else f"{v:+.2f}"
-            console.print(Text(f"correlation with {metric} over {row['n']} checkpoints: new {f(row['corr_new'])}, "
-                               f"pruned {f(row['corr_pruned'])}, active {f(row['corr_active'])}; "
-                               f"with its mean since the previous checkpoint: new {f(row['corr_new_window'])}",
-                               style="bold"))
+
+            console.print(
+                Text(
+                    f"correlation with {metric} over {row['n']} checkpoints: new {f(row['corr_new'])}, "
+                    f"pruned {f(row['corr_pruned'])}, active {f(row['corr_active'])}; "
+                    f"with its mean since the previous checkpoint: new {f(row['corr_new_window'])}",
+                    style="bold",
+                )
+            )
     if png:
         task = df["task"][0]
         part = df.filter(pl.col("task") == task)
         steps = part["step"].to_list()
-        bars = {"new": (steps, [v or 0 for v in part["new"].to_list()]),
-                "pruned": (steps, [v or 0 for v in part["pruned"].to_list()])}
+        bars = {
+            "new": (steps, [v or 0 for v in part["new"].to_list()]),
+            "pruned": (steps, [v or 0 for v in part["pruned"].to_list()]),
+        }
         series = {"active": (steps, part["active"].to_list()), "cumulative": (steps, part["cumulative"].to_list())}
         mv = part.filter(pl.col("metric_value").is_not_null())
         wm = part.filter(pl.col("window_mean").is_not_null())
@@ -237,9 +326,19 @@ def report_head_dynamics(q, df, params, console, png=None):
             twin[f"{metric} at the step"] = (mv["step"].to_list(), mv["metric_value"].to_list())
         if wm.height:
             twin[f"{metric}, mean since previous"] = (wm["step"].to_list(), wm["window_mean"].to_list())
-        q.wrote(console, plots.curves(png, series, bars=bars, twin=twin or None, twin_label=metric,
-                                     title=f"{params.get('lineage')} / {task}: head dynamics", xlabel="step",
-                                     ylabel="heads"))
+        q.wrote(
+            console,
+            plots.curves(
+                png,
+                series,
+                bars=bars,
+                twin=twin or None,
+                twin_label=metric,
+                title=f"{params.get('lineage')} / {task}: head dynamics",
+                xlabel="step",
+                ylabel="heads",
+            ),
+        )
     return df
 
 
@@ -251,24 +350,44 @@ def _count_bar(value, top, style: str) -> Text:
 
 # ---------------------------------------------------------------------- analysis 4
 
+
 def report_benchmark_trajectory(q, df, params, console, png=None):
-    df = df.with_columns(pl.when(pl.col("k").is_null()).then(pl.col("task"))
-                         .otherwise(pl.col("task") + "@" + pl.col("k").cast(pl.Utf8)).alias("series"))
-    wide = (df.select("step", "checkpoint", "is_base", "series", "value")
-            .pivot(on="series", index=["step", "checkpoint", "is_base"], values="value")
-            .sort(["is_base", "step"], descending=[True, False]).drop("is_base"))
+    df = df.with_columns(
+        pl.when(pl.col("k").is_null())
+        .then(pl.col("task"))
+        .otherwise(pl.col("task") + "@" + pl.col("k").cast(pl.Utf8))
+        .alias("series")
+    )
+    wide = (
+        df.select("step", "checkpoint", "is_base", "series", "value")
+        .pivot(on="series", index=["step", "checkpoint", "is_base"], values="value")
+        .sort(["is_base", "step"], descending=[True, False])
+        .drop("is_base")
+    )
     console.print(rich_table(wide, title=f"{params.get('lineage')}: {df['metric'][0]} per benchmark"))
     for (series,), part in _groups(df, ["series"]):
-        console.print(Text(f"{series:>16} ", style="bold") + Text(sparkline(part["value"].to_list()), style="cyan")
-                      + Text(f"  {part['value'][0]:.3g} -> {part['value'][-1]:.3g}", style="dim"))
+        console.print(
+            Text(f"{series:>16} ", style="bold")
+            + Text(sparkline(part["value"].to_list()), style="cyan")
+            + Text(f"  {part['value'][0]:.3g} -> {part['value'][-1]:.3g}", style="dim")
+        )
     if png:
         series = {name: (g["step"].to_list(), g["value"].to_list()) for (name,), g in _groups(df, ["series"])}
-        q.wrote(console, plots.curves(png, series, title=f"{params.get('lineage')}: benchmark trajectory",
-                                     xlabel="step", ylabel=df["metric"][0]))
+        q.wrote(
+            console,
+            plots.curves(
+                png,
+                series,
+                title=f"{params.get('lineage')}: benchmark trajectory",
+                xlabel="step",
+                ylabel=df["metric"][0],
+            ),
+        )
     return df
 
 
 # ---------------------------------------------------------------------- analysis 5
+
 
 def report_effect_map(q, df, params, console, png=None):
     n_layers, n_heads = q.shape_of(df, lineage=params.get("lineage"))
@@ -276,16 +395,33 @@ def report_effect_map(q, df, params, console, png=None):
     for (task,), part in _groups(df, ["task"]):
         values = grid(part, n_layers, n_heads, "effect")
         title = f"{params.get('lineage')} / {task}: E(l,h) over {part['n_pairs'][0]} checkpoints"
-        console.print(heatmap(values, console=console, title=title,
-                              scale=Scale("diverging", -1.0, 1.0, label="effect")))
+        console.print(
+            heatmap(values, console=console, title=title, scale=Scale("diverging", -1.0, 1.0, label="effect"))
+        )
         ranked = part.sort("effect", descending=True)
-        console.print(rich_table(pl.concat([ranked.head(5), ranked.tail(5)]).unique(maintain_order=True)
-                                 .select("head_label", "effect", "effect_min", "effect_max",
-                                         "mean_importance_pre", "mean_importance_post", "effect_lo", "effect_hi"),
-                                 title=f"{task}: strongest gains and losses"))
-        sign_sure = part.with_columns(pl.when(pl.col("effect_lo").is_null()).then(None)
-                                      .otherwise(((pl.col("effect_lo") > 0) | (pl.col("effect_hi") < 0)).cast(pl.Float64))
-                                      .alias("sign_sure"))
+        console.print(
+            rich_table(
+                pl.concat([ranked.head(5), ranked.tail(5)])
+                .unique(maintain_order=True)
+                .select(
+                    "head_label",
+                    "effect",
+                    "effect_min",
+                    "effect_max",
+                    "mean_importance_pre",
+                    "mean_importance_post",
+                    "effect_lo",
+                    "effect_hi",
+                ),
+                title=f"{task}: strongest gains and losses",
+            )
+        )
+        sign_sure = part.with_columns(
+            pl.when(pl.col("effect_lo").is_null())
+            .then(None)
+            .otherwise(((pl.col("effect_lo") > 0) | (pl.col("effect_hi") < 0)).cast(pl.Float64))
+            .alias("sign_sure")
+        )
         _confidence_note(console, sign_sure, "sign_sure", f"{task}: heads whose effect interval excludes 0", flag=True)
         panels.append((title, values))
     if png:
@@ -295,20 +431,41 @@ def report_effect_map(q, df, params, console, png=None):
 
 # ---------------------------------------------------------------------- analysis 6
 
+
 def report_think_compensatory(q, sizes, params, console, png=None):
-    console.print(rich_table(sizes.select("checkpoint", "task", "heads_on", "heads_off", "faithfulness_on",
-                                          "faithfulness_off", "off_only", "on_only", "both"),
-                             title="circuit size (heads) with thinking on vs off"))
+    console.print(
+        rich_table(
+            sizes.select(
+                "checkpoint",
+                "task",
+                "heads_on",
+                "heads_off",
+                "faithfulness_on",
+                "faithfulness_off",
+                "off_only",
+                "on_only",
+                "both",
+            ),
+            title="circuit size (heads) with thinking on vs off",
+        )
+    )
     heads = q.run("think_compensatory", params, side="all")
     panels = []
     for (ck, task), part in _groups(_mark_unsure(heads, "side", "p_side"), ["checkpoint", "task"]):
         n_layers, n_heads = q.shape_of(part, checkpoint=str(part["checkpoint_id"][0]))
         values = grid(part, n_layers, n_heads, "shown", categorical=True)
         title = f"{ck} / {task}: {(part['side'] == 'off_only').sum()} compensatory heads"
-        console.print(heatmap(values, console=console, title=title,
-                              scale=Scale("categorical", categories=_unsure(SIDES), label="circuit")))
-        _confidence_note(console, part.filter(pl.col("side") == "off_only"), "p_side",
-                         f"{ck} / {task}: compensatory heads, p_side")
+        console.print(
+            heatmap(
+                values,
+                console=console,
+                title=title,
+                scale=Scale("categorical", categories=_unsure(SIDES), label="circuit"),
+            )
+        )
+        _confidence_note(
+            console, part.filter(pl.col("side") == "off_only"), "p_side", f"{ck} / {task}: compensatory heads, p_side"
+        )
         panels.append((title, values))
     if png and panels:
         q.wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(SIDES)))
@@ -316,6 +473,7 @@ def report_think_compensatory(q, sizes, params, console, png=None):
 
 
 # ---------------------------------------------------------------------- analysis 7, 8
+
 
 def _set_label(row) -> str:
     """The head set's label, or 'heads' when it is only the automatic kind + heads text."""
@@ -331,41 +489,74 @@ def report_ablation_table(q, df, params, console, png=None):
     for (checkpoint, task, metric, k), part in _groups(df, ["checkpoint", "task", "metric", "k"]):
         name = metric + (f"@{k}" if k is not None else "")
         n = part["n"].max()
-        table = Table(title=f"{checkpoint} on {task}: {name} with each head set ablated (n = {n} problems)",
-                      header_style="bold", title_justify="left")
+        table = Table(
+            title=f"{checkpoint} on {task}: {name} with each head set ablated (n = {n} problems)",
+            header_style="bold",
+            title_justify="left",
+        )
         for column in ("set", "kind", "heads", "without", "with", "delta", "95% CI"):
-            table.add_column(column, justify="right" if column in ("without", "with", "delta") else "left",
-                             overflow="fold")
+            table.add_column(
+                column, justify="right" if column in ("without", "with", "delta") else "left", overflow="fold"
+            )
         for r in part.iter_rows(named=True):
             kind = r["kind"] + (f" x{r['factor']:g}" if r["kind"] == "scale" and r["factor"] is not None else "")
             delta = r["delta"]
-            delta_text = Text("no baseline", style="yellow") if delta is None else Text(
-                f"{delta:+.3f}", style="red" if delta < 0 else "green" if delta > 0 else "")
+            delta_text = (
+                Text("no baseline", style="yellow")
+                if delta is None
+                else Text(f"{delta:+.3f}", style="red" if delta < 0 else "green" if delta > 0 else "")
+            )
             ci = intervals.get(int(r["run_id"]))
-            table.add_row(_set_label(r), kind, r["heads"].replace(",", " "),
-                          "–" if r["baseline"] is None else f"{r['baseline']:.3f}", f"{r['value']:.3f}", delta_text,
-                          "–" if ci is None else ci.text())
+            table.add_row(
+                _set_label(r),
+                kind,
+                r["heads"].replace(",", " "),
+                "–" if r["baseline"] is None else f"{r['baseline']:.3f}",
+                f"{r['value']:.3f}",
+                delta_text,
+                "–" if ci is None else ci.text(),
+            )
         console.print(table)
-        for c in contrasts.filter((pl.col("checkpoint") == checkpoint) & (pl.col("task") == task)).iter_rows(named=True):
+        for c in contrasts.filter((pl.col("checkpoint") == checkpoint) & (pl.col("task") == task)).iter_rows(
+            named=True
+        ):
             worse = c["difference"] < 0
             sure = c["high"] < 0 or c["low"] > 0
-            console.print(Text(
-                f"{_set_label_text(c)} {c['heads'].replace(',', ' ')} vs control {c['control_heads'].replace(',', ' ')}: "
-                f"{c['difference']:+.3f} accuracy "
-                f"(95% CI [{c['low']:+.3f}, {c['high']:+.3f}], paired bootstrap over {c['n']} problems): "
-                + ("ablating these heads hurts more than the control" if worse and sure else
-                   "ablating these heads hurts less than the control" if sure else
-                   "not distinguishable from the control"),
-                style="bold" if sure else ""))
+            console.print(
+                Text(
+                    f"{_set_label_text(c)} {c['heads'].replace(',', ' ')} vs control {c['control_heads'].replace(',', ' ')}: "
+                    f"{c['difference']:+.3f} accuracy "
+                    f"(95% CI [{c['low']:+.3f}, {c['high']:+.3f}], paired bootstrap over {c['n']} problems): "
+                    + (
+                        "ablating these heads hurts more than the control"
+                        if worse and sure
+                        else "ablating these heads hurts less than the control"
+                        if sure
+                        else "not distinguishable from the control"
+                    ),
+                    style="bold" if sure else "",
+                )
+            )
     if png:
         have = df.filter(pl.col("delta").is_not_null())
         if have.height:
-            labels = [f"{r['checkpoint']} {r['task']} {_set_label(r)}" + (f" ({r['metric']})" if r["metric"] != "accuracy" else "")
-                      for r in have.iter_rows(named=True)]
+            labels = [
+                f"{r['checkpoint']} {r['task']} {_set_label(r)}"
+                + (f" ({r['metric']})" if r["metric"] != "accuracy" else "")
+                for r in have.iter_rows(named=True)
+            ]
             errors = [intervals.get(int(r)) for r in have["run_id"].to_list()]
-            q.wrote(console, plots.barh(png, labels, have["delta"].to_list(), title="effect of ablating each head set",
-                                        xlabel="accuracy change vs the same checkpoint without ablation",
-                                        intervals=[(e.low, e.high) if e is not None else None for e in errors]))
+            q.wrote(
+                console,
+                plots.barh(
+                    png,
+                    labels,
+                    have["delta"].to_list(),
+                    title="effect of ablating each head set",
+                    xlabel="accuracy change vs the same checkpoint without ablation",
+                    intervals=[(e.low, e.high) if e is not None else None for e in errors],
+                ),
+            )
         else:
             q.no_png(console, png)
     return df
@@ -376,40 +567,76 @@ def _set_label_text(c) -> str:
 
 
 def report_passk_curve(q, df, params, console, png=None):
-    df = df.with_columns((pl.col("checkpoint") + " " + pl.col("task") + " (" + pl.col("intervention") + ") run "
-                          + pl.col("run_id").cast(pl.Utf8)).alias("curve"))
-    wide = df.select("curve", "k", "value").with_columns(pl.col("k").cast(pl.Utf8).alias("k")) \
+    df = df.with_columns(
+        (
+            pl.col("checkpoint")
+            + " "
+            + pl.col("task")
+            + " ("
+            + pl.col("intervention")
+            + ") run "
+            + pl.col("run_id").cast(pl.Utf8)
+        ).alias("curve")
+    )
+    wide = (
+        df.select("curve", "k", "value")
+        .with_columns(pl.col("k").cast(pl.Utf8).alias("k"))
         .pivot(on="k", index="curve", values="value")
+    )
     console.print(rich_table(wide, title=f"{df['metric'][0]} by k"))
     if png:
         series = {name: (g["k"].to_list(), g["value"].to_list()) for (name,), g in _groups(df, ["curve"])}
-        q.wrote(console, plots.curves(png, series, title=f"{df['metric'][0]} curves", xlabel="k",
-                                     ylabel=df["metric"][0], logx=True))
+        q.wrote(
+            console,
+            plots.curves(png, series, title=f"{df['metric'][0]} curves", xlabel="k", ylabel=df["metric"][0], logx=True),
+        )
     return df
 
 
 # ---------------------------------------------------------------------- analysis 9
 
+
 def report_newly_solved_missed(q, df, params, console, png=None):
     short = pl.col("change").str.replace("newly_", "")
-    summary = (df.with_columns(pl.col("failure_tag").fill_null("untagged"), short)
-               .group_by("task", "step", "change", "failure_tag").agg(pl.len().alias("items"))
-               .pivot(on="failure_tag", index=["task", "step", "change"], values="items")
-               .fill_null(0).sort("task", "step", "change"))
-    console.print(rich_table(summary, title=f"{params.get('lineage')}: items newly solved / missed vs the base, by "
-                                            "failure tag (newly_solved: solved / newly_missed: missed)"))
-    console.print(rich_table(df.with_columns(short).select("task", "step", "change", "item_id", "level", "rate",
-                                                           "base_rate", "failure_tag"), title="items", max_rows=20))
+    summary = (
+        df.with_columns(pl.col("failure_tag").fill_null("untagged"), short)
+        .group_by("task", "step", "change", "failure_tag")
+        .agg(pl.len().alias("items"))
+        .pivot(on="failure_tag", index=["task", "step", "change"], values="items")
+        .fill_null(0)
+        .sort("task", "step", "change")
+    )
+    console.print(
+        rich_table(
+            summary,
+            title=f"{params.get('lineage')}: items newly solved / missed vs the base, by "
+            "failure tag (newly_solved: solved / newly_missed: missed)",
+        )
+    )
+    console.print(
+        rich_table(
+            df.with_columns(short).select(
+                "task", "step", "change", "item_id", "level", "rate", "base_rate", "failure_tag"
+            ),
+            title="items",
+            max_rows=20,
+        )
+    )
     if png:
         missed = df.filter(pl.col("change") == "newly_missed").with_columns(pl.col("failure_tag").fill_null("untagged"))
         solved = df.filter(pl.col("change") == "newly_solved")
-        bars = {f"missed: {tag}": (g["step"].to_list(), [1] * g.height)
-                for (tag,), g in _groups(missed, ["failure_tag"])}
+        bars = {
+            f"missed: {tag}": (g["step"].to_list(), [1] * g.height) for (tag,), g in _groups(missed, ["failure_tag"])
+        }
         bars = {name: _count_by_step(xs) for name, (xs, _) in bars.items()}
         if solved.height:
             bars["solved"] = _count_by_step(solved["step"].to_list())
-        q.wrote(console, plots.curves(png, {}, bars=bars, title="newly solved / missed per checkpoint",
-                                     xlabel="step", ylabel="items"))
+        q.wrote(
+            console,
+            plots.curves(
+                png, {}, bars=bars, title="newly solved / missed per checkpoint", xlabel="step", ylabel="items"
+            ),
+        )
     return df
 
 
@@ -420,34 +647,59 @@ def _count_by_step(steps):
 
 # ---------------------------------------------------------------------- faithfulness, top heads
 
+
 def report_circuit_faithfulness(q, df, params, console, png=None):
     for (selection, param), part in _groups(df, ["selection", "param"]):
-        shown = part.select(pl.when(pl.col("step") == 0).then(pl.col("checkpoint"))
-                            .otherwise(pl.col("lineage") + "@" + pl.col("step").cast(pl.Utf8)).alias("checkpoint"),
-                            pl.col("task") + pl.when(pl.col("mode") == "plain").then(pl.lit(""))
-                            .otherwise(" (" + pl.col("mode") + ")").alias("task"),
-                            pl.col("n_heads").alias("heads"), pl.col("n_edges").alias("edges"),
-                            "faithfulness", "cpr", "cmd", pl.col("run_id").alias("run"))
-        console.print(rich_table(shown, title=f"circuit faithfulness: {selection} circuits"
-                                 + ("" if param is None else f" ({param:g})"), title_justify="left"))
+        shown = part.select(
+            pl.when(pl.col("step") == 0)
+            .then(pl.col("checkpoint"))
+            .otherwise(pl.col("lineage") + "@" + pl.col("step").cast(pl.Utf8))
+            .alias("checkpoint"),
+            pl.col("task")
+            + pl.when(pl.col("mode") == "plain").then(pl.lit("")).otherwise(" (" + pl.col("mode") + ")").alias("task"),
+            pl.col("n_heads").alias("heads"),
+            pl.col("n_edges").alias("edges"),
+            "faithfulness",
+            "cpr",
+            "cmd",
+            pl.col("run_id").alias("run"),
+        )
+        console.print(
+            rich_table(
+                shown,
+                title=f"circuit faithfulness: {selection} circuits" + ("" if param is None else f" ({param:g})"),
+                title_justify="left",
+            )
+        )
     if png:
         runs = df["run_id"].unique().to_list()
         if len(runs) == 1:
             curve = q.run("faithfulness_curve", {"run": runs[0]})
             if curve.height:
-                q.wrote(console, plots.curves(png, {f"run {runs[0]}": (curve["percent"].to_list(),
-                                                                    curve["faithfulness"].to_list())},
-                                             title="faithfulness vs circuit size", xlabel="% of edges kept",
-                                             ylabel="faithfulness", logx=True))
+                q.wrote(
+                    console,
+                    plots.curves(
+                        png,
+                        {f"run {runs[0]}": (curve["percent"].to_list(), curve["faithfulness"].to_list())},
+                        title="faithfulness vs circuit size",
+                        xlabel="% of edges kept",
+                        ylabel="faithfulness",
+                        logx=True,
+                    ),
+                )
                 return df
         have = df.filter(pl.col("faithfulness").is_not_null())
         if not have.height:
             q.no_png(console, png)
             return df
-        series = {f"{lin} {task} {sel}": (g["step"].to_list(), g["faithfulness"].to_list())
-                  for (lin, task, sel), g in _groups(have, ["lineage", "task", "selection"])}
-        q.wrote(console, plots.curves(png, series, title="faithfulness per checkpoint", xlabel="step",
-                                     ylabel="faithfulness"))
+        series = {
+            f"{lin} {task} {sel}": (g["step"].to_list(), g["faithfulness"].to_list())
+            for (lin, task, sel), g in _groups(have, ["lineage", "task", "selection"])
+        }
+        q.wrote(
+            console,
+            plots.curves(png, series, title="faithfulness per checkpoint", xlabel="step", ylabel="faithfulness"),
+        )
     return df
 
 
@@ -458,17 +710,31 @@ def report_top_heads(q, df, params, console, png=None):
         for name in ("rank", "head", "importance", "", "in circuit"):
             table.add_column(name, justify="right" if name in ("rank", "importance") else "left")
         for r in part.iter_rows(named=True):
-            table.add_row(str(r["rank"]), r["head_label"], f"{r['importance']:.4f}", bar(r["importance"], top, 20),
-                          {True: "yes", False: "no", None: "–"}[r["in_circuit"]])
+            table.add_row(
+                str(r["rank"]),
+                r["head_label"],
+                f"{r['importance']:.4f}",
+                bar(r["importance"], top, 20),
+                {True: "yes", False: "no", None: "–"}[r["in_circuit"]],
+            )
         console.print(table)
     if png:
         first = df.filter(pl.col("run_id") == df["run_id"][0])
-        q.wrote(console, plots.barh(png, first["head_label"].to_list(), first["importance"].to_list(),
-                                   title=f"top heads of run {df['run_id'][0]}", xlabel="importance"))
+        q.wrote(
+            console,
+            plots.barh(
+                png,
+                first["head_label"].to_list(),
+                first["importance"].to_list(),
+                title=f"top heads of run {df['run_id'][0]}",
+                xlabel="importance",
+            ),
+        )
     return df
 
 
 # ---------------------------------------------------------------------- analysis 10
+
 
 def report_circuit(q, df, params, console, png=None, out: str | Path | None = None):
     """Write a run's circuit as a graphviz .dot file, and a PNG: rendered by `dot` when graphviz is

@@ -5,6 +5,7 @@ Heatmaps put layers on rows and heads on columns; each cell is a background-colo
 (output piped to a file, NO_COLOR) cells fall back to glyphs: a shade ramp for sequential
 scales, arrows for diverging ones and a letter per category.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,15 +51,22 @@ def text_colour(background: str) -> str:
 @dataclass
 class Scale:
     """How values become colours: sequential (vmin..vmax), diverging (-m..+m) or categorical."""
+
     kind: str = "sequential"
     vmin: float = 0.0
     vmax: float = 1.0
-    categories: dict | None = None   # value -> (label, colour, glyph)
+    categories: dict | None = None  # value -> (label, colour, glyph)
     label: str = ""
 
     @classmethod
-    def for_values(cls, values: np.ndarray, kind: str = "sequential", label: str = "",
-                   vmin: float | None = None, vmax: float | None = None) -> "Scale":
+    def for_values(
+        cls,
+        values: np.ndarray,
+        kind: str = "sequential",
+        label: str = "",
+        vmin: float | None = None,
+        vmax: float | None = None,
+    ) -> "Scale":
         finite = values[np.isfinite(values)] if values.size else values
         if kind == "diverging":
             m = float(np.max(np.abs(finite))) if finite.size else 1.0
@@ -99,9 +107,17 @@ def uses_colour(console: Console) -> bool:
     return console.color_system is not None and not console.no_color
 
 
-def heatmap(values, *, scale: Scale, console: Console, title: str = "",
-            row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
-            row_title: str = "layer", col_title: str = "head") -> RenderableType:
+def heatmap(
+    values,
+    *,
+    scale: Scale,
+    console: Console,
+    title: str = "",
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    row_title: str = "layer",
+    col_title: str = "head",
+) -> RenderableType:
     """A matrix of cells (rows x cols); values: 2-D float array (NaN = missing) or, for a
     categorical scale, a 2-D object array of category keys (None = missing)."""
     values = np.asarray(values, dtype=object if scale.kind == "categorical" else float)
@@ -122,7 +138,7 @@ def heatmap(values, *, scale: Scale, console: Console, title: str = "",
         chars = [" "] * (2 * n_cols)
         for c in range(0, n_cols, 4):
             label = col_labels[c]
-            for k, ch in enumerate(label[: 8]):
+            for k, ch in enumerate(label[:8]):
                 if 2 * c + k < len(chars):
                     chars[2 * c + k] = ch
         header.append("".join(chars), style="dim")

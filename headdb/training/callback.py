@@ -19,6 +19,7 @@ missing. Why a subprocess rather than the live model in the training process:
 The final model saved after `trainer.train()` returns is not seen by the callback; run
 `headdb ingest run OUTPUT_DIR ...` once more after training (it only adds what is missing).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,16 +34,31 @@ log = logging.getLogger("headdb.training")
 
 
 class HeadDBCallback(TrainerCallback):
-    def __init__(self, db: str | Path, *, lineage: str, regime: str, base: str | Path | None = None,
-                 args: Sequence[str] = (), wait: bool = False, log_file: str | Path | None = None,
-                 data_path: str | Path | None = None):
+    def __init__(
+        self,
+        db: str | Path,
+        *,
+        lineage: str,
+        regime: str,
+        base: str | Path | None = None,
+        args: Sequence[str] = (),
+        wait: bool = False,
+        log_file: str | Path | None = None,
+        data_path: str | Path | None = None,
+    ):
         """db: the warehouse (a DuckDB file or `ducklake:postgres:...`); data_path: a lake's data
         folder (--data-path); args: extra `headdb ingest run` options (--bench, --task, ...);
         wait: block training until each ingest finishes (tests, or to bound resource use)."""
         self.db = str(db)
         self.data_path = str(data_path) if data_path is not None else None
-        self.command_tail = ["--regime", regime, "--lineage", lineage,
-                             *(["--base", str(base)] if base is not None else []), *map(str, args)]
+        self.command_tail = [
+            "--regime",
+            regime,
+            "--lineage",
+            lineage,
+            *(["--base", str(base)] if base is not None else []),
+            *map(str, args),
+        ]
         self.wait = wait
         self.log_file = Path(log_file) if log_file else None
         self._proc: subprocess.Popen | None = None
@@ -50,8 +66,18 @@ class HeadDBCallback(TrainerCallback):
 
     def command(self, output_dir: str) -> list[str]:
         lake = ["--data-path", self.data_path] if self.data_path is not None else []
-        return [sys.executable, "-m", "headdb", "--db", self.db, *lake, "ingest", "run", str(output_dir),
-                *self.command_tail]
+        return [
+            sys.executable,
+            "-m",
+            "headdb",
+            "--db",
+            self.db,
+            *lake,
+            "ingest",
+            "run",
+            str(output_dir),
+            *self.command_tail,
+        ]
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:

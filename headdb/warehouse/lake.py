@@ -24,6 +24,7 @@ database, held in a PostgreSQL transaction of its own until the lake transaction
 guarantee: a writer that dies releases it with its connection, one that waits longer than the
 retry timeout goes ahead without it, and the token still makes any overlap a conflict.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,8 +48,10 @@ PREFIX = "ducklake:"
 POSTGRES_PREFIX = "ducklake:postgres:"
 ALIAS = "headdb_lake"
 # (Python package of the wheel, its name on PyPI, extension name)
-EXTENSIONS = (("duckdb_extension_postgres_scanner", "duckdb-extension-postgres-scanner", "postgres_scanner"),
-              ("duckdb_extension_ducklake", "duckdb-extension-ducklake", "ducklake"))
+EXTENSIONS = (
+    ("duckdb_extension_postgres_scanner", "duckdb-extension-postgres-scanner", "postgres_scanner"),
+    ("duckdb_extension_ducklake", "duckdb-extension-ducklake", "ducklake"),
+)
 # DuckLake's own word for a lost race; "maximum retry count" is its internal commit retry giving
 # up under many writers. Both mean: nothing was written, run the transaction again.
 _RETRYABLE = ("Transaction conflict", "maximum retry count", "could not serialize access")
@@ -61,8 +64,10 @@ _TOKEN = "UPDATE schema_version SET version = version"
 _TURN_KEY = 0x68656164646200
 # DuckLake reaches its catalog through an attachment of this name (ducklake 1.5.5); the turn is
 # taken through it, so it needs no connection string of its own.
-_TURN = (f"SELECT * FROM postgres_query('__ducklake_metadata_{ALIAS}', "
-         f"'SELECT pg_try_advisory_xact_lock({_TURN_KEY}) AS got')")
+_TURN = (
+    f"SELECT * FROM postgres_query('__ducklake_metadata_{ALIAS}', "
+    f"'SELECT pg_try_advisory_xact_lock({_TURN_KEY}) AS got')"
+)
 T = TypeVar("T")
 
 
@@ -73,12 +78,16 @@ def is_lake(spec: str | os.PathLike[str] | None) -> bool:
 def conninfo(spec: str) -> str:
     """The libpq connection string of a `ducklake:postgres:...` warehouse spec."""
     if not spec.startswith(POSTGRES_PREFIX):
-        raise UserError(f"--db {spec!r}: headdb keeps DuckLake catalogs in PostgreSQL only; "
-                        "write --db 'ducklake:postgres:dbname=NAME host=HOST'")
-    info = spec[len(POSTGRES_PREFIX):].strip()
+        raise UserError(
+            f"--db {spec!r}: headdb keeps DuckLake catalogs in PostgreSQL only; "
+            "write --db 'ducklake:postgres:dbname=NAME host=HOST'"
+        )
+    info = spec[len(POSTGRES_PREFIX) :].strip()
     if not info:
-        raise UserError("--db ducklake:postgres: needs a connection string, e.g. "
-                        "--db 'ducklake:postgres:dbname=lake host=/var/run/postgresql'")
+        raise UserError(
+            "--db ducklake:postgres: needs a connection string, e.g. "
+            "--db 'ducklake:postgres:dbname=lake host=/var/run/postgresql'"
+        )
     return info
 
 
@@ -93,8 +102,10 @@ def extension_files() -> list[str]:
         path = root / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
         if not path.is_file():
             built = sorted(p.name for p in (root / "extensions").iterdir()) if (root / "extensions").is_dir() else []
-            raise UserError(f"{dist} has no build for duckdb {duckdb.__version__} (it has {', '.join(built) or 'none'}); "
-                            "install the matching pair: pip install 'headdb[lake]'")
+            raise UserError(
+                f"{dist} has no build for duckdb {duckdb.__version__} (it has {', '.join(built) or 'none'}); "
+                "install the matching pair: pip install 'headdb[lake]'"
+            )
         paths.append(str(path))
     return paths
 
@@ -120,8 +131,15 @@ class LakeSink:
 
     many_writers = True
 
-    def __init__(self, spec: str, *, data_path: str | os.PathLike[str] | None = None, create: bool = True,
-                 retry_timeout: float = 300.0, take_turns: bool = True) -> None:
+    def __init__(
+        self,
+        spec: str,
+        *,
+        data_path: str | os.PathLike[str] | None = None,
+        create: bool = True,
+        retry_timeout: float = 300.0,
+        take_turns: bool = True,
+    ) -> None:
         self.location = spec
         self.conninfo = conninfo(spec)
         self.data_path = self._check_data_path(data_path)
@@ -163,8 +181,7 @@ class LakeSink:
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         files = extension_files()
-        con = duckdb.connect(config={"autoinstall_known_extensions": False,
-                                     "autoload_known_extensions": False})
+        con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
         try:
             for path in files:
                 con.execute(f"LOAD {_literal(path)}")
@@ -185,8 +202,7 @@ class LakeSink:
         if "connect_timeout" not in info and "PGCONNECT_TIMEOUT" not in os.environ:
             # libpq waits for an unreachable host as long as the OS does (minutes); say so sooner.
             info += " connect_timeout=20"
-        sql = (f"ATTACH {_literal(POSTGRES_PREFIX + info)} AS {ALIAS}"
-               + (f" ({', '.join(options)})" if options else ""))
+        sql = f"ATTACH {_literal(POSTGRES_PREFIX + info)} AS {ALIAS}" + (f" ({', '.join(options)})" if options else "")
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -202,20 +218,27 @@ class LakeSink:
     def _attach_error(self, message: str) -> UserError:
         where = f"DuckLake {self.location!r}"
         if "data_path is not set" in message:
-            return UserError(f"no warehouse in {where} yet; to create one give --data-path DIR "
-                             "(env HEADDB_DATA_PATH), a folder for its Parquet files that every writer can reach")
+            return UserError(
+                f"no warehouse in {where} yet; to create one give --data-path DIR "
+                "(env HEADDB_DATA_PATH), a folder for its Parquet files that every writer can reach"
+            )
         if "creating a new DuckLake is explicitly disabled" in message:
-            return UserError(f"no warehouse in {where}; create one with "
-                             f"`headdb --db '{self.location}' --data-path DIR init`")
+            return UserError(
+                f"no warehouse in {where}; create one with `headdb --db '{self.location}' --data-path DIR init`"
+            )
         stored = re.search(r'existing data path in the catalog "([^"]*)"', message)
         if stored:
-            return UserError(f"--data-path {self.data_path} is not this lake's data path {stored.group(1)}; "
-                             "omit --data-path (the lake remembers it) or give that folder")
+            return UserError(
+                f"--data-path {self.data_path} is not this lake's data path {stored.group(1)}; "
+                "omit --data-path (the lake remembers it) or give that folder"
+            )
         libpq = _LIBPQ.search(message)
         if libpq:
             reason = " ".join(libpq.group(1).split())
-            return UserError(f"cannot reach the lake's PostgreSQL catalog ({self.conninfo}): {reason}; "
-                             "is the server running and the connection string right?")
+            return UserError(
+                f"cannot reach the lake's PostgreSQL catalog ({self.conninfo}): {reason}; "
+                "is the server running and the connection string right?"
+            )
         return UserError(f"cannot open {where}: {message.strip().splitlines()[0]}")
 
     def close(self) -> None:
@@ -230,8 +253,12 @@ class LakeSink:
     def exists(self) -> bool:
         """True when the lake holds a headdb schema (opening it creates an empty lake if allowed)."""
         with self.read() as s:
-            return bool(s.scalar("SELECT count(*) FROM information_schema.tables "
-                                 "WHERE table_catalog = current_database() AND table_name = 'schema_version'"))
+            return bool(
+                s.scalar(
+                    "SELECT count(*) FROM information_schema.tables "
+                    "WHERE table_catalog = current_database() AND table_name = 'schema_version'"
+                )
+            )
 
     def scratch_dir(self) -> Path:
         """A folder on this machine for partial results a job resumes from after a crash.
@@ -331,9 +358,11 @@ class LakeSink:
                 losses += 1
                 now = time.monotonic()
                 if now >= deadline:
-                    raise UserError(f"gave up writing to {self.location} after {self.retry_timeout:g} s of "
-                                    f"conflicts with other writers ({_first_line(exc)}); "
-                                    "retry, or raise --lock-timeout / HEADDB_LOCK_TIMEOUT") from None
+                    raise UserError(
+                        f"gave up writing to {self.location} after {self.retry_timeout:g} s of "
+                        f"conflicts with other writers ({_first_line(exc)}); "
+                        "retry, or raise --lock-timeout / HEADDB_LOCK_TIMEOUT"
+                    ) from None
                 ceiling = min(max(now - started, 0.02) * 2 ** min(losses - 1, 6), 2.0)
                 time.sleep(random.uniform(0.2, 1.0) * ceiling)
 
@@ -380,8 +409,9 @@ class LakeSink:
     def _touch_token(self, session: Session) -> bool:
         """Rewrite schema_version's rows so that any two overlapping writers conflict (module doc)."""
         if not self._token_ready and not session.scalar(
-                "SELECT count(*) FROM information_schema.tables "
-                "WHERE table_catalog = current_database() AND table_name = 'schema_version'"):
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_name = 'schema_version'"
+        ):
             return False  # no schema yet: two writers creating it conflict on the tables themselves
         session.execute(_TOKEN)
         return True

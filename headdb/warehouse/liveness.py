@@ -7,6 +7,7 @@ row `abandoned` (in the transaction that starts its own run), and `headdb runs` 
 before that. A row started on another host is judged by that host's next writer: a pid says
 nothing across machines.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,9 +38,12 @@ def process_ended(host: str | None, pid: int | None) -> bool:
 def abandon_dead_runs(s: Session) -> list[int]:
     """Mark this host's `running` rows whose process ended as abandoned (inside transaction `s`)."""
     host = provenance.host()
-    dead = [(run_id, pid) for run_id, pid in s.rows(sql("warehouse", "running_on_host"), [host])
-            if process_ended(host, pid)]
+    dead = [
+        (run_id, pid) for run_id, pid in s.rows(sql("warehouse", "running_on_host"), [host]) if process_ended(host, pid)
+    ]
     for run_id, pid in dead:
-        s.execute(sql("warehouse", "abandon_run"),
-                  [f"abandoned: process {pid} on {host} ended before the run finished (killed?)", run_id])
+        s.execute(
+            sql("warehouse", "abandon_run"),
+            [f"abandoned: process {pid} on {host} ended before the run finished (killed?)", run_id],
+        )
     return [run_id for run_id, _ in dead]

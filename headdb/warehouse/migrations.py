@@ -1,4 +1,5 @@
 """Versioned DDL: schemas/NNNN_name.sql applied in order, each recorded in schema_version."""
+
 from __future__ import annotations
 
 import re
@@ -59,8 +60,7 @@ def check_compatible(version: int | None, location: str | Path, directory: Path 
         raise UserError(f"{path} holds a DuckDB database but not a headdb warehouse (no schema_version table)")
     if version > code:
         raise UserError(
-            f"warehouse {path} has schema v{version}, newer than this headdb's v{code}; "
-            "upgrade headdb to use it"
+            f"warehouse {path} has schema v{version}, newer than this headdb's v{code}; upgrade headdb to use it"
         )
     if version < code:
         raise UserError(

@@ -24,6 +24,7 @@ The packaged catalogue is `headdb.resources.queries_dir()`; users add directorie
 (`--queries DIR`, or `HEADDB_QUERIES=DIR[:DIR...]`). A user's query may not reuse a packaged
 name (rename it): silently shadowing a packaged query would change a shared analysis.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -53,7 +54,9 @@ _PARAM = re.compile(
     r"""^(?P<name>[A-Za-z_]\w*)\s*:\s*(?P<type>\w+)
         (?:\s*=\s*(?P<default>'(?:[^']|'')*'|[^\s{]+))?
         (?:\s*\{(?P<choices>[^}]*)\})?
-        \s*(?P<help>.*)$""", re.VERBOSE)
+        \s*(?P<help>.*)$""",
+    re.VERBOSE,
+)
 _REF = re.compile(r"\$([A-Za-z_]\w*)")
 _TRUE = {"true", "1", "yes", "on", "t", "y"}
 _FALSE = {"false", "0", "no", "off", "f", "n"}
@@ -78,16 +81,20 @@ class Param:
         """`value` (a Python value or a command-line string) as this param's type."""
         if value is None:
             if self.required:
-                raise UserError(f"query {query}: param {self.name} needs a value ({self.type}); "
-                                f"give --param {self.name}=...")
+                raise UserError(
+                    f"query {query}: param {self.name} needs a value ({self.type}); give --param {self.name}=..."
+                )
             return None
         out = _coerce(value, self.type)
         if out is _BAD:
-            raise UserError(f"query {query}: param {self.name} must be {_ARTICLE[self.type]}, got {value!r}; "
-                            f"give --param {self.name}={_EXAMPLE[self.type]}")
+            raise UserError(
+                f"query {query}: param {self.name} must be {_ARTICLE[self.type]}, got {value!r}; "
+                f"give --param {self.name}={_EXAMPLE[self.type]}"
+            )
         if self.choices and out not in self.choices:
-            raise UserError(f"query {query}: param {self.name}={out!r} is not one of "
-                            f"{', '.join(map(str, self.choices))}")
+            raise UserError(
+                f"query {query}: param {self.name}={out!r} is not one of {', '.join(map(str, self.choices))}"
+            )
         return out
 
 
@@ -168,13 +175,19 @@ class Query:
         unknown = [k for k in values if k not in known]
         if unknown:
             hint = difflib.get_close_matches(unknown[0], known, n=1)
-            fix = f"did you mean {hint[0]}?" if hint else (
-                f"its params are {', '.join(sorted(known))}" if known else "it takes no params")
+            fix = (
+                f"did you mean {hint[0]}?"
+                if hint
+                else (f"its params are {', '.join(sorted(known))}" if known else "it takes no params")
+            )
             raise UserError(f"query {self.name} has no param {unknown[0]!r}; {fix}")
         bound = {}
         for p in self.params:
-            bound[p.name] = p.coerce(values[p.name], self.name) if p.name in values else (
-                p.coerce(None, self.name) if p.required else p.default)
+            bound[p.name] = (
+                p.coerce(values[p.name], self.name)
+                if p.name in values
+                else (p.coerce(None, self.name) if p.required else p.default)
+            )
         return bound
 
     def usage(self) -> str:
@@ -205,13 +218,15 @@ def parse_query(path: Path, *, packaged: bool = True) -> Query:
                     fields[key] = value
                     last = key
                 else:
-                    raise UserError(f"query file {path}: unknown header key {key!r} "
-                                    "(use name, description, param, returns)")
+                    raise UserError(
+                        f"query file {path}: unknown header key {key!r} (use name, description, param, returns)"
+                    )
             elif c and last:
                 if last == "param":
                     p = params[-1]
-                    params[-1] = Param(p.name, p.type, p.default, p.required, p.choices,
-                                       (p.help + " " + c.group(1)).strip())
+                    params[-1] = Param(
+                        p.name, p.type, p.default, p.required, p.choices, (p.help + " " + c.group(1)).strip()
+                    )
                 else:
                     fields[last] += " " + c.group(1).strip()
             else:
@@ -237,20 +252,31 @@ def parse_query(path: Path, *, packaged: bool = True) -> Query:
     used = set(_REF.findall(_strip_literals(sql)))
     undeclared = sorted(used - set(names))
     if undeclared:
-        raise UserError(f"query file {path}: the SQL uses ${undeclared[0]} which the header does not declare; "
-                        f"add `-- param: {undeclared[0]}: str`")
+        raise UserError(
+            f"query file {path}: the SQL uses ${undeclared[0]} which the header does not declare; "
+            f"add `-- param: {undeclared[0]}: str`"
+        )
     unused = [n for n in names if n not in used]
     if unused:
         raise UserError(f"query file {path}: param {unused[0]} is declared but the SQL never uses ${unused[0]}")
-    return Query(name=name, description=fields["description"], params=tuple(params), sql=sql,
-                 path=path, returns=fields.get("returns", ""), packaged=packaged)
+    return Query(
+        name=name,
+        description=fields["description"],
+        params=tuple(params),
+        sql=sql,
+        path=path,
+        returns=fields.get("returns", ""),
+        packaged=packaged,
+    )
 
 
 def _parse_param(text: str, path: Path) -> Param:
     m = _PARAM.match(text)
     if not m:
-        raise UserError(f"query file {path}: cannot read param line {text!r}; "
-                        "write `-- param: NAME: TYPE [= DEFAULT] [{a|b}] help`")
+        raise UserError(
+            f"query file {path}: cannot read param line {text!r}; "
+            "write `-- param: NAME: TYPE [= DEFAULT] [{a|b}] help`"
+        )
     kind = m.group("type")
     if kind not in TYPES:
         raise UserError(f"query file {path}: param {m.group('name')} has type {kind!r}, not one of {', '.join(TYPES)}")
@@ -277,6 +303,7 @@ def _strip_literals(sql: str) -> str:
 @dataclass
 class Catalogue:
     """The packaged queries plus those of `extra_dirs`, and the macros they share."""
+
     extra_dirs: tuple[Path, ...] = ()
     queries: dict[str, Query] = field(default_factory=dict)
     macros: list[tuple[Path, str]] = field(default_factory=list)
@@ -316,13 +343,18 @@ class Catalogue:
             raise UserError(f"unknown query {name!r}; {fix}") from None
 
     def listing(self) -> pl.DataFrame:
-        rows = [{"name": q.name,
-                 "params": ", ".join(p.signature() for p in q.params),
-                 "description": q.description,
-                 "source": "packaged" if q.packaged else str(q.path.parent)}
-                for q in (self.queries[n] for n in self.names())]
-        return pl.DataFrame(rows, schema={"name": pl.Utf8, "params": pl.Utf8, "description": pl.Utf8,
-                                          "source": pl.Utf8})
+        rows = [
+            {
+                "name": q.name,
+                "params": ", ".join(p.signature() for p in q.params),
+                "description": q.description,
+                "source": "packaged" if q.packaged else str(q.path.parent),
+            }
+            for q in (self.queries[n] for n in self.names())
+        ]
+        return pl.DataFrame(
+            rows, schema={"name": pl.Utf8, "params": pl.Utf8, "description": pl.Utf8, "source": pl.Utf8}
+        )
 
 
 def catalogue(extra_dirs: Iterable[str | Path] = ()) -> Catalogue:
@@ -336,8 +368,9 @@ def list_queries(extra_dirs: Iterable[str | Path] = ()) -> pl.DataFrame:
     return catalogue(extra_dirs).listing()
 
 
-def run_query(db: Warehouse, name: str, params: Mapping[str, Any] | None = None,
-              extra_dirs: Iterable[str | Path] = ()) -> pl.DataFrame:
+def run_query(
+    db: Warehouse, name: str, params: Mapping[str, Any] | None = None, extra_dirs: Iterable[str | Path] = ()
+) -> pl.DataFrame:
     """Run the named query on warehouse `db` with `params`; a polars DataFrame.
 
     Unknown query, unknown/missing/ill-typed param: UserError with one line naming the fix.
@@ -361,8 +394,7 @@ class QuerySession:
     cannot write to it: keep it for a batch of queries, not for a whole program.
     """
 
-    def __init__(self, db: Warehouse, extra_dirs: Iterable[str | Path] = (), *,
-                 cat: Catalogue | None = None) -> None:
+    def __init__(self, db: Warehouse, extra_dirs: Iterable[str | Path] = (), *, cat: Catalogue | None = None) -> None:
         self.db = db
         self.catalogue = cat if cat is not None else catalogue(extra_dirs)
         self._context: Any = None  # the open db.sink.read() context manager

@@ -1,5 +1,6 @@
 """Lookups that other packages need from the warehouse, as functions, so that no SQL lives
 outside `headdb/warehouse/` (the statements are in `sql/reads.sql`)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

@@ -12,6 +12,7 @@ held in memory as Arrow tables and written, with the status change, by one trans
 A process killed mid-job leaves its `running` row and no facts; the next start of the same
 config replaces it.
 """
+
 from __future__ import annotations
 
 import traceback
@@ -29,8 +30,18 @@ if TYPE_CHECKING:
     from headdb.warehouse.store import Warehouse
 
 # Fact tables a run may write; all but the circuit children carry run_id.
-RUN_TABLES = ("edge_scores", "head_scores", "circuits", "faithfulness_curve", "run_metrics",
-              "generations", "interventions", "eval_metrics", "edge_score_se", "head_importance_interval")
+RUN_TABLES = (
+    "edge_scores",
+    "head_scores",
+    "circuits",
+    "faithfulness_curve",
+    "run_metrics",
+    "generations",
+    "interventions",
+    "eval_metrics",
+    "edge_score_se",
+    "head_importance_interval",
+)
 CIRCUIT_CHILDREN = ("circuit_edges", "circuit_heads", "circuit_head_replicates")
 FACT_TABLES = RUN_TABLES + CIRCUIT_CHILDREN
 
@@ -70,13 +81,21 @@ class Facts:
             facts["run_metrics"] = pa.concat_tables(
                 ([facts["run_metrics"]] if "run_metrics" in facts else [])
                 + [pa.table({"key": list(self.metrics), "value": list(self.metrics.values())})],
-                promote_options="default")
+                promote_options="default",
+            )
         return facts
 
 
 class Run:
-    def __init__(self, db: "Warehouse", run_id: int, *, skipped: bool = False,
-                 replaces: tuple[int, ...] = (), config_hash: str = "") -> None:
+    def __init__(
+        self,
+        db: "Warehouse",
+        run_id: int,
+        *,
+        skipped: bool = False,
+        replaces: tuple[int, ...] = (),
+        config_hash: str = "",
+    ) -> None:
         self.db = db
         self.run_id = run_id
         self.skipped = skipped
@@ -95,15 +114,19 @@ class Run:
     def __enter__(self) -> "Run":
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> Literal[False]:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if self.skipped:
             return False
         if exc_type is None:
             self.commit()
         else:
-            message = "interrupted" if exc_type is KeyboardInterrupt else (
-                f"{exc_type.__name__}: {exc}\n" + "".join(traceback.format_tb(tb)[-3:]))
+            message = (
+                "interrupted"
+                if exc_type is KeyboardInterrupt
+                else (f"{exc_type.__name__}: {exc}\n" + "".join(traceback.format_tb(tb)[-3:]))
+            )
             self.fail(message)
         return False
 

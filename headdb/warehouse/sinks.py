@@ -10,6 +10,7 @@ DuckDB lets one process open a file for writing at a time. Connections are there
 operation and closed at once, so a long ingest holds the lock only while it commits; a process
 that finds the lock held waits and retries until `lock_timeout` runs out, and says it is waiting.
 """
+
 from __future__ import annotations
 
 import random
@@ -129,8 +130,7 @@ class DuckDBSink:
 
     many_writers = False  # one process writes at a time; others wait for the file lock
 
-    def __init__(self, path: str | Path, *, lock_timeout: float = 300.0,
-                 on_wait: Callable[[str], None] = _say_waiting):
+    def __init__(self, path: str | Path, *, lock_timeout: float = 300.0, on_wait: Callable[[str], None] = _say_waiting):
         self.path = Path(path)
         self.location = str(self.path)
         self.lock_timeout = lock_timeout

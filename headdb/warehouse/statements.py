@@ -3,6 +3,7 @@
 A file holds several statements, each introduced by a `-- name: NAME` line, so the SQL stays in
 .sql files and the Python refers to it by name.
 """
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@
 (sinks.py) as Arrow tables inside single transactions, each a function of the session that the
 sink may run again after a conflict with another writer; every read returns a polars DataFrame.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,33 +28,48 @@ from headdb.warehouse.runs import Run
 from headdb.warehouse.sinks import DuckDBSink, Session, Sink
 from headdb.warehouse.statements import sql
 
-READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN,
-                        duckdb.StatementType.CALL)
+READ_ONLY_STATEMENTS = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.CALL)
 
 
-def open_sink(path: str | Path | None = None, *, create: bool = True, lock_timeout: float | None = None,
-              data_path: str | Path | None = None) -> Sink:
+def open_sink(
+    path: str | Path | None = None,
+    *,
+    create: bool = True,
+    lock_timeout: float | None = None,
+    data_path: str | Path | None = None,
+) -> Sink:
     """The sink `path` names: `ducklake:postgres:<conninfo>` (its Parquet files under
     `data_path`) or a DuckDB file. What is not given comes from headdb.settings.runtime()
     (HEADDB_DB, HEADDB_DATA_PATH, HEADDB_LOCK_TIMEOUT, then the defaults: ./headdb.duckdb, 300 s).
 
     lock_timeout: how long to wait for other writers (a file's lock; a lake's write conflicts).
     """
-    rt = runtime(db=None if path is None else str(path), lock_timeout=lock_timeout,
-                 data_path=None if data_path is None else str(data_path))
+    rt = runtime(
+        db=None if path is None else str(path),
+        lock_timeout=lock_timeout,
+        data_path=None if data_path is None else str(data_path),
+    )
     if is_lake(rt.db):
         return LakeSink(rt.db, data_path=rt.data_path, create=create, retry_timeout=rt.lock_timeout)
     if data_path is not None:
-        raise UserError(f"--data-path is for a DuckLake warehouse (--db ducklake:postgres:...), "
-                        f"not the DuckDB file {rt.db}; drop it")
+        raise UserError(
+            f"--data-path is for a DuckLake warehouse (--db ducklake:postgres:...), "
+            f"not the DuckDB file {rt.db}; drop it"
+        )
     sink = DuckDBSink(rt.db, lock_timeout=rt.lock_timeout)
     sink.check_path(create=create)
     return sink
 
 
-def connect(path: str | Path | None = None, *, create: bool = True, lock_timeout: float | None = None,
-            sink: Sink | None = None, schemas: Path | None = None,
-            data_path: str | Path | None = None) -> "Warehouse":
+def connect(
+    path: str | Path | None = None,
+    *,
+    create: bool = True,
+    lock_timeout: float | None = None,
+    sink: Sink | None = None,
+    schemas: Path | None = None,
+    data_path: str | Path | None = None,
+) -> "Warehouse":
     """Open (and with create=True, initialise) the warehouse at `path`: a DuckDB file, or
     `ducklake:postgres:<libpq conninfo>` whose Parquet files go under `data_path`.
 
@@ -72,8 +88,7 @@ def connect(path: str | Path | None = None, *, create: bool = True, lock_timeout
 
 def config_hash(kind: str, config: dict[str, Any], identity: dict[str, Any]) -> str:
     """Key of a job for idempotency: what it ran on, how, and with which headdb."""
-    payload = {"kind": kind, "config": config, "identity": identity,
-               "headdb": provenance.headdb_version()}
+    payload = {"kind": kind, "config": config, "identity": identity, "headdb": provenance.headdb_version()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -105,6 +120,7 @@ class Warehouse:
     # -- schema --------------------------------------------------------------------------------
     def init(self) -> list[int]:
         """Create the schema (a no-op on an up-to-date warehouse)."""
+
         def body(s: Session) -> list[int]:
             version = current_version(s)
             if version is not None:
@@ -116,6 +132,7 @@ class Warehouse:
 
     def migrate(self) -> list[int]:
         """Apply pending migrations in order, all in one transaction."""
+
         def body(s: Session) -> list[int]:
             version = current_version(s)
             if version is None:
@@ -134,9 +151,9 @@ class Warehouse:
         check_compatible(self.schema_version(), self.location, self.schemas)
 
     # -- reading -------------------------------------------------------------------------------
-    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None, *,
-            write: bool = False) -> pl.DataFrame:
+    def sql(self, query: str, params: list[Any] | dict[str, Any] | None = None, *, write: bool = False) -> pl.DataFrame:
         """Run SQL and return the last statement's result. Read-only unless write=True."""
+
         def body(s: Session) -> pl.DataFrame:
             try:
                 statements = s.con.extract_statements(query)
@@ -148,7 +165,9 @@ class Warehouse:
                 for statement in statements:
                     if statement.type not in READ_ONLY_STATEMENTS:
                         kind = statement.type.name.replace("_", " ")
-                        raise UserError(f"{kind} refused: `headdb sql` is read-only; add --write to modify the warehouse")
+                        raise UserError(
+                            f"{kind} refused: `headdb sql` is read-only; add --write to modify the warehouse"
+                        )
             try:
                 result = None
                 for i, statement in enumerate(statements):
@@ -181,10 +200,16 @@ class Warehouse:
         next writer stores that)."""
         with self.sink.read() as s:
             df = cast(pl.DataFrame, pl.from_arrow(s.fetch(sql("warehouse", "list_runs"))))
-        dead = [status == "running" and process_ended(host, pid)
-                for status, host, pid in df.select("status", "host", "pid").iter_rows()]
-        return df.with_columns(pl.when(pl.Series(dead, dtype=pl.Boolean)).then(pl.lit(ABANDONED))
-                               .otherwise(pl.col("status")).alias("status"))
+        dead = [
+            status == "running" and process_ended(host, pid)
+            for status, host, pid in df.select("status", "host", "pid").iter_rows()
+        ]
+        return df.with_columns(
+            pl.when(pl.Series(dead, dtype=pl.Boolean))
+            .then(pl.lit(ABANDONED))
+            .otherwise(pl.col("status"))
+            .alias("status")
+        )
 
     def checkpoints(self) -> pl.DataFrame:
         with self.sink.read() as s:
@@ -200,8 +225,19 @@ class Warehouse:
         stored by edge id under another layout would carry the wrong edge names.
         """
         key: str = shape["model_key"]
-        row = {c: [shape.get(c)] for c in ("model_key", "architecture", "n_layers", "n_heads",
-                                           "n_kv_heads", "d_model", "d_head", "vocab_size")}
+        row = {
+            c: [shape.get(c)]
+            for c in (
+                "model_key",
+                "architecture",
+                "n_layers",
+                "n_heads",
+                "n_kv_heads",
+                "d_model",
+                "d_head",
+                "vocab_size",
+            )
+        }
         row["config_json"] = [json.dumps(shape.get("config", {}), sort_keys=True, default=str)]
 
         def body(s: Session) -> None:
@@ -234,30 +270,52 @@ class Warehouse:
         self._layouts_checked.add(model_key)
         return True
 
-    def register_checkpoint(self, *, model_key: str, path: str | Path, weights_digest: str,
-                            name: str | None = None, lineage: str | None = None, regime: str = "other",
-                            step: int = 0, parent_id: int | None = None) -> int:
+    def register_checkpoint(
+        self,
+        *,
+        model_key: str,
+        path: str | Path,
+        weights_digest: str,
+        name: str | None = None,
+        lineage: str | None = None,
+        regime: str = "other",
+        step: int = 0,
+        parent_id: int | None = None,
+    ) -> int:
         """A checkpoint is identified by (path, weights digest); re-registering updates its labels."""
         check_choice("regime", regime, REGIMES)
         path = str(Path(path).resolve())
         name = name or Path(path).name
         lineage = lineage or name
+
         def body(s: Session) -> int:
             found = s.rows(sql("warehouse", "find_checkpoint"), [path, weights_digest])
             if found:
                 checkpoint_id: int = found[0][0]
-                s.execute(sql("warehouse", "update_checkpoint"),
-                          [name, lineage, regime, step, parent_id, checkpoint_id])
+                s.execute(
+                    sql("warehouse", "update_checkpoint"), [name, lineage, regime, step, parent_id, checkpoint_id]
+                )
                 return checkpoint_id
             checkpoint_id = s.scalar(sql("warehouse", "next_checkpoint_id"))
-            s.execute(sql("warehouse", "insert_checkpoint"),
-                      [checkpoint_id, model_key, name, path, weights_digest, lineage, regime, step, parent_id])
+            s.execute(
+                sql("warehouse", "insert_checkpoint"),
+                [checkpoint_id, model_key, name, path, weights_digest, lineage, regime, step, parent_id],
+            )
             return checkpoint_id
 
         return self.sink.transaction(body)
 
-    def register_task(self, *, name: str, kind: str, digest: str, items: pa.Table | pl.DataFrame,
-                      source: str | None = None, template: str | None = None, mode: str = "plain") -> int:
+    def register_task(
+        self,
+        *,
+        name: str,
+        kind: str,
+        digest: str,
+        items: pa.Table | pl.DataFrame,
+        source: str | None = None,
+        template: str | None = None,
+        mode: str = "plain",
+    ) -> int:
         """A task is identified by (content digest, kind, mode, name); its items are stored once."""
         check_choice("task kind", kind, TASK_KINDS)
         check_choice("task mode", mode, MODES)
@@ -268,8 +326,9 @@ class Warehouse:
             if found:
                 return cast(int, found[0][0])
             task_id: int = s.scalar(sql("warehouse", "next_task_id"))
-            s.execute(sql("warehouse", "insert_task"),
-                      [task_id, name, kind, source, digest, items.num_rows, template, mode])
+            s.execute(
+                sql("warehouse", "insert_task"), [task_id, name, kind, source, digest, items.num_rows, template, mode]
+            )
             s.insert("task_items", items.append_column("task_id", pa.array([task_id] * items.num_rows, pa.int64())))
             return task_id
 
@@ -279,6 +338,7 @@ class Warehouse:
         """Store (step, key, value) rows for a lineage, replacing rows of the same steps."""
         table = metrics.to_arrow() if isinstance(metrics, pl.DataFrame) else metrics
         table = table.append_column("lineage", pa.array([lineage] * table.num_rows, pa.string()))
+
         def body(s: Session) -> int:
             s.con.register("__headdb_new_metrics", table)
             try:
@@ -291,28 +351,56 @@ class Warehouse:
 
     # -- runs ----------------------------------------------------------------------------------
     @staticmethod
-    def _hash_in(s: Session, kind: str, config: dict[str, Any], checkpoint_id: int | None, task_id: int | None,
-                 identity: dict[str, Any] | None) -> str:
+    def _hash_in(
+        s: Session,
+        kind: str,
+        config: dict[str, Any],
+        checkpoint_id: int | None,
+        task_id: int | None,
+        identity: dict[str, Any] | None,
+    ) -> str:
         ck_digest, task_digest = s.rows(sql("warehouse", "run_identity"), [checkpoint_id, task_id])[0]
         return config_hash(kind, config, {"checkpoint": ck_digest, "task": task_digest, **(identity or {})})
 
-    def _config_hash(self, kind: str, config: dict[str, Any], checkpoint_id: int | None, task_id: int | None,
-                     identity: dict[str, Any] | None) -> str:
+    def _config_hash(
+        self,
+        kind: str,
+        config: dict[str, Any],
+        checkpoint_id: int | None,
+        task_id: int | None,
+        identity: dict[str, Any] | None,
+    ) -> str:
         with self.sink.read() as s:
             return self._hash_in(s, kind, config, checkpoint_id, task_id, identity)
 
-    def completed_run(self, kind: str, *, config: dict[str, Any], checkpoint_id: int | None = None,
-                      task_id: int | None = None, identity: dict[str, Any] | None = None) -> int | None:
+    def completed_run(
+        self,
+        kind: str,
+        *,
+        config: dict[str, Any],
+        checkpoint_id: int | None = None,
+        task_id: int | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> int | None:
         """The ok run of exactly this job, if there is one (lets callers skip loading a model)."""
         digest = self._config_hash(kind, config, checkpoint_id, task_id, identity)
         with self.sink.read() as s:
             ok = [r[0] for r in s.rows(sql("warehouse", "find_run_by_hash"), [digest]) if r[1] == "ok"]
         return ok[-1] if ok else None
 
-    def start_run(self, kind: str, *, config: dict[str, Any], checkpoint_id: int | None = None,
-                  task_id: int | None = None, identity: dict[str, Any] | None = None,
-                  device: str | None = None, dtype: str | None = None, seed: int | None = None,
-                  force: bool = False) -> Run:
+    def start_run(
+        self,
+        kind: str,
+        *,
+        config: dict[str, Any],
+        checkpoint_id: int | None = None,
+        task_id: int | None = None,
+        identity: dict[str, Any] | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        seed: int | None = None,
+        force: bool = False,
+    ) -> Run:
         """Open a run, or return a skipped Run when an ok run with the same config_hash exists."""
         check_choice("run kind", kind, RUN_KINDS)
         versions = json.dumps(provenance.versions(), sort_keys=True)
@@ -327,9 +415,25 @@ class Warehouse:
             if ok and not force:
                 return Run(self, ok[-1], skipped=True, config_hash=digest)
             run_id = s.scalar(sql("warehouse", "next_run_id"))
-            s.execute(sql("warehouse", "insert_run"), [
-                run_id, kind, checkpoint_id, task_id, config_json, digest, versions, git_sha, host,
-                device, dtype, seed, version, os.getpid()])
+            s.execute(
+                sql("warehouse", "insert_run"),
+                [
+                    run_id,
+                    kind,
+                    checkpoint_id,
+                    task_id,
+                    config_json,
+                    digest,
+                    versions,
+                    git_sha,
+                    host,
+                    device,
+                    dtype,
+                    seed,
+                    version,
+                    os.getpid(),
+                ],
+            )
             # Earlier runs of this config (failed, abandoned, or ok when forced) go when this one lands.
             return Run(self, run_id, replaces=tuple(r[0] for r in previous), config_hash=digest)
 
@@ -345,7 +449,8 @@ def _layout_mismatch(key: str, stored: str, wanted: str) -> UserError:
     return UserError(
         f"model {key} is registered with another graph layout ({stored}) than this model needs ({wanted}), "
         "e.g. from an imported graph; scores stored under it would carry the wrong edge names: "
-        "use another warehouse, or delete that model's rows (models, graph_nodes, graph_edges) and its runs")
+        "use another warehouse, or delete that model's rows (models, graph_nodes, graph_edges) and its runs"
+    )
 
 
 def _check_stored_layout(s: Session, key: str, nodes: pa.Table, edges: pa.Table) -> None:
@@ -359,8 +464,9 @@ def _check_stored_layout(s: Session, key: str, nodes: pa.Table, edges: pa.Table)
         s.con.unregister("__headdb_layout_edges")
     if differ:
         n_nodes, n_edges = s.rows(sql("warehouse", "stored_layout_size"), [key, key])[0]
-        raise _layout_mismatch(key, f"{n_nodes} nodes, {n_edges} edges",
-                               f"{nodes.num_rows} nodes, {edges.num_rows} edges")
+        raise _layout_mismatch(
+            key, f"{n_nodes} nodes, {n_edges} edges", f"{nodes.num_rows} nodes, {edges.num_rows} edges"
+        )
 
 
 def _with_key(table: pa.Table, key: str) -> pa.Table:
