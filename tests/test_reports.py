@@ -20,6 +20,8 @@ from headdb.cli.ingest import graph_json as ingest_graph_json
 from headdb.errors import UserError
 from headdb.reports import REPORTS, get_report, run_report
 from headdb.reports.circuit import circuit_dot
+from headdb.reports.palette import BASE_GREY, Palette
+from headdb.reports.plots import caption_of
 from headdb.reports.terminal import Scale, heatmap, sparkline
 from warehouse_builders import shared_study
 
@@ -80,10 +82,13 @@ def test_categorical_heatmap_and_glyph_fallback():
 
 
 def test_sparkline():
-    assert sparkline([0, 1, 2, None, 2]) == "▁▅█ █"
+    # a short series: one cell per point with a space between, a missing point a dot
+    assert sparkline([0, 1, 2, None, 2]) == "▁ ▅ █ · █"
     assert sparkline([None, None]) == "  "
-    assert sparkline([3, 3]) == "▅▅"
-    assert sparkline([0, 0, 0]) == "▁▁▁"  # nothing at all is drawn at the bottom
+    assert sparkline([3, 3]) == "▅ ▅"
+    assert sparkline([0, 0, 0]) == "▁ ▁ ▁"  # nothing at all is drawn at the bottom
+    long = sparkline([float(i % 8) for i in range(20)])  # a long one: contiguous, a point per cell
+    assert len(long) == 20 and " " not in long
 
 
 # -- every report on the study, with a PNG ---------------------------------------------------------------
@@ -133,6 +138,27 @@ def test_report_renders_and_writes_png(st, tmp_path, name):
     text = console.export_text()
     assert EXPECT_TEXT[name] in text
     assert png.read_bytes()[:8] == PNG_MAGIC
+    # the figure says what it shows, from which runs: a sentence naming what the params named
+    caption = caption_of(png)
+    assert caption.endswith(".") and len(caption.split()) >= 10, caption
+    for key in ("lineage", "base", "target", "checkpoint"):
+        if key in REPORT_PARAMS[name]:
+            assert REPORT_PARAMS[name][key] in caption, (key, caption)
+    assert f"wrote {png}: {caption}" in " ".join(text.split()), "the terminal says what the figure shows"
+
+
+def test_a_lineage_has_one_colour_in_every_figure():
+    lineages = [("base", True), ("distill", False), ("grpo", False), ("sft", False)]
+    whole = Palette(lineages, ["add", "sub"])
+    fewer = Palette(lineages, ["add", "sub"])
+    # asked in another order, and for a subset: the same colours, from the warehouse's order
+    assert [fewer.lineage(n) for n in ("sft", "grpo")] == [whole.lineage(n) for n in ("sft", "grpo")]
+    assert whole.lineage("base") == BASE_GREY
+    many = Palette([(f"run{i}", False) for i in range(9)])
+    assert len({many.lineage(f"run{i}") for i in range(9)}) == 9 and BASE_GREY not in {
+        many.lineage(f"run{i}") for i in range(9)
+    }
+    assert whole.task("add") != whole.task("sub") and whole.task("add") not in {whole.lineage(n) for n, _ in lineages}
 
 
 def test_head_dynamics_report_shows_bars_beside_the_reward(st):
@@ -413,6 +439,8 @@ def test_report_study_html_holds_every_report_with_its_figure(app, st, tmp_path)
         assert len(images) == 1, name
         assert base64.b64decode(images[0])[:8] == PNG_MAGIC, name
         assert '<pre class="terminal"' in body and "wrote " not in body  # figures are inline, not files
+        caption = re.findall(r"<figcaption>(.*?)</figcaption>", body, flags=re.S)
+        assert len(caption) == 1 and caption[0].endswith(".") and len(caption[0].split()) >= 10, (name, caption)
     assert EXPECT_TEXT["head_dynamics"] in text and "E(l,h) over 3 checkpoints" in text
     # self-contained: nothing is fetched from elsewhere
     assert not re.search(r'(src|href)="(https?:|//|file:)', text) and "<script" not in text and "<link" not in text

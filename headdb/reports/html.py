@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.terminal_theme import MONOKAI
 
 from headdb.errors import UserError
+from headdb.reports.plots import caption_of
 
 WIDTH = 100  # terminal columns the reports are laid out for in the file
 
@@ -56,6 +57,7 @@ class Section:
     terminal_html: str
     png: bytes | None
     rows: int
+    caption: str = ""  # what the figure shows, written into the PNG by the report
 
 
 def render_section(db, index: int, name: str, params: Mapping[str, Any], folder: Path, extra_dirs=()) -> Section:
@@ -70,14 +72,16 @@ def render_section(db, index: int, name: str, params: Mapping[str, Any], folder:
     kw = {"out": folder / f"{index:02d}-{name}.dot"} if name == "circuit" else {}
     df = run_report(db, name, params, console, png, extra_dirs, announce_files=False, **kw)
     terminal = console.export_html(theme=MONOKAI, inline_styles=True, code_format=PRE)
+    drawn = png.exists()
     return Section(
         anchor=f"r{index}-{name}",
         name=name,
         params=dict(params),
         description=report.description,
         terminal_html=terminal,
-        png=png.read_bytes() if png.exists() else None,
+        png=png.read_bytes() if drawn else None,
         rows=0 if df is None else df.height,
+        caption=caption_of(png) if drawn else "",
     )
 
 
@@ -107,7 +111,7 @@ def _section_html(s: Section) -> str:
         data = base64.b64encode(s.png).decode("ascii")
         parts.append(
             f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(s.name)} figure">'
-            f"<figcaption>{html.escape(s.name)}: figure</figcaption></figure>"
+            f"<figcaption>{html.escape(s.caption or s.name)}</figcaption></figure>"
         )
     else:
         parts.append('<p class="missing">no figure: the report had nothing to draw (see its text above)</p>')

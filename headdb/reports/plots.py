@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from headdb.errors import UserError
+from headdb.reports.palette import MISSING, linestyle, marker
 
 
 def _plt():
@@ -24,6 +25,31 @@ def _check(path: str | Path) -> Path:
     if not path.parent.exists():
         raise UserError(f"cannot write {path}: folder {path.parent} does not exist")
     return path
+
+
+def _save(plt, fig, path: Path, caption: str) -> Path:
+    """Write the PNG with its caption in the file's Description field (the HTML report shows it
+    under the image); the legend may sit outside the axes, so the bounding box is tight."""
+    fig.savefig(path, dpi=120, bbox_inches="tight", metadata={"Description": caption} if caption else None)
+    plt.close(fig)
+    return path
+
+
+def caption_of(path: str | Path) -> str:
+    """The caption a figure was written with ('' for none)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        text = getattr(image, "text", {}) or {}
+    return str(text.get("Description", ""))
+
+
+def _legend_outside(ax, handles=None, labels=None) -> None:
+    """The legend right of the axes, so it never covers data."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
 
 
 def _size(n_rows: int, n_cols: int, panels: int) -> tuple[float, float]:
@@ -44,10 +70,14 @@ def heatmaps(
     col_label: str = "head",
     categories: dict | None = None,
     col_ticks: Sequence[str] | None = None,
+    missing: str = "no value",
+    caption: str = "",
 ) -> Path:
     """One layer x head heatmap per panel (title, values). kind: sequential | diverging | categorical
-    (values then hold category keys; categories: key -> (label, colour, glyph))."""
+    (values then hold category keys; categories: key -> (label, colour, glyph)). Cells without a
+    value are light grey, named `missing` in the legend when a panel has any."""
     plt = _plt()
+    from matplotlib import colormaps
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -62,7 +92,7 @@ def heatmaps(
             for (r, c), v in np.ndenumerate(values):
                 if v in index:
                     data[r, c] = index[v]
-            cmap = ListedColormap([categories[k][1] for k in keys]).with_extremes(bad="#eeeeee")
+            cmap = ListedColormap([categories[k][1] for k in keys]).with_extremes(bad=MISSING)
             ax.imshow(
                 np.ma.masked_invalid(data),
                 cmap=cmap,
@@ -72,7 +102,8 @@ def heatmaps(
                 interpolation="nearest",
             )
             ax.legend(
-                handles=[Patch(color=categories[k][1], label=categories[k][0]) for k in keys],
+                handles=[Patch(color=categories[k][1], label=categories[k][0]) for k in keys]
+                + [Patch(color=MISSING, label=missing)],
                 loc="upper left",
                 bbox_to_anchor=(1.01, 1.0),
                 fontsize=8,
@@ -91,9 +122,22 @@ def heatmaps(
             if hi <= lo:
                 hi = lo + 1.0
             image = ax.imshow(
-                np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, aspect="auto", interpolation="nearest"
+                np.ma.masked_invalid(data),
+                cmap=colormaps[cmap].with_extremes(bad=MISSING),
+                vmin=lo,
+                vmax=hi,
+                aspect="auto",
+                interpolation="nearest",
             )
             fig.colorbar(image, ax=ax, label=label, fraction=0.046, pad=0.02)
+            if not np.isfinite(data).all():
+                ax.legend(
+                    handles=[Patch(color=MISSING, label=missing)],
+                    loc="upper left",
+                    bbox_to_anchor=(1.32, 1.0),  # right of the colour bar
+                    fontsize=8,
+                    frameon=False,
+                )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(col_label)
         ax.set_ylabel(row_label)
@@ -103,9 +147,7 @@ def heatmaps(
             ax.set_xticklabels([col_ticks[i] for i in range(0, n_cols, step)], rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(0, n_rows, max(1, n_rows // 18)))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, caption)
 
 
 def curves(
@@ -119,10 +161,23 @@ def curves(
     twin_label: str = "",
     bars: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
     logx: bool = False,
+    colours: Mapping[str, str] | None = None,
+    styles: Mapping[str, int] | None = None,
+    rate: bool = False,
+    counts: bool = False,
+    caption: str = "",
 ) -> Path:
-    """Lines (and optional bars) on one axis, optional lines on a second y axis."""
+    """Lines (and optional bars) on one axis, optional lines on a second y axis.
+
+    colours: series or bar name -> colour (a lineage's or a task's, headdb.reports.palette);
+    styles: series name -> a style index (marker and dash), to tell apart lines of one colour,
+    and lines that coincide; without them each line gets its own. rate: the y axis is 0..1 (an
+    accuracy never looks like a swing between -0.04 and 0.04); counts: whole-number y ticks."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     path = _check(path)
+    colours = colours or {}
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if bars:
         n = len(bars)
@@ -130,16 +185,36 @@ def curves(
         gap = min(np.diff(xs_all)) if len(xs_all) > 1 else 1.0
         width = 0.8 * gap / n
         for i, (name, (xs, ys)) in enumerate(bars.items()):
-            ax.bar(np.asarray(xs, float) + (i - (n - 1) / 2) * width, ys, width=width, label=name, alpha=0.8)
-    for name, (xs, ys) in series.items():
-        ax.plot(xs, ys, marker="o", label=name)
+            ax.bar(
+                np.asarray(xs, float) + (i - (n - 1) / 2) * width,
+                ys,
+                width=width,
+                label=name,
+                alpha=0.8,
+                color=colours.get(name),
+            )
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        style = styles[name] if styles and name in styles else i
+        ax.plot(
+            xs,
+            ys,
+            marker=marker(style),
+            linestyle=linestyle(style),
+            markersize=7 - 0.5 * (style % 4),  # coinciding lines stay visible as nested markers
+            label=name,
+            color=colours.get(name),
+            alpha=0.9,
+        )
     if logx:
         ax.set_xscale("log", base=2)
     xs_seen = [x for xs, _ in [*series.values(), *(bars or {}).values()] for x in xs if x is not None]
     if xs_seen and all(float(x).is_integer() for x in xs_seen):
-        from matplotlib.ticker import MaxNLocator
-
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers, steps: no half ticks
+    if rate:
+        ax.set_ylim(-0.02, 1.02)
+    if counts:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -151,13 +226,13 @@ def curves(
         ax2.set_ylabel(twin_label)
         h2, l2 = ax2.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    if handles:
-        ax.legend(handles, labels, fontsize=8, loc="best")
+        if handles:  # past the twin axis' labels
+            ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.12, 1.0), frameon=False)
+    else:
+        _legend_outside(ax, handles, labels)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, caption)
 
 
 def barh(
@@ -168,6 +243,7 @@ def barh(
     title: str = "",
     xlabel: str = "",
     intervals: Sequence[tuple[float, float] | None] | None = None,
+    caption: str = "",
 ) -> Path:
     """Horizontal bars, red below zero and blue above; `intervals` (low, high) per bar draw error bars."""
     plt = _plt()
@@ -186,12 +262,10 @@ def barh(
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, caption)
 
 
-def circuit(path: str | Path, edges, *, n_layers: int, n_heads: int, title: str = "") -> Path:
+def circuit(path: str | Path, edges, *, n_layers: int, n_heads: int, title: str = "", caption: str = "") -> Path:
     """A circuit drawn without graphviz: input at the bottom, each layer's heads on one row with
     its MLP above them, logits at the top; every head of the model is a faint dot, the circuit's
     nodes are filled boxes; edges are red for a positive score and blue for a negative one, wider
@@ -264,6 +338,4 @@ def circuit(path: str | Path, edges, *, n_layers: int, n_heads: int, title: str 
         ax.spines[side].set_visible(False)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, caption)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from headdb.errors import UserError
+from headdb.reports.palette import Palette
 from headdb.warehouse.queries import QuerySession
 
 
@@ -18,11 +19,24 @@ class ReportSession:
         self.session = session
         self.catalogue = session.catalogue
         self.announce_files = announce_files  # False when figures go somewhere else (an HTML file)
+        self._palette: Palette | None = None
+
+    @property
+    def palette(self) -> Palette:
+        """The warehouse's colours: one per lineage and per task, the same in every figure."""
+        if self._palette is None:
+            lineages, tasks = self.session.names()
+            self._palette = Palette(lineages, tasks)
+        return self._palette
 
     def wrote(self, console: Console, path) -> None:
-        """Say that a figure was written (a renderer calls this with what plots returned)."""
+        """Say that a figure was written, and what it shows (a renderer calls this with what
+        plots returned)."""
+        from headdb.reports.plots import caption_of
+
         if self.announce_files:
-            console.print(Text(f"wrote {path}", style="dim"))
+            caption = caption_of(path)
+            console.print(Text(f"wrote {path}" + (f": {caption}" if caption else ""), style="dim"))
 
     def no_png(self, console: Console, png) -> None:
         if self.announce_files:

@@ -19,9 +19,10 @@ from rich.text import Text
 
 from headdb.reports import plots
 from headdb.reports.output import rich_table
+from headdb.reports.palette import GAINED, LOST
 from headdb.reports.terminal import Scale, bar, grid, heatmap, sparkline
 
-CHANGE = {"gained": ("gained", "#1a9850", "+"), "lost": ("lost", "#d73027", "-")}
+CHANGE = {"gained": ("gained", GAINED, "+"), "lost": ("lost", LOST, "-")}
 SIDES = {
     "off_only": ("think-off only (compensatory)", "#d73027", "F"),
     "on_only": ("think-on only", "#4575b4", "N"),
@@ -69,6 +70,16 @@ def _confidence_note(console: Console, df: pl.DataFrame, column: str, what: str,
 # ----------------------------------------------------------------------------- helpers
 
 
+def _names(values) -> str:
+    """'a, b and c': the names a caption lists."""
+    values = [str(v) for v in values]
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def _selection(params) -> str:
+    return params.get("selection") or "threshold"
+
+
 def _groups(df: pl.DataFrame, by: list[str]) -> list[tuple[tuple, pl.DataFrame]]:
     if df.is_empty():
         return []
@@ -111,7 +122,18 @@ def report_heads_gained(q, df, params, console, png=None):
         )
         panels.append((title, values))
     if png:
-        q.wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(CHANGE)))
+        tasks = _names(f"{t} ({m})" for (t, m), _ in _groups(sure, ["task", "mode"]))
+        caption = (
+            f"Heads that join (gained, green) or leave (lost, red) the {_selection(params)} circuit from "
+            f"{params.get('base')} to {params.get('target')}, by layer and head, one panel per task ({tasks}); "
+            f"pale: bootstrap confidence below {CONFIDENT:g}; grey: no change ({n_layers} x {n_heads} heads)."
+        )
+        q.wrote(
+            console,
+            plots.heatmaps(
+                png, panels, kind="categorical", categories=_unsure(CHANGE), missing="no change", caption=caption
+            ),
+        )
     return df
 
 
@@ -187,10 +209,24 @@ def report_regime_compare(q, sizes, params, console, png=None):
         first = layers["task"][0]
         lay = layers.filter(pl.col("task") == first)
         bars = {name: (g["layer"].to_list(), g["emergent"].to_list()) for (name,), g in _groups(lay, ["lineage"])}
+        others = sorted(set(layers["task"].to_list()) - {first})
+        caption = (
+            f"Emergent heads (in the lineage's last {_selection(params)} circuit on {first}, not in "
+            f"{params.get('base')}'s) per layer, one bar per lineage ({_names(bars)})"
+            + (f"; the tables above also cover {_names(others)}." if others else ".")
+        )
         q.wrote(
             console,
             plots.curves(
-                png, {}, bars=bars, title=f"{first}: emergent heads per layer", xlabel="layer", ylabel="emergent heads"
+                png,
+                {},
+                bars=bars,
+                title=f"{first}: emergent heads per layer",
+                xlabel="layer",
+                ylabel="emergent heads",
+                colours={name: q.palette.lineage(name) for name in bars},
+                counts=True,
+                caption=caption,
             ),
         )
     return sizes
@@ -225,7 +261,11 @@ def report_head_frequency(q, df, params, console, png=None):
         _confidence_note(console, part, "p_mean", f"{task}: expected frequency under prompt resampling")
         panels.append((title, values))
     if png:
-        q.wrote(console, plots.heatmaps(png, panels, label="checkpoints", vmin=0))
+        caption = (
+            f"How many of the checkpoint circuits ({_selection(params)}) of {params.get('lineage')} contain each "
+            f"head, by layer and head, one panel per task ({_names(t for (t,), _ in _groups(df, ['task']))})."
+        )
+        q.wrote(console, plots.heatmaps(png, panels, label="checkpoints", vmin=0, caption=caption))
     return df
 
 
@@ -250,7 +290,12 @@ def report_head_cohorts(q, df, params, console, png=None):
         console.print(heatmap(values, console=console, title=title, scale=Scale.for_values(values, label="first step")))
         panels.append((title, values))
     if png:
-        q.wrote(console, plots.heatmaps(png, panels, label="first step"))
+        caption = (
+            f"The step of {params.get('lineage')} at which each head first joins the {_selection(params)} circuit, "
+            f"one panel per task ({_names(t for (t,), _ in _groups(df, ['task']))}), over "
+            f"{int(df['n_checkpoints'].max())} checkpoints; grey: never in the circuit."
+        )
+        q.wrote(console, plots.heatmaps(png, panels, label="first step", missing="never joined", caption=caption))
     return df
 
 
@@ -326,6 +371,13 @@ def report_head_dynamics(q, df, params, console, png=None):
             twin[f"{metric} at the step"] = (mv["step"].to_list(), mv["metric_value"].to_list())
         if wm.height:
             twin[f"{metric}, mean since previous"] = (wm["step"].to_list(), wm["window_mean"].to_list())
+        lineage = str(params.get("lineage"))
+        caption = (
+            f"Heads of {lineage}'s {_selection(params)} circuit on {task} at each of its {part.height} checkpoints: "
+            f"in the circuit (active) and ever in it (cumulative), lines in the lineage's colour; bars: heads new "
+            f"(green) and pruned (red) since the previous checkpoint; black, right axis: {metric} at the step "
+            f"(dashed) and its mean since the previous checkpoint (dotted)."
+        )
         q.wrote(
             console,
             plots.curves(
@@ -334,9 +386,18 @@ def report_head_dynamics(q, df, params, console, png=None):
                 bars=bars,
                 twin=twin or None,
                 twin_label=metric,
-                title=f"{params.get('lineage')} / {task}: head dynamics",
+                title=f"{lineage} / {task}: head dynamics",
                 xlabel="step",
                 ylabel="heads",
+                colours={
+                    "active": q.palette.lineage(lineage),
+                    "cumulative": q.palette.lineage(lineage),
+                    "new": GAINED,
+                    "pruned": LOST,
+                },
+                styles={"active": 0, "cumulative": 1},
+                counts=True,
+                caption=caption,
             ),
         )
     return df
@@ -372,7 +433,17 @@ def report_benchmark_trajectory(q, df, params, console, png=None):
             + Text(f"  {part['value'][0]:.3g} -> {part['value'][-1]:.3g}", style="dim")
         )
     if png:
-        series = {name: (g["step"].to_list(), g["value"].to_list()) for (name,), g in _groups(df, ["series"])}
+        groups = _groups(df, ["series"])
+        series = {name: (g["step"].to_list(), g["value"].to_list()) for (name,), g in groups}
+        ks = sorted({k for k in df["k"].to_list() if k is not None})
+        metric = df["metric"][0]
+        steps = df["step"].unique().sort()
+        caption = (
+            f"{metric} of each benchmark ({_names(df['task'].unique(maintain_order=True))}) at each checkpoint of "
+            f"{params.get('lineage')}: {steps.len()} checkpoints, steps {steps.min()}-{steps.max()}, "
+            f"n = {df['n'].max()} problems per benchmark; colour: benchmark"
+            + (f", marker: k ({_names(ks)})." if ks else ".")
+        )
         q.wrote(
             console,
             plots.curves(
@@ -380,10 +451,20 @@ def report_benchmark_trajectory(q, df, params, console, png=None):
                 series,
                 title=f"{params.get('lineage')}: benchmark trajectory",
                 xlabel="step",
-                ylabel=df["metric"][0],
+                ylabel=metric,
+                colours={name: q.palette.task(g["task"][0]) for (name,), g in groups},
+                styles={name: ks.index(g["k"][0]) if g["k"][0] is not None else 0 for (name,), g in groups},
+                rate=_is_rate(df["value"]),
+                caption=caption,
             ),
         )
     return df
+
+
+def _is_rate(values: pl.Series) -> bool:
+    """Accuracy, pass@k, maj@k: drawn on a 0..1 axis (a reward outside 0..1 keeps its own)."""
+    finite = values.drop_nulls()
+    return finite.len() > 0 and bool(finite.min() >= 0) and bool(finite.max() <= 1)
 
 
 # ---------------------------------------------------------------------- analysis 5
@@ -425,7 +506,14 @@ def report_effect_map(q, df, params, console, png=None):
         _confidence_note(console, sign_sure, "sign_sure", f"{task}: heads whose effect interval excludes 0", flag=True)
         panels.append((title, values))
     if png:
-        q.wrote(console, plots.heatmaps(png, panels, kind="diverging", vmin=-1, vmax=1, label="E(l,h)"))
+        caption = (
+            f"E(l,h), the change in each head's importance from post-training, averaged over the checkpoints of "
+            f"{params.get('lineage')} (red: more important after, blue: less), one panel per task "
+            f"({_names(t for (t,), _ in _groups(df, ['task']))})."
+        )
+        q.wrote(
+            console, plots.heatmaps(png, panels, kind="diverging", vmin=-1, vmax=1, label="E(l,h)", caption=caption)
+        )
     return df
 
 
@@ -468,7 +556,16 @@ def report_think_compensatory(q, sizes, params, console, png=None):
         )
         panels.append((title, values))
     if png and panels:
-        q.wrote(console, plots.heatmaps(png, panels, kind="categorical", categories=_unsure(SIDES)))
+        caption = (
+            "Heads in the circuit with thinking off only (compensatory), on only, or both, one panel per checkpoint "
+            f"and task; pale: bootstrap confidence below {CONFIDENT:g}; grey: in neither circuit."
+        )
+        q.wrote(
+            console,
+            plots.heatmaps(
+                png, panels, kind="categorical", categories=_unsure(SIDES), missing="in neither", caption=caption
+            ),
+        )
     return sizes
 
 
@@ -555,6 +652,11 @@ def report_ablation_table(q, df, params, console, png=None):
                     title="effect of ablating each head set",
                     xlabel="accuracy change vs the same checkpoint without ablation",
                     intervals=[(e.low, e.high) if e is not None else None for e in errors],
+                    caption=(
+                        f"Change in each benchmark's score when a head set is ablated, against the same checkpoint "
+                        f"without ablation ({have.height} runs, n = {_names(sorted(set(have['n'].to_list())))} "
+                        f"problems); whiskers: 95% paired bootstrap intervals."
+                    ),
                 ),
             )
         else:
@@ -585,10 +687,27 @@ def report_passk_curve(q, df, params, console, png=None):
     )
     console.print(rich_table(wide, title=f"{df['metric'][0]} by k"))
     if png:
-        series = {name: (g["k"].to_list(), g["value"].to_list()) for (name,), g in _groups(df, ["curve"])}
+        groups = _groups(df, ["curve"])
+        series = {name: (g["k"].to_list(), g["value"].to_list()) for (name,), g in groups}
+        metric = df["metric"][0]
+        caption = (
+            f"{metric} against k for {len(series)} generation runs (checkpoint, benchmark, intervention; "
+            f"n = {_names(sorted(set(df['n'].to_list())))} problems); colour: benchmark, marker and dash: run, so "
+            f"runs with equal values stay visible as nested markers."
+        )
         q.wrote(
             console,
-            plots.curves(png, series, title=f"{df['metric'][0]} curves", xlabel="k", ylabel=df["metric"][0], logx=True),
+            plots.curves(
+                png,
+                series,
+                title=f"{metric} curves",
+                xlabel="k",
+                ylabel=metric,
+                logx=True,
+                colours={name: q.palette.task(g["task"][0]) for (name,), g in groups},
+                rate=_is_rate(df["value"]),
+                caption=caption,
+            ),
         )
     return df
 
@@ -631,13 +750,36 @@ def report_newly_solved_missed(q, df, params, console, png=None):
         bars = {name: _count_by_step(xs) for name, (xs, _) in bars.items()}
         if solved.height:
             bars["solved"] = _count_by_step(solved["step"].to_list())
+        reds = _shades("Reds", len(bars) - ("solved" in bars))
+        colours = {name: GAINED if name == "solved" else reds.pop() for name in bars}
+        caption = (
+            f"Benchmark items of {params.get('lineage')} newly solved (green) or newly missed (red shades, by failure "
+            f"tag) at each checkpoint, relative to {params.get('base')}: {df.height} item changes over "
+            f"{_names(df['task'].unique(maintain_order=True))}."
+        )
         q.wrote(
             console,
             plots.curves(
-                png, {}, bars=bars, title="newly solved / missed per checkpoint", xlabel="step", ylabel="items"
+                png,
+                {},
+                bars=bars,
+                title="newly solved / missed per checkpoint",
+                xlabel="step",
+                ylabel="items",
+                colours=colours,
+                counts=True,
+                caption=caption,
             ),
         )
     return df
+
+
+def _shades(name: str, n: int) -> list[str]:
+    """n distinct shades of a sequential colour map, darkest last."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return [to_hex(colormaps[name](0.45 + 0.5 * i / max(n - 1, 1))) for i in range(n)]
 
 
 def _count_by_step(steps):
@@ -685,6 +827,11 @@ def report_circuit_faithfulness(q, df, params, console, png=None):
                         xlabel="% of edges kept",
                         ylabel="faithfulness",
                         logx=True,
+                        colours={f"run {runs[0]}": q.palette.lineage(str(df["lineage"][0]))},
+                        caption=(
+                            f"Faithfulness of the circuit of run {runs[0]} ({df['checkpoint'][0]}, {df['task'][0]}) "
+                            f"against the share of its edges kept, at {curve.height} circuit sizes."
+                        ),
                     ),
                 )
                 return df
@@ -692,13 +839,28 @@ def report_circuit_faithfulness(q, df, params, console, png=None):
         if not have.height:
             q.no_png(console, png)
             return df
+        groups = _groups(have, ["lineage", "task", "selection"])
         series = {
-            f"{lin} {task} {sel}": (g["step"].to_list(), g["faithfulness"].to_list())
-            for (lin, task, sel), g in _groups(have, ["lineage", "task", "selection"])
+            f"{lin} {task} {sel}": (g["step"].to_list(), g["faithfulness"].to_list()) for (lin, task, sel), g in groups
         }
+        tasks = sorted({task for (_, task, _), _ in groups})
+        caption = (
+            f"Faithfulness of each checkpoint's circuit ({_names(sorted(set(have['selection'].to_list())))}) against "
+            f"its training step: {have.height} circuits of {_names(sorted(set(have['lineage'].to_list())))}; "
+            f"colour: lineage (grey: the base), marker and dash: task ({_names(tasks)})."
+        )
         q.wrote(
             console,
-            plots.curves(png, series, title="faithfulness per checkpoint", xlabel="step", ylabel="faithfulness"),
+            plots.curves(
+                png,
+                series,
+                title="faithfulness per checkpoint",
+                xlabel="step",
+                ylabel="faithfulness",
+                colours={f"{lin} {task} {sel}": q.palette.lineage(lin) for (lin, task, sel), _ in groups},
+                styles={f"{lin} {task} {sel}": tasks.index(task) for (lin, task, sel), _ in groups},
+                caption=caption,
+            ),
         )
     return df
 
@@ -728,6 +890,11 @@ def report_top_heads(q, df, params, console, png=None):
                 first["importance"].to_list(),
                 title=f"top heads of run {df['run_id'][0]}",
                 xlabel="importance",
+                caption=(
+                    f"The {first.height} most important heads of run {df['run_id'][0]} "
+                    f"({params.get('checkpoint') or first['checkpoint'][0]}, "
+                    f"{first['task'][0]}) by importance I(l,h) (the head's share of the run's |edge score| leaving heads)."
+                ),
             ),
         )
     return df
@@ -751,7 +918,12 @@ def report_circuit(q, df, params, console, png=None, out: str | Path | None = No
     dot, png_path, note = write_circuit(df, dot_path, png, name=f"circuit_run{run}", title=title)
     if png and png_path is None:
         n_layers, n_heads = q.shape_of(df, run=run)
-        png_path = plots.circuit(png, df, n_layers=n_layers, n_heads=n_heads, title=title)
+        caption = (
+            f"The {selection} circuit of {where}: {df.height} edges from the input through heads (blue boxes) and "
+            f"MLPs (green) to the logits; red edges have a positive score, blue a negative one, wider for a larger "
+            f"|score|; grey dots are heads outside the circuit."
+        )
+        png_path = plots.circuit(png, df, n_layers=n_layers, n_heads=n_heads, title=title, caption=caption)
         note = f"wrote {dot}; graphviz `dot` is not installed, so {png_path} is drawn with matplotlib"
     n_heads_in = df.filter(pl.col("dst_kind") == "attn")["dst"].n_unique()
     console.print(Text(f"{title}; {n_heads_in} heads receive edges", style="bold"))

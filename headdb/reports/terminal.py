@@ -199,20 +199,25 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
+SHORT_SERIES = 12
+
+
 def sparkline(values: Sequence[float | None]) -> str:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return " " * len(values)
     lo, hi = min(finite), max(finite)
     out = []
+    short = len(values) <= SHORT_SERIES
     for v in values:
         if v is None or not math.isfinite(v):
-            out.append(" ")
+            out.append("·" if short else " ")
         elif hi == lo:
             out.append(SPARKS[0] if v == 0 else SPARKS[len(SPARKS) // 2])  # all zero: nothing there
         else:
             out.append(SPARKS[min(int((v - lo) / (hi - lo) * (len(SPARKS) - 1) + 0.5), len(SPARKS) - 1)])
-    return "".join(out)
+    # a few points drawn side by side read as one block: a short series gets a space between points
+    return (" " if short else "").join(out)
 
 
 def bar(value: float | None, vmax: float, width: int = 12, *, style: str = "cyan", char: str = "█") -> Text:

@@ -41,6 +41,7 @@ from headdb.errors import UserError
 from headdb.resources import queries_dir
 from headdb.settings import runtime
 from headdb.warehouse.refs import resolve_params
+from headdb.warehouse import statements as stored
 
 if TYPE_CHECKING:
     from headdb.warehouse.sinks import Session
@@ -434,6 +435,15 @@ class QuerySession:
         except duckdb.Error as exc:
             raise _as_user_error(exc, "lookup") from None
         return None if row is None else row[0]
+
+    def names(self) -> tuple[list[tuple[str, bool]], list[str]]:
+        """(lineage, is_base) of every lineage, base ones first, and every task and benchmark name:
+        what reports key their colours by, so a lineage has one colour in every figure."""
+        if self._con is None:
+            raise RuntimeError("QuerySession is not open; use it in a with block")
+        lineages = self._con.execute(stored.sql("reads", "lineage_names")).fetchall()
+        tasks = self._con.execute(stored.sql("reads", "task_names")).fetchall()
+        return [(str(name), bool(base)) for name, base in lineages], [str(name) for (name,) in tasks]
 
     def execute(self, query: Query, bound: dict[str, Any]) -> pl.DataFrame:
         if self._con is None:

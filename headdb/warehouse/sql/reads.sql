@@ -37,3 +37,12 @@ ORDER BY table_name;
 
 -- name: schema_version
 SELECT max(version) FROM schema_version;
+
+-- name: lineage_names
+-- every lineage, base lineages first: reports give each one colour, the same in every figure
+SELECT lineage, bool_or(regime = 'base') AS is_base
+FROM checkpoints WHERE lineage IS NOT NULL
+GROUP BY lineage ORDER BY is_base DESC, lineage;
+
+-- name: task_names
+SELECT DISTINCT name FROM tasks WHERE name IS NOT NULL ORDER BY name;
