@@ -71,6 +71,11 @@ class AttributionSettings(Settings):
     greedy: int | None = Field(None, ge=1, description="Also a greedy circuit of this many edges.")
     curve: bool = Field(True, description="Measure the MIB faithfulness curve.")
     align: Align = Field("truncate", description="truncate | strict: unequal clean/corrupted lengths.")
+    prepend_bos: bool = Field(
+        False,
+        description="Prepend the tokenizer's BOS (else its EOS, e.g. <|endoftext|>) to every prompt, as "
+        "EAP-IG's tokenize_plus does (docs/attribution.md).",
+    )
     rank: Rank = Field("abs-mean", description="abs-mean (|mean score|, EAP-IG) | mean-abs (mean |score|, the study).")
     bootstrap: int = Field(
         0, ge=0, description="Poisson-bootstrap replicates for per-head confidence (0 = off; e.g. 100)."
@@ -89,8 +94,10 @@ class AttributionSettings(Settings):
     def config(self, dtype: str, intervention: dict[str, Any] | None = None) -> dict[str, Any]:
         """The run config this job is keyed by (with the checkpoint and task digests). rank,
         bootstrap and seed appear only when they change the run (not at abs-mean, 0 replicates),
-        so runs made before they existed keep their config_hash."""
+        so runs made before they existed keep their config_hash; so does prepend_bos when off."""
         cfg = self.model_dump(exclude={"batch_size"})
+        if not cfg["prepend_bos"]:
+            del cfg["prepend_bos"]
         if cfg["rank"] == "abs-mean":
             del cfg["rank"]
         if not cfg["bootstrap"]:

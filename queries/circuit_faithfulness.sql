@@ -4,6 +4,9 @@
 --   f = (m_circuit - m_corrupt)/(m_clean - m_corrupt), and the run's CPR and CMD as MIB defines
 --   them (area under f with edges ranked by signed score; area under |1 - f| ranked by |score|;
 --   from run_metrics) when they were measured. Runs before schema v2 have no signed curve: NULL cpr.
+--   GQA caveat: on a grouped-query-attention model headdb's graph has one k/v port per kv head,
+--   MIB's (EAP-IG's) one per query head (823 vs 1519 edges on the test grid), so the curve's
+--   fractions keep other circuits and cpr/cmd are not MIB's; without GQA they equal MIB's to 1e-6.
 --   n_replicates and stability: bootstrap replicates the circuit was re-selected from and the
 --   mean Jaccard index of their head sets with its own (docs/confidence.md; NULL without them).
 -- param: lineage: str = NULL           Only checkpoints of this lineage.

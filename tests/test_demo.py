@@ -56,8 +56,8 @@ def test_demo_quick_succeeds_quietly(demo):
     for stage in ("pretraining", "SFT (trl)", "GRPO (trl)", "ingest base"):
         assert stage in out.stderr
     assert f"log: {work / 'demo.log'}" in out.stderr and str(work / "demo-report.html") in out.stderr
-    assert not list(work.parent.glob("*.dot"))  # the circuit's .dot file goes to the demo folder
-    assert list(work.glob("circuit-run*.dot"))
+    assert not list(work.parent.glob("*.dot")) and not list(work.glob("*.dot"))  # no .dot anywhere
+    assert list(work.glob("circuit-run*.png"))  # the circuit's figure goes to the demo folder
 
 
 def _sections(stdout: str) -> list[str]:

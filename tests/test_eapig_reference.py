@@ -16,7 +16,7 @@ import headdb
 import eapig_format
 from eapig_reference import as_array, eap_ig_inputs, grouped
 from headdb.attribution import attribute, build_layout
-from headdb.attribution.tasks import EncodedPairs
+from headdb.attribution.tasks import EncodedPairs, encode_pairs, load_task
 from headdb.errors import UserError
 from headdb.interop.graph_json import export_graph_json, import_graph_json, new_import_checkpoint, new_import_task
 from headdb.jobs.registration import register_shape
@@ -159,3 +159,70 @@ def test_the_mislabelling_sequence_is_refused(model, tmp_path):
     with pytest.raises(UserError, match="registered with another graph layout"):
         register_shape(db, loaded.shape)
     assert build_layout(loaded.shape).n_edges != wrong.n_edges
+
+
+def _text_task(tmp_path, tokenizer, n=6, seed=1):
+    """A task file of a+b= vs a+b'= prompts (text), answers' first digits."""
+    rng = random.Random(seed)
+    lines = []
+    while len(lines) < n:
+        a, b, b2 = rng.randint(10, 49), rng.randint(10, 49), rng.randint(10, 49)
+        good, bad = str(a + b)[0], str(a + b2)[0]
+        if good != bad:
+            lines.append({"clean": f"{a}+{b}=", "corrupted": f"{a}+{b2}=", "answer": good, "wrong_answer": bad})
+    path = tmp_path / "arith.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return load_task(path)
+
+
+@pytest.mark.parametrize("metric", ["logit-diff", "kl"])
+def test_prepend_bos_reproduces_eap_ig_on_the_same_task_file(model, metric, tmp_path):
+    """EAP-IG's tokenize_plus prepends the tokenizer's BOS, or <|endoftext|> when it has none (as
+    TransformerLens does: bos_token := eos_token, then bos_token + text is tokenised). With
+    prepend_bos headdb's token ids and scores are EAP-IG's; without it the same file scores
+    differently (issue 20: Pearson 0.978 on a tiny model)."""
+    loaded, hf, _ = model
+    tok = loaded.tokenizer
+    task = _text_task(tmp_path, tok)
+    bos_text = tok.bos_token or tok.eos_token
+    assert bos_text == "<|endoftext|>"  # a Qwen-like tokenizer: no BOS of its own
+    clean_text = task.items["clean"].to_list()
+    corrupt_text = task.items["corrupted"].to_list()
+    eap_clean = [tok(bos_text + t).input_ids for t in clean_text]  # TransformerLens' way, as text
+    eap_corrupt = [tok(bos_text + t).input_ids for t in corrupt_text]
+
+    pairs = encode_pairs(task, tok, prepend_bos=True)
+    assert pairs.clean == eap_clean and pairs.corrupted == eap_corrupt
+    assert encode_pairs(task, tok).clean == [ids[1:] for ids in eap_clean]  # the default: no BOS
+
+    ref = grouped(
+        eap_ig_inputs(hf, eap_clean, eap_corrupt, pairs.answer, pairs.wrong, metric=metric, steps=5),
+        loaded.shape.n_heads,
+        loaded.shape.n_kv_heads,
+    )
+    ours = attribute(loaded, pairs, method="eap-ig", metric=metric, steps=5, ig_rule="left", batch_size=6)
+    expected = as_array(ref, ours.layout.edge_names)
+    _assert_same(ours.edge_scores.astype(np.float64), expected)
+    plain = attribute(
+        loaded, encode_pairs(task, tok), method="eap-ig", metric=metric, steps=5, ig_rule="left", batch_size=6
+    )
+    r = np.corrcoef(plain.edge_scores.astype(np.float64), expected)[0, 1]
+    assert r < 0.999  # the convention matters (0.13 to 0.96 here)
+
+
+def test_prepend_bos_is_a_setting_with_an_option_and_a_manifest_key(tmp_path):
+    """One definition (AttributionSettings.prepend_bos): the CLI option, the manifest key, and the
+    run config (absent when off, so runs made before it keep their config_hash)."""
+    from headdb.cli.ingest import PREPEND_BOS
+    from headdb.jobs.manifest import load_manifest
+    from headdb.settings import AttributionSettings
+
+    assert "--prepend-bos" in PREPEND_BOS.param_decls[0] and PREPEND_BOS.default is False
+    assert "prepend_bos" not in AttributionSettings().config("float32")
+    assert AttributionSettings(prepend_bos=True).config("float32")["prepend_bos"] is True
+    manifest = tmp_path / "s.toml"
+    manifest.write_text('[study]\nname = "s"\n[attribution]\nprepend_bos = true\n')
+    assert load_manifest(manifest).attribution.prepend_bos is True
+    manifest.write_text('[study]\nname = "s"\n[attribution]\nprepend_bos = "maybe"\n')
+    with pytest.raises(UserError, match="attribution.prepend_bos"):
+        load_manifest(manifest)

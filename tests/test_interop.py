@@ -462,3 +462,40 @@ def test_gqa_export_is_refused_or_split_evenly_on_request(tmp_path):
     again = import_graph_json(db, out, _real_checkpoint(db, shape, "ck2"), task)
     second = db.sql("SELECT edge_id, score FROM edge_scores WHERE run_id = ? ORDER BY edge_id", [again.run_id])
     assert first.equals(second)
+
+
+@pytest.mark.parametrize("metric, negated", [("logit-diff", True), ("logprob", True), ("kl", False)])
+def test_mib_sign_export_negates_a_metric_whose_loss_is_its_negative(db, tmp_path, metric, negated):
+    """MIB attributes with a loss (-logit_diff, -logprob, KL): its files hold EAP-IG's scores negated
+    for logit-diff and logprob. --mib-sign writes that sign, so the file's descending order is MIB's
+    signed ranking, which headdb's own CPR uses (-score for logit-diff, docs/attribution.md); a
+    re-import reads the file back into headdb's sign."""
+    import pyarrow as pa
+
+    layout, _, _ = layout_tables(N_LAYERS, N_HEADS)
+    scores = np.random.default_rng(1).standard_normal(layout.n_edges).astype(np.float32)
+    ck, task = _checkpoint(db), new_import_task(db, name="ioi")
+    run = db.start_run("attribution", config={"method": "eap-ig", "metric": metric}, checkpoint_id=ck, task_id=task)
+    with run:
+        ids = pa.array(np.arange(layout.n_edges, dtype=np.int32))
+        run.facts.add("edge_scores", pa.table({"edge_id": ids, "score": pa.array(scores)}))
+    out = tmp_path / "mib.json"
+    export_graph_json(db, run.run_id, out, mib_sign=True)
+    back = json.loads(out.read_text())
+    sign = -1.0 if negated else 1.0
+    assert [back["edges"][n]["score"] for n in layout.edge_names] == [sign * float(s) for s in scores]
+    mib_first = max(back["edges"], key=lambda n: back["edges"][n]["score"])
+    signed_first = layout.edge_names[int(np.argmax(-scores if metric != "kl" else scores))]
+    assert mib_first == signed_first  # the ranking MIB's scorer makes is headdb's signed (CPR) ranking
+    assert back["cfg"]["headdb_score_sign"].startswith("clean-corrupted" if negated else "corrupted-clean")
+    again = import_graph_json(db, out, _checkpoint(db, "ck2"), task)
+    stored = db.sql("SELECT score FROM edge_scores WHERE run_id = ? ORDER BY edge_id", [again.run_id])
+    assert stored["score"].to_list() == scores.tolist()
+
+
+def test_mib_sign_needs_the_runs_metric(db, tmp_path):
+    ck, task = _checkpoint(db), new_import_task(db, name="ioi")
+    run = import_graph_json(db, _write(tmp_path, eapig_graph()), ck, task)
+    with pytest.raises(UserError, match="records no metric"):
+        export_graph_json(db, run.run_id, tmp_path / "x.json", mib_sign=True)
+    assert not (tmp_path / "x.json").exists()

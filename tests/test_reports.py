@@ -456,3 +456,35 @@ def test_report_study_errors(app, st, tmp_path):
     result = invoke(app, "--db", st.db.location, "report", "study", bad, "--html", tmp_path / "x.html")
     assert isinstance(result.exception, UserError) and "did you mean heads_gained" in str(result.exception)
     assert not (tmp_path / "x.html").exists()
+
+
+def test_report_study_draws_the_circuit_where_asked_and_nothing_in_the_working_folder(app, st, tmp_path, monkeypatch):
+    """`report study` (terminal or --html) writes no .dot or figure into the working folder; the
+    HTML holds the circuit figure, drawn with matplotlib even where graphviz is installed."""
+    import base64
+    import re
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dot"  # a graphviz that leaves a mark when run: it must not be
+    fake.write_text(f"#!/bin/sh\ntouch {tmp_path / 'dot-was-run'}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ.get("PATH", ""))
+    manifest, _ = _manifest_with_every_report(st, tmp_path)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    terminal = invoke(app, "--db", st.db.location, "report", "study", manifest)
+    assert terminal.exit_code == 0, terminal.output
+    assert f"run {st.run['grpo@400']}): threshold circuit, 4 edges" in " ".join(terminal.stdout.split())
+    assert "--png" not in terminal.stdout and ".dot" not in terminal.stdout
+    out = tmp_path / "study.html"
+    result = invoke(app, "--db", st.db.location, "report", "study", manifest, "--html", out)
+    assert result.exit_code == 0, result.output
+    assert list(cwd.iterdir()) == [] and not (tmp_path / "dot-was-run").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "cwd", "mini.toml", "study.html"]
+    section = re.search(r'<section id="r\d+-circuit">(.*?)</section>', out.read_text(), flags=re.S).group(1)
+    [image] = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', section)
+    png = base64.b64decode(image)
+    assert png[:8] == PNG_MAGIC and len(png) > 5000  # a real drawing, not graphviz's (fake) output
+    assert "strongest of 4 edges" in section

@@ -33,6 +33,13 @@ same length. `align="truncate"` (default) keeps the first min(len_clean, len_cor
 of both, i.e. cuts the END of the longer one: the shared beginning (system prompt, problem)
 stays position-aligned and the evaluated position is the last kept token; truncated items are
 listed in `EncodedPairs.truncated`. `align="strict"` raises a `UserError` naming the items.
+
+BOS (`encode_pairs(prepend_bos=True)`, attribution setting `prepend_bos`): EAP-IG's
+`tokenize_plus` (TransformerLens `to_tokens(prepend_bos=True)`) puts the tokenizer's BOS in front
+of every prompt, and its EOS (`<|endoftext|>` for Qwen) when it has no BOS, unless the tokenizer
+already adds that token itself. headdb by default feeds what the tokenizer gives (Qwen: no BOS),
+so the same task scores differently; prepend_bos reproduces EAP-IG's token ids (the answers stay
+as they are: their first token, without special tokens).
 """
 
 from __future__ import annotations
@@ -248,13 +255,26 @@ def _first_token(tokenizer, text: str, what: str, item_id: str) -> int:
     return int(ids[0])
 
 
-def encode_pairs(task: Task, tokenizer, *, align: str = "truncate") -> EncodedPairs:
-    """Tokenise every item's clean/corrupted prompt and answers; equalise lengths per `align`."""
+def bos_id(tokenizer) -> int:
+    """The token EAP-IG (TransformerLens) prepends: the BOS, else the EOS (e.g. <|endoftext|>)."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise UserError("prepend_bos: the tokenizer has neither a BOS nor an EOS token to prepend")
+    return int(token)
+
+
+def encode_pairs(task: Task, tokenizer, *, align: str = "truncate", prepend_bos: bool = False) -> EncodedPairs:
+    """Tokenise every item's clean/corrupted prompt and answers; equalise lengths per `align`;
+    prepend_bos: start every prompt with EAP-IG's BOS (module docstring)."""
     check_choice("align", align, ALIGN_RULES)
     clean_txt, corrupt_txt = render_prompts(task, tokenizer)
     special = task.mode == "plain"
     enc_clean = tokenizer(clean_txt, add_special_tokens=special)["input_ids"]
     enc_corrupt = tokenizer(corrupt_txt, add_special_tokens=special)["input_ids"]
+    if prepend_bos:  # unless the tokenizer put it there already (TransformerLens does the same)
+        bos = bos_id(tokenizer)
+        enc_clean = [ids if ids[:1] == [bos] else [bos, *ids] for ids in enc_clean]
+        enc_corrupt = [ids if ids[:1] == [bos] else [bos, *ids] for ids in enc_corrupt]
     out = EncodedPairs(item_ids=[], clean=[], corrupted=[], answer=[], wrong=[])
     mismatched = []
     for row, c_ids, k_ids in zip(task.items.iter_rows(named=True), enc_clean, enc_corrupt):

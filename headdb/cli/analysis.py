@@ -359,12 +359,20 @@ def export_graph_json_command(
         help="GQA models: write each kv head's score split evenly over "
         "its query heads (EAP-IG's ungrouped ports); without it a GQA run is refused.",
     ),
+    mib_sign: bool = typer.Option(
+        False,
+        "--mib-sign",
+        help="Write scores in MIB's loss sign (negated for a logit-diff or logprob run), as MIB's own "
+        "files hold them, so MIB's scorer ranks them as it ranks its own (docs/attribution.md).",
+    ),
 ) -> None:
-    """One run as an EAP-IG JSON graph in the current EAP-IG format (cfg, nodes, edges)."""
+    """One run as an EAP-IG JSON graph in the current EAP-IG format (cfg, nodes, edges). Scores are
+    in EAP-IG's sign; MIB's files carry the loss sign, so for MIB's scorer export a logit-diff run
+    with --mib-sign (else its signed ranking, and CPR, come out reversed)."""
     from headdb.interop.graph_json import export_graph_json
 
     out = out or Path(f"graph-run{run}.json")
-    counts = export_graph_json(ctx.obj.connect(), run, out, selection=selection, gqa_split=gqa_split)
+    counts = export_graph_json(ctx.obj.connect(), run, out, selection=selection, gqa_split=gqa_split, mib_sign=mib_sign)
     err.print(
         f"wrote {out}: {counts['edges']} edges, {counts['in_graph']} in the circuit, {counts['heads_in_graph']} heads"
     )

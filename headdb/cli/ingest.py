@@ -49,6 +49,7 @@ METHOD, STEPS, RANK, BOOTSTRAP, IG_RULE, METRIC, TOPN, THRESHOLD, GREEDY, ALIGN 
 )
 BOOTSTRAP_SEED = option(AttributionSettings, "seed", "--bootstrap-seed")
 CURVE = option(AttributionSettings, "curve", "--curve/--no-curve")
+PREPEND_BOS = option(AttributionSettings, "prepend_bos", "--prepend-bos/--no-prepend-bos")
 ATTRIBUTION_BATCH = option(AttributionSettings, "batch_size", "--attribution-batch-size")
 ABLATE = typer.Option(None, "--ablate", help="Zero-ablate these heads, e.g. L5H1,L7H3.")
 SCALE = typer.Option(None, "--scale", help="Scale these heads, e.g. L5H1,L7H3=1.3.")
@@ -96,7 +97,21 @@ def generation_settings(
 
 
 def attribution_settings(
-    *, method, steps, ig_rule, metric, topn, threshold, greedy, curve, align, batch_size, rank, bootstrap, seed
+    *,
+    method,
+    steps,
+    ig_rule,
+    metric,
+    topn,
+    threshold,
+    greedy,
+    curve,
+    align,
+    batch_size,
+    rank,
+    bootstrap,
+    seed,
+    prepend_bos=False,
 ):
     from headdb.settings import AttributionSettings, build
 
@@ -113,6 +128,7 @@ def attribution_settings(
             greedy=greedy,
             curve=curve,
             align=align,
+            prepend_bos=prepend_bos,
             batch_size=batch_size,
             rank=rank,
             bootstrap=bootstrap,
@@ -407,6 +423,7 @@ def attribution(
     bootstrap: int = BOOTSTRAP,
     bootstrap_seed: int = BOOTSTRAP_SEED,
     align: str = ALIGN,
+    prepend_bos: bool = PREPEND_BOS,
     attribution_batch_size: int = ATTRIBUTION_BATCH,
     ablate: Optional[str] = ABLATE,
     scale: Optional[str] = SCALE,
@@ -435,6 +452,7 @@ def attribution(
         greedy=greedy,
         curve=curve,
         align=align,
+        prepend_bos=prepend_bos,
         batch_size=attribution_batch_size,
         rank=rank,
         bootstrap=bootstrap,
@@ -465,6 +483,7 @@ def training_run(
     topn: int = TOPN,
     threshold: Optional[float] = THRESHOLD,
     align: str = ALIGN,
+    prepend_bos: bool = PREPEND_BOS,
     attribution_batch_size: int = ATTRIBUTION_BATCH,
     rank: str = RANK,
     bootstrap: int = BOOTSTRAP,
@@ -522,6 +541,7 @@ def training_run(
         seed=bootstrap_seed,
         curve=True,
         align=align,
+        prepend_bos=prepend_bos,
         batch_size=attribution_batch_size,
     )
     how = execution(device, dtype, force)

@@ -53,6 +53,11 @@ _KV_EDGE = re.compile(r"->a\d+\.h(\d+)<[kv]>$")
 # --------------------------------------------------------------------------- EAP-IG JSON in
 
 SCORE_SIGN = "corrupted-clean"  # EAP-IG's: (z(corrupted) - z(clean)) . grad; edge_scores since schema v2
+# MIB attributes with a loss (-logit_diff, -logprob; KL as it is), so a MIB file of a logit-diff or
+# logprob run holds EAP-IG's scores negated; export_graph_json(mib_sign=True) writes that, saying so
+# in cfg headdb_score_sign, and an import of such a file negates it back.
+MIB_SIGN = "clean-corrupted (MIB's loss sign: EAP-IG's negated, for a logit-diff or logprob metric)"
+LOSS_NEGATES = ("logit-diff", "logprob")  # metrics whose MIB loss is minus the metric
 FILE_MODEL_ARCHITECTURE = "eap-ig-graph"  # models rows of graphs known only from their files
 _KV_PORT = r"^(.+)->a(\d+)\.h(\d+)<([kv])>$"
 
@@ -297,9 +302,10 @@ def import_facts(
     cfg = data["cfg"]
     _check_dims(cfg, g, model_key)
     legacy = _legacy_headdb(cfg)
+    mib = cfg.get("headdb_score_sign") == MIB_SIGN
     edges, n_file, folded = _file_edges(data, g, fold_kv=not legacy, file_name=name, model_key=model_key)
     ids = edges["edge_id"].to_numpy().astype(np.int32)
-    sign = -1.0 if legacy else 1.0
+    sign = -1.0 if legacy or mib else 1.0
     scores = (sign * edges["score"].to_numpy()).astype(np.float32)
     flags = edges["in_graph"].to_numpy().astype(bool)
 
@@ -336,6 +342,8 @@ def import_facts(
         "score_sign": (
             "negated: exported by headdb before schema v2 (clean-corrupted)"
             if legacy
+            else "negated: exported by headdb in MIB's loss sign (clean-corrupted)"
+            if mib
             else f"as in the file ({SCORE_SIGN})"
         ),
     }
@@ -460,7 +468,7 @@ def _export_edges(g, ids: np.ndarray, scores: np.ndarray, flags: np.ndarray, gqa
 
 
 def export_graph_json(
-    db, run_id: int, file: str | Path, *, selection: str | None = None, gqa_split: bool = False
+    db, run_id: int, file: str | Path, *, selection: str | None = None, gqa_split: bool = False, mib_sign: bool = False
 ) -> dict[str, int]:
     """Write run `run_id` as an EAP-IG JSON graph in the current `Graph.to_json` format (cfg with
     n_layers, n_heads, parallel_attn_mlp, d_model; nodes {"in_graph"}; edges {"score",
@@ -468,8 +476,10 @@ def export_graph_json(
     `selection` (default: its threshold circuit, else its last circuit, else none). Scores are
     written in EAP-IG's sign. A GQA model is refused unless gqa_split: then each kv head's k/v
     edge becomes one edge per query head of its group carrying score / n_rep and its in_graph
-    (a re-import sums them back). Extra cfg keys headdb_* say where the file came from.
-    Returns counts."""
+    (a re-import sums them back). mib_sign: scores in MIB's loss sign, i.e. negated for a run
+    whose metric is logit-diff or logprob (MIB's scorer then ranks them as it ranks its own
+    files); cfg headdb_score_sign says which sign the file holds. Extra cfg keys headdb_* say
+    where the file came from. Returns counts."""
     run = reads.run_scores_header(db, run_id)
     if run is None:
         raise UserError(f"no run {run_id}; see `headdb runs`")
@@ -489,6 +499,14 @@ def export_graph_json(
         raise UserError(f"run {run_id} has no edge scores to export")
     if g.n_rep > 1 and not gqa_split:
         raise _gqa_refusal(run_id, g)
+    negate = False
+    if mib_sign:
+        if run["metric"] is None:
+            raise UserError(
+                f"run {run_id} records no metric (an imported run?), so its MIB sign is unknown; export it without "
+                "mib_sign (CLI --mib-sign)"
+            )
+        negate = run["metric"] in LOSS_NEGATES
     if not np.isfinite(scores["score"].to_numpy()).all():
         raise UserError(f"run {run_id} has non-finite edge scores; EAP-IG's JSON cannot hold them")
     circuits = reads.run_circuits(db, run_id)
@@ -520,7 +538,8 @@ def export_graph_json(
             else kind == "logits" or n in touched
         )  # EAP-IG's logits node is always in the graph
         node_json[name] = {"in_graph": bool(member)}
-    edge_json = _export_edges(g, ids, scores["score"].to_numpy(), flags, gqa_split)
+    values = scores["score"].to_numpy()
+    edge_json = _export_edges(g, ids, -values if negate else values, flags, gqa_split)
     cfg = {
         "n_layers": g.n_layers,
         "n_heads": g.n_heads,
@@ -528,7 +547,7 @@ def export_graph_json(
         "d_model": int(shape["d_model"]),
         "headdb_run": int(run_id),
         "headdb_model_key": model_key,
-        "headdb_score_sign": SCORE_SIGN,
+        "headdb_score_sign": MIB_SIGN if negate else SCORE_SIGN,
         "headdb_kv_ports": (
             "per query head" if g.n_rep == 1 else f"kv head score split evenly over its {g.n_rep} query heads"
         ),

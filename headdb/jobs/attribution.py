@@ -63,7 +63,9 @@ class AttributionJob:
                 f"{build_layout(target.shape).n_edges} edges (limit {EXACT_EDGE_LIMIT}); use eap-ig"
             )
         try:
-            pairs = encode_pairs(self.task, target.tokenizer(), align=self.settings.align)
+            pairs = encode_pairs(
+                self.task, target.tokenizer(), align=self.settings.align, prepend_bos=self.settings.prepend_bos
+            )
         except UserError as exc:
             raise UserError(f"task {self.task.name} on {target.label}: {exc}") from None
         try:
@@ -82,7 +84,7 @@ class AttributionJob:
 
         s = self.settings
         facts = Facts()
-        pairs = encode_pairs(self.task, loaded.tokenizer, align=s.align)
+        pairs = encode_pairs(self.task, loaded.tokenizer, align=s.align, prepend_bos=s.prepend_bos)
         with applied(loaded.hf_model, self.intervention):
             found = discover(loaded, pairs, s, progress=lambda d, t: ctx.progress("attribution", d, t))
         facts.add("edge_scores", found.result.edges_table())

@@ -10,6 +10,7 @@ queries, runs the main query, and either says why there is nothing to show or re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from rich.text import Text
@@ -127,7 +128,7 @@ REPORTS: dict[str, Report] = {
             "circuit",
             ("circuit_graph",),
             study.report_circuit,
-            "A run's circuit as a graphviz .dot file, and a PNG when `dot` is installed (10).",
+            "A run's circuit: its strongest edges, a graphviz .dot file and a PNG figure (10).",
         ),
     ]
 }
@@ -145,11 +146,21 @@ def get_report(name: str) -> Report:
 
 
 def run_report(
-    db, name: str, params: Mapping[str, Any], console, png=None, extra_dirs=(), *, announce_files: bool = True, **kw
+    db,
+    name: str,
+    params: Mapping[str, Any],
+    console,
+    png=None,
+    extra_dirs=(),
+    *,
+    announce_files: bool = True,
+    figures=None,
+    **kw,
 ):
     """Render report `name` over one query session; returns its main query result.
     announce_files=False: say nothing about the PNG (written or not), for callers that place the
-    figure themselves (the HTML study report)."""
+    figure themselves (the HTML study report). figures: a folder for the circuit report's PNG
+    (named after its run), instead of png."""
     from headdb.warehouse.queries import query_session
 
     report = get_report(name)
@@ -181,16 +192,21 @@ def run_report(
             console.print(Text(f"{name}: no rows. {report.empty}", style="yellow"))
             q.no_png(console, png)
             return df
+        if figures is not None:  # a folder: the figure is named after the run
+            png = Path(figures) / f"circuit-run{int(df['run_id'][0])}.png"
         return report.render(q, df, params, console, png, **kw)
 
 
 def print_reports(db, entries, console, extra_dirs=(), files_dir=None) -> None:
     """Each (name, params) report under a rule naming it, one after the other (a study's reports).
-    files_dir: where a circuit report writes its .dot file (default: the current folder)."""
+    A circuit report writes no .dot file; with files_dir its figure is drawn (matplotlib) into
+    files_dir/circuit-runRUN.png, else it stays on the console."""
     for name, params in entries:
         console.rule(f"[bold]{name}[/bold] {_params_text(params)}")
-        kw = {"out": files_dir} if name == "circuit" and files_dir is not None else {}
-        run_report(db, name, params, console, extra_dirs=extra_dirs, **kw)
+        if name == "circuit":
+            run_report(db, name, params, console, extra_dirs=extra_dirs, dot=False, figures=files_dir)
+        else:
+            run_report(db, name, params, console, extra_dirs=extra_dirs)
 
 
 def _params_text(params: Mapping[str, Any]) -> str:

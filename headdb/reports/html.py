@@ -69,7 +69,7 @@ def render_section(db, index: int, name: str, params: Mapping[str, Any], folder:
         record=True, file=io.StringIO(), width=WIDTH, force_terminal=True, color_system="truecolor", highlight=False
     )
     png = folder / f"{index:02d}-{name}.png"
-    kw = {"out": folder / f"{index:02d}-{name}.dot"} if name == "circuit" else {}
+    kw = {"dot": False} if name == "circuit" else {}  # the figure drawn with matplotlib, no .dot
     df = run_report(db, name, params, console, png, extra_dirs, announce_files=False, **kw)
     terminal = console.export_html(theme=MONOKAI, inline_styles=True, code_format=PRE)
     drawn = png.exists()

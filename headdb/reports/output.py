@@ -7,33 +7,18 @@ from pathlib import Path
 
 import polars as pl
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from headdb.errors import UserError
+from headdb.reports.table import DataTable
 
 FORMATS = ("table", "csv", "json", "parquet")
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "[dim]–[/dim]"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return escape(str(value))
-
-
-def rich_table(df: pl.DataFrame, title: str | None = None, max_rows: int = 200, title_justify: str = "center") -> Table:
-    """A query result as a rich table; headers wrap at underscores (written as spaces), so a
-    narrow terminal wraps a header by words, not by letters."""
-    table = Table(title=title, header_style="bold", show_lines=False, title_justify=title_justify)
-    for name, dtype in df.schema.items():
-        table.add_column(name.replace("_", " "), justify="right" if dtype.is_numeric() else "left", overflow="fold")
-    for row in df.head(max_rows).iter_rows():
-        table.add_row(*(_cell(v) for v in row))
-    if df.height > max_rows:
-        table.caption = f"{max_rows} of {df.height} rows shown; use --format csv for all"
-    return table
+def rich_table(
+    df: pl.DataFrame, title: str | None = None, max_rows: int = 200, title_justify: str = "center", **kw
+) -> DataTable:
+    """A query result as a table that fits the width it is printed at (headdb.reports.table)."""
+    return DataTable(df, title, max_rows=max_rows, title_justify=title_justify, **kw)
 
 
 def emit(df: pl.DataFrame, fmt: str = "table", out: Path | None = None, title: str | None = None) -> None:

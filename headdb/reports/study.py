@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from headdb.reports import plots
 from headdb.reports.output import rich_table
 from headdb.reports.palette import GAINED, LOST
+from headdb.reports.table import DataTable, cell_text
 from headdb.reports.terminal import Scale, bar, grid, heatmap, sparkline
 
 CHANGE = {"gained": ("gained", GAINED, "+"), "lost": ("lost", LOST, "-")}
@@ -28,6 +28,7 @@ SIDES = {
     "on_only": ("think-on only", "#4575b4", "N"),
     "both": ("both", "#fee090", "B"),
 }
+CIRCUIT_EDGES_SHOWN = 12  # the circuit report's edge table: the strongest edges only
 CONFIDENT = 0.95  # bootstrap confidence below which a heatmap cell is drawn as unsure ("?" keys)
 
 
@@ -104,9 +105,7 @@ def report_heads_gained(q, df, params, console, png=None):
     for (task, mode), part in _groups(sure, ["task", "mode"]):
         console.print(
             rich_table(
-                part.select("change", "head_label", "base_importance", "target_importance", "p_change").rename(
-                    {"head_label": "head", "p_change": "p"}
-                ),
+                part.select("change", "head_label", "base_importance", "target_importance", "p_change"),
                 title=f"{task} ({mode}): heads gained and lost, {params.get('base')} -> {params.get('target')}",
             )
         )
@@ -139,15 +138,7 @@ def report_heads_gained(q, df, params, console, png=None):
 
 def report_regime_compare(q, sizes, params, console, png=None):
     shown = sizes.select(
-        "task",
-        "lineage",
-        pl.col("last_step").alias("step"),
-        pl.col("base_heads").alias("base"),
-        "heads",
-        pl.col("emergent").alias("new"),
-        "kept",
-        "lost",
-        pl.col("emergent_heads").str.replace_all(",", " ").alias("emergent heads"),
+        "task", "lineage", "last_step", "base_heads", "heads", "emergent", "kept", "lost", "emergent_heads"
     )
     console.print(rich_table(shown, title=f"emergent heads over {params.get('base')} (circuit sizes in heads)"))
     if sizes["emergent_lo"].null_count() == sizes.height:
@@ -169,25 +160,22 @@ def report_regime_compare(q, sizes, params, console, png=None):
     layers = q.run("regime_layers", params)
     for (task,), part in _groups(sizes, ["task"]):
         lineages = part["lineage"].to_list()
-        table = Table(title=f"{task}: Jaccard of emergent head sets", header_style="bold")
-        table.add_column("")
-        for name in lineages:
-            table.add_column(name, justify="right")
         ov = overlap.filter(pl.col("task") == task)
         lookup = {}
         for r in ov.iter_rows(named=True):
             lookup[(r["lineage_a"], r["lineage_b"])] = lookup[(r["lineage_b"], r["lineage_a"])] = r
-        for a in lineages:
-            cells = []
-            for b in lineages:
-                if a == b:
-                    cells.append("[dim]1[/dim]")
-                    continue
-                r = lookup.get((a, b))
-                j = None if r is None else r["jaccard"]
-                cells.append("–" if j is None else f"{j:.2f} ({r['shared']})")
-            table.add_row(a, *cells)
-        console.print(table)
+
+        def jaccard(a: str, b: str) -> str | None:
+            r = lookup.get((a, b))
+            return (
+                "1" if a == b else None if r is None or r["jaccard"] is None else f"{r['jaccard']:.2f} ({r['shared']})"
+            )
+
+        matrix = pl.DataFrame(
+            {"lineage": lineages, **{b: [jaccard(a, b) for a in lineages] for b in lineages}},
+            schema={"lineage": pl.Utf8, **{b: pl.Utf8 for b in lineages}},
+        )
+        console.print(DataTable(matrix, f"{task}: Jaccard of emergent head sets (shared heads)", keep=["lineage"]))
         lay = layers.filter(pl.col("task") == task)
         if lay.height:
             n_layers = int(lay["layer"].max()) + 1
@@ -311,27 +299,23 @@ def report_head_dynamics(q, df, params, console, png=None):
         mvals = [v for v in part["metric_value"].to_list() if v is not None]
         lo, hi = (min(mvals), max(mvals)) if mvals else (0.0, 1.0)
         wmax = max([v for v in part["window_mean"].to_list() if v is not None] + [hi, 1e-9])
-        table = Table(
-            title=f"{params.get('lineage')} / {task}: head dynamics beside {metric}",
-            header_style="bold",
-            title_justify="left",
+        console.print(
+            DataTable(
+                part.select("step", "active", "new", "pruned", "cumulative", "metric_value", "window_mean"),
+                f"{params.get('lineage')} / {task}: head dynamics beside {metric} (metric_value: {metric} at "
+                "the step; window_mean: its mean since the previous checkpoint)",
+                title_justify="left",
+                keep=["step"],
+                cells={
+                    "active": lambda v: _count_bar(v, top_active, "blue"),
+                    "new": lambda v: _count_bar(v, top_change, "green"),
+                    "pruned": lambda v: _count_bar(v, top_change, "red"),
+                    "window_mean": lambda w: (
+                        Text("–") if w is None else Text(f"{cell_text(w)} ") + bar(w, wmax, 8, style="yellow")
+                    ),
+                },
+            )
         )
-        for name in ("step", "active", "new", "pruned", "cumul.", metric[:12], "mean since prev."):
-            table.add_column(
-                name, justify="left" if name in ("active", "new", "pruned", "mean since prev.") else "right"
-            )
-        for r in part.iter_rows(named=True):
-            m, w = r["metric_value"], r["window_mean"]
-            table.add_row(
-                str(r["step"]),
-                _count_bar(r["active"], top_active, "blue"),
-                _count_bar(r["new"], top_change, "green"),
-                _count_bar(r["pruned"], top_change, "red"),
-                str(r["cumulative"]),
-                "–" if m is None else f"{m:.3g}",
-                Text("–") if w is None else Text(f"{w:.3f} ") + bar(w, wmax, 8, style="yellow"),
-            )
-        console.print(table)
         line = Text()
         line.append("new     ", style="green")
         line.append(sparkline([float(v) if v is not None else None for v in part["new"].to_list()]))
@@ -586,34 +570,38 @@ def report_ablation_table(q, df, params, console, png=None):
     for (checkpoint, task, metric, k), part in _groups(df, ["checkpoint", "task", "metric", "k"]):
         name = metric + (f"@{k}" if k is not None else "")
         n = part["n"].max()
-        table = Table(
-            title=f"{checkpoint} on {task}: {name} with each head set ablated (n = {n} problems)",
-            header_style="bold",
-            title_justify="left",
+        rows = [
+            {
+                "head_set": _set_label(r),
+                "kind": r["kind"] + (f" x{r['factor']:g}" if r["kind"] == "scale" and r["factor"] is not None else ""),
+                "heads": r["heads"],
+                "baseline": r["baseline"],
+                "value": r["value"],
+                "delta": r["delta"],
+                "delta_ci95": None if (ci := intervals.get(int(r["run_id"]))) is None else ci.text(),
+            }
+            for r in part.iter_rows(named=True)
+        ]
+        shown = pl.DataFrame(
+            rows,
+            schema={"head_set": pl.Utf8, "kind": pl.Utf8, "heads": pl.Utf8, "baseline": pl.Float64}
+            | {"value": pl.Float64, "delta": pl.Float64, "delta_ci95": pl.Utf8},
         )
-        for column in ("set", "kind", "heads", "without", "with", "delta", "95% CI"):
-            table.add_column(
-                column, justify="right" if column in ("without", "with", "delta") else "left", overflow="fold"
+        console.print(
+            DataTable(
+                shown,
+                f"{checkpoint} on {task}: {name} with each head set ablated (baseline: without it; n = {n} problems)",
+                title_justify="left",
+                keep=["head_set", "delta"],
+                cells={
+                    "delta": lambda d: (
+                        Text("no baseline", style="yellow")
+                        if d is None
+                        else Text(f"{d:+.3f}", style="red" if d < 0 else "green" if d > 0 else "")
+                    )
+                },
             )
-        for r in part.iter_rows(named=True):
-            kind = r["kind"] + (f" x{r['factor']:g}" if r["kind"] == "scale" and r["factor"] is not None else "")
-            delta = r["delta"]
-            delta_text = (
-                Text("no baseline", style="yellow")
-                if delta is None
-                else Text(f"{delta:+.3f}", style="red" if delta < 0 else "green" if delta > 0 else "")
-            )
-            ci = intervals.get(int(r["run_id"]))
-            table.add_row(
-                _set_label(r),
-                kind,
-                r["heads"].replace(",", " "),
-                "–" if r["baseline"] is None else f"{r['baseline']:.3f}",
-                f"{r['value']:.3f}",
-                delta_text,
-                "–" if ci is None else ci.text(),
-            )
-        console.print(table)
+        )
         for c in contrasts.filter((pl.col("checkpoint") == checkpoint) & (pl.col("task") == task)).iter_rows(
             named=True
         ):
@@ -799,12 +787,12 @@ def report_circuit_faithfulness(q, df, params, console, png=None):
             .alias("checkpoint"),
             pl.col("task")
             + pl.when(pl.col("mode") == "plain").then(pl.lit("")).otherwise(" (" + pl.col("mode") + ")").alias("task"),
-            pl.col("n_heads").alias("heads"),
-            pl.col("n_edges").alias("edges"),
+            "n_heads",
+            "n_edges",
             "faithfulness",
             "cpr",
             "cmd",
-            pl.col("run_id").alias("run"),
+            "run_id",
         )
         console.print(
             rich_table(
@@ -868,18 +856,14 @@ def report_circuit_faithfulness(q, df, params, console, png=None):
 def report_top_heads(q, df, params, console, png=None):
     for (run_id,), part in _groups(df, ["run_id"]):
         top = part["importance"].max() or 1.0
-        table = Table(title=f"run {run_id}: {part['checkpoint'][0]} / {part['task'][0]}", header_style="bold")
-        for name in ("rank", "head", "importance", "", "in circuit"):
-            table.add_column(name, justify="right" if name in ("rank", "importance") else "left")
-        for r in part.iter_rows(named=True):
-            table.add_row(
-                str(r["rank"]),
-                r["head_label"],
-                f"{r['importance']:.4f}",
-                bar(r["importance"], top, 20),
-                {True: "yes", False: "no", None: "–"}[r["in_circuit"]],
+        console.print(
+            DataTable(
+                part.select("rank", "head_label", "importance", "in_circuit"),
+                f"run {run_id}: {part['checkpoint'][0]} / {part['task'][0]}",
+                keep=["head_label", "importance"],
+                cells={"importance": lambda v: Text("–") if v is None else Text(f"{v:.4f} ") + bar(v, top, 20)},
             )
-        console.print(table)
+        )
     if png:
         first = df.filter(pl.col("run_id") == df["run_id"][0])
         q.wrote(
@@ -903,30 +887,47 @@ def report_top_heads(q, df, params, console, png=None):
 # ---------------------------------------------------------------------- analysis 10
 
 
-def report_circuit(q, df, params, console, png=None, out: str | Path | None = None):
-    """Write a run's circuit as a graphviz .dot file, and a PNG: rendered by `dot` when graphviz is
-    installed, else drawn with matplotlib when a PNG path is given."""
+def report_circuit(q, df, params, console, png=None, out: str | Path | None = None, dot: bool = True):
+    """A run's circuit: a summary line and its strongest edges on the console, and
+    - dot=True (`headdb report circuit`): a graphviz .dot file (`out`, default circuit-runRUN.dot)
+      and a PNG, rendered by `dot` when graphviz is installed, else drawn with matplotlib when a
+      PNG path is given;
+    - dot=False (a study's reports, the HTML report): no .dot; the PNG, when a path is given,
+      drawn with matplotlib."""
     from headdb.reports.circuit import write_circuit
 
     selection = params.get("selection") or "threshold"
     run = int(df["run_id"][0])
-    dot_path = Path(out) if out else Path(f"circuit-run{run}.dot")
-    if dot_path.is_dir():  # a folder for the file, e.g. a study's output folder
-        dot_path = dot_path / f"circuit-run{run}.dot"
     where = f"run {run}" if params.get("run") is not None else f"{params['checkpoint']} / {params['task']} (run {run})"
     title = f"{where}: {selection} circuit, {df.height} edges"
-    dot, png_path, note = write_circuit(df, dot_path, png, name=f"circuit_run{run}", title=title)
-    if png and png_path is None:
-        n_layers, n_heads = q.shape_of(df, run=run)
-        caption = (
-            f"The {selection} circuit of {where}: {df.height} edges from the input through heads (blue boxes) and "
-            f"MLPs (green) to the logits; red edges have a positive score, blue a negative one, wider for a larger "
-            f"|score|; grey dots are heads outside the circuit."
-        )
-        png_path = plots.circuit(png, df, n_layers=n_layers, n_heads=n_heads, title=title, caption=caption)
-        note = f"wrote {dot}; graphviz `dot` is not installed, so {png_path} is drawn with matplotlib"
     n_heads_in = df.filter(pl.col("dst_kind") == "attn")["dst"].n_unique()
     console.print(Text(f"{title}; {n_heads_in} heads receive edges", style="bold"))
+    strongest = df.sort(pl.col("score").abs(), descending=True, nulls_last=True).head(CIRCUIT_EDGES_SHOWN)
+    console.print(
+        DataTable(
+            strongest.select("edge", "port", "score"),
+            f"the {strongest.height} strongest of {df.height} edges by |score|",
+            keep=["edge", "score"],
+        )
+    )
+    caption = (
+        f"The {selection} circuit of {where}: {df.height} edges from the input through heads (blue boxes) and "
+        f"MLPs (green) to the logits; red edges have a positive score, blue a negative one, wider for a larger "
+        f"|score|; grey dots are heads outside the circuit."
+    )
+    if not dot:
+        if png:
+            n_layers, n_heads = q.shape_of(df, run=run)
+            q.wrote(console, plots.circuit(png, df, n_layers=n_layers, n_heads=n_heads, title=title, caption=caption))
+        return df
+    dot_path = Path(out) if out else Path(f"circuit-run{run}.dot")
+    if dot_path.is_dir():  # a folder for the file
+        dot_path = dot_path / f"circuit-run{run}.dot"
+    dot_file, png_path, note = write_circuit(df, dot_path, png, name=f"circuit_run{run}", title=title)
+    if png and png_path is None:
+        n_layers, n_heads = q.shape_of(df, run=run)
+        png_path = plots.circuit(png, df, n_layers=n_layers, n_heads=n_heads, title=title, caption=caption)
+        note = f"wrote {dot_file}; graphviz `dot` is not installed, so {png_path} is drawn with matplotlib"
     if q.announce_files:
         console.print(Text(note, style="dim" if png_path else "yellow"))
     return df

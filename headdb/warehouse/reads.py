@@ -39,7 +39,8 @@ def task_exists(db: Warehouse, task_id: int) -> bool:
 
 
 def run_scores_header(db: Warehouse, run_id: int) -> dict[str, Any] | None:
-    """run_id, score_sign and model_key of a run, or None when there is no such run."""
+    """run_id, score_sign, model_key and metric (NULL: not recorded, e.g. an import) of a run, or
+    None when there is no such run."""
     found = _one(db, "run_scores_header", [run_id])
     return found.row(0, named=True) if found.height else None
 

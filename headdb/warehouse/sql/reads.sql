@@ -14,7 +14,7 @@ SELECT path, name FROM checkpoints WHERE checkpoint_id = ?;
 SELECT count(*) AS n FROM tasks WHERE task_id = ?;
 
 -- name: run_scores_header
-SELECT r.run_id, r.score_sign, k.model_key
+SELECT r.run_id, r.score_sign, k.model_key, json_extract_string(r.config, '$.metric') AS metric
 FROM runs r LEFT JOIN checkpoints k USING (checkpoint_id)
 WHERE r.run_id = ?;
 
