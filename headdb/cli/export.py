@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from headdb.cli.ingest import _existing, flag_intervention
+from headdb.cli.ingest import ABLATE, DEVICE, MODE, SCALE, _existing, flag_intervention
 from headdb.errors import UserError
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -21,16 +21,16 @@ def export_checkpoint(
         ..., "--checkpoint", help="The source: a checkpoint folder, or a registered one (id, name, lineage@step)."
     ),
     out: Path = typer.Option(..., "--out", help="The new checkpoint folder (must not exist, or be empty)."),
-    ablate: Optional[str] = typer.Option(None, "--ablate", help="Zero-ablate these heads, e.g. L5H1,L7H3."),
-    scale: Optional[str] = typer.Option(None, "--scale", help="Scale these heads, e.g. L5H1,L7H3=1.3."),
+    ablate: Optional[str] = ABLATE,
+    scale: Optional[str] = SCALE,
     mean_task: Optional[Path] = typer.Option(
         None,
         "--mean-task",
         help="With --ablate: mean-ablate instead, the means taken over this circuit task's clean prompts.",
     ),
-    mode: str = typer.Option("plain", "--mode", help="How the mean task's prompts are rendered (as attribution)."),
+    mode: str = MODE,  # how the mean task's prompts are rendered, as attribution renders them
     name: Optional[str] = typer.Option(None, "--name", help="Name of the new checkpoint (default: the folder's)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda | cpu (default: cuda when available)."),
+    device: Optional[str] = DEVICE,
 ) -> None:
     """A standard HF checkpoint whose weights carry a head intervention (o_proj input columns
     zeroed or scaled; mean: an o_proj bias), for vLLM or lm-eval; registered with the source as
