@@ -154,12 +154,28 @@ CREATE OR REPLACE TEMP MACRO hd_plain_generations() AS TABLE
 -- A run's settings without the keys that name an intervention: two generation runs with equal
 -- hd_settings(config), the same checkpoint_id and the same task_id differ only by the
 -- intervention, which is what makes the plain one the MATCHING BASELINE of the other.
+-- Imported runs (`ingest samples`) also leave out where their samples came from (file, sha256,
+-- results_file, and model: the folder the engine loaded, the exported one for an intervened run),
+-- so the same engine with the same sampling settings pairs across files.
 -- Top-level keys are compared by their JSON text (headdb writes configs with sorted keys).
 CREATE OR REPLACE TEMP MACRO hd_settings(cfg) AS (
     SELECT coalesce(string_agg(j.key || '=' || CAST(j.value AS VARCHAR), ';' ORDER BY j.key), '')
     FROM json_each(cfg) j
-    WHERE j.key NOT IN ('intervention', 'interventions', 'head_set', 'label')
+    WHERE j.key NOT IN ('intervention', 'interventions', 'head_set', 'label',
+                        'file', 'sha256', 'results_file', 'model')
 );
+
+-- THE MATCHING BASELINE of every ok intervened generation run: the latest (highest run_id) ok
+-- plain generation run with the same checkpoint_id, the same task_id and equal hd_settings(config).
+-- Runs without one have no row.
+CREATE OR REPLACE TEMP MACRO hd_baselines() AS TABLE
+    SELECT t.run_id, p.run_id AS baseline_run
+    FROM runs t
+    JOIN runs p ON p.checkpoint_id = t.checkpoint_id AND p.task_id = t.task_id
+    WHERE t.kind = 'generation' AND t.status = 'ok' AND NOT hd_plain(t.run_id)
+      AND p.kind = 'generation' AND p.status = 'ok' AND hd_plain(p.run_id)
+      AND hd_settings(p.config) = hd_settings(t.config)
+    QUALIFY row_number() OVER (PARTITION BY t.run_id ORDER BY p.run_id DESC) = 1;
 
 -- The head set of every intervened run: its heads as 'L5H1,L7H3', count, kind and factor, and a
 -- label: the config's head_set / label / intervention.label when given, else kind + heads.

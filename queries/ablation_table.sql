@@ -17,19 +17,7 @@ WITH treated AS (
       AND ($checkpoint IS NULL OR r.checkpoint_id = hd_checkpoint($checkpoint))
       AND r.task_id IN (SELECT task_id FROM hd_tasks($task))
 ),
-plain AS (
-    SELECT r.run_id, r.checkpoint_id, r.task_id, r.config
-    FROM runs r
-    WHERE r.kind = 'generation' AND r.status = 'ok' AND hd_plain(r.run_id)
-      AND r.checkpoint_id IN (SELECT checkpoint_id FROM treated)
-),
-matched AS (
-    SELECT t.run_id, p.run_id AS baseline_run
-    FROM treated t
-    JOIN plain p ON p.checkpoint_id = t.checkpoint_id AND p.task_id = t.task_id
-                AND hd_settings(p.config) = hd_settings(t.config)
-    QUALIFY row_number() OVER (PARTITION BY t.run_id ORDER BY p.run_id DESC) = 1
-)
+matched AS (SELECT * FROM hd_baselines() WHERE run_id IN (SELECT run_id FROM treated))
 SELECT t.checkpoint_id, k.name AS checkpoint, tk.name AS task, t.head_set, t.kind, t.factor, t.n_heads, t.heads,
        em.metric, em.k, em.value, eb.value AS baseline, em.value - eb.value AS delta,
        em.n, eb.n AS baseline_n, t.run_id, m.baseline_run

@@ -260,6 +260,41 @@ def mistakes(root, model):
             "t2",
         ],
         "export of a missing run": ["export", "graph-json", "999"],
+        "export of an unknown checkpoint": [
+            "export",
+            "checkpoint",
+            "--checkpoint",
+            "nope@3",
+            "--ablate",
+            "L0H0",
+            "--out",
+            root / "x",
+        ],
+        "export of a head out of range": ["export", "checkpoint", *ck, "--ablate", "L0H9", "--out", root / "x"],
+        "export into a folder that is not empty": ["export", "checkpoint", *ck, "--ablate", "L0H0", "--out", root],
+        "export of a mean without an o_proj bias": [
+            "export",
+            "checkpoint",
+            *ck,
+            "--ablate",
+            "L0H0",
+            "--mean-task",
+            root / "task.jsonl",
+            "--out",
+            root / "x",
+        ],
+        "export ablate and scale": [
+            "export",
+            "checkpoint",
+            *ck,
+            "--ablate",
+            "L0H0",
+            "--scale",
+            "L0H1=2",
+            "--out",
+            root / "x",
+        ],
+        "export without heads": ["export", "checkpoint", *ck, "--out", root / "x"],
     }
 
 
@@ -282,6 +317,7 @@ def test_a_mistake_is_one_line_exit_2_and_changes_nothing(world, cases, name):
     assert len(lines) == 1 and lines[0].startswith("headdb: error:"), f"{name}:\n{err}"
     assert "Traceback" not in err
     assert state(db) == before, f"{name}: the warehouse changed"
+    assert not (root / "x").exists(), f"{name}: wrote a checkpoint folder"
 
 
 def test_a_mistake_creates_no_warehouse(world, tmp_path):

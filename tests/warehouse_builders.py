@@ -76,6 +76,15 @@ GEN_400 = {
     "q4": [(False, "repetition"), (False, "no_answer")],
 }
 
+# The zero-ablation of grpo@400 (its baseline is GEN_400): by level, easy (q1, q2) 0.5 -> 0.5 and
+# hard (q3, q4) 0 -> 0.75.
+GEN_ABLATED = {
+    "q1": [(True, None), (True, None)],
+    "q2": [(False, "wrong_answer"), (False, "wrong_answer")],
+    "q3": [(True, None), (True, None)],
+    "q4": [(True, None), (False, "repetition")],
+}
+
 
 @dataclass
 class Study:
@@ -419,6 +428,7 @@ def build_study(path: str | Path, **connect: object) -> Study:
         sampling=SAMPLING_A,
         intervention=("zero", 0.0, [(3, 1), (0, 0)]),
         label="emergent",
+        gens=GEN_ABLATED,
         metrics=[("accuracy", None, 0.4, 4), ("pass@k", 1, 0.4, 4), ("pass@k", 2, 0.5, 4)],
     )
     st.run["abl-scale"] = generation_run(

@@ -325,7 +325,7 @@ export_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Export the warehouse (Parquet) or one run (EAP-IG JSON).",
+    help="Export the warehouse (Parquet), one run (EAP-IG JSON) or a checkpoint with a head intervention.",
 )
 
 

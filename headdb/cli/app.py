@@ -133,12 +133,14 @@ def _mount() -> None:
     from headdb.cli import (
         analysis as cli_analysis,
         checkpoints as cli_checkpoints,
+        export as cli_export,
         ingest as cli_ingest,
         study as cli_study,
     )
 
     app.add_typer(cli_analysis.query_app, name="query")
     app.add_typer(cli_analysis.report_app, name="report")
+    cli_analysis.export_app.command("checkpoint")(cli_export.export_checkpoint)
     app.add_typer(cli_analysis.export_app, name="export")
     app.add_typer(cli_ingest.app, name="ingest")
     app.add_typer(cli_checkpoints.app, name="checkpoints")

@@ -21,6 +21,10 @@ item of the benchmark, no item twice, every line the same number of samples and 
 sampling settings and engine. The run's config records the engine, its version and settings as
 the file has them, the file's name and sha256; importing the same file onto the same checkpoint
 again is skipped. pass@k / maj@k come from the same code as headdb's own runs.
+
+Samples of a checkpoint that `headdb export checkpoint` wrote (its config.json says so) are
+stored as an intervened generation run of the checkpoint it was exported FROM, the intervention
+read from the export's record (headdb/jobs/exported.py explains why).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from typing import TYPE_CHECKING, Any, Sequence, cast
 import polars as pl
 
 from headdb.errors import UserError
+from headdb.evals.interventions import Intervention, format_heads
 from headdb.evals.passk import eval_metrics_frame
+from headdb.jobs.exported import exported_source
 from headdb.jobs.generations import Benchmark, grade_samples, register_benchmark
 from headdb.jobs.job import JobContext, Placement, Target
 from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
@@ -233,6 +239,10 @@ class ImportedGenerationJob:
     mode: str = "plain"
     kind: str = "generation"
     needs_model: bool = False
+    # samples of a checkpoint headdb exported with an intervention in its weights: the run is the
+    # source's, intervened (headdb.jobs.exported); `exported` names the folder and its weights
+    intervention: Intervention | None = None
+    exported: dict[str, Any] | None = None
     _read: SamplesFile | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -240,7 +250,10 @@ class ImportedGenerationJob:
 
     @property
     def label(self) -> str:
-        return f"imported generations on {self.bench.name} ({Path(self.file).name})"
+        what = f"imported generations on {self.bench.name} ({Path(self.file).name})"
+        if self.intervention is not None:
+            what += f" of the exported checkpoint {self.intervention.kind} {format_heads(self.intervention.heads)}"
+        return what
 
     @property
     def seed(self) -> int | None:
@@ -259,7 +272,8 @@ class ImportedGenerationJob:
         return register_benchmark(db, self.bench, self.mode)
 
     def config(self, dtype: str) -> dict[str, Any]:
-        return {"source": "imported", **self.provenance, "ks": list(self.ks), "mode": self.mode, "intervention": None}
+        spec = None if self.intervention is None else {**self.intervention.spec(), "exported": self.exported}
+        return {"source": "imported", **self.provenance, "ks": list(self.ks), "mode": self.mode, "intervention": spec}
 
     def compute(self, loaded: LoadedModel | None, ctx: JobContext) -> Facts:
         assert self._read is not None
@@ -267,6 +281,8 @@ class ImportedGenerationJob:
         facts = Facts()
         facts.add("generations", graded.drop("style"))
         facts.add("eval_metrics", eval_metrics_frame(graded, self.ks))
+        if self.intervention is not None:
+            facts.add("interventions", self.intervention.table())
         return facts
 
 
@@ -310,4 +326,7 @@ def plan_imported_generations(
             raise UserError(f"no checkpoint {ref!r}: there is no warehouse yet; give its directory with --checkpoint")
         assert ref is not None  # checkpoint is None only when ref was given (else it is set above or raised)
         t = existing_target(db, resolve_checkpoint(db, ref))
+    mapped = exported_source(db, t)
+    if mapped is not None:  # an exported checkpoint: the source's run, under the intervention
+        t, job.intervention, job.exported = mapped
     return Plan([CheckpointWork(t, [job])], execution).validate()

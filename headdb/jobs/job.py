@@ -87,13 +87,21 @@ class Target:
 
 
 _TOKENIZERS: dict[str, Any] = {}
-_TOKENIZER_FILES = ("tokenizer*", "vocab*", "merges*", "special_tokens_map*", "chat_template*", "*.model")
+TOKENIZER_FILES = (
+    "tokenizer*",
+    "vocab*",
+    "merges*",
+    "special_tokens_map*",
+    "added_tokens*",
+    "chat_template*",
+    "*.model",
+)
 
 
 def tokenizer_key(directory: Path) -> str:
     """A digest of a directory's tokenizer files: checkpoints of one lineage share one tokenizer."""
     h = hashlib.sha256()
-    for pattern in _TOKENIZER_FILES:
+    for pattern in TOKENIZER_FILES:
         for f in sorted(directory.glob(pattern)):
             if f.is_file():
                 h.update(f.name.encode())

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from rich.text import Text
 
 from headdb.errors import UserError
-from headdb.reports import study
+from headdb.reports import levels, study
 from headdb.reports.session import ReportSession
 
 
@@ -95,6 +95,14 @@ REPORTS: dict[str, Report] = {
             study.report_ablation_table,
             "Benchmark accuracy with and without each head set, against the matching baseline (7).",
             "No ok generation runs with interventions match those params.",
+        ),
+        Report(
+            "ablation_by_level",
+            ("ablation_by_level",),
+            levels.report_ablation_by_level,
+            "An ablation's effect by problem level, with a paired bootstrap interval per level: does a head set "
+            "help on hard problems and hurt on simple ones? (7)",
+            "No ok intervened generation run with a matching baseline matches those params.",
         ),
         Report(
             "passk_curve",

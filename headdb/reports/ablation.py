@@ -24,13 +24,13 @@ def _rates(run: Run, run_ids) -> dict[int, pl.DataFrame]:
     if not ids:
         return {}
     rates = run("item_rates", {"runs": ",".join(map(str, ids))})
-    return {int(key[0]): part.select("item_id", "rate") for key, part in rates.group_by("run_id")}
+    return {int(key[0]): part.select("item_id", "level", "rate") for key, part in rates.group_by("run_id")}
 
 
 def _paired(rates: dict[int, pl.DataFrame], a: int, b: int):
     if a not in rates or b not in rates:
         return None
-    both = rates[a].join(rates[b], on="item_id", suffix="_b")
+    both = rates[a].select("item_id", "rate").join(rates[b].select("item_id", "rate"), on="item_id", suffix="_b")
     if not both.height:
         return None
     return paired_difference(both["rate"].to_numpy(), both["rate_b"].to_numpy())
@@ -122,3 +122,16 @@ def control_contrasts(run: Run, df: pl.DataFrame) -> pl.DataFrame:
         "n": pl.Int64,
     }
     return pl.DataFrame(rows, schema=schema)
+
+
+def level_intervals(run: Run, df: pl.DataFrame) -> dict[tuple[int, str | None], object]:
+    """(run_id, level) -> Interval of (intervened - plain) accuracy over that level's problems,
+    for the rows of `ablation_by_level` (the same paired bootstrap as `delta_intervals`)."""
+    rates = _rates(run, df["run_id"].to_list() + df["baseline_run"].to_list())
+    out = {}
+    for run_id, baseline, level in df.select("run_id", "baseline_run", "level").iter_rows():
+        on_level = {r: part.filter(pl.col("level").eq_missing(level)) for r, part in rates.items()}
+        interval = _paired(on_level, int(run_id), int(baseline))
+        if interval is not None:
+            out[(int(run_id), level)] = interval
+    return out

@@ -34,6 +34,17 @@ def checkpoint_path_name(db: Warehouse, checkpoint_id: int) -> tuple[str, str | 
     return row["path"], row["name"]
 
 
+def checkpoint_with_weights(db: Warehouse, path: str, weights_digest: str) -> int | None:
+    """The checkpoint registered from directory `path` with these weights, or None."""
+    found = _one(db, "checkpoint_with_weights", [path, weights_digest])
+    return int(found["checkpoint_id"][0]) if found.height else None
+
+
+def checkpoint_step(db: Warehouse, checkpoint_id: int) -> int:
+    """The step of a registered checkpoint (it must exist)."""
+    return int(_one(db, "checkpoint_step", [checkpoint_id])["step"][0])
+
+
 def task_exists(db: Warehouse, task_id: int) -> bool:
     return bool(_one(db, "task_exists", [task_id])["n"][0])
 

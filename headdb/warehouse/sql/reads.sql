@@ -10,6 +10,12 @@ SELECT model_key FROM checkpoints WHERE checkpoint_id = ?;
 -- name: checkpoint_path_name
 SELECT path, name FROM checkpoints WHERE checkpoint_id = ?;
 
+-- name: checkpoint_with_weights
+SELECT checkpoint_id FROM checkpoints WHERE path = ? AND weights_digest = ? ORDER BY checkpoint_id;
+
+-- name: checkpoint_step
+SELECT step FROM checkpoints WHERE checkpoint_id = ?;
+
 -- name: task_exists
 SELECT count(*) AS n FROM tasks WHERE task_id = ?;
 
