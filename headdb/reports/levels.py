@@ -8,11 +8,12 @@ naming the levels where the interval lies above zero (helps) and below zero (hur
 
 from __future__ import annotations
 
-from rich.table import Table
+import polars as pl
 from rich.text import Text
 
 from headdb.reports import plots
 from headdb.reports.ablation import level_intervals
+from headdb.reports.table import DataTable
 
 
 def _level(level: str | None) -> str:
@@ -32,6 +33,11 @@ def verdict(levels: list[str | None], intervals: list) -> str:
     return "no level where the effect is clear (every interval spans 0)"
 
 
+def _names_of(values: pl.Series) -> str:
+    found = sorted(set(values.to_list()))
+    return f"{found[0]}" if len(found) == 1 else f"{found[0]}-{found[-1]}"
+
+
 def report_ablation_by_level(q, df, params, console, png=None):
     intervals = level_intervals(q.run, df)
     bars: list[tuple[str, float, tuple[float, float] | None]] = []
@@ -40,35 +46,33 @@ def report_ablation_by_level(q, df, params, console, png=None):
         kind = first["kind"] + (f" x{first['factor']:g}" if first["kind"] == "scale" and first["factor"] else "")
         auto = f"{first['kind']} {first['heads']}"
         name = "heads" if first["head_set"] == auto else first["head_set"]
-        table = Table(
-            title=f"{first['checkpoint']} on {first['task']}: {name} ({kind} {first['heads'].replace(',', ' ')}) "
-            "by level",
-            header_style="bold",
-            title_justify="left",
+        found = [intervals.get((int(r["run_id"]), r["level"])) for r in part.iter_rows(named=True)]
+        shown = part.select(
+            pl.col("level").map_elements(_level, return_dtype=pl.Utf8).alias("level"),
+            "n",
+            "baseline",
+            "value",
+            "delta",
+            pl.Series("delta_ci95", [None if iv is None else iv.text() for iv in found], dtype=pl.Utf8),
         )
-        for column in ("level", "n", "without", "with", "delta", "95% CI"):
-            table.add_column(column, justify="left" if column in ("level", "95% CI") else "right", overflow="fold")
-        found = []
-        for r in part.iter_rows(named=True):
-            iv = intervals.get((int(r["run_id"]), r["level"]))
-            found.append(iv)
-            delta = r["delta"]
-            table.add_row(
-                _level(r["level"]),
-                str(r["n"]),
-                f"{r['baseline']:.3f}",
-                f"{r['value']:.3f}",
-                Text(f"{delta:+.3f}", style="red" if delta < 0 else "green" if delta > 0 else ""),
-                "–" if iv is None else iv.text(),
+        console.print(
+            DataTable(
+                shown,
+                f"{first['checkpoint']} on {first['task']}: {name} ({kind} {first['heads'].replace(',', ' ')}) "
+                "by level (baseline: without it)",
+                title_justify="left",
+                keep=["level", "delta"],
+                cells={"delta": lambda d: Text(f"{d:+.3f}", style="red" if d < 0 else "green" if d > 0 else "")},
             )
+        )
+        for r, iv in zip(part.iter_rows(named=True), found):
             bars.append(
                 (
                     f"{first['checkpoint']} {name} level {_level(r['level'])}",
-                    delta,
+                    r["delta"],
                     None if iv is None else (iv.low, iv.high),
                 )
             )
-        console.print(table)
         sure = any(iv is not None and (iv.low > 0 or iv.high < 0) for iv in found)
         console.print(
             Text(
@@ -87,6 +91,11 @@ def report_ablation_by_level(q, df, params, console, png=None):
                 title="effect of each head set by level",
                 xlabel="accuracy change vs the same checkpoint without the intervention",
                 intervals=list(errors),
+                caption=(
+                    f"Change in accuracy per difficulty level when each head set is intervened on at "
+                    f"{params.get('checkpoint') or _names_of(df['checkpoint'])}, against the same checkpoint without it ({df['run_id'].n_unique()} runs, {len(bars)} levels in all, "
+                    f"n = {_names_of(df['n'])} problems per level); whiskers: 95% paired bootstrap intervals."
+                ),
             ),
         )
     return df
