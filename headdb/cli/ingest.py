@@ -50,6 +50,7 @@ METHOD, STEPS, RANK, BOOTSTRAP, IG_RULE, METRIC, TOPN, THRESHOLD, GREEDY, ALIGN 
 BOOTSTRAP_SEED = option(AttributionSettings, "seed", "--bootstrap-seed")
 CURVE = option(AttributionSettings, "curve", "--curve/--no-curve")
 ATTRIBUTION_BATCH = option(AttributionSettings, "batch_size", "--attribution-batch-size")
+MAX_MEMORY = option(AttributionSettings, "max_memory")
 ABLATE = typer.Option(None, "--ablate", help="Zero-ablate these heads, e.g. L5H1,L7H3.")
 SCALE = typer.Option(None, "--scale", help="Scale these heads, e.g. L5H1,L7H3=1.3.")
 LINEAGE = typer.Option(None, "--lineage", help="The training run the checkpoint belongs to.")
@@ -96,7 +97,21 @@ def generation_settings(
 
 
 def attribution_settings(
-    *, method, steps, ig_rule, metric, topn, threshold, greedy, curve, align, batch_size, rank, bootstrap, seed
+    *,
+    method,
+    steps,
+    ig_rule,
+    metric,
+    topn,
+    threshold,
+    greedy,
+    curve,
+    align,
+    batch_size,
+    rank,
+    bootstrap,
+    seed,
+    max_memory=None,
 ):
     from headdb.settings import AttributionSettings, build
 
@@ -117,6 +132,7 @@ def attribution_settings(
             rank=rank,
             bootstrap=bootstrap,
             seed=seed,
+            max_memory=max_memory,
         ),
         label=lambda f: names.get(f, f"--{f.replace('_', '-')}"),
     )
@@ -408,6 +424,7 @@ def attribution(
     bootstrap_seed: int = BOOTSTRAP_SEED,
     align: str = ALIGN,
     attribution_batch_size: int = ATTRIBUTION_BATCH,
+    max_memory: Optional[str] = MAX_MEMORY,
     ablate: Optional[str] = ABLATE,
     scale: Optional[str] = SCALE,
     lineage: Optional[str] = LINEAGE,
@@ -439,6 +456,7 @@ def attribution(
         rank=rank,
         bootstrap=bootstrap,
         seed=bootstrap_seed,
+        max_memory=max_memory,
     )
     spec = flag_intervention(ablate, scale)
     at, how = placement(lineage, regime, step), execution(device, dtype, force)
@@ -466,6 +484,7 @@ def training_run(
     threshold: Optional[float] = THRESHOLD,
     align: str = ALIGN,
     attribution_batch_size: int = ATTRIBUTION_BATCH,
+    max_memory: Optional[str] = MAX_MEMORY,
     rank: str = RANK,
     bootstrap: int = BOOTSTRAP,
     bootstrap_seed: int = BOOTSTRAP_SEED,
@@ -523,6 +542,7 @@ def training_run(
         curve=True,
         align=align,
         batch_size=attribution_batch_size,
+        max_memory=max_memory,
     )
     how = execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
