@@ -250,6 +250,48 @@ def format_row(row: dict) -> str:
     )
 
 
+def rescore(path: str, device: str) -> list[dict]:
+    """--rescore FILE: a grid's measured rows (its JSON or .partial) with the memory model's
+    current predictions (the model is a function of the shape; nothing is re-measured)."""
+    from headdb.attribution.memory import estimate
+
+    data = json.loads(Path(path).read_text())
+    rows = data["rows"] if isinstance(data, dict) else data
+    for row in rows:
+        shape = dict(SHAPES[row["shape"]], layers=row["layers"])
+        est = estimate(config_shape(shape), dtype_bytes=DTYPES[row["dtype"]].itemsize, seq=row["seq"])
+        row["model"] = {
+            "weights_mib": est.weights / 2**20,
+            "working_mib": est.working(row["batch"]) / 2**20,
+            "phase": est.phase,
+        }
+        finish(row, device)
+        print(format_row(row))
+    return rows
+
+
+def config_shape(shape: dict):
+    """The ModelShape of the config `write_model` writes for `shape` (no weights, no files)."""
+    from transformers import Qwen2Config, Qwen3Config
+
+    from headdb.checkpoints.loading import shape_from_config
+
+    qwen3 = shape.get("arch", "qwen2") == "qwen3"
+    extra = {"head_dim": shape["head_dim"]} if "head_dim" in shape else {}
+    config = (Qwen3Config if qwen3 else Qwen2Config)(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        tie_word_embeddings=shape["tie"],
+        **extra,
+    )
+    config.architectures = ["Qwen3ForCausalLM" if qwen3 else "Qwen2ForCausalLM"]
+    return shape_from_config(config.to_dict())
+
+
 def grid(args) -> dict:
     res: dict = {
         "machine": machine(args.device),
@@ -307,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--workdir", default=None, help="keep the written models here (reused when present)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--quick", action="store_true", help="tiny shapes, seconds")
+    ap.add_argument("--rescore", default=None, help="reprint a grid's JSON with the current memory model")
     # one point in a fresh process (internal)
     ap.add_argument("--point", choices=("engine", "baseline"), help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -319,6 +362,9 @@ def main() -> None:
     args = parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.rescore:
+        rescore(args.rescore, args.device)
+        return
     if args.point:
         res = point(args)
         Path(args.json).write_text(json.dumps(res, default=str))

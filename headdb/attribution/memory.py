@@ -12,7 +12,10 @@ its own copies; in float32 they are the same tensor).
             n_ports = L (H + 2 KV + 1) + 1 (q, k, v forks per head, the MLP port, the logits port)
     grads   one IG step's port gradients, in the model dtype: w n_ports D per token
     taps    the q/k/v port tensors of every layer, held for torch.autograd.grad during a step:
-            w L (H + 2 KV) D per token
+            x L (H + 2 KV) D per token (in float32 the per-head norm saves the port tensor itself,
+            counted in `saved`; a half model saves a float32 copy beside it)
+    grad_tmp  one layer's gradient temporaries through the per-head forks during the backward:
+            12 (H + 2 KV) D per token
     saved   what one hooked forward keeps for its backward, per layer and token:
               4 (D + (H + 2 KV)(D + 1) + 2)     pre-norm residuals, the per-head q/k/v forks
                                                 (normed in float32) and their rsqrt
@@ -27,7 +30,7 @@ its own copies; in float32 they are the same tensor).
 
 The run's peak is the largest of its phases (per row):
     captures   2 delta (clean and corrupted node outputs) + one no-grad layer in flight
-    IG steps   delta + acc + taps + max(saved over all layers, grads) + misc
+    IG steps   delta + acc + taps + max(saved over all layers, grads) + grad_tmp + misc
     scoring    delta + acc + one layer's port rows (4 (H + 2 KV + 1) D per token)
 Faithfulness evaluation (2 captures then patched no-grad runs) and exact patching stay within the
 captures phase. Per-example statistics add 4 n_edges per row and R bootstrap replicate sums
@@ -133,14 +136,15 @@ def estimate(
     delta = 4 * n_src * D * S
     acc = 4 * n_ports * D * S
     grads = w * n_ports * D * S
-    taps = w * L * (H + 2 * KV) * D * S
+    taps = x * L * (H + 2 * KV) * D * S
+    grad_tmp = 12 * (H + 2 * KV) * D * S
     saved = L * layer_saved_bytes(shape, w, S) * S + (8 * D + 2 * dh * w) * S
     misc = (3 * w + 4) * D * S
     # One no-grad layer in flight during a capture: its MLP activations and attention scores.
     in_flight = (2 * w * F + 4 * D) * S + (4 + x) * H * S * S
     phases = {"captures": 2 * delta + in_flight + misc}
     if method != "exact":
-        phases["ig-steps"] = delta + acc + taps + max(saved, grads) + misc
+        phases["ig-steps"] = delta + acc + taps + max(saved, grads) + grad_tmp + misc
         phases["scoring"] = delta + acc + 4 * (H + 2 * KV + 1) * D * S
     stats = 4 * n_edges if per_example else 0
     phase = max(phases, key=lambda k: phases[k])
