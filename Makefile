@@ -25,7 +25,7 @@ export TOKENIZERS_PARALLELISM := false
 # uv reads the machine's CA certificates, as pip does.
 export UV_SYSTEM_CERTS := 1
 
-.PHONY: test lint demo install lock bench clean postgresql
+.PHONY: test lint demo install lock bench bench-gpu clean postgresql
 
 install: $(STAMP)
 
@@ -82,6 +82,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
+# On a machine with one CUDA GPU (<= 8 min on an H200); BENCH_ARGS=--dry checks it on a CPU.
+bench-gpu: $(STAMP)
+	HEADDB_PYTHON=$(BIN)/python benchmarks/gpu_check.sh $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -106,15 +106,21 @@ DTYPES = {
 def write_model(
     out: Path, shape: dict, dtype: torch.dtype, *, seed: int = 0, gen_device: str = "cpu", shard_bytes: int = 2 << 30
 ) -> Path:
-    """Write config.json, random safetensors shards and the headdb.demo.tiny tokenizer to `out`."""
+    """Write config.json, random safetensors shards and the headdb.demo.tiny tokenizer to `out`.
+
+    shape["arch"] "qwen3" (default "qwen2") writes a Qwen3 model (q/k norms, no q/k/v bias), with
+    shape["head_dim"] when given (Qwen3 decouples it from hidden / heads)."""
     from safetensors.torch import save_file
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     from headdb.demo.tiny import build_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer()
-    config = Qwen2Config(
+    qwen3 = shape.get("arch", "qwen2") == "qwen3"
+    config_class, model_class = (Qwen3Config, Qwen3ForCausalLM) if qwen3 else (Qwen2Config, Qwen2ForCausalLM)
+    extra = {"head_dim": shape["head_dim"]} if "head_dim" in shape else {}
+    config = config_class(
         vocab_size=shape["vocab"],
         hidden_size=shape["hidden"],
         intermediate_size=shape["intermediate"],
@@ -130,17 +136,18 @@ def write_model(
         bos_token_id=tok.eos_token_id,
         eos_token_id=tok.eos_token_id,
         initializer_range=0.02,
+        **extra,
     )
-    config.architectures = ["Qwen2ForCausalLM"]
+    config.architectures = [model_class.__name__]
     config.save_pretrained(out)
     tok.save_pretrained(out)
     with torch.device("meta"):  # names and shapes only; no memory
-        names = [(n, tuple(p.shape)) for n, p in Qwen2ForCausalLM(config).named_parameters()]
+        names = [(n, tuple(p.shape)) for n, p in model_class(config).named_parameters()]
     gen = torch.Generator(device=gen_device).manual_seed(seed)
     shards: list[dict] = [{}]
     size = 0
     for name, shp in names:
-        if name.endswith("norm.weight"):
+        if name.endswith("norm.weight"):  # also Qwen3's q_norm / k_norm
             t = 1.0 + 0.1 * torch.randn(shp, generator=gen, device=gen_device)
         else:  # weights and q/k/v biases
             t = 0.02 * torch.randn(shp, generator=gen, device=gen_device)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from headdb.errors import UserError
@@ -82,7 +82,12 @@ class AttributionSettings(Settings):
     )  # docs/confidence.md
     seed: int = Field(0, description="Seed of the bootstrap replicates' weights (pair runs by it).")
     # how the work is cut, not what a run means: not hashed
-    batch_size: int = Field(8, ge=1, description="Prompt pairs per attribution batch.")
+    batch_size: int = Field(8, ge=1, description="Prompt pairs per attribution batch (at most; see --max-memory).")
+    max_memory: ByteSize | None = Field(
+        None,
+        description="Memory the run may use, weights included, e.g. 70GB or 24GiB (default: what the device has "
+        "free); the batch shrinks to fit it (docs/attribution.md, Memory).",
+    )
 
     def model_post_init(self, _context: Any) -> None:
         if self.method == "exact" and (self.bootstrap or self.rank != "abs-mean"):
@@ -95,7 +100,7 @@ class AttributionSettings(Settings):
         """The run config this job is keyed by (with the checkpoint and task digests). rank,
         bootstrap and seed appear only when they change the run (not at abs-mean, 0 replicates),
         so runs made before they existed keep their config_hash; so does prepend_bos when off."""
-        cfg = self.model_dump(exclude={"batch_size"})
+        cfg = self.model_dump(exclude={"batch_size", "max_memory"})
         if not cfg["prepend_bos"]:
             del cfg["prepend_bos"]
         if cfg["rank"] == "abs-mean":

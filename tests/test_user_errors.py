@@ -209,6 +209,9 @@ def mistakes(root, model):
             "10",
         ],
         "unknown ig rule": ["ingest", "attribution", *ck, *task, "--ig-rule", "trapezoid"],
+        # refused at plan time by the memory model (headdb.attribution.memory), before any write
+        "attribution cannot fit --max-memory": ["ingest", "attribution", *ck, *task, "--max-memory", "200kB"],
+        "max-memory not a size": ["ingest", "attribution", *ck, *task, "--max-memory", "lots"],
         "unknown executor": ["ingest", "attribution", *ck, *task, "--executor", "slurm"],
         "ray options without ray": ["study", root / "bad_heads.toml", "--gpus-per-job", "1"],
         "graph file malformed": ["ingest", "graph-json", root / "broken.json", *ck, "--task", "t", "--new"],
@@ -328,3 +331,13 @@ def test_a_mistake_creates_no_warehouse(world, tmp_path):
     )
     assert code == 2 and "differ in token length" in err
     assert not fresh.exists()
+
+
+def test_a_run_too_big_for_memory_says_what_it_needs(world):
+    root, model, db = world
+    code, err = run_cli(
+        db, "ingest", "attribution", "--checkpoint", model, "--task", root / "task.jsonl", "--max-memory", "200kB"
+    )
+    assert code == 2
+    # the tiny model needs ~242 kB at batch 1: its weights (151 kB) fit, its working memory does not
+    assert "needs" in err and "at batch 1" in err and "more than --max-memory (195.3KiB)" in err, err

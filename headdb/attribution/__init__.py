@@ -6,6 +6,8 @@ Modules (one concern each):
     batches       right-padded clean/corrupted batches
     probe         where nodes and ports live in a TransformerBridge
     result        AttributionResult (what every method returns) and the progress ticker
+    memory        what a run holds (weights, node-output differences, port gradients, saved
+                  activations) and the batch size that fits --max-memory or the free memory
     eap           EAP and EAP-IG scores (one matrix product per destination block)
     bootstrap     ranking rules, per-example statistics, Poisson-bootstrap replicate weights
     confidence    circuits re-selected per bootstrap replicate: head p, stability
@@ -88,6 +90,15 @@ __all__ = [
 ]
 
 
+def fitted(loaded, pairs, settings: AttributionSettings) -> AttributionSettings:
+    """`settings` with batch_size lowered to what fits in memory (headdb.attribution.memory);
+    a UserError when not even one pair fits."""
+    from headdb.attribution.memory import batch_for
+
+    batch = batch_for(loaded, pairs, settings)
+    return settings if batch == settings.batch_size else settings.model_copy(update={"batch_size": batch})
+
+
 def settings_of(settings: AttributionSettings | None, fields: dict) -> AttributionSettings:
     """The settings a call runs with: `settings` whole, or built from keyword `fields` by the
     same model (one definition of every default and rule; a wrong value is one UserError line)."""
@@ -105,7 +116,9 @@ def attribute(
 
     loaded: headdb.checkpoints.loading.LoadedModel; pairs: headdb.attribution.tasks.EncodedPairs.
     settings: headdb.settings.AttributionSettings, or its fields as keywords (method, metric,
-    steps, ig_rule, batch_size, rank, bootstrap, seed; the others do not matter here). ig_rule
+    steps, ig_rule, batch_size, max_memory, rank, bootstrap, seed; the others do not matter here).
+    batch_size is the most pairs per batch: fewer when they would not fit max_memory (default: the
+    device's free memory; headdb.attribution.memory). ig_rule
     places eap-ig's `steps` points (left reproduces hannamw/EAP-IG and MIB); rank says what
     `result.ranking` is (abs-mean: |mean score|; mean-abs: mean |score|); bootstrap: Poisson
     replicates (0 = none) with weights from `seed` (headdb.attribution.bootstrap).
@@ -113,6 +126,7 @@ def attribute(
     """
     s = settings_of(settings, fields)
     check_metric(s.metric, pairs.wrong)  # a rule about the task's items, not the settings
+    s = fitted(loaded, pairs, s)
     if s.method == "exact":
         return exact_scores(loaded, pairs, metric=s.metric, batch_size=s.batch_size, progress=progress, ticker=ticker)
     return eap_scores(
@@ -160,7 +174,7 @@ def discover(loaded, pairs, settings: AttributionSettings | None = None, *, prog
     replicates (headdb.attribution.confidence: membership, head p, stability).
     progress: optional callable(done, total), counted in forward passes over all phases.
     """
-    s = settings_of(settings, fields)
+    s = fitted(loaded, pairs, settings_of(settings, fields))
     method, metric, steps, batch_size = s.method, s.metric, s.steps, s.batch_size
     topn, threshold, greedy, curve = s.topn, s.threshold, s.greedy, s.curve
     g = build_layout(loaded.shape)

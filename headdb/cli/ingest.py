@@ -51,6 +51,7 @@ BOOTSTRAP_SEED = option(AttributionSettings, "seed", "--bootstrap-seed")
 CURVE = option(AttributionSettings, "curve", "--curve/--no-curve")
 PREPEND_BOS = option(AttributionSettings, "prepend_bos", "--prepend-bos/--no-prepend-bos")
 ATTRIBUTION_BATCH = option(AttributionSettings, "batch_size", "--attribution-batch-size")
+MAX_MEMORY = option(AttributionSettings, "max_memory")
 ABLATE = typer.Option(None, "--ablate", help="Zero-ablate these heads, e.g. L5H1,L7H3.")
 SCALE = typer.Option(None, "--scale", help="Scale these heads, e.g. L5H1,L7H3=1.3.")
 LINEAGE = typer.Option(None, "--lineage", help="The training run the checkpoint belongs to.")
@@ -112,6 +113,7 @@ def attribution_settings(
     bootstrap,
     seed,
     prepend_bos=False,
+    max_memory=None,
 ):
     from headdb.settings import AttributionSettings, build
 
@@ -133,6 +135,7 @@ def attribution_settings(
             rank=rank,
             bootstrap=bootstrap,
             seed=seed,
+            max_memory=max_memory,
         ),
         label=lambda f: names.get(f, f"--{f.replace('_', '-')}"),
     )
@@ -425,6 +428,7 @@ def attribution(
     align: str = ALIGN,
     prepend_bos: bool = PREPEND_BOS,
     attribution_batch_size: int = ATTRIBUTION_BATCH,
+    max_memory: Optional[str] = MAX_MEMORY,
     ablate: Optional[str] = ABLATE,
     scale: Optional[str] = SCALE,
     lineage: Optional[str] = LINEAGE,
@@ -457,6 +461,7 @@ def attribution(
         rank=rank,
         bootstrap=bootstrap,
         seed=bootstrap_seed,
+        max_memory=max_memory,
     )
     spec = flag_intervention(ablate, scale)
     at, how = placement(lineage, regime, step), execution(device, dtype, force)
@@ -485,6 +490,7 @@ def training_run(
     align: str = ALIGN,
     prepend_bos: bool = PREPEND_BOS,
     attribution_batch_size: int = ATTRIBUTION_BATCH,
+    max_memory: Optional[str] = MAX_MEMORY,
     rank: str = RANK,
     bootstrap: int = BOOTSTRAP,
     bootstrap_seed: int = BOOTSTRAP_SEED,
@@ -543,6 +549,7 @@ def training_run(
         align=align,
         prepend_bos=prepend_bos,
         batch_size=attribution_batch_size,
+        max_memory=max_memory,
     )
     how = execution(device, dtype, force)
     runner = executor(executor_name, address, gpus_per_job, cpus_per_job)

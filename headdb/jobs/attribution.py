@@ -12,7 +12,7 @@ from headdb.attribution.tasks import Task, encode_pairs
 from headdb.errors import UserError
 from headdb.evals.interventions import Intervention, applied
 from headdb.jobs.job import JobContext, Target
-from headdb.settings import AttributionSettings
+from headdb.settings import AttributionSettings, Execution
 from headdb.warehouse.runs import Facts
 
 if TYPE_CHECKING:
@@ -72,6 +72,27 @@ class AttributionJob:
             check_metric(self.settings.metric, pairs.wrong)
         except UserError as exc:
             raise UserError(f"task {self.task.name}: {exc}") from None
+
+    def check_memory(self, target: Target, execution: Execution) -> None:
+        """Refuse, before anything is written, a run that cannot fit one prompt pair in memory
+        (--max-memory, or what the device has free here); headdb.attribution.memory."""
+        from headdb.attribution.memory import check_plan
+        from headdb.checkpoints.loading import resolve_dtype
+        from headdb.jobs.registration import resolve_device_dtype
+
+        if target.broken or target.shape is None:
+            return
+        pairs = encode_pairs(self.task, target.tokenizer(), align=self.settings.align)
+        if len(pairs) == 0:
+            return
+        device, dtype = resolve_device_dtype(execution.device, execution.dtype)
+        seq = max(len(ids) for ids in pairs.clean)
+        try:
+            check_plan(
+                target.shape, self.settings, dtype_bytes=resolve_dtype(dtype, device).itemsize, seq=seq, device=device
+            )
+        except UserError as exc:
+            raise UserError(f"task {self.task.name} on {target.label}: {exc}") from None
 
     def register_task(self, db: Warehouse) -> int:
         return register_circuit_task(db, self.task)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from headdb.checkpoints.loading import ModelShape
 from headdb.warehouse.runs import Facts
 
 if TYPE_CHECKING:
     from headdb.checkpoints.loading import LoadedModel
+    from headdb.settings import Execution
     from headdb.warehouse.store import Warehouse
 
 Progress = Callable[[str, int, int], None]
@@ -131,3 +132,11 @@ class Job(Protocol):
     def compute(self, loaded: LoadedModel, ctx: JobContext) -> Facts:
         """The job's facts from a loaded checkpoint (None for jobs that need no model: they take
         `LoadedModel | None`)."""
+
+
+@runtime_checkable
+class MemoryBound(Protocol):
+    """A job whose memory depends on where it runs: `Plan.validate` also calls `check_memory`."""
+
+    def check_memory(self, target: Target, execution: Execution) -> None:
+        """Raise UserError when the job cannot fit the execution's device or memory limit."""

@@ -2,7 +2,7 @@
 
     [study]                      name, seed
     [attribution]                method, steps, ig_rule, metric, topn, threshold, greedy, curve, align,
-                                 prepend_bos, rank, bootstrap, seed, batch_size
+                                 prepend_bos, rank, bootstrap, seed, batch_size, max_memory
                                  (headdb.settings.AttributionSettings)
     [generation]                 samples, temperature, top_p, top_k, min_p, max_new_tokens, seed,
                                  batch_size, k, chat, mode (GenerationSettings, Sampling), limit

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from headdb.checkpoints.loading import read_config, shape_from_config
 from headdb.errors import UserError
-from headdb.jobs.job import Job, Placement, Target
+from headdb.jobs.job import Job, MemoryBound, Placement, Target
 from headdb.settings import Execution
 from headdb.warehouse.reads import checkpoint_path_name
 
@@ -39,10 +39,13 @@ class Plan:
         return sum(len(w.jobs) for w in self.work)
 
     def validate(self) -> "Plan":
-        """Every job checked against its checkpoint's shape and tokenizer; raises UserError."""
+        """Every job checked against its checkpoint's shape and tokenizer (and, where its memory
+        depends on it, against the execution's device); raises UserError."""
         for w in self.work:
             for job in w.jobs:
                 job.validate(w.target)
+                if isinstance(job, MemoryBound):
+                    job.check_memory(w.target, self.execution)
         return self
 
     def extend(self, other: "Plan") -> "Plan":

@@ -1,0 +1,240 @@
+"""How much memory an attribution run needs, and the batch size that fits a budget.
+
+The model counts what `eap.eap_scores` and the bridge's hooked forward actually hold, per batch
+row and per token (docs/attribution.md, "Memory"). Notation: L layers, H query heads, KV kv heads,
+D d_model, dh head dim, F MLP width, S tokens (the longest prompt), w the model dtype's bytes,
+x = w for a half-precision model and 0 for float32 (the float32 upcasts a half model keeps beside
+its own copies; in float32 they are the same tensor).
+
+    delta   node-output differences [N_src, B, S, D] float32: 4 N_src D per token,
+            N_src = 1 + L (H + 1) (every node but logits)
+    acc     port gradients summed over the IG steps, float32: 4 n_ports D per token,
+            n_ports = L (H + 2 KV + 1) + 1 (q, k, v forks per head, the MLP port, the logits port)
+    grads   one IG step's port gradients, in the model dtype: w n_ports D per token
+    taps    the q/k/v port tensors of every layer, held for torch.autograd.grad during a step:
+            x L (H + 2 KV) D per token (in float32 the per-head norm saves the port tensor itself,
+            counted in `saved`; a half model saves a float32 copy beside it)
+    grad_tmp  one layer's gradient temporaries through the per-head forks during the backward:
+            12 (H + 2 KV) D per token
+    saved   what one hooked forward keeps for its backward, per layer and token:
+              4 (D + (H + 2 KV)(D + 1) + 2)     pre-norm residuals, the per-head q/k/v forks
+                                                (normed in float32) and their rsqrt
+            + w (D + 3 F + 3 H dh) + x D        the MLP's gate/up/act inputs, q, k and v (k and v
+                                                repeated to H heads), the attention output
+            + (4 + x) H S                       the attention probabilities (float32 softmax,
+                                                plus its cast for a half model)
+            + 4 (H + KV)(dh + 1)                Qwen3's q/k norms
+            measured with torch's saved-tensor hooks on Qwen2 and Qwen3 models (exact to
+            16 bytes per token per layer).
+    misc    both embeddings, their difference and the step input: (3 w + 4) D per token
+
+The run's peak is the largest of its phases (per row):
+    captures   2 delta (clean and corrupted node outputs) + one no-grad layer in flight
+    IG steps   delta + acc + taps + max(saved over all layers, grads) + grad_tmp + misc
+    scoring    delta + acc + one layer's port rows (4 (H + 2 KV + 1) D per token)
+Faithfulness evaluation (2 captures then patched no-grad runs) and exact patching stay within the
+captures phase. Per-example statistics add 4 n_edges per row and R bootstrap replicate sums
+4 R n_edges (twice for rank mean-abs), fixed. The weights come on top: their bytes as loaded.
+
+These are live tensor bytes: what torch.cuda.max_memory_allocated reports on CUDA. On CPU,
+glibc's malloc keeps freed blocks below its (growing) mmap threshold in the heap, so the process's
+peak RSS was 1.5-1.9x the live bytes (benchmarks/RESULTS.md, "Real shapes"); CPU budgets count the
+working memory CPU_SLACK times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from headdb.errors import UserError
+
+HEADROOM = 0.9  # of the memory found free: other processes and allocator slack keep the rest
+CPU_SLACK = 2.0  # peak RSS over live tensor bytes under glibc malloc (measured 1.5-1.9x)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes of one attribution run: weights + fixed + batch * per_row, at its peak phase."""
+
+    weights: int
+    per_row: int  # working bytes per batch row at `seq` tokens, in the peak phase
+    fixed: int  # working bytes whatever the batch (bootstrap replicate sums)
+    seq: int
+    phase: str  # captures | ig-steps | scoring: where the peak is
+    phases: dict  # bytes per row of every phase
+
+    def total(self, batch: int) -> int:
+        return self.weights + self.fixed + batch * self.per_row
+
+    def working(self, batch: int) -> int:
+        return self.fixed + batch * self.per_row
+
+    def on(self, device: str) -> "MemoryEstimate":
+        """The estimate as the device's allocator holds it: working memory x CPU_SLACK on CPU."""
+        if str(device).startswith("cuda"):
+            return self
+        k = CPU_SLACK
+        return MemoryEstimate(
+            self.weights, int(self.per_row * k), int(self.fixed * k), self.seq, self.phase, self.phases
+        )
+
+    def largest_batch(self, budget: int) -> int:
+        """The most rows whose total fits `budget` bytes (0 when not even one does)."""
+        room = budget - self.weights - self.fixed
+        return max(0, room // self.per_row) if self.per_row > 0 else 0
+
+
+def _dims(shape) -> tuple[int, int, int, int, int, int, int, bool, bool]:
+    L, H, KV, D = shape.n_layers, shape.n_heads, shape.n_kv_heads or shape.n_heads, shape.d_model
+    dh = getattr(shape, "d_head", None) or D // H
+    F, V = shape.d_mlp, shape.vocab_size
+    config = getattr(shape, "config", None) or {}
+    family = getattr(shape, "family", "") or ""
+    qk_norm = family == "qwen3"
+    tied = bool(config.get("tie_word_embeddings", False))
+    return L, H, KV, D, dh, F, V, qk_norm, tied
+
+
+def weight_bytes(shape, dtype_bytes: int) -> int:
+    """Bytes of the model's parameters in the load dtype (counted from the shape)."""
+    L, H, KV, D, dh, F, V, qk_norm, tied = _dims(shape)
+    config = getattr(shape, "config", None) or {}
+    family = getattr(shape, "family", "") or ""
+    bias = family == "qwen2" or bool(config.get("attention_bias", False))
+    layer = D * H * dh + 2 * D * KV * dh + H * dh * D + 3 * D * F + 2 * D
+    layer += (H * dh + 2 * KV * dh) if bias else 0
+    layer += 2 * dh if qk_norm else 0
+    return dtype_bytes * (V * D * (1 if tied else 2) + L * layer + D)
+
+
+def layer_saved_bytes(shape, dtype_bytes: int, seq: int) -> int:
+    """Bytes per token of one layer's tensors saved for the IG step's backward (see above)."""
+    _, H, KV, D, dh, F, _, qk_norm, _ = _dims(shape)
+    w, x = dtype_bytes, (dtype_bytes if dtype_bytes != 4 else 0)
+    saved = 4 * (D + (H + 2 * KV) * (D + 1) + 2) + w * (D + 3 * F + 3 * H * dh) + x * D + (4 + x) * H * seq
+    return saved + (4 * (H + KV) * (dh + 1) if qk_norm else 0)
+
+
+def estimate(
+    shape,
+    *,
+    dtype_bytes: int,
+    seq: int,
+    method: str = "eap-ig",
+    n_edges: int = 0,
+    per_example: bool = False,
+    bootstrap: int = 0,
+    mean_abs: bool = False,
+) -> MemoryEstimate:
+    """The memory of attributing prompts of `seq` tokens (see the module docstring).
+
+    n_edges: the graph's edge count (per-example statistics and bootstrap replicates only)."""
+    L, H, KV, D, dh, F, _, _, _ = _dims(shape)
+    w, x, S = dtype_bytes, (dtype_bytes if dtype_bytes != 4 else 0), seq
+    n_src = 1 + L * (H + 1)
+    n_ports = L * (H + 2 * KV + 1) + 1
+    delta = 4 * n_src * D * S
+    acc = 4 * n_ports * D * S
+    grads = w * n_ports * D * S
+    taps = x * L * (H + 2 * KV) * D * S
+    grad_tmp = 12 * (H + 2 * KV) * D * S
+    saved = L * layer_saved_bytes(shape, w, S) * S + (8 * D + 2 * dh * w) * S
+    misc = (3 * w + 4) * D * S
+    # One no-grad layer in flight during a capture: its MLP activations and attention scores.
+    in_flight = (2 * w * F + 4 * D) * S + (4 + x) * H * S * S
+    phases = {"captures": 2 * delta + in_flight + misc}
+    if method != "exact":
+        phases["ig-steps"] = delta + acc + taps + max(saved, grads) + grad_tmp + misc
+        phases["scoring"] = delta + acc + 4 * (H + 2 * KV + 1) * D * S
+    stats = 4 * n_edges if per_example else 0
+    phase = max(phases, key=lambda k: phases[k])
+    return MemoryEstimate(
+        weights=weight_bytes(shape, w),
+        per_row=phases[phase] + stats,
+        fixed=4 * bootstrap * n_edges * (2 if mean_abs else 1),
+        seq=S,
+        phase=phase,
+        phases=phases,
+    )
+
+
+def available(device: str) -> int:
+    """Bytes free for this process on `device`: CUDA free memory plus what torch's caching
+    allocator holds unused; on CPU the RAM the OS reports available."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def size(n: float) -> str:
+    """Bytes for people, e.g. 6.2GiB (pydantic's ByteSize, the type of --max-memory)."""
+    from pydantic import ByteSize
+
+    return ByteSize(int(n)).human_readable()
+
+
+def fit_batch(est: MemoryEstimate, budget: int, wanted: int, *, where: str) -> int:
+    """min(wanted, the largest batch within `budget`); a UserError saying what one row needs
+    when not even batch 1 fits. `where` names the budget (e.g. "--max-memory 1MB")."""
+    fits = est.largest_batch(budget)
+    if fits < 1:
+        raise UserError(
+            f"attribution needs {size(est.total(1))} at batch 1 ({est.seq} tokens: weights {size(est.weights)} "
+            f"+ {size(est.working(1))} working memory), more than {where} ({size(budget)}); "
+            "shorten the prompts or give a larger --max-memory"
+        )
+    return max(1, min(int(wanted), int(fits)))
+
+
+def for_settings(shape, settings, *, dtype_bytes: int, seq: int) -> MemoryEstimate:
+    """`estimate` for a run of `settings` (AttributionSettings) on prompts of `seq` tokens."""
+    from headdb.attribution.graph import build_layout
+
+    per_example = settings.rank == "mean-abs" or settings.bootstrap > 0
+    return estimate(
+        shape,
+        dtype_bytes=dtype_bytes,
+        seq=seq,
+        method=settings.method,
+        n_edges=build_layout(shape).n_edges if per_example or settings.bootstrap else 0,
+        per_example=per_example,
+        bootstrap=settings.bootstrap,
+        mean_abs=settings.rank == "mean-abs",
+    )
+
+
+def check_plan(shape, settings, *, dtype_bytes: int, seq: int, device: str) -> None:
+    """Plan time, nothing loaded: a UserError when batch 1 cannot fit --max-memory or, without
+    it, the memory free on `device` here (skipped for a CUDA device this machine lacks: the
+    worker that has it checks again when it loads the model)."""
+    est = for_settings(shape, settings, dtype_bytes=dtype_bytes, seq=seq).on(device)
+    if settings.max_memory is not None:
+        fit_batch(est, int(settings.max_memory), 1, where="--max-memory")
+        return
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+    fit_batch(est, int(available(device) * HEADROOM), 1, where=f"the memory free on {device}")
+
+
+def batch_for(loaded, pairs, settings) -> int:
+    """Run time, model loaded: settings.batch_size, or fewer rows when the model says that many
+    would not fit (--max-memory, or the device's free memory plus the resident weights)."""
+    if len(pairs) == 0:
+        return int(settings.batch_size)
+    params = list(loaded.hf_model.parameters())
+    weights = sum(p.numel() * p.element_size() for p in params)
+    seq = max(len(ids) for ids in pairs.clean)
+    est = for_settings(loaded.shape, settings, dtype_bytes=params[0].element_size(), seq=seq)
+    est = MemoryEstimate(weights, est.per_row, est.fixed, est.seq, est.phase, est.phases).on(str(loaded.device))
+    if settings.max_memory is not None:
+        return fit_batch(est, int(settings.max_memory), settings.batch_size, where="--max-memory")
+    budget = weights + int(available(str(loaded.device)) * HEADROOM)
+    return fit_batch(est, budget, settings.batch_size, where=f"the memory free on {loaded.device}")

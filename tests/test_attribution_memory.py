@@ -1,0 +1,106 @@
+"""The attribution memory model (headdb.attribution.memory): its terms against what torch
+actually holds, and the batch it picks for a budget.
+
+The per-layer saved-activation term is checked exactly, in process, against the bytes autograd
+saves during a real EAP-IG step (torch's saved-tensor hooks, unique storages, weights left
+out). The whole-run peak against a measured peak RSS is benchmarks/bench_shapes.py's check
+(RESULTS.md): peak RSS of a model small enough for a test is mostly the interpreter and noise.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd.graph import saved_tensors_hooks
+
+from headdb.attribution import eap_scores
+from headdb.attribution.memory import MemoryEstimate, estimate, fit_batch, layer_saved_bytes, weight_bytes
+from headdb.attribution.tasks import EncodedPairs
+from headdb.checkpoints.loading import load_model
+from headdb.errors import UserError
+
+
+def pairs_of(n: int, seq: int, vocab: int) -> EncodedPairs:
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(3, vocab, (n, seq), generator=g)
+    corrupted = clean.clone()
+    corrupted[:, seq // 2] = (clean[:, seq // 2] + 1) % vocab
+    return EncodedPairs(
+        item_ids=[str(i) for i in range(n)],
+        clean=clean.tolist(),
+        corrupted=corrupted.tolist(),
+        answer=[5] * n,
+        wrong=[-1] * n,
+    )
+
+
+def saved_bytes(loaded, pairs) -> int:
+    """Bytes of the distinct storages autograd saves during one EAP-IG call (one step), weights
+    excluded: the IG step's forward is the only graph the call builds."""
+    weights = {p.untyped_storage().data_ptr() for p in loaded.hf_model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in weights:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with saved_tensors_hooks(pack, lambda t: t):
+        eap_scores(loaded, pairs, steps=1, batch_size=len(pairs))
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_saved_activations_per_layer_are_what_autograd_keeps(tiny_checkpoint, tmp_path, arch, dtype):
+    # Two models that differ only in depth: the difference is one layer's saved tensors, which the
+    # model states per token (and per S^2 for the attention probabilities).
+    kw = dict(arch=arch, n_heads=4, n_kv_heads=2, d_model=64, seed=0)
+    if arch == "qwen3":
+        kw["d_head"] = 32  # H * dh != D: the q/k/v terms are not D in disguise
+    one = load_model(tiny_checkpoint(n_layers=1, at=tmp_path / "one", **kw), dtype=dtype, device="cpu")
+    two = load_model(tiny_checkpoint(n_layers=2, at=tmp_path / "two", **kw), dtype=dtype, device="cpu")
+    B, S = 2, 24
+    pairs = pairs_of(B, S, one.shape.vocab_size)
+    measured = saved_bytes(two, pairs) - saved_bytes(one, pairs)
+    w = torch.finfo(getattr(torch, dtype)).bits // 8
+    predicted = B * S * layer_saved_bytes(two.shape, w, S)
+    assert abs(predicted - measured) <= 0.02 * measured, (predicted, measured)
+
+
+def test_weight_bytes_count_the_loaded_parameters(tiny_checkpoint, tmp_path):
+    for arch in ("qwen2", "qwen3", "llama"):
+        loaded = load_model(
+            tiny_checkpoint(arch=arch, n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, at=tmp_path / arch),
+            dtype="float32",
+            device="cpu",
+        )
+        actual = sum(p.numel() * p.element_size() for p in loaded.hf_model.parameters())
+        assert weight_bytes(loaded.shape, 4) == actual, arch
+
+
+def test_the_batch_that_fits_a_budget():
+    est = MemoryEstimate(weights=1000, per_row=100, fixed=50, seq=8, phase="ig-steps", phases={})
+    assert est.total(3) == 1350
+    assert est.largest_batch(1349) == 2 and est.largest_batch(1350) == 3
+    assert fit_batch(est, 10_000, 8, where="--max-memory") == 8  # the asked batch when it fits
+    assert fit_batch(est, 1_500, 8, where="--max-memory") == 4  # else the largest that fits
+    with pytest.raises(UserError, match=r"needs 1\.1KiB at batch 1 \(8 tokens.*more than --max-memory"):
+        fit_batch(est, 1_149, 8, where="--max-memory")
+
+
+def test_the_peak_grows_with_batch_and_length_as_the_terms_say():
+    from headdb.checkpoints.loading import ModelShape
+
+    # Qwen2.5-Math-1.5B: per row at 128 tokens, float32, the IG steps are the peak
+    shape = ModelShape("Qwen2ForCausalLM", 28, 12, 2, 1536, 128, 8960, 151936, {"tie_word_embeddings": True})
+    est = estimate(shape, dtype_bytes=4, seq=128)
+    assert est.phase == "ig-steps"
+    n_src, n_ports = 1 + 28 * 13, 28 * 17 + 1
+    assert est.phases["ig-steps"] > 4 * (n_src + n_ports) * 1536 * 128  # delta + acc + saved
+    assert est.weights == 4 * 1_543_714_304  # Qwen2.5-1.5B's parameter count
+    longer = estimate(shape, dtype_bytes=4, seq=256)
+    assert longer.per_row > 2 * est.per_row  # the attention probabilities grow with S^2
+    half = estimate(shape, dtype_bytes=2, seq=128)
+    assert half.weights * 2 == est.weights and half.per_row < est.per_row

@@ -1,0 +1,44 @@
+"""benchmarks/gpu_check.sh in its dry mode (CPU, tiny shapes): the one-command GPU check runs end
+to end and its JSON holds every section with meaningful values."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gpu_check_dry_run_writes_every_section(tmp_path):
+    out = tmp_path / "check.json"
+    env = {**os.environ, "HEADDB_PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry", "--json", str(out), "--threads", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DRY RUN on CPU" in proc.stdout
+    res = json.loads(out.read_text())
+    assert res["dry"] is True and res["device"] == "cpu" and not res["skipped"]
+    # the same CPU call twice: equal scores (on a GPU this compares CUDA with CPU)
+    assert {r["arch"] for r in res["scores"]} == {"qwen2", "qwen3"}
+    assert all(r["ok"] and r["max_rel_diff"] <= 1e-6 and r["pearson"] > 0.999999 for r in res["scores"])
+    points = {(r["shape"], r["seq"]) for r in res["shapes"]}
+    assert points == {("tiny3", 32), ("tiny3", 64)}
+    for r in res["shapes"]:
+        assert r["engine"]["fits"] and r["baseline"]["fits"], r
+        for key in ("time_ratio", "peak_ratio", "model_error_total"):
+            assert math.isfinite(r[key]), (key, r)
+        assert r["peak_ratio"] > 1  # the engine holds more than one plain pass
+        assert abs(r["weights_error"]) < 1e-9  # the model counts the loaded parameters exactly
+    for r in res["largest"]:
+        assert r["predicted_batch"] >= r["run_batch"] >= 1 and r["fits"] is True
+    gen = res["generation"]
+    assert gen["plain_tokens_per_s"] > 0 and gen["ablated_tokens_per_s"] > 0 and gen["ablated_heads"] > 0
