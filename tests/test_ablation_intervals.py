@@ -119,6 +119,7 @@ def test_ablation_report_shows_intervals_and_the_contrast(study):
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80
     flat = " ".join(text.split())  # lines wrap at 80 columns
-    assert "95% CI" in flat and "(n = 40 problems)" in flat
+    # the interval column under its SQL-style name (the table policy), n in the title
+    assert "delta_ci95" in flat and "n = 40 problems" in flat
     assert "heads L1H0 L2H1 vs control L1H2 L2H0: -0.688 accuracy" in flat
     assert "hurts more than the control" in flat and "hurts less than the control" in flat
