@@ -35,23 +35,29 @@ class Palette:
     tasks: Sequence[str] = ()
     _lineage: dict[str, str] = field(default_factory=dict)
     _task: dict[str, str] = field(default_factory=dict)
+    _strong: list[str] = field(default_factory=list)
+    _dark: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        strong = [c for i, c in enumerate(_cycle("tab10", 10)) if i != 7]  # 7 is tab10's grey
-        others = [name for name, base in self.lineages if not base]
+        self._strong = [c for i, c in enumerate(_cycle("tab10", 10)) if i != 7]  # 7 is tab10's grey
+        self._dark = _cycle("Dark2", 8)
         self._lineage = {name: BASE_GREY for name, base in self.lineages if base}
-        self._lineage.update({name: strong[i % len(strong)] for i, name in enumerate(others)})
-        dark = _cycle("Dark2", 8)
-        self._task = {name: dark[i % len(dark)] for i, name in enumerate(self.tasks)}
+        for name, base in self.lineages:
+            if not base:
+                self.lineage(name)
+        for name in self.tasks:
+            self.task(name)
 
     def lineage(self, name: str) -> str:
-        if name not in self._lineage:  # not in the warehouse (a test's frame): next free colour
-            self._lineage[name] = _cycle("tab10", 10)[len(self._lineage) % 10]
+        """Its colour; a name the warehouse does not hold (a test's frame) takes the next free one."""
+        if name not in self._lineage:
+            taken = sum(colour != BASE_GREY for colour in self._lineage.values())
+            self._lineage[name] = self._strong[taken % len(self._strong)]
         return self._lineage[name]
 
     def task(self, name: str) -> str:
         if name not in self._task:
-            self._task[name] = _cycle("Dark2", 8)[len(self._task) % 8]
+            self._task[name] = self._dark[len(self._task) % len(self._dark)]
         return self._task[name]
 
 
