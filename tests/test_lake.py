@@ -307,7 +307,11 @@ def test_every_named_query_answers_the_same_on_a_file_and_a_lake(lake):
     lake_study = build_study(lake.spec, data_path=lake.data_path)
     tables = file_study.db.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
     for name in tables["table_name"]:
-        assert _table(lake_study.db, name).equals(_table(file_study.db, name)), name
+        on_lake, on_file = _table(lake_study.db, name), _table(file_study.db, name)
+        differ = [c for c in on_file.columns if not on_lake[c].equals(on_file[c])]
+        assert on_lake.equals(on_file), (
+            f"{name}: columns {differ} differ\n{on_lake.select(differ)}\n{on_file.select(differ)}"
+        )
     cat = catalogue()
     non_empty = 0
     generation_runs = file_study.db.sql("SELECT run_id FROM runs WHERE kind = 'generation' ORDER BY 1")["run_id"]

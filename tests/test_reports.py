@@ -23,7 +23,7 @@ from headdb.reports.circuit import circuit_dot
 from headdb.reports.palette import BASE_GREY, Palette
 from headdb.reports.plots import caption_of
 from headdb.reports.terminal import Scale, heatmap, sparkline
-from warehouse_builders import shared_study
+from warehouse_builders import _items, attribution_run, register_tiny_model, shared_study
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -170,6 +170,25 @@ def test_head_dynamics_report_shows_bars_beside_the_reward(st):
     rows = [line for line in text.splitlines() if line.strip("│ ").split(" ")[0] in ("100", "200", "400")]
     assert len(rows) == 3 and all("█" in r for r in rows)
     assert "new -0.72" in text
+
+
+def _faithfulness_text(tmp_path, n_kv: int) -> str:
+    db = headdb.connect(tmp_path / f"kv{n_kv}.duckdb")
+    register_tiny_model(db, "tiny-kv", n_heads=4, n_kv=n_kv)
+    ck = db.register_checkpoint(model_key="tiny-kv", path="/ckpt/b", weights_digest="d", name="b", lineage="b", step=0)
+    task = db.register_task(name="math", kind="circuit", digest="t", items=_items(2))
+    attribution_run(db, ck, task, heads=[(0, 1)], config={"method": "eap-ig"}, metrics={"cpr": 0.9, "cmd": 0.1})
+    console = plain_console(120)
+    run_report(db, "circuit_faithfulness", {}, console)
+    return " ".join(console.export_text().split())
+
+
+def test_cpr_and_cmd_of_a_gqa_model_carry_the_caveat(tmp_path):
+    """MIB's graph has one k/v port per query head; headdb's per kv head: the numbers differ."""
+    assert "cpr/cmd of tiny-kv: grouped-query attention (4 query heads on 2 kv heads)" in _faithfulness_text(
+        tmp_path, 2
+    )
+    assert "grouped-query" not in _faithfulness_text(tmp_path, 4)
 
 
 def test_empty_report_says_so_and_writes_no_png(st, tmp_path):

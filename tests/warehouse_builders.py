@@ -99,14 +99,16 @@ def layout_tables(n_layers: int = N_LAYERS, n_heads: int = N_HEADS, n_kv: int | 
     return layout, layout.nodes_table(), layout.edges_table()
 
 
-def register_tiny_model(db, model_key: str = MODEL_KEY, n_layers: int = N_LAYERS, n_heads: int = N_HEADS):
-    _, nodes, edges = layout_tables(n_layers, n_heads)
+def register_tiny_model(
+    db, model_key: str = MODEL_KEY, n_layers: int = N_LAYERS, n_heads: int = N_HEADS, n_kv: int | None = None
+):
+    _, nodes, edges = layout_tables(n_layers, n_heads, n_kv)
     shape = {
         "model_key": model_key,
         "architecture": "Qwen2ForCausalLM",
         "n_layers": n_layers,
         "n_heads": n_heads,
-        "n_kv_heads": n_heads,
+        "n_kv_heads": n_kv or n_heads,
         "d_model": 16,
         "d_head": 4,
         "vocab_size": 50,

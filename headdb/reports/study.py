@@ -801,6 +801,7 @@ def report_circuit_faithfulness(q, df, params, console, png=None):
                 title_justify="left",
             )
         )
+    _gqa_caveat(q, df, console)
     if png:
         runs = df["run_id"].unique().to_list()
         if len(runs) == 1:
@@ -851,6 +852,24 @@ def report_circuit_faithfulness(q, df, params, console, png=None):
             ),
         )
     return df
+
+
+def _gqa_caveat(q, df, console) -> None:
+    """Next to CPR/CMD of a grouped-query-attention model: they are headdb's own, not MIB's."""
+    measured = df.filter(pl.col("cpr").is_not_null() | pl.col("cmd").is_not_null())
+    if not measured.height:
+        return
+    shapes = pl.concat([q.run("model_shape", {"run": run}) for run in measured["run_id"].unique().sort().to_list()])
+    grouped = shapes.filter(pl.col("n_kv_heads") < pl.col("n_heads")).unique("model_key", maintain_order=True)
+    for row in grouped.iter_rows(named=True):
+        console.print(
+            Text(
+                f"cpr/cmd of {row['model_key']}: grouped-query attention ({row['n_heads']} query heads on "
+                f"{row['n_kv_heads']} kv heads). headdb's graph has one k/v port per kv head, MIB's one per query "
+                "head, so these are headdb's own and not comparable with MIB's (docs/attribution.md, \"GQA and CPR/CMD\").",
+                style="dim",
+            )
+        )
 
 
 def report_top_heads(q, df, params, console, png=None):
