@@ -67,7 +67,7 @@ lock:
 # the 2-core CI machine. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: lint postgresql
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check headdb tests benchmarks

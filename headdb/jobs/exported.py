@@ -124,7 +124,8 @@ def task_means(loaded: LoadedModel, task: Task, batch_size: int = 16) -> dict[in
             )
             yield {n: enc[n].to(loaded.device) for n in ("input_ids", "attention_mask")}
 
-    return head_means(loaded.hf_model, batches())
+    means: dict[int, torch.Tensor] = head_means(loaded.hf_model, batches())
+    return means
 
 
 def run_export(db: Warehouse, plan: ExportPlan) -> tuple[int, float]:

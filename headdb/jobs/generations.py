@@ -162,4 +162,5 @@ def mean_reference(
             enc = tok(prompts[k : k + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
             yield {n: enc[n].to(loaded.device) for n in ("input_ids", "attention_mask")}
 
-    return head_means(loaded.generation_model(), batches())
+    means: dict[int, torch.Tensor] = head_means(loaded.generation_model(), batches())
+    return means

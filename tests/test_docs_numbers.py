@@ -1,0 +1,199 @@
+"""Every number README.md and docs/ state is either computed here or names where it was measured.
+
+- **Measured** numbers (a time, a rate, a memory size, a speed ratio such as 1.6x, "7 of 9 runs",
+  a correlation) stand in a paragraph, list item or table that names its section of
+  benchmarks/RESULTS.md: `RESULTS.md` and, in the same paragraph, a quoted heading of that file
+  ("Demo", "Circuit sizes"). A heading that no longer exists fails, as does a measurement with no
+  source.
+- **Computed** numbers (the memory model's table, graph sizes, Poisson weights, a default) are
+  recomputed below from the code, so a change that moves them fails here until the docs follow.
+- Numbers inside code (blocks and `inline`) are commands and settings, checked by
+  test_docs_commands.py; constants that are the study's choices (T 0.6, tau 0.1, 1.3x scaling) are
+  listed in CHOICES with what they are.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from headdb.attribution.graph import build_layout
+from headdb.attribution.memory import estimate, size
+from headdb.settings import Runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+NUMBER = r"(?<![\w.])\d[\d,]*(?:\.\d+)?"
+MEASURED = re.compile(
+    NUMBER + r"\s?(?:s|ms|min|minutes?|seconds?|hours?|GiB|GB|MiB|MB|KiB)(?![\w/])"
+    r"|" + NUMBER + r"x(?![\w/])"
+    r"|" + NUMBER + r"\s?(?:samples|tokens|pairs) (?:per second|/s)"
+    r"|" + NUMBER + r" of " + NUMBER + r" (?:runs|seeds)"
+    r"|Pearson " + NUMBER + r"|(?<![\w.])[-−]\d*\.\d+",  # a signed decimal: a measured change (-0.24 accuracy)
+)
+
+
+def paragraphs(path: Path) -> list[str]:
+    """Paragraphs (list items and tables included) outside code blocks."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def without_code(paragraph: str) -> str:
+    return re.sub(r"`[^`\n]*`", "", paragraph)
+
+
+def results_headings() -> list[str]:
+    return [re.sub(r"[`*]", "", h).strip() for h in re.findall(r"^#+ (.+)$", RESULTS.read_text(), flags=re.M)]
+
+
+def cites_a_test(paragraph: str, measured: list[str]) -> bool:
+    """The paragraph names a test file that asserts each of these numbers."""
+    named = [ROOT / f for f in re.findall(r"tests/test_\w+\.py", paragraph) if (ROOT / f).exists()]
+    numbers = [re.search(NUMBER, m).group(0) for m in measured]
+    return bool(named) and all(any(n in f.read_text() for f in named) for n in numbers)
+
+
+def cites_results(paragraph: str, headings: list[str]) -> list[str]:
+    """The RESULTS.md headings a paragraph names (quoted, after 'RESULTS.md'); [] if none."""
+    if "RESULTS.md" not in paragraph:
+        return []
+    after = paragraph[paragraph.index("RESULTS.md") :]
+    quoted = re.findall(r'"([^"\n]+)"', " ".join(after.split()))
+    return [q for q in quoted if any(h == q or (h.startswith(q) and h[len(q)] in ":,( ") for h in headings)]
+
+
+# ---------------------------------------------------------------------- computed numbers
+
+
+def _shapes():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_shapes import SHAPES, config_shape
+
+    return SHAPES, config_shape
+
+
+def _memory_row(label: str, name: str, dtype_bytes: int) -> str:
+    shapes, config_shape = _shapes()
+    shape = config_shape(shapes[name])
+    weights = size(estimate(shape, dtype_bytes=dtype_bytes, seq=128).weights)
+    cells = [f"+{size(estimate(shape, dtype_bytes=dtype_bytes, seq=n).working(1))}" for n in (128, 512, 1024)]
+    return f"| {label} (weights {weights}) | " + " | ".join(cells) + " |"
+
+
+def _gib(text: str) -> str:
+    return text.replace("GiB", " GiB").replace("MiB", " MiB")
+
+
+def _total_8b_1024() -> int:
+    shapes, config_shape = _shapes()
+    return estimate(config_shape(shapes["8b"]), dtype_bytes=2, seq=1024).total(1)
+
+
+DEMO_EDGES = build_layout((4, 8, 2)).n_edges  # the demo's model: 4 layers, 8 query heads on 2 kv heads
+STUDY_EDGES = build_layout((28, 12, 12)).n_edges  # EAP-IG's (ungrouped) graph of Qwen2.5-Math-1.5B
+
+# (file, the text as the docs state it, the same text computed from the code)
+COMPUTED = [
+    (
+        "docs/attribution.md",
+        "| Qwen2.5-Math-1.5B (weights 2.9 GiB) | +1.4 GiB | +6.1 GiB | +13.2 GiB |",
+        lambda: _gib(_memory_row("Qwen2.5-Math-1.5B", "1.5b", 2)),
+    ),
+    (
+        "docs/attribution.md",
+        "| Qwen2.5-Math-1.5B fp32 (weights 5.8 GiB) | +1.5 GiB | +6.1 GiB | +12.9 GiB |",
+        lambda: _gib(_memory_row("Qwen2.5-Math-1.5B fp32", "1.5b", 4)),
+    ),
+    (
+        "docs/attribution.md",
+        "| Qwen3-8B (weights 15.3 GiB) | +11.9 GiB | +48.8 GiB | +100.9 GiB |",
+        lambda: _gib(_memory_row("Qwen3-8B", "8b", 2)),
+    ),
+    (
+        "docs/attribution.md",
+        "Qwen3-8B at 1024 tokens needs about 116 GiB (125 GB) at batch 1",
+        lambda: "Qwen3-8B at 1024 tokens needs about {:.0f} GiB ({:.0f} GB) at batch 1".format(
+            _total_8b_1024() / 2**30, _total_8b_1024() / 1e9
+        ),
+    ),
+    (
+        "docs/attribution.md",
+        "823 against 1519 edges",
+        lambda: f"{DEMO_EDGES} against {build_layout((4, 8, 8)).n_edges} edges",
+    ),
+    ("docs/demo.md", "of this model's 823 edges", lambda: f"of this model's {DEMO_EDGES} edges"),
+    ("docs/demo.md", "7% of this model's", lambda: f"{round(100 * 60 / DEMO_EDGES)}% of this model's"),
+    ("docs/demo.md", "2.7% of", lambda: f"{100 * 5000 / STUDY_EDGES:.1f}% of"),
+    ("docs/demo.md", "184k edges", lambda: f"{round(STUDY_EDGES / 1000)}k edges"),
+    ("docs/demo.md", "56 of 336 heads, 17%", lambda: f"56 of {28 * 12} heads, {round(100 * 56 / (28 * 12))}%"),
+    ("docs/demo.md", "two (6%)", lambda: f"two ({round(100 * 2 / 32)}%)"),
+    (
+        "docs/confidence.md",
+        "184k edges and B = 100 that is 70 MiB",
+        lambda: f"{round(STUDY_EDGES / 1000)}k edges and B = 100 that is {4 * 100 * STUDY_EDGES / 2**20:.0f} MiB",
+    ),
+    (
+        "docs/confidence.md",
+        "(0 with chance 37%, 1 with 37%,\n2 with 18%",
+        lambda: "(0 with chance {:.0f}%, 1 with {:.0f}%,\n2 with {:.0f}%".format(
+            *(100 * math.exp(-1) / math.factorial(k) for k in range(3))
+        ),
+    ),
+    ("docs/scale-out.md", "(default 300 s)", lambda: f"(default {Runtime.model_fields['lock_timeout'].default:g} s)"),
+]
+
+# Numbers in prose that are the study's or the demo's choices, not measurements: what each is.
+CHOICES = {
+    "README.md": ["1.3x / 0.5x scaling"],  # the study's scale factors (its manifest)
+}
+
+
+@pytest.mark.parametrize(("doc", "stated", "compute"), COMPUTED, ids=[f"{d}: {s[:40]}" for d, s, _ in COMPUTED])
+def test_computed_numbers_are_what_the_code_computes(doc, stated, compute):
+    text = (ROOT / doc).read_text()
+    assert stated in text, f"{doc} no longer says {stated!r}: update COMPUTED"
+    assert compute() == stated, f"{doc} says {stated!r}; the code gives {compute()!r}"
+
+
+def _uncomputed(path: Path, paragraph: str) -> str:
+    """The paragraph without the stated numbers COMPUTED checks and the CHOICES."""
+    name = str(path.relative_to(ROOT))
+    for doc, stated, _ in COMPUTED:
+        if doc == name:
+            paragraph = paragraph.replace(stated, "")
+    for choice in CHOICES.get(name, []):
+        paragraph = paragraph.replace(choice, "")
+    return paragraph
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_measured_number_names_its_results_section(path):
+    headings = results_headings()
+    unsourced = []
+    for paragraph in paragraphs(path):
+        measured = MEASURED.findall(without_code(_uncomputed(path, paragraph)))
+        if measured and not (cites_results(paragraph, headings) or cites_a_test(paragraph, measured)):
+            unsourced.append(f"{measured}: {' '.join(paragraph.split())[:160]}")
+    assert not unsourced, (
+        f"{path.name}: measurements without a RESULTS.md section (write: benchmarks/RESULTS.md, "
+        '"Heading"):\n' + "\n".join(unsourced)
+    )
+
+
+def test_the_scanner_finds_what_it_must():
+    """The rule is only as good as its patterns: each kind of measurement is recognised."""
+    for text in ("took 294 s", "1.63x", "in 7 of 9 runs", "Pearson 0.978", "700 samples per second", "cost -0.24"):
+        assert MEASURED.search(text), text
+    for text in ("layer 3", "seed 0", "n = 60", "top 5000 edges"):
+        assert not MEASURED.search(text), text
+    headings = ["Demo", "Real shapes: time and peak memory against length and batch (bench_shapes.py)"]
+    assert cites_results('see benchmarks/RESULTS.md, "Real shapes"', headings) == ["Real shapes"]
+    assert cites_results('see benchmarks/RESULTS.md, "Gone"', headings) == []
+    assert cites_results("see benchmarks/RESULTS.md", headings) == []
