@@ -189,10 +189,17 @@ class ExecutorSettings(Settings):
     address: str | None = Field(None, description="Ray cluster address (default: start a local cluster).")
     gpus_per_job: float = Field(0.0, ge=0, description="GPUs per checkpoint task (Ray).")
     cpus_per_job: float = Field(1.0, gt=0, description="CPUs per checkpoint task (Ray).")
+    workers: int = Field(
+        1, ge=1, description="Checkpoints computed at once, each in its own process with its own model (local)."
+    )
 
     def model_post_init(self, _context: Any) -> None:
         if self.executor == "local" and (self.address or self.gpus_per_job or self.cpus_per_job != 1):
             raise UserError("--address, --gpus-per-job and --cpus-per-job apply to --executor ray")
+        if self.executor == "ray" and self.workers != 1:
+            raise UserError(
+                "--workers applies to --executor local; Ray runs as many as --cpus-per-job/--gpus-per-job allow"
+            )
 
 
 class Runtime(BaseSettings):

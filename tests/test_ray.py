@@ -1,5 +1,5 @@
-"""The Ray executor on a real local Ray cluster: the same warehouse as the local executor, run for
-run and score for score; a worker killed mid-job leaves that job failed, the others land, and a
+"""The Ray executor on a real local Ray cluster: the same warehouse as the local executor (and as
+its worker processes, `--workers 2`), run for run and score for score; a worker killed mid-job leaves that job failed, the others land, and a
 re-run completes it."""
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def facts(db_path) -> dict:
     return {"runs": runs.drop("run_id").rows(), "edges": edges.rows(), "generations": gens.rows()}
 
 
-def test_a_study_on_ray_stores_what_the_local_executor_stores(study_dir, tmp_path, cluster):
+def test_a_study_on_ray_or_in_worker_processes_stores_what_one_process_stores(study_dir, tmp_path, cluster):
     # the command joins the running cluster by its address, as on a real cluster (and without
     # starting a Ray of its own for each call, which costs 20-40 s on two cores)
     address = ray.get_runtime_context().gcs_address
@@ -109,6 +109,11 @@ def test_a_study_on_ray_stores_what_the_local_executor_stores(study_dir, tmp_pat
     a, b = facts(tmp_path / "local.duckdb"), facts(tmp_path / "ray.duckdb")
     assert len(a["runs"]) == 2 + 2 + 2 and all(r[-1] == "ok" for r in a["runs"])
     assert a == b
+    # and in two local worker processes (--workers, headdb/jobs/process_executor.py)
+    two = cli(tmp_path / "two.duckdb", "study", study_dir / "study.toml", "--no-reports", "--workers", "2")
+    assert two.returncode == 0, two.stderr
+    assert facts(tmp_path / "two.duckdb") == a
+    assert "Warning" not in two.stderr and "INFO" not in two.stderr, two.stderr[-2000:]  # workers stay quiet
     # the re-run starts a Ray of its own (no --address), the one-machine path
     again = cli(tmp_path / "ray.duckdb", "study", study_dir / "study.toml", "--no-reports", "--executor", "ray")
     assert again.returncode == 0 and "0 run(s) added" in again.stderr and "0 checkpoint(s) loaded" in again.stderr

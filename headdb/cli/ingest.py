@@ -58,8 +58,8 @@ LINEAGE = typer.Option(None, "--lineage", help="The training run the checkpoint 
 REGIME = typer.Option("other", "--regime", help="base | sft | grpo | distill | other.")
 STEP = typer.Option(0, "--step", help="The checkpoint's training step.")
 DEVICE, DTYPE, FORCE = (option(Execution, f) for f in ("device", "dtype", "force"))
-EXECUTOR, ADDRESS, GPUS_PER_JOB, CPUS_PER_JOB = (
-    option(ExecutorSettings, f) for f in ("executor", "address", "gpus_per_job", "cpus_per_job")
+EXECUTOR, ADDRESS, GPUS_PER_JOB, CPUS_PER_JOB, WORKERS = (
+    option(ExecutorSettings, f) for f in ("executor", "address", "gpus_per_job", "cpus_per_job", "workers")
 )
 
 # -------------------------------------------------------------------- settings from options
@@ -174,15 +174,12 @@ def execution(device, dtype, force):
     return Execution(device=device, dtype=dtype, force=force)
 
 
-def executor(name: str, address: Optional[str], gpus_per_job: float, cpus_per_job: float):
+def executor(name: str, address: Optional[str], gpus_per_job: float, cpus_per_job: float, workers: int = 1):
     from headdb.jobs import make_executor
     from headdb.settings import ExecutorSettings, build
 
-    return make_executor(
-        build(
-            ExecutorSettings, dict(executor=name, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job)
-        )
-    )
+    given = dict(executor=name, address=address, gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, workers=workers)
+    return make_executor(build(ExecutorSettings, given))
 
 
 def run_plan(ctx: typer.Context, plan, label: str, runner, *, report_skips: bool = True):
@@ -242,6 +239,7 @@ def generations(
     address: Optional[str] = ADDRESS,
     gpus_per_job: float = GPUS_PER_JOB,
     cpus_per_job: float = CPUS_PER_JOB,
+    workers: int = WORKERS,
 ) -> None:
     """Sample a benchmark, grade every sample, store generations and pass@k (a plain run; with
     --ablate/--scale also the intervened run)."""
@@ -263,7 +261,7 @@ def generations(
     )
     spec = flag_intervention(ablate, scale)
     at, how = placement(lineage, regime, step), execution(device, dtype, force)
-    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job, workers)
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
     plan = plan_generations(checkpoint, benchmark, settings, specs=[spec] if spec else [], placement=at, execution=how)
     run_plan(ctx, plan, Path(checkpoint).name, runner)
@@ -357,6 +355,7 @@ def ablation(
     address: Optional[str] = ADDRESS,
     gpus_per_job: float = GPUS_PER_JOB,
     cpus_per_job: float = CPUS_PER_JOB,
+    workers: int = WORKERS,
 ) -> None:
     """Benchmark accuracy with a head set ablated or scaled, beside the plain run with the same
     sampling settings (run or reused) and, with --control, a random layer-matched head set."""
@@ -381,7 +380,7 @@ def ablation(
         mode=mode,
     )
     at, how = placement(lineage, regime, step), execution(device, dtype, force)
-    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job, workers)
     benchmark = Benchmark.load(bench, fields=fields, preset=preset, limit=limit, seed=seed)
     if heads_query is not None:  # a read of the warehouse; nothing is written before the plan is checked
         heads = heads_from_query(
@@ -441,6 +440,7 @@ def attribution(
     address: Optional[str] = ADDRESS,
     gpus_per_job: float = GPUS_PER_JOB,
     cpus_per_job: float = CPUS_PER_JOB,
+    workers: int = WORKERS,
 ) -> None:
     """Edge and head attributions, circuits and their faithfulness for one checkpoint and task."""
     from headdb.attribution.tasks import load_task
@@ -465,7 +465,7 @@ def attribution(
     )
     spec = flag_intervention(ablate, scale)
     at, how = placement(lineage, regime, step), execution(device, dtype, force)
-    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job, workers)
     plan = plan_attribution(checkpoint, load_task(task, mode=mode), settings, spec=spec, placement=at, execution=how)
     run_plan(ctx, plan, Path(checkpoint).name, runner)
 
@@ -513,6 +513,7 @@ def training_run(
     address: Optional[str] = ADDRESS,
     gpus_per_job: float = GPUS_PER_JOB,
     cpus_per_job: float = CPUS_PER_JOB,
+    workers: int = WORKERS,
 ) -> None:
     """Ingest every checkpoint of a training run (and its base) with its trainer logs; resumable:
     a re-run does only the missing work. Exit code 1 when some checkpoint failed."""
@@ -552,7 +553,7 @@ def training_run(
         max_memory=max_memory,
     )
     how = execution(device, dtype, force)
-    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job, workers)
     jobs = [AttributionJob(load_task(t, mode=mode), att) for t in task]
     jobs += [GenerationJob(Benchmark.load(b, limit=limit, seed=seed), gen) for b in bench]
     plan = plan_training_run(run_dir, regime=regime, lineage=lineage, jobs=jobs, base=base, execution=how).validate()

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from headdb.cli.ingest import ADDRESS, CPUS_PER_JOB, DEVICE, DTYPE, EXECUTOR, FORCE, GPUS_PER_JOB
+from headdb.cli.ingest import ADDRESS, CPUS_PER_JOB, DEVICE, DTYPE, EXECUTOR, FORCE, GPUS_PER_JOB, WORKERS
 
 err = Console(stderr=True)
 
@@ -26,6 +26,7 @@ def study(
     address: Optional[str] = ADDRESS,
     gpus_per_job: float = GPUS_PER_JOB,
     cpus_per_job: float = CPUS_PER_JOB,
+    workers: int = WORKERS,
 ) -> None:
     """Run a whole study declared in a manifest; resumable (a re-run does only what is missing)."""
     from headdb.cli.ingest import execution, executor
@@ -36,7 +37,7 @@ def study(
     from headdb.progress import progress_bar
 
     how = execution(device, dtype, force)
-    runner = executor(executor_name, address, gpus_per_job, cpus_per_job)
+    runner = executor(executor_name, address, gpus_per_job, cpus_per_job, workers)
     if check:
         for line in check_study(m, ctx.obj.runtime.queries):
             err.print(line, highlight=False)

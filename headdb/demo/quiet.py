@@ -18,7 +18,7 @@ import logging
 import warnings
 from typing import IO, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 LIBRARY_LOGGERS = (
     "transformers",
@@ -116,22 +116,25 @@ class TrainerBar(_trainer_callback_base()):
 
 class IngestBars:
     """Executor progress as one bar per checkpoint: "<label> jobs" opens (done == 0) and advances
-    it; a job's own stages ("<label> attribution", "<label> generate") show beside it."""
+    it; a job's own stages ("<label> attribution", "<label> generate") show beside it. Bars are
+    kept by label, as worker processes finish checkpoints in any order."""
 
     def __init__(self, progress: Progress, prefix: str = "ingest"):
         self.progress, self.prefix = progress, prefix
-        self.current: int | None = None
+        self.bars: dict[str, TaskID] = {}
+        self.current: TaskID | None = None  # the last bar opened: a job's stage whose label has spaces
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage == "jobs done":
             return
         label, _, what = stage.rpartition(" ")
         if what == "jobs":
-            if done == 0 or self.current is None:
-                self.current = self.progress.add_task(f"{self.prefix} {label}", total=total, note="")
-            self.progress.update(self.current, completed=done, total=total)
+            if done == 0 or label not in self.bars:
+                self.bars[label] = self.current = self.progress.add_task(f"{self.prefix} {label}", total=total, note="")
+            self.progress.update(self.bars[label], completed=done, total=total)
             if done >= total:
-                self.progress.update(self.current, note="done")
+                self.progress.update(self.bars[label], note="done")
             return
-        if self.current is not None:
-            self.progress.update(self.current, note=f"{what} {done}/{total}")
+        bar = self.bars.get(label, self.current)
+        if bar is not None:
+            self.progress.update(bar, note=f"{what} {done}/{total}")

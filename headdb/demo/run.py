@@ -77,7 +77,12 @@ def run_demo(
             t0 = time.monotonic()
             with quiet_libraries(log):
                 result.outcome = run_study(
-                    db, m, execution=Execution(device="cpu", dtype="float32"), progress=IngestBars(progress), say=say
+                    db,
+                    m,
+                    execution=Execution(device="cpu", dtype="float32"),
+                    executor=make_executor(settings.study_workers, log_path),
+                    progress=IngestBars(progress),
+                    say=say,
                 )
             result.seconds["ingest"] = time.monotonic() - t0
         t0 = time.monotonic()
@@ -101,3 +106,13 @@ def run_demo(
         result.seconds["reports"] = time.monotonic() - t0
     result.seconds["total"] = time.monotonic() - started
     return result
+
+
+def make_executor(workers: int, log_path: Path):
+    """In process for one worker; else worker processes whose library output goes to the log."""
+    from headdb.jobs.executor import LocalExecutor
+    from headdb.jobs.process_executor import ProcessExecutor
+
+    if workers <= 1:
+        return LocalExecutor()
+    return ProcessExecutor(workers=workers, threads=THREADS, log=str(log_path))

@@ -49,6 +49,10 @@ def make_executor(settings: ExecutorSettings) -> Executor:
     from headdb.jobs.executor import LocalExecutor
 
     if settings.executor == "local":
+        if settings.workers > 1:
+            from headdb.jobs.process_executor import ProcessExecutor
+
+            return ProcessExecutor(workers=settings.workers)
         return LocalExecutor()
     from headdb.jobs.ray_executor import RayExecutor, _ray
 

@@ -280,6 +280,23 @@ def compute_unit(
     return True
 
 
+def unit_results(
+    path: str, device: str, dtype: str, jobs: list[Job], scratch: list[Path | None], threads: int
+) -> tuple[bool, list[JobResult | None]]:
+    """`compute_unit` in a worker (a Ray task, a local worker process): its results (Facts are
+    Arrow tables and pickle) go back to the driver, which commits them."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    results: list[JobResult | None] = [None] * len(jobs)
+
+    def keep(i: int, result: JobResult) -> None:
+        results[i] = result
+
+    loaded = compute_unit(path, device, dtype, jobs, scratch, keep)
+    return loaded, results
+
+
 # ---------------------------------------------------------------------------- in process
 
 

@@ -8,7 +8,8 @@ work in progress; `close_run` as each result arrives), so any sink works, the de
 included, and no job knows where it ran. A job that raises comes back as its error and is
 recorded `failed`; a worker that dies takes its task's jobs with it, and they are recorded
 `failed` with the reason while the other tasks finish; a re-run does only what is missing.
-The worker runs `executor.compute_unit`, the very function the in-process executor runs; Ctrl-C
+The worker runs `executor.unit_results` (`compute_unit`, the very function the in-process executor
+runs); Ctrl-C
 cancels the tasks in flight and records their runs as interrupted, as in process.
 Ray is an optional extra: `pip install 'headdb[ray]'`.
 """
@@ -21,14 +22,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from headdb.errors import UserError
-from headdb.jobs.executor import JobResult, Outcome, Say, Unit, close_run, compute_unit, interrupt, open_unit
+from headdb.jobs.executor import JobResult, Outcome, Say, Unit, close_run, interrupt, open_unit, unit_results
 from headdb.jobs.job import Progress
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from headdb.jobs.executor import Pending
-    from headdb.jobs.job import Job
     from headdb.warehouse.runs import Run
     from headdb.warehouse.store import Warehouse
 
@@ -39,23 +37,6 @@ def _ray() -> Any:  # the ray module (an optional extra)
     except ImportError:
         raise UserError("--executor ray needs Ray: pip install 'headdb[ray]'") from None
     return ray
-
-
-def remote_unit(
-    path: str, device: str, dtype: str, jobs: list[Job], scratch: list[Path | None], threads: int
-) -> tuple[bool, list[JobResult | None]]:
-    """Runs on a Ray worker: `compute_unit`, the same unit of work as in process; its results
-    (Facts are Arrow tables and pickle) come back to the driver, which commits them."""
-    import torch
-
-    torch.set_num_threads(max(1, threads))
-    results: list[JobResult | None] = [None] * len(jobs)
-
-    def keep(i: int, result: JobResult) -> None:
-        results[i] = result
-
-    loaded = compute_unit(path, device, dtype, jobs, scratch, keep)
-    return loaded, results
 
 
 @dataclass
@@ -87,7 +68,7 @@ class RayExecutor:
     ) -> None:
         ray = _ray()
         self._init(ray)
-        remote = ray.remote(remote_unit).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job, max_retries=0)
+        remote = ray.remote(unit_results).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job, max_retries=0)
         total = sum(len(u.pending) for u in units)
         inflight: dict[Any, tuple[Unit, list[tuple[Pending, Run]]]] = {}  # ray ref -> (unit, [(pending, run)])
         done = failed = 0
