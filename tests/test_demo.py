@@ -105,6 +105,26 @@ def test_html_report_holds_every_report_with_its_figure_or_why_not(demo):
     assert "What the study found" in text and not re.search(r'(src|href)="(https?:|//)', text)
 
 
+def test_the_readmes_commands_after_the_demo_run_on_its_warehouse(demo, tmp_path, monkeypatch):
+    """README's "ask your own questions" block, command by command, on the demo's warehouse, from a
+    folder that has the repository's ingest/ manifests (as a clone has)."""
+    from typer.testing import CliRunner
+
+    from headdb.cli.app import app
+    from test_docs_commands import ROOT, argv, demo_commands
+
+    _, db, _, _ = demo
+    commands = demo_commands()
+    assert len(commands) >= 4
+    (tmp_path / "ingest").symlink_to(ROOT / "ingest")
+    monkeypatch.chdir(tmp_path)
+    for command in commands:
+        result = CliRunner().invoke(app, ["--db", str(db), *argv(command)], env={"COLUMNS": "80"})
+        assert result.exit_code == 0, f"{command}\n{result.output[-2000:]}\n{result.exception!r}"
+        assert result.output.strip(), command
+    assert (tmp_path / "dynamics.png").exists() and (tmp_path / "study.html").exists()
+
+
 def _heads(db, checkpoint_sql: str, task: str) -> set[tuple[int, int]]:
     rows = db.sql(f"""
         SELECT h.layer, h.head FROM circuit_heads h

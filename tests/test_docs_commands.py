@@ -2,6 +2,8 @@
 
 - A shell block marked `<!-- docs-test: run -->` (the README's quickstart) runs for real, in an
   empty folder, with the installed `headdb`: tiny model, init, ingest, query, report, HTML.
+- The commands of a block marked `<!-- docs-test: demo -->` (what to ask after `make demo`) run
+  against the quick demo's warehouse, in tests/test_demo.py.
 - Every other `headdb ...` line of a shell block is parsed by the real command tree (typer's
   click group), without running: a subcommand or an option that does not exist fails here.
   Synopsis notation is read as a user would: `[--steps 5]` is an optional part (checked too),
@@ -23,13 +25,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"(<!-- docs-test: run -->\n)?```(\w*)\n(.*?)```", re.S)
+FENCE = re.compile(r"(?:<!-- docs-test: (\w+) -->\n)?```(\w*)\n(.*?)```", re.S)
 SHELL = {"", "bash", "sh", "shell", "console"}
 
 
-def blocks(path: Path) -> list[tuple[bool, str, str]]:
-    """(marked to run, language, body) of each fenced block."""
-    return [(bool(run), lang, body) for run, lang, body in FENCE.findall(path.read_text())]
+def blocks(path: Path) -> list[tuple[str, str, str]]:
+    """(mark, language, body) of each fenced block; mark: "run" (runs here, in an empty folder),
+    "demo" (runs against the quick demo's warehouse, in tests/test_demo.py) or ""."""
+    return FENCE.findall(path.read_text())
+
+
+def demo_commands() -> list[str]:
+    """The `headdb ...` lines of the blocks marked to run on the demo's warehouse."""
+    return [c for path in DOCS for mark, lang, body in blocks(path) if mark == "demo" for c in headdb_lines(body)]
 
 
 def headdb_lines(body: str) -> list[str]:
@@ -93,8 +101,8 @@ def check_parses(args: list[str]) -> None:
 def documented_commands() -> list[tuple[str, str]]:
     found = []
     for path in DOCS:
-        for run, lang, body in blocks(path):
-            if lang in SHELL and not run:
+        for mark, lang, body in blocks(path):
+            if lang in SHELL and mark != "run":
                 found += [(f"{path.name}: {c}", c) for c in headdb_lines(body)]
     return found
 
@@ -153,7 +161,7 @@ def test_python_blocks_compile(path):
 def test_the_quickstart_runs(tmp_path):
     import headdb
 
-    runnable = [(path, body) for path in DOCS for run, lang, body in blocks(path) if run]
+    runnable = [(path, body) for path in DOCS for mark, lang, body in blocks(path) if mark == "run"]
     assert [path.name for path, _ in runnable] == ["README.md"]
     env = {
         **os.environ,
