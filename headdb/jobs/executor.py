@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, cast
 
 from headdb.jobs.job import Job, JobContext, Progress, no_progress
 from headdb.jobs.plan import Plan
@@ -205,6 +205,20 @@ def open_unit(db: Warehouse, unit: Unit, outcome: Outcome, force: bool) -> list[
         else:
             opened.append((p, run))
     return opened
+
+
+def open_units(
+    db: Warehouse, units: list[Unit], outcome: Outcome, force: bool, say: Say
+) -> Iterator[tuple[Unit, list[tuple[Pending, Run]]]]:
+    """For executors that send whole units away (Ray, worker processes): each unit with jobs left,
+    with their `running` rows; a unit with nothing left is said and passed over."""
+    for unit in units:
+        if not unit.pending:
+            say(f"{unit.label}: nothing to do ({unit.n_jobs} job(s) already in the warehouse)")
+            continue
+        opened = open_unit(db, unit, outcome, force)
+        if opened:
+            yield unit, opened
 
 
 def error_text(exc: BaseException) -> str:

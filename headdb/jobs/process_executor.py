@@ -24,7 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from headdb.jobs.executor import JobResult, Outcome, Say, Unit, close_run, interrupt, open_unit, unit_results
+from headdb.jobs.executor import JobResult, Outcome, Say, Unit, close_run, interrupt, open_units, unit_results
 from headdb.jobs.job import Progress
 
 if TYPE_CHECKING:
@@ -72,7 +72,6 @@ class ProcessExecutor:
     def run(
         self, db: Warehouse, units: list[Unit], outcome: Outcome, *, force: bool, progress: Progress, say: Say
     ) -> None:
-        total = sum(len(u.pending) for u in units)
         inflight: dict[Future[UnitResults], tuple[Unit, list[tuple[Pending, Run]]]] = {}
         done = 0
         # spawn, not fork: the driver holds a warehouse connection and torch's thread pools
@@ -87,14 +86,7 @@ class ProcessExecutor:
             max_workers=self.workers, mp_context=context, initializer=_start_worker, initargs=(self.log, slots)
         )
         try:
-            for unit in units:
-                if not unit.pending:
-                    say(f"{unit.label}: nothing to do ({unit.n_jobs} job(s) already in the warehouse)")
-                    continue
-                opened = open_unit(db, unit, outcome, force)
-                total -= len(unit.pending) - len(opened)
-                if not opened:
-                    continue
+            for unit, opened in open_units(db, units, outcome, force, say):
                 future = pool.submit(
                     unit_results,
                     str(unit.path),
@@ -106,6 +98,7 @@ class ProcessExecutor:
                 )
                 inflight[future] = (unit, opened)
                 progress(f"{unit.label} jobs", 0, len(opened))
+            total = sum(len(o) for _, o in inflight.values())
             while inflight:
                 # a bounded wait: the driver's Ctrl-C is handled within a second, not when a job ends
                 finished, _ = wait(list(inflight), timeout=0.5, return_when=FIRST_COMPLETED)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from headdb.errors import UserError
-from headdb.jobs.executor import JobResult, Outcome, Say, Unit, close_run, interrupt, open_unit, unit_results
+from headdb.jobs.executor import JobResult, Outcome, Say, Unit, close_run, interrupt, open_units, unit_results
 from headdb.jobs.job import Progress
 
 if TYPE_CHECKING:
@@ -69,18 +69,10 @@ class RayExecutor:
         ray = _ray()
         self._init(ray)
         remote = ray.remote(unit_results).options(num_gpus=self.gpus_per_job, num_cpus=self.cpus_per_job, max_retries=0)
-        total = sum(len(u.pending) for u in units)
         inflight: dict[Any, tuple[Unit, list[tuple[Pending, Run]]]] = {}  # ray ref -> (unit, [(pending, run)])
         done = failed = 0
         try:
-            for unit in units:
-                if not unit.pending:
-                    say(f"{unit.label}: nothing to do ({unit.n_jobs} job(s) already in the warehouse)")
-                    continue
-                opened = open_unit(db, unit, outcome, force)
-                total -= len(unit.pending) - len(opened)
-                if not opened:
-                    continue
+            for unit, opened in open_units(db, units, outcome, force, say):
                 ref = remote.remote(
                     str(unit.path),
                     unit.device,
@@ -90,6 +82,7 @@ class RayExecutor:
                     int(self.cpus_per_job),
                 )
                 inflight[ref] = (unit, opened)
+            total = sum(len(o) for _, o in inflight.values())
             progress("jobs running", sum(len(o) for _, o in inflight.values()), total)
             while inflight:
                 ready, _ = ray.wait(list(inflight), num_returns=1)
