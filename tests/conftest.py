@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
+import warnings
 
 import pytest
 
@@ -240,3 +242,19 @@ def lake(postgres_server, tmp_path):
 
     spec = "ducklake:postgres:" + postgres_server.create_database()
     return SimpleNamespace(spec=spec, data_path=tmp_path / "lake-data")
+
+
+@pytest.fixture
+def default_sigint():
+    """For the Ctrl-C tests: Python's own SIGINT handler, unblocked in the main thread, whatever an
+    earlier test in this worker process left (a library that installed its own handler, a mask
+    inherited from a helper thread): the test checks headdb's response to KeyboardInterrupt, not
+    the process's history. What it found is reported, so the culprit can be traced."""
+    found = signal.getsignal(signal.SIGINT)
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    if found is not signal.default_int_handler or blocked:
+        warnings.warn(f"SIGINT was {found!r}{' and blocked' if blocked else ''} before this test; reset", stacklevel=1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+    yield
+    signal.signal(signal.SIGINT, found)

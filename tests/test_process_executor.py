@@ -71,7 +71,7 @@ def test_a_killed_worker_fails_its_jobs_and_a_rerun_completes_them(study_dir, tm
     assert db.sql("SELECT count(*) AS n FROM runs WHERE status = 'ok'")["n"][0] == 2
 
 
-def test_ctrl_c_stops_the_workers_and_leaves_no_run_running(study_dir, tmp_path):
+def test_ctrl_c_stops_the_workers_and_leaves_no_run_running(study_dir, tmp_path, default_sigint):
     db = headdb.connect(tmp_path / "w.duckdb")
     release = str(tmp_path / "release")
     plan = _plan(study_dir, release, slow_both=True)

@@ -186,7 +186,7 @@ def test_a_killed_worker_fails_its_job_and_a_rerun_completes_it(study_dir, tmp_p
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])
-def test_ctrl_c_leaves_no_run_running_on_either_executor(study_dir, tmp_path, cluster, executor):
+def test_ctrl_c_leaves_no_run_running_on_either_executor(study_dir, tmp_path, cluster, executor, default_sigint):
     """SIGINT to the driver while a job computes: KeyboardInterrupt reaches the caller, every run
     that was open is recorded as interrupted (none left `running`), and a re-run completes."""
     db = headdb.connect(tmp_path / "w.duckdb")
