@@ -63,8 +63,9 @@ lock:
 # Lint and type-check first (seconds; pyproject.toml's [tool.ruff] and [tool.mypy] say what), then
 # the tests.
 # Two pytest workers (pytest-xdist), one test file per worker at a time (--dist loadfile: a file's
-# module fixtures, e.g. its Ray cluster, stay in one process): 7 min 54 s instead of about 14 on
-# the 2-core CI machine. TEST_WORKERS=0 runs everything in one process.
+# module fixtures, e.g. its Ray cluster, stay in one process): 6 min 18-36 s of pytest for 707 tests
+# on the quiet 2-core CI machine, 7.5 min for all of a fresh clone's `make test` (2026-12-04);
+# --durations prints the 15 slowest. TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: lint postgresql
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
