@@ -106,7 +106,8 @@ def test_html_report_holds_every_report_with_its_figure_or_why_not(demo):
 
 
 def test_the_readmes_commands_after_the_demo_run_on_its_warehouse(demo, tmp_path, monkeypatch):
-    """README's "ask your own questions" block, command by command, on the demo's warehouse, from a
+    """README's blocks marked `docs-test: demo` (what to ask after the demo, the query catalogue),
+    command by command, on the demo's warehouse, from a
     folder that has the repository's ingest/ manifests (as a clone has)."""
     from typer.testing import CliRunner
 
@@ -115,14 +116,14 @@ def test_the_readmes_commands_after_the_demo_run_on_its_warehouse(demo, tmp_path
 
     _, db, _, _ = demo
     commands = demo_commands()
-    assert len(commands) >= 4
+    assert len(commands) >= 12  # both blocks found
     (tmp_path / "ingest").symlink_to(ROOT / "ingest")
     monkeypatch.chdir(tmp_path)
     for command in commands:
         result = CliRunner().invoke(app, ["--db", str(db), *argv(command)], env={"COLUMNS": "80"})
         assert result.exit_code == 0, f"{command}\n{result.output[-2000:]}\n{result.exception!r}"
         assert result.output.strip(), command
-    assert (tmp_path / "dynamics.png").exists() and (tmp_path / "study.html").exists()
+    assert all((tmp_path / f).exists() for f in ("dynamics.png", "effect.png", "study.html"))
 
 
 def _heads(db, checkpoint_sql: str, task: str) -> set[tuple[int, int]]:
