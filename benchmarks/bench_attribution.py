@@ -11,7 +11,7 @@
 --stats: the cost of per-example statistics and bootstrap replicates (headdb.attribution.bootstrap).
     One batch of --batch random pairs; three engine sides, alternated after one warm-up each:
     plain       attribute(..., method="eap-ig") as above (no per-example scores are formed)
-    abs-mean+B  the same with bootstrap=B: per-example scores per batch (eap.example_scores), the
+    abs-mean+B  the same with bootstrap=B: per-example scores per batch (eap.add_layer_scores), the
                 sum of |score| and B replicate sums (one [B, batch] x [batch, n_edges] product)
     mean-abs+B  bootstrap=B, rank="mean-abs": also the B replicate sums of |score|
     Ratios are each side's time over plain's (target <= 1.25). Memory: the replicate sums are
@@ -23,8 +23,8 @@
 What is measured, in one process, after one warm-up call of each side:
     engine    headdb.attribution.attribute(loaded, pairs, method="eap-ig", steps=m, metric="kl",
               batch_size=--batch) on one batch of --batch random pairs of --seq tokens: two
-              captured forwards (clean, corrupted), m hooked forward+backward IG steps, the
-              scoring (one GEMM per layer, see eap.block_scores).
+              captured forwards (clean, corrupted), m hooked forward+backward IG steps and the
+              scoring (one GEMM per layer, see eap.add_layer_scores).
     baseline  m plain forward+backward passes of an UNWRAPPED copy of the same HF model
               (AutoModelForCausalLM loaded from the same directory, same dtype, same eager
               attention that headdb.checkpoints.loading uses; no bridge, no hooks) on the same clean batch:
@@ -47,7 +47,8 @@ the rise above the RSS right before the call; on CUDA also torch.cuda.max_memory
 (absolute and rise). The process holds BOTH model copies, so absolute figures include the
 weights twice; the rises are each side's working memory.
 Split (--split, default on): one extra, instrumented engine call timed through wrappers
-installed by this script only (Probe.capture, eap._port_gradients, eap.block_scores and the
+installed by this script only (Probe.capture, eap._ig_steps, eap.add_layer_scores /
+add_logits_scores, which run inside the IG steps, and the
 engine's progress callback, which fires after every pass); on CUDA each boundary synchronises.
 --diagnose: also times m forward+backward passes of the bridge-wrapped model (loaded.hf_model,
 no hooks) with the bridge's default flags and with the graph-mode flags (split q/k/v input,
@@ -353,39 +354,49 @@ def instrumented(device: str, record: dict):
     from headdb.attribution import eap
     from headdb.attribution.probe import Probe
 
-    orig_capture, orig_grads, orig_scores = Probe.capture, eap._port_gradients, eap.block_scores
+    orig = {
+        "capture": Probe.capture,
+        "steps": eap._ig_steps,
+        "layer": eap.add_layer_scores,
+        "logits": eap.add_logits_scores,
+    }
     record.update(capture=[], ig_total=0.0, scores=0.0, step_marks=[])
 
     def capture(self, *a, **k):
         sync(device)
         t0 = time.perf_counter()
-        out = orig_capture(self, *a, **k)
+        out = orig["capture"](self, *a, **k)
         sync(device)
         record["capture"].append(time.perf_counter() - t0)
         return out
 
-    def port_gradients(*a, **k):
+    def ig_steps(*a, **k):
         sync(device)
         t0 = time.perf_counter()
         record["step_marks"] = [t0]
-        out = orig_grads(*a, **k)
+        out = orig["steps"](*a, **k)
         sync(device)
         record["ig_total"] += time.perf_counter() - t0
         return out
 
-    def block_scores(*a, **k):
-        sync(device)
-        t0 = time.perf_counter()
-        out = orig_scores(*a, **k)
-        sync(device)
-        record["scores"] += time.perf_counter() - t0
-        return out
+    def scoring(fn):
+        def wrapped(*a, **k):
+            sync(device)
+            t0 = time.perf_counter()
+            out = fn(*a, **k)
+            sync(device)
+            record["scores"] += time.perf_counter() - t0
+            return out
 
-    Probe.capture, eap._port_gradients, eap.block_scores = capture, port_gradients, block_scores
+        return wrapped
+
+    Probe.capture, eap._ig_steps = capture, ig_steps
+    eap.add_layer_scores, eap.add_logits_scores = scoring(orig["layer"]), scoring(orig["logits"])
     try:
         yield
     finally:
-        Probe.capture, eap._port_gradients, eap.block_scores = orig_capture, orig_grads, orig_scores
+        Probe.capture, eap._ig_steps = orig["capture"], orig["steps"]
+        eap.add_layer_scores, eap.add_logits_scores = orig["layer"], orig["logits"]
 
 
 def time_split(loaded, pairs, steps: int, batch: int, device: str) -> dict:
@@ -405,7 +416,7 @@ def time_split(loaded, pairs, steps: int, batch: int, device: str) -> dict:
     marks = rec["step_marks"]
     step_times = [b - a for a, b in zip(marks, marks[1:])]
     cap = rec["capture"]
-    other = total - sum(cap) - rec["ig_total"] - rec["scores"]
+    other = total - sum(cap) - rec["ig_total"]  # the scoring runs inside the IG steps
     return {
         "total_s": total,
         "capture_clean_s": cap[0] if cap else None,
@@ -741,7 +752,7 @@ def report(res: dict) -> None:
         print(
             f"split (instrumented call, {fs(sp['total_s'])}): capture clean {fs(sp['capture_clean_s'])}, "
             f"capture corrupted {fs(sp['capture_corrupted_s'])}, IG steps {fs(sp['ig_steps_s'])} "
-            f"[{each}], scoring {fs(sp['scores_s'])}, other {fs(sp['other_s'])}"
+            f"[{each}] (of which scoring {fs(sp['scores_s'])}), other {fs(sp['other_s'])}"
         )
     if "bridge_default_s" in res:
         print(

@@ -14,7 +14,8 @@ the dry runs). --layers N keeps a shape's widths with N layers (the 8B widths on
 
 Each point (shape, dtype, seq, batch) runs as two fresh subprocesses, one after the other, each
 holding one copy of the weights:
-    engine    headdb.attribution.attribute(method="eap-ig", steps=m, metric="kl") on one batch
+    engine    headdb.attribution.eap.eap_scores(method="eap-ig", steps=m, metric="kl") on one batch,
+              once per scoring (--scorings: per-step and summed, each in its own process)
     baseline  m + 2 plain forward+backward passes of the unwrapped HF model on the same batch
               (bench_attribution.Baseline: frozen weights, grad w.r.t. the embeddings, KL at the
               last token, here with logits at the last position only, as the engine computes
@@ -56,7 +57,6 @@ from bench_attribution import (  # noqa: E402  (the sibling script, by path)
     load_plain,
     machine,
     make_pairs,
-    run_engine,
     sync,
     timed,
     write_model,
@@ -115,7 +115,7 @@ def point(args) -> list[dict]:
     if args.point == "engine":
         loaded = load_model(args.model, dtype=args.dtype, device=device)
         params = list(loaded.hf_model.parameters())
-        run_engine(loaded, warm, 1, 1)
+        engine(loaded, warm, 1, 1, args.scoring)
     else:
         model = load_plain(Path(args.model), dtype, device)
         params = list(model.parameters())
@@ -127,7 +127,7 @@ def point(args) -> list[dict]:
         pairs = make_pairs(batch, seq, vocab, seed=0)
         try:
             if args.point == "engine":
-                dt, pk = timed(lambda: run_engine(loaded, pairs, args.steps, batch), device)
+                dt, pk = timed(lambda: engine(loaded, pairs, args.steps, batch, args.scoring), device)
             else:
                 base = LastTokenBaseline(model, pairs, device)
                 sync(device)
@@ -144,14 +144,23 @@ def point(args) -> list[dict]:
     return out
 
 
-def run_point(args, side: str, model: Path, dtype: str, points: list[tuple[int, int]]) -> list[dict]:
+def engine(loaded, pairs, steps: int, batch: int, scoring: str):
+    """EAP-IG at exactly `batch` pairs per batch with `scoring` (no memory planning)."""
+    from headdb.attribution.eap import eap_scores
+
+    return eap_scores(loaded, pairs, method="eap-ig", steps=steps, metric="kl", batch_size=batch, scoring=scoring)
+
+
+def run_point(
+    args, side: str, model: Path, dtype: str, points: list[tuple[int, int]], scoring: str = "per-step"
+) -> list[dict]:
     """`point` in a fresh subprocess; a failed process (killed for memory, timed out) gives
     one error row per point."""
     fd, out = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     spec = ",".join(f"{s}x{b}" for s, b in points)
     cmd = [sys.executable, __file__, "--point", side, "--model", str(model), "--dtype", dtype, "--points", spec]
-    cmd += ["--steps", str(args.steps), "--device", args.device, "--json", out]
+    cmd += ["--steps", str(args.steps), "--device", args.device, "--json", out, "--scoring", scoring]
     cmd += ["--threads", str(args.threads)] if args.threads else []
     env = dict(os.environ)
     if not args.device.startswith("cuda"):
@@ -182,10 +191,10 @@ def model_shape(model: Path):
     return shape_from_config(read_config(model)[1])
 
 
-def predicted(model: Path, dtype: str, seq: int, batch: int) -> dict:
+def predicted(model: Path, dtype: str, seq: int, batch: int, scoring: str) -> dict:
     from headdb.attribution.memory import estimate
 
-    est = estimate(model_shape(model), dtype_bytes=DTYPES[dtype].itemsize, seq=seq)
+    est = estimate(model_shape(model), dtype_bytes=DTYPES[dtype].itemsize, seq=seq, scoring=scoring)
     return {
         "weights_mib": est.weights / 2**20,
         "working_mib": est.working(batch) / 2**20,
@@ -202,16 +211,17 @@ def measure(args, name: str, shape: dict, dtype: str, model: Path) -> list[dict]
     rows = []
     for group in groups:
         t0 = time.perf_counter()
-        engine = run_point(args, "engine", model, dtype, group)
+        engines = {sc: run_point(args, "engine", model, dtype, group, sc) for sc in args.scorings}
         baseline = run_point(args, "baseline", model, dtype, group)
-        for (seq, batch), e, b in zip(group, engine, baseline):
-            row: dict = {"shape": name, "layers": shape["layers"], "dtype": dtype, "seq": seq, "batch": batch}
-            row.update(model=predicted(model, dtype, seq, batch), engine=e, baseline=b)
-            row["wall_s"] = time.perf_counter() - t0
-            row["load"] = load_average()
-            finish(row, args.device)
-            print(format_row(row), flush=True)
-            rows.append(row)
+        for i, ((seq, batch), b) in enumerate(zip(group, baseline)):
+            for sc in args.scorings:
+                row: dict = {"shape": name, "layers": shape["layers"], "dtype": dtype, "seq": seq, "batch": batch}
+                row.update(scoring=sc, model=predicted(model, dtype, seq, batch, sc), engine=engines[sc][i], baseline=b)
+                row["wall_s"] = time.perf_counter() - t0
+                row["load"] = load_average()
+                finish(row, args.device)
+                print(format_row(row), flush=True)
+                rows.append(row)
         if args.json:  # as it goes: a long grid keeps what it measured
             Path(args.json + ".partial").write_text(json.dumps(rows, indent=1, default=str))
     return rows
@@ -235,7 +245,10 @@ def finish(row: dict, device: str) -> None:
 
 
 def format_row(row: dict) -> str:
-    head = f"{row['shape']:>5} L{row['layers']:<2} {row['dtype']:>8} S={row['seq']:<5} B={row['batch']:<3}"
+    head = (
+        f"{row['shape']:>5} L{row['layers']:<2} {row['dtype']:>8} S={row['seq']:<5} B={row['batch']:<3}"
+        f" {row.get('scoring', 'per-step'):>8}"
+    )
     if "time_ratio" not in row:
         why = row["engine"].get("error") or row["baseline"].get("error")
         return f"{head} not measured: {why}"
@@ -259,7 +272,12 @@ def rescore(path: str, device: str) -> list[dict]:
     rows = data["rows"] if isinstance(data, dict) else data
     for row in rows:
         shape = dict(SHAPES[row["shape"]], layers=row["layers"])
-        est = estimate(config_shape(shape), dtype_bytes=DTYPES[row["dtype"]].itemsize, seq=row["seq"])
+        est = estimate(
+            config_shape(shape),
+            dtype_bytes=DTYPES[row["dtype"]].itemsize,
+            seq=row["seq"],
+            scoring=row.get("scoring", "per-step"),
+        )
         row["model"] = {
             "weights_mib": est.weights / 2**20,
             "working_mib": est.working(row["batch"]) / 2**20,
@@ -340,6 +358,11 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seqs", type=ints, default=[128, 256, 512, 1024])
     ap.add_argument("--batches", type=ints, default=[1])
     ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument(
+        "--scorings",
+        default="per-step,summed",
+        help="the engine's scorings to measure (eap._ig_steps), each in its own process",
+    )
     ap.add_argument("--steps", type=int, default=2, help="IG steps m (few on a CPU; the ratio is what matters)")
     ap.add_argument("--layers", type=int, default=None, help="override every shape's layer count")
     ap.add_argument("--device", default="cpu")
@@ -355,6 +378,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--points", type=points_of, help=argparse.SUPPRESS)
     ap.add_argument("--dtype", help=argparse.SUPPRESS)
+    ap.add_argument("--scoring", default="per-step", help=argparse.SUPPRESS)
     return ap
 
 
@@ -373,6 +397,7 @@ def main() -> None:
         args.shapes, args.seqs, args.batches, args.steps = "tiny3", [32], [1, 2], 2
     args.shapes = args.shapes.split(",")
     args.dtypes = args.dtypes.split(",")
+    args.scorings = args.scorings.split(",")
     res = grid(args)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1, default=str))

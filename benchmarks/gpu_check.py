@@ -6,11 +6,12 @@ on one H200. Prints one table and writes a JSON.
 1. scores   EAP-IG edge scores on CUDA (float32) against the same call on CPU, tiny Qwen2 and
             Qwen3 models: largest |difference| over the largest |score|, and Pearson r.
 2. shapes   bench_shapes on CUDA in bfloat16: 0.5b, 1.5b and 8b (Qwen3-8B) at 128, 512 and
-            1024 tokens, batch 1: EAP-IG time and peak allocation beside m + 2 plain
-            forward+backward passes, and the memory model's prediction beside the peak.
+            1024 tokens, batch 1, both scorings (per-step, summed): EAP-IG time and peak
+            allocation beside m + 2 plain forward+backward passes, and the memory model's
+            prediction beside the peak.
 3. largest  per shape at 512 tokens: the largest batch the memory model allows in the GPU's free
-            memory (headdb.attribution.memory), then one engine call at that batch: does it fit,
-            and how close was the prediction.
+            memory (headdb.attribution.memory, scoring per-step), then one engine call at that
+            batch: does it fit, and how close was the prediction.
 4. generate greedy generation tokens/s at the 1.5b shape, bf16, 16 prompts x 64 new tokens (eos
             suppressed), plain and with 4 heads per layer zero-ablated
             (headdb.evals.interventions.applied).
@@ -67,14 +68,14 @@ def largest_batch(args, name: str, model: Path, dtype: str, seq: int) -> dict:
     from headdb.attribution.memory import HEADROOM, available, estimate
 
     shape = bench_shapes.model_shape(model)
-    est = estimate(shape, dtype_bytes=DTYPES[dtype].itemsize, seq=seq)
+    est = estimate(shape, dtype_bytes=DTYPES[dtype].itemsize, seq=seq, scoring="per-step")
     free = available(args.device)
     batch = est.largest_batch(int(free * HEADROOM))
     row: dict = {"shape": name, "seq": seq, "free_mib": free / 2**20, "predicted_batch": batch}
     batch = min(batch, args.verify_cap)  # the dry run's tiny model "fits" thousands of rows
     row["run_batch"] = batch
     if batch >= 1:
-        got = bench_shapes.run_point(args, "engine", model, dtype, [(seq, batch)])[0]
+        got = bench_shapes.run_point(args, "engine", model, dtype, [(seq, batch)], "per-step")[0]
         row["engine"] = got
         row["fits"] = got.get("fits")
         if got.get("fits"):
@@ -157,15 +158,18 @@ def table(res: dict) -> str:
             f"scores {r['arch']:<5} {r['device']} vs cpu: max |diff| / max |score| {r['max_rel_diff']:.2e}, "
             f"pearson {r['pearson']:.8f}  {'ok' if r['ok'] else 'MISMATCH'}"
         )
-    lines.append("shape  dtype     seq  batch  engine s  base s  time x  peak MiB  base MiB  peak x  model err")
+    lines.append(
+        "shape  dtype     seq  batch  scoring   engine s  base s  time x  peak MiB  base MiB  peak x  model err"
+    )
     for r in res["shapes"]:
         if "time_ratio" not in r:
             lines.append(
-                f"{r['shape']:<6} {r['dtype']:<9} {r['seq']:<4} {r['batch']:<5}  not measured: {r['engine'].get('error')}"
+                f"{r['shape']:<6} {r['dtype']:<9} {r['seq']:<4} {r['batch']:<5}  {r['scoring']:<8}  "
+                f"not measured: {r['engine'].get('error')}"
             )
             continue
         lines.append(
-            f"{r['shape']:<6} {r['dtype']:<9} {r['seq']:<4} {r['batch']:<5}  {r['engine']['seconds']:8.3f}  "
+            f"{r['shape']:<6} {r['dtype']:<9} {r['seq']:<4} {r['batch']:<5}  {r['scoring']:<8}  {r['engine']['seconds']:8.3f}  "
             f"{r['baseline']['seconds']:6.3f}  {r['time_ratio']:6.2f}  {r['engine_peak_mib']:8.0f}  "
             f"{r['baseline_peak_mib']:8.0f}  {r['peak_ratio']:6.2f}  {r['model_error_total']:+.1%}"
         )
@@ -209,6 +213,7 @@ def main() -> None:
     # the dry run checks the script, not bf16 speed: float32, as a CPU without bf16 matmuls is 10x slower in bf16
     args.dtype = "float32" if args.dry else "bfloat16"
     args.steps, args.point_timeout, args.group = 5, 300.0, True
+    args.scorings = ["per-step", "summed"]
     res = run(args)
     print(table(res))
     Path(args.json).write_text(json.dumps(res, indent=1, default=str))

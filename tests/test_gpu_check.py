@@ -30,8 +30,8 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     # the same CPU call twice: equal scores (on a GPU this compares CUDA with CPU)
     assert {r["arch"] for r in res["scores"]} == {"qwen2", "qwen3"}
     assert all(r["ok"] and r["max_rel_diff"] <= 1e-6 and r["pearson"] > 0.999999 for r in res["scores"])
-    points = {(r["shape"], r["seq"]) for r in res["shapes"]}
-    assert points == {("tiny3", 32), ("tiny3", 64)}
+    points = {(r["shape"], r["seq"], r["scoring"]) for r in res["shapes"]}
+    assert points == {("tiny3", n, scoring) for n in (32, 64) for scoring in ("per-step", "summed")}
     for r in res["shapes"]:
         assert r["engine"]["fits"] and r["baseline"]["fits"], r
         for key in ("time_ratio", "peak_ratio", "model_error_total"):

@@ -90,13 +90,15 @@ __all__ = [
 ]
 
 
-def fitted(loaded, pairs, settings: AttributionSettings) -> AttributionSettings:
-    """`settings` with batch_size lowered to what fits in memory (headdb.attribution.memory);
-    a UserError when not even one pair fits."""
-    from headdb.attribution.memory import batch_for
+def fitted(loaded, pairs, settings: AttributionSettings) -> tuple[AttributionSettings, str]:
+    """`settings` with batch_size lowered to what fits in memory, and the scoring that fits
+    (headdb.attribution.memory.plan_for); a UserError when not even one pair fits."""
+    from headdb.attribution.memory import plan_for
 
-    batch = batch_for(loaded, pairs, settings)
-    return settings if batch == settings.batch_size else settings.model_copy(update={"batch_size": batch})
+    plan = plan_for(loaded, pairs, settings)
+    if plan.batch_size != settings.batch_size:
+        settings = settings.model_copy(update={"batch_size": plan.batch_size})
+    return settings, plan.scoring
 
 
 def settings_of(settings: AttributionSettings | None, fields: dict) -> AttributionSettings:
@@ -126,7 +128,7 @@ def attribute(
     """
     s = settings_of(settings, fields)
     check_metric(s.metric, pairs.wrong)  # a rule about the task's items, not the settings
-    s = fitted(loaded, pairs, s)
+    s, scoring = fitted(loaded, pairs, s)
     if s.method == "exact":
         return exact_scores(loaded, pairs, metric=s.metric, batch_size=s.batch_size, progress=progress, ticker=ticker)
     return eap_scores(
@@ -142,6 +144,7 @@ def attribute(
         rank=s.rank,
         bootstrap=s.bootstrap,
         seed=s.seed,
+        scoring=scoring,
     )
 
 
@@ -174,7 +177,7 @@ def discover(loaded, pairs, settings: AttributionSettings | None = None, *, prog
     replicates (headdb.attribution.confidence: membership, head p, stability).
     progress: optional callable(done, total), counted in forward passes over all phases.
     """
-    s = fitted(loaded, pairs, settings_of(settings, fields))
+    s, _ = fitted(loaded, pairs, settings_of(settings, fields))
     method, metric, steps, batch_size = s.method, s.metric, s.steps, s.batch_size
     topn, threshold, greedy, curve = s.topn, s.threshold, s.greedy, s.curve
     g = build_layout(loaded.shape)

@@ -21,12 +21,16 @@ corrupted raises L (to first order). Completeness: the edges leaving `input` sum
 L(corrupted) - L(clean) (every port input contains the embeddings once, so dL/de is the sum of
 the port gradients); `completeness_residual` reports the difference, which shrinks with m.
 
-Efficiency: per batch, node outputs are captured once at clean and at corrupted, the port
-gradients of the m steps are summed in float32 in place, and the scores of a whole layer come
-from one matrix product (its q/k/v ports and its MLP port together, see `block_scores`), never
-a loop over edges. Every pass computes logits only at each example's evaluated position
-(`Probe.run(..., last)`), not the unembedding at all positions. Per batch it holds
-n_nodes + n_ports float32 tensors of [B, S, d_model]; lower batch_size to fit.
+Efficiency: per batch, node outputs are captured once at clean and at corrupted (float32
+differences, in place). Each IG step is a dense forward (the q/k/v port gradients come from the
+projections' gradients, see `PortWeights.port_gradients`, not from per-head copies of the
+residual) and one backward, during which each layer's port gradients are formed as the backward
+reaches it. The scores of a whole layer come from one matrix product (its q/k/v ports and its
+MLP port together, see `add_layer_scores`), never a loop over edges: once per batch from the
+gradients summed over the steps (scoring "summed"), or once per step without holding the sums
+("per-step", when the sums would not fit; headdb.attribution.memory plans which). Every pass
+computes logits only at each example's evaluated position (`Probe.run(..., last)`), not the
+unembedding at all positions.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ from headdb.attribution.bootstrap import ExampleStats
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import metric_values
 from headdb.attribution.result import AttributionResult, Ticker
-from headdb.attribution.probe import EMBED, LOGITS_IN, Probe, k_in, mlp_in, q_in, v_in
+from headdb.attribution.probe import EMBED, LOGITS_IN, Probe, attn_in, mlp_in, proj_out
 from headdb.errors import UserError
+
+
+SCORINGS = ("summed", "per-step")
 
 
 def alphas_for(method: str, steps: int, ig_rule: str = "midpoint") -> list[float]:
@@ -59,107 +66,177 @@ def passes(method: str, steps: int, n_batches: int) -> int:
     return n_batches * (2 + len(alphas_for(method, steps)))
 
 
-def _port_gradients(probe: Probe, batch: Batch, emb_clean, emb_corr, alphas, metric, clean_logprobs, tick) -> dict:
-    """Sum over alphas of dL/d(port input), float32, keyed ("q"|"k"|"v"|"m", layer) and "l"."""
+def _ig_steps(
+    probe: Probe, batch: Batch, emb_clean, emb_corr, alphas, metric, clean_logprobs, delta, out, tick, scoring
+) -> None:
+    """Add to `out` ([n_edges], or [B, n_edges] per example) the edge scores of every IG step,
+    summed over the steps: delta . dL/d(port input) at each alpha.
+
+    Each step is a dense forward (no per-head forks, see `PortWeights.port_gradients`) and one
+    backward, during which every layer's port gradients are formed as soon as the backward
+    reaches them: the MLP port's first, then its q/k/v projections', which become the per-head
+    port gradients. `scoring` (SCORINGS) says what becomes of them:
+        summed    added to a float32 sum per layer, scored once after the last step (one GEMM
+                  per layer and batch; holds every layer's summed gradients)
+        per-step  scored at once, then dropped (m GEMMs per layer and batch; a step never
+                  holds more than one layer's gradients)
+    The scores are the same up to float summation order.
+    """
     g = probe.layout
-    acc: dict = {}
+    P = g.n_ports
+    B, S = batch.clean.shape
+    weights = [probe.port_weights(L) for L in range(g.n_layers)]
     d_emb = emb_clean.float() - emb_corr.float()
+    summed: dict = {}  # layer or "l" -> the float32 port gradients summed over the steps
+
+    def sink(L, rows):
+        if scoring == "per-step":
+            add_layer_scores(g, delta, rows, L, out)
+        elif L in summed:
+            summed[L] += rows
+        else:
+            summed[L] = rows
+
+    def sink_logits(grad):
+        if scoring == "per-step":
+            add_logits_scores(g, delta, grad, out)
+        elif "l" in summed:
+            summed["l"] += grad
+        else:
+            summed["l"] = grad.to(torch.float32, copy=True)
+
     for alpha in alphas:
         if alpha == 1.0:
             x = emb_clean.detach().clone()
         else:
             x = (emb_corr.float() + alpha * d_emb).to(emb_clean.dtype)
         x.requires_grad_(True)
-        taps: dict = {}
+        resid: dict = {}  # layer -> the attention's pre-norm input, kept until the layer is scored
+        pending: dict = {}  # layer -> {"q" | "k" | "v" | "m": gradient}
 
-        def tap(key):
+        def score_layer(L):
+            got = pending.pop(L)
+            rows = torch.empty((P + 1, B, S, emb_clean.shape[-1]), dtype=torch.float32, device=x.device)
+            weights[L].port_gradients(resid.pop(L), got, rows[:P])
+            rows[P] = got["m"]
+            sink(L, rows)
+
+        def on_grad(L, kind):
+            def hook(grad):
+                got = pending.setdefault(L, {})
+                got[kind] = grad
+                if len(got) == 4:
+                    score_layer(L)
+
+            return hook
+
+        def tap(L, kind):
             def hook(t, hook):
                 # A fresh view: gradients w.r.t. it count only this reader's use of the tensor.
                 y = t.view_as(t)
-                taps[key] = y
+                y.register_hook(on_grad(L, kind))
                 return y
 
             return hook
 
+        def keep(L):
+            def hook(t, hook):
+                resid[L] = t
+
+            return hook
+
+        def logits_tap(t, hook):
+            y = t.view_as(t)
+            y.register_hook(sink_logits)
+            return y
+
         hooks = [(EMBED, lambda t, hook: x)]
         for L in range(g.n_layers):
             hooks += [
-                (q_in(L), tap(("q", L))),
-                (k_in(L), tap(("k", L))),
-                (v_in(L), tap(("v", L))),
-                (mlp_in(L), tap(("m", L))),
+                (attn_in(L), keep(L)),
+                (proj_out(L, "q"), tap(L, "q")),
+                (proj_out(L, "k"), tap(L, "k")),
+                (proj_out(L, "v"), tap(L, "v")),
+                (mlp_in(L), tap(L, "m")),
             ]
-        hooks.append((LOGITS_IN, tap("l")))
-        with torch.enable_grad():
+        hooks.append((LOGITS_IN, logits_tap))
+        with torch.enable_grad(), probe.without_port_forks():
             logits = probe.run(batch.clean, hooks, batch.last)  # [B, V] at the last tokens
             value = metric_values(metric, logits, clean_logprobs, batch.answer, batch.wrong).sum()
-            keys = list(taps)
-            grads = torch.autograd.grad(value, [taps[k] for k in keys], allow_unused=True)
-        for key, grad in zip(keys, grads):
-            if grad is None:
-                continue
-            if key in acc:
-                acc[key] += grad.float()
-            else:
-                acc[key] = grad.float()
-        del logits, value, grads
-        taps, x = {}, None  # free this step's graph before the next one is built
+            torch.autograd.grad(value, [x])
+        for L in list(pending):  # a port no gradient reached contributes nothing
+            for kind in ("q", "k", "v"):
+                w = getattr(weights[L], kind)
+                pending[L].setdefault(kind, x.new_zeros((B, S, w.shape[0], w.shape[1])))
+            pending[L].setdefault("m", x.new_zeros(resid[L].shape))
+            score_layer(L)
+        del logits, value
+        x = None  # free this step's graph before the next one is built
         tick()
-    return acc
+    for key, rows in summed.items():
+        if key == "l":
+            add_logits_scores(g, delta, rows, out)
+        else:
+            add_layer_scores(g, delta, rows, key, out)
 
 
-def _port_rows(grads: dict, layer: int) -> torch.Tensor:
-    """[P + 1, B*S*D]: the gradients of layer's q, k, v ports (in edge order) and, last, its
-    MLP port, one row per port, so that a layer's scores are ONE matrix product."""
-    q, k, v, m = (grads[(kind, layer)] for kind in ("q", "k", "v", "m"))
-    # Port-major [P + 1, B, S, D]; cat copies once into contiguous memory.
-    rows = torch.cat([q.permute(2, 0, 1, 3), k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3), m[None]], dim=0)
-    return rows.reshape(rows.shape[0], -1)
+def add_layer_scores(layout: GraphLayout, delta: torch.Tensor, rows: torch.Tensor, layer: int, out: torch.Tensor):
+    """out += the scores of layer's attention and MLP edges.
+
+    delta [N_src, B, S, D]: node-output differences; rows [P + 1, B, S, D] float32: the gradients
+    at the layer's q, k, v ports (in edge order) and, last, its MLP port. out: [n_edges] (summed
+    over the batch) or [B, n_edges].
+
+    score(u -> port) = sum over b, s, d of delta[u] * grad[port]: with delta flattened to
+    [N_src, B*S*D], a destination block is a plain GEMM. (einsum over these shapes was 5-18x
+    slower on CPU than reshape + matmul.) The q/k/v ports and the MLP port share one GEMM
+    against the MLP's sources delta[:n_src_mlp] (the attention ports read a prefix of them,
+    delta[:n_src_attn]; the extra columns, the layer's own heads, are dropped), so delta is
+    read once per layer. Per example the same FLOPs run as one batched product over the B rows,
+    on strided views of the same buffers (no copies).
+    """
+    g, L = layout, layer
+    P = g.n_ports
+    n, nm = g.n_src_attn(L), g.n_src_mlp(L)
+    attn, mlp = slice(g.attn_offset[L], g.attn_offset[L] + P * n), slice(g.mlp_offset[L], g.mlp_offset[L] + nm)
+    if out.dim() == 1:
+        blk = rows.reshape(P + 1, -1) @ delta.reshape(delta.shape[0], -1)[:nm].T  # [P + 1, nm]
+        # Attention edges are laid out port-major: (port p, source u) at offset + p * n + u.
+        out[attn] += blk[:P, :n].reshape(-1)
+        out[mlp] += blk[P]
+        return
+    B = delta.shape[1]
+    d3 = delta.reshape(delta.shape[0], B, -1)  # [N_src, B, S*D], a view
+    blk = torch.bmm(rows.view(P + 1, B, -1).transpose(0, 1), d3[:nm].permute(1, 2, 0))  # [B, P + 1, nm]
+    out[:, attn] += blk[:, :P, :n].reshape(B, -1)
+    out[:, mlp] += blk[:, P]
+
+
+def add_logits_scores(layout: GraphLayout, delta: torch.Tensor, grad: torch.Tensor, out: torch.Tensor):
+    """out += the scores of the edges into logits, from the gradient at the final norm's input
+    [B, S, D] (see `add_layer_scores` for delta and out)."""
+    g = layout
+    n = g.n_src_logits
+    if out.dim() == 1:
+        out[g.logits_offset :] += delta.reshape(delta.shape[0], -1)[:n] @ grad.float().reshape(-1)
+        return
+    B = delta.shape[1]
+    d3 = delta.reshape(delta.shape[0], B, -1)
+    out[:, g.logits_offset :] += torch.bmm(grad.float().reshape(B, 1, -1), d3[:n].permute(1, 2, 0))[:, 0]
 
 
 def block_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> torch.Tensor:
     """Edge scores [n_edges] (float32, summed over batch and positions) from node-output
-    differences delta [N_src, B, S, D] and port gradients.
-
-    score(u -> port) = sum over b, s, d of delta[u] * grad[port]: with delta flattened to
-    [N_src, B*S*D] and the ports to rows, a destination block is a plain GEMM. (einsum over
-    these shapes was 5-18x slower on CPU than reshape + matmul.) Per layer the q/k/v ports and
-    the MLP port share one GEMM against the MLP's sources delta[:n_src_mlp] (the attention
-    ports read a prefix of them, delta[:n_src_attn]; the extra columns, the layer's own heads,
-    are dropped), so delta is read once per layer.
-    """
+    differences and a dict of port gradients: ("q"|"k"|"v", layer) [B, S, heads, D],
+    ("m", layer) and "l" [B, S, D]. The engine scores a layer at a time during each backward
+    (`add_layer_scores`); this is the same for gradients held all at once."""
     g = layout
-    d2 = delta.reshape(delta.shape[0], -1)  # [N_src, B*S*D], a view (delta is contiguous)
     out = torch.zeros(g.n_edges, dtype=torch.float32, device=delta.device)
-    P = g.n_ports
     for L in range(g.n_layers):
-        n, nm = g.n_src_attn(L), g.n_src_mlp(L)
-        blk = _port_rows(grads, L) @ d2[:nm].T  # [P + 1, nm]
-        # Attention edges are laid out port-major: (port p, source u) at offset + p * n + u.
-        out[g.attn_offset[L] : g.attn_offset[L] + P * n] = blk[:P, :n].reshape(-1)
-        out[g.mlp_offset[L] : g.mlp_offset[L] + nm] = blk[P]
-    out[g.logits_offset :] = d2[: g.n_src_logits] @ grads["l"].reshape(-1)
-    return out
-
-
-def example_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> torch.Tensor:
-    """Per-example edge scores [B, n_edges] float32 (summed over positions): `block_scores`
-    with the batch kept apart. Each layer is one batched product over the B examples,
-    [B, P + 1, S*D] @ [B, S*D, n_src_mlp], of the same FLOPs as block_scores' single GEMM; the
-    operands are strided views of the same buffers (no copies)."""
-    g = layout
-    B = delta.shape[1]
-    d3 = delta.reshape(delta.shape[0], B, -1)  # [N_src, B, S*D], a view
-    out = torch.zeros((B, g.n_edges), dtype=torch.float32, device=delta.device)
-    P = g.n_ports
-    for L in range(g.n_layers):
-        n, nm = g.n_src_attn(L), g.n_src_mlp(L)
-        rows = _port_rows(grads, L).view(P + 1, B, -1)
-        blk = torch.bmm(rows.transpose(0, 1), d3[:nm].permute(1, 2, 0))  # [B, P + 1, nm]
-        out[:, g.attn_offset[L] : g.attn_offset[L] + P * n] = blk[:, :P, :n].reshape(B, -1)
-        out[:, g.mlp_offset[L] : g.mlp_offset[L] + nm] = blk[:, P]
-    gl = grads["l"].reshape(B, 1, -1)
-    out[:, g.logits_offset :] = torch.bmm(gl, d3[: g.n_src_logits].permute(1, 2, 0))[:, 0]
+        q, k, v, m = (grads[(kind, L)] for kind in ("q", "k", "v", "m"))
+        rows = torch.cat([q.permute(2, 0, 1, 3), k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3), m[None]], dim=0)
+        add_layer_scores(g, delta, rows.float(), L, out)
+    add_logits_scores(g, delta, grads["l"], out)
     return out
 
 
@@ -177,6 +254,7 @@ def eap_scores(
     rank: str = "abs-mean",
     bootstrap: int = 0,
     seed: int = 0,
+    scoring: str = "summed",
 ) -> AttributionResult:
     """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`, `steps` points placed by `ig_rule`, one of
     IG_RULES; eap ignores it) scores of every edge.
@@ -187,6 +265,7 @@ def eap_scores(
     example inside each batch (`example_scores`) and the result also carries mean_abs and
     `bootstrap` replicate means (headdb.attribution.bootstrap); otherwise per-example scores
     are never formed. The mean is the same either way up to float summation order.
+    scoring: "summed" or "per-step" (see `_ig_steps`; headdb.attribution.memory picks it).
     """
     if len(pairs) == 0:
         raise UserError("the task has no items")
@@ -205,27 +284,29 @@ def eap_scores(
     with probe.graph_mode():
         for batch in batches:
             # logits_c / logits_k: [B, V] at each example's last real token.
-            out_c, emb_c, logits_c = probe.capture(batch.clean, last=batch.last)
+            out, emb_c, logits_c = probe.capture(batch.clean, last=batch.last)
             tick()
-            out_k, emb_k, logits_k = probe.capture(batch.corrupted, last=batch.last)
+            # corrupted - clean, written over the clean outputs (one buffer, not two)
+            delta, emb_k, logits_k = probe.capture(batch.corrupted, last=batch.last, minus=out)
             tick()
             last_c = logits_c.float()
             clean_lp = torch.log_softmax(last_c, dim=-1)
             m_clean += float(metric_values(metric, last_c, clean_lp, batch.answer, batch.wrong).sum())
             m_corr += float(metric_values(metric, logits_k, clean_lp, batch.answer, batch.wrong).sum())
             del logits_c, logits_k
-            # corrupted - clean, in place (frees memory)
-            delta = out_k.sub_(out_c).mul_(batch.mask[None, :, :, None])
-            del out_c
-            grads = _port_gradients(probe, batch, emb_c, emb_k, alphas, metric, clean_lp, tick)
+            delta.mul_(batch.mask[None, :, :, None])
+            del out
+            shape = (g.n_edges,) if stats is None else (batch.clean.shape[0], g.n_edges)
+            scores = torch.zeros(shape, dtype=torch.float32, device=probe.device)
+            _ig_steps(probe, batch, emb_c, emb_k, alphas, metric, clean_lp, delta, scores, tick, scoring)
+            scores.div_(len(alphas))
+            del delta
             if stats is None:
-                total += (block_scores(g, delta, grads) / len(alphas)).double().cpu().numpy()
+                total += scores.double().cpu().numpy()
             else:
-                per_example = example_scores(g, delta, grads).div_(len(alphas))
-                total += per_example.sum(0).double().cpu().numpy()
-                stats.add(per_example, batch.item_ids)
-                del per_example
-            del delta, grads
+                total += scores.sum(0).double().cpu().numpy()
+                stats.add(scores, batch.item_ids)
+            del scores
     n = len(pairs)
     edge = (total / n).astype(np.float32)
     node = np.bincount(g.edge_src, weights=total / n, minlength=g.n_nodes).astype(np.float32)

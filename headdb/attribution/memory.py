@@ -1,26 +1,26 @@
-"""How much memory an attribution run needs, and the batch size that fits a budget.
+"""How much memory an attribution run needs, and the batch size and scoring that fit a budget.
 
 The model counts what `eap.eap_scores` and the bridge's hooked forward actually hold, per batch
 row and per token (docs/attribution.md, "Memory"). Notation: L layers, H query heads, KV kv heads,
 D d_model, dh head dim, F MLP width, S tokens (the longest prompt), w the model dtype's bytes,
 x = w for a half-precision model and 0 for float32 (the float32 upcasts a half model keeps beside
-its own copies; in float32 they are the same tensor).
+its own copies; in float32 they are the same tensor), P = H + 2 KV (a layer's q/k/v ports).
 
     delta   node-output differences [N_src, B, S, D] float32: 4 N_src D per token,
             N_src = 1 + L (H + 1) (every node but logits)
-    acc     port gradients summed over the IG steps, float32: 4 n_ports D per token,
-            n_ports = L (H + 2 KV + 1) + 1 (q, k, v forks per head, the MLP port, the logits port)
-    grads   one IG step's port gradients, in the model dtype: w n_ports D per token
-    taps    the q/k/v port tensors of every layer, held for torch.autograd.grad during a step:
-            x L (H + 2 KV) D per token (in float32 the per-head norm saves the port tensor itself,
-            counted in `saved`; a half model saves a float32 copy beside it)
-    grad_tmp  one layer's gradient temporaries through the per-head forks during the backward:
-            12 (H + 2 KV) D per token
-    saved   what one hooked forward keeps for its backward, per layer and token:
-              4 (D + (H + 2 KV)(D + 1) + 2)     pre-norm residuals, the per-head q/k/v forks
-                                                (normed in float32) and their rsqrt
-            + w (D + 3 F + 3 H dh) + x D        the MLP's gate/up/act inputs, q, k and v (k and v
-                                                repeated to H heads), the attention output
+    summed  (scoring "summed" only) the port gradients summed over the IG steps, float32:
+            4 n_ports D per token, n_ports = L (P + 1) + 1 (q/k/v ports, MLP port, logits port)
+    rows    one layer's port gradients as the backward forms them, float32: 4 (P + 1) D
+    taps    the attention pre-norm inputs of every layer, held for the port gradients: x L D
+            (in float32 the norm saves that very tensor, counted in `saved`)
+    grad_tmp  the norm backward's temporaries of one layer, 4 D + x (4 D + H D) (a half model's
+            float32 upcast and the per-head product in its own dtype), and the layer's q/k/v
+            projection gradients, w P dh
+    saved   what one dense forward keeps for its backward, per layer and token:
+              4 (D + 2)                         pre-norm input and rsqrt
+            + w (D + 3 F + 3 H dh) + x D        the normed inputs, the MLP's gate/up/act
+                                                inputs, q, k and v (k and v repeated to H
+                                                heads), the attention output
             + (4 + x) H S                       the attention probabilities (float32 softmax,
                                                 plus its cast for a half model)
             + 4 (H + KV)(dh + 1)                Qwen3's q/k norms
@@ -28,12 +28,16 @@ its own copies; in float32 they are the same tensor).
             16 bytes per token per layer).
     misc    both embeddings, their difference and the step input: (3 w + 4) D per token
 
-The run's peak is the largest of its phases (per row):
-    captures   2 delta (clean and corrupted node outputs) + one no-grad layer in flight
-    IG steps   delta + acc + taps + max(saved over all layers, grads) + grad_tmp + misc
-    scoring    delta + acc + one layer's port rows (4 (H + 2 KV + 1) D per token)
-Faithfulness evaluation (2 captures then patched no-grad runs) and exact patching stay within the
-captures phase. Per-example statistics add 4 n_edges per row and R bootstrap replicate sums
+The run's peak is the larger of its phases (per row):
+    captures   delta (the corrupted capture is written over the clean one as their difference;
+               3 delta for exact patching, which keeps both and the difference) + one no-grad
+               layer in flight
+    IG steps   delta + [summed] + taps + saved over all layers + rows + grad_tmp + misc
+Scoring "summed" scores each layer once per batch from its sums; "per-step" scores each step's
+gradients as they come and never holds the sums (m times the scoring GEMMs: a few percent of a
+step on a CPU). `plan` takes "summed" when it fits the budget at the asked batch, else
+"per-step" at the largest batch that fits.
+Faithfulness evaluation (a capture, then patched no-grad runs) stays within the captures phase. Per-example statistics add 4 n_edges per row and R bootstrap replicate sums
 4 R n_edges (twice for rank mean-abs), fixed. The weights come on top: their bytes as loaded.
 
 These are live tensor bytes: what torch.cuda.max_memory_allocated reports on CUDA. On CPU,
@@ -60,7 +64,7 @@ class MemoryEstimate:
     per_row: int  # working bytes per batch row at `seq` tokens, in the peak phase
     fixed: int  # working bytes whatever the batch (bootstrap replicate sums)
     seq: int
-    phase: str  # captures | ig-steps | scoring: where the peak is
+    phase: str  # captures | ig-steps: where the peak is
     phases: dict  # bytes per row of every phase
 
     def total(self, batch: int) -> int:
@@ -111,7 +115,7 @@ def layer_saved_bytes(shape, dtype_bytes: int, seq: int) -> int:
     """Bytes per token of one layer's tensors saved for the IG step's backward (see above)."""
     _, H, KV, D, dh, F, _, qk_norm, _ = _dims(shape)
     w, x = dtype_bytes, (dtype_bytes if dtype_bytes != 4 else 0)
-    saved = 4 * (D + (H + 2 * KV) * (D + 1) + 2) + w * (D + 3 * F + 3 * H * dh) + x * D + (4 + x) * H * seq
+    saved = 4 * (D + 2) + w * (D + 3 * F + 3 * H * dh) + x * D + (4 + x) * H * seq
     return saved + (4 * (H + KV) * (dh + 1) if qk_norm else 0)
 
 
@@ -125,27 +129,31 @@ def estimate(
     per_example: bool = False,
     bootstrap: int = 0,
     mean_abs: bool = False,
+    scoring: str = "per-step",
 ) -> MemoryEstimate:
-    """The memory of attributing prompts of `seq` tokens (see the module docstring).
+    """The memory of attributing prompts of `seq` tokens with `scoring` (see the module
+    docstring; "per-step" is the least a run can hold).
 
     n_edges: the graph's edge count (per-example statistics and bootstrap replicates only)."""
     L, H, KV, D, dh, F, _, _, _ = _dims(shape)
     w, x, S = dtype_bytes, (dtype_bytes if dtype_bytes != 4 else 0), seq
+    P = H + 2 * KV
     n_src = 1 + L * (H + 1)
-    n_ports = L * (H + 2 * KV + 1) + 1
+    n_ports = L * (P + 1) + 1
     delta = 4 * n_src * D * S
-    acc = 4 * n_ports * D * S
-    grads = w * n_ports * D * S
-    taps = x * L * (H + 2 * KV) * D * S
-    grad_tmp = 12 * (H + 2 * KV) * D * S
+    summed = 4 * n_ports * D * S if scoring == "summed" else 0
+    rows = 4 * (P + 1) * D * S
+    taps = x * L * D * S
+    grad_tmp = (4 * D + (4 * D + H * D if x else 0) + w * P * dh) * S
     saved = L * layer_saved_bytes(shape, w, S) * S + (8 * D + 2 * dh * w) * S
     misc = (3 * w + 4) * D * S
     # One no-grad layer in flight during a capture: its MLP activations and attention scores.
     in_flight = (2 * w * F + 4 * D) * S + (4 + x) * H * S * S
-    phases = {"captures": 2 * delta + in_flight + misc}
+    # eap/eap-ig write the corrupted capture over the clean one (one buffer); exact patching
+    # holds the clean and corrupted outputs and their difference.
+    phases = {"captures": (3 if method == "exact" else 1) * delta + in_flight + misc}
     if method != "exact":
-        phases["ig-steps"] = delta + acc + taps + max(saved, grads) + grad_tmp + misc
-        phases["scoring"] = delta + acc + 4 * (H + 2 * KV + 1) * D * S
+        phases["ig-steps"] = delta + summed + taps + saved + rows + grad_tmp + misc
     stats = 4 * n_edges if per_example else 0
     phase = max(phases, key=lambda k: phases[k])
     return MemoryEstimate(
@@ -191,7 +199,7 @@ def fit_batch(est: MemoryEstimate, budget: int, wanted: int, *, where: str) -> i
     return max(1, min(int(wanted), int(fits)))
 
 
-def for_settings(shape, settings, *, dtype_bytes: int, seq: int) -> MemoryEstimate:
+def for_settings(shape, settings, *, dtype_bytes: int, seq: int, scoring: str = "per-step") -> MemoryEstimate:
     """`estimate` for a run of `settings` (AttributionSettings) on prompts of `seq` tokens."""
     from headdb.attribution.graph import build_layout
 
@@ -205,6 +213,7 @@ def for_settings(shape, settings, *, dtype_bytes: int, seq: int) -> MemoryEstima
         per_example=per_example,
         bootstrap=settings.bootstrap,
         mean_abs=settings.rank == "mean-abs",
+        scoring=scoring,
     )
 
 
@@ -224,17 +233,43 @@ def check_plan(shape, settings, *, dtype_bytes: int, seq: int, device: str) -> N
     fit_batch(est, int(available(device) * HEADROOM), 1, where=f"the memory free on {device}")
 
 
-def batch_for(loaded, pairs, settings) -> int:
-    """Run time, model loaded: settings.batch_size, or fewer rows when the model says that many
-    would not fit (--max-memory, or the device's free memory plus the resident weights)."""
+@dataclass(frozen=True)
+class Plan:
+    """How an attribution run fits its budget: pairs per batch and the scoring (see above)."""
+
+    batch_size: int
+    scoring: str  # summed | per-step
+
+
+def choose(
+    summed: MemoryEstimate, per_step: MemoryEstimate, budget: int, wanted: int, rows: int, *, where: str
+) -> Plan:
+    """Scoring "summed" at `wanted` pairs per batch when its batches (`rows` pairs at most)
+    fit `budget`; else "per-step" at min(wanted, what fits); a UserError when not even one
+    pair fits per step."""
+    if summed.largest_batch(budget) >= min(wanted, rows):
+        return Plan(wanted, "summed")
+    return Plan(fit_batch(per_step, budget, wanted, where=where), "per-step")
+
+
+def plan_for(loaded, pairs, settings) -> Plan:
+    """Run time, model loaded: settings.batch_size and scoring "summed", or what the model says
+    fits --max-memory (or the device's free memory plus the resident weights): per-step
+    scoring, then fewer rows."""
+    wanted = int(settings.batch_size)
     if len(pairs) == 0:
-        return int(settings.batch_size)
+        return Plan(wanted, "summed")
     params = list(loaded.hf_model.parameters())
     weights = sum(p.numel() * p.element_size() for p in params)
     seq = max(len(ids) for ids in pairs.clean)
-    est = for_settings(loaded.shape, settings, dtype_bytes=params[0].element_size(), seq=seq)
-    est = MemoryEstimate(weights, est.per_row, est.fixed, est.seq, est.phase, est.phases).on(str(loaded.device))
+    device = str(loaded.device)
+
+    def fitted(scoring: str) -> MemoryEstimate:
+        est = for_settings(loaded.shape, settings, dtype_bytes=params[0].element_size(), seq=seq, scoring=scoring)
+        return MemoryEstimate(weights, est.per_row, est.fixed, est.seq, est.phase, est.phases).on(device)
+
     if settings.max_memory is not None:
-        return fit_batch(est, int(settings.max_memory), settings.batch_size, where="--max-memory")
-    budget = weights + int(available(str(loaded.device)) * HEADROOM)
-    return fit_batch(est, budget, settings.batch_size, where=f"the memory free on {loaded.device}")
+        budget, where = int(settings.max_memory), "--max-memory"
+    else:
+        budget, where = weights + int(available(device) * HEADROOM), f"the memory free on {device}"
+    return choose(fitted("summed"), fitted("per-step"), budget, wanted, len(pairs), where=where)

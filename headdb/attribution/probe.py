@@ -18,11 +18,17 @@ Because each port tensor feeds exactly one reader, the gradient at it is dL/d(th
 input) and editing it patches only that reader. `use_attn_result` and `use_split_qkv_input`
 make the bridge fire these hooks; `graph_mode()` switches them on for the run (and freezes the
 parameters so no weight gradients are built) and restores the previous state afterwards.
+
+Patching (faithfulness, exact scores) edits the forks. Gradients do not need them: the IG steps
+run the dense attention (`without_port_forks`) and form each q/k/v port's gradient from its
+head's projection gradient (`PortWeights`), which holds one residual per layer for the backward
+where the forks held H + 2 KV normed copies.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
@@ -52,8 +58,64 @@ def mlp_in(layer: int) -> str:
     return f"blocks.{layer}.ln2.hook_in"
 
 
+def attn_in(layer: int) -> str:
+    """The residual as the attention block's pre-norm reads it (all q/k/v readers at once)."""
+    return f"blocks.{layer}.ln1.hook_in"
+
+
+def proj_out(layer: int, kind: str) -> str:
+    """The q, k or v projection's output, [B, S, heads, dh] (before Qwen3's q/k norms)."""
+    return f"blocks.{layer}.attn.{kind}.hook_out"
+
+
 def mlp_out(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_out"
+
+
+@dataclass(frozen=True)
+class PortWeights:
+    """One attention layer's pre-norm (RMSNorm: weight, eps) and q/k/v projections, per head
+    [heads, dh, D]."""
+
+    norm_weight: torch.Tensor
+    eps: float
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @torch.no_grad()  # x is part of the step's graph; what is made from it here is not
+    def port_gradients(self, x: torch.Tensor, grads: dict, out: torch.Tensor) -> torch.Tensor:
+        """Write into out [H + 2 KV, B, S, D] (float32) the gradient at every q/k/v port of the
+        layer: what dL/d(port input) would be if each head read its own copy of the residual x
+        [B, S, D] (the attention's pre-norm input). grads: "q"/"k"/"v" -> dL/d(projection
+        output), [B, S, heads, dh].
+
+        The bridge's per-head forks (`use_split_qkv_input`) compute the same through autograd,
+        but their forward keeps H + 2 KV normed copies of the residual per layer for the
+        backward. Here each head's projection gradient goes back through its own rows of
+        W_q/W_k/W_v (one batched product per kind) and then through the RMSNorm, whose input
+        the dense forward keeps anyway:
+            y = w * x * r, r = rsqrt(mean(x^2) + eps), u = dL/dy
+            dL/dx = r * (w u - x r * mean(w u * x r))
+        """
+        B, S, D = x.shape
+        start = 0
+        for kind in ("q", "k", "v"):
+            w = getattr(self, kind)
+            n, dh = w.shape[0], w.shape[1]
+            g = grads[kind].reshape(B * S, n, dh).transpose(0, 1)  # [n, B*S, dh]
+            rows = out[start : start + n].view(n, B * S, D)
+            if w.dtype == torch.float32:
+                torch.bmm(g, w, out=rows)
+            else:  # in the model's dtype, as the backward of its own projection would run
+                rows.copy_(torch.bmm(g.to(w.dtype), w))
+            start += n
+        xf = x.float()
+        r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        xhat = xf * r  # a new tensor: x itself is still needed by the norm's own backward
+        out.mul_(self.norm_weight.float())
+        dot = torch.linalg.vecdot(out, xhat).unsqueeze(-1).div_(D)
+        return out.addcmul_(xhat, dot, value=-1.0).mul_(r)
 
 
 class Probe:
@@ -65,6 +127,19 @@ class Probe:
         self.layout: GraphLayout = build_layout(loaded.shape)
         self.device = torch.device(loaded.device)
         self.dtype = loaded.dtype
+
+    def port_weights(self, layer: int) -> "PortWeights":
+        """What turns a layer's q/k/v projection gradients into its per-port input gradients."""
+        block = self.loaded.hf_model.model.layers[layer]
+        attn, norm = block.self_attn, block.input_layernorm
+        H, KV = self.layout.n_heads, self.layout.n_kv_heads
+        return PortWeights(
+            norm_weight=norm.weight,
+            eps=float(norm.variance_epsilon),
+            q=attn.q_proj.weight.view(H, -1, attn.q_proj.weight.shape[-1]),
+            k=attn.k_proj.weight.view(KV, -1, attn.k_proj.weight.shape[-1]),
+            v=attn.v_proj.weight.view(KV, -1, attn.v_proj.weight.shape[-1]),
+        )
 
     @contextmanager
     def graph_mode(self):
@@ -97,52 +172,68 @@ class Probe:
             logits = self.bridge(ids, **kwargs)
         return logits if last is None else logits_at(logits, last)
 
-    def capture(self, ids: torch.Tensor, embed: torch.Tensor | None = None, last: torch.Tensor | None = None):
+    def capture(
+        self,
+        ids: torch.Tensor,
+        embed: torch.Tensor | None = None,
+        last: torch.Tensor | None = None,
+        minus: torch.Tensor | None = None,
+    ):
         """(node outputs [N_src, B, S, D] float32 in node order, embeddings, logits).
 
         N_src = every node but logits. `embed`, when given, replaces the token embeddings.
         The outputs are written straight into one preallocated buffer (no second copy).
+        With `minus` (another capture's outputs) they are written over it as this run's
+        outputs minus its: the differences without a second buffer.
         logits: [B, S, V], or [B, V] at each row's position `last` (see `run`).
         """
         g = self.layout
         B, S = ids.shape
-        out = torch.empty((g.n_nodes - 1, B, S, self.loaded.shape.d_model), dtype=torch.float32, device=ids.device)
+        shape = (g.n_nodes - 1, B, S, self.loaded.shape.d_model)
+        out = minus if minus is not None else torch.empty(shape, dtype=torch.float32, device=ids.device)
         store: dict = {}
+
+        def put(lo: int, hi: int, x: torch.Tensor) -> None:
+            if minus is None:
+                out[lo:hi] = x
+            else:
+                out[lo:hi].sub_(x).neg_()
 
         def set_embed(x, hook):
             store["embed"] = (embed if embed is not None else x).detach()
-            out[0] = store["embed"]
+            put(0, 1, store["embed"][None])
             return embed
 
         def heads(L):
             def hook(x, hook):
                 a = g.head_node(L, 0)
-                out[a : a + g.n_heads] = x.detach().permute(2, 0, 1, 3)
+                put(a, a + g.n_heads, x.detach().permute(2, 0, 1, 3))
 
             return hook
 
         def mlp(L):
             def hook(x, hook):
-                out[g.mlp_node(L)] = x.detach()
+                put(g.mlp_node(L), g.mlp_node(L) + 1, x.detach()[None])
 
             return hook
 
         hooks = [(EMBED, set_embed)]
         for L in range(g.n_layers):
             hooks += [(result(L), heads(L)), (mlp_out(L), mlp(L))]
-        with torch.no_grad(), self._without_port_forks():
+        with torch.no_grad(), self.without_port_forks():
             logits = self.run(ids, hooks, last)
         return out, store["embed"], logits
 
     @contextmanager
-    def _without_port_forks(self):
-        """Switch `use_split_qkv_input` off for a run that reads no q/k/v port.
+    def without_port_forks(self):
+        """Switch `use_split_qkv_input` off for a run that reads or patches no q/k/v port tensor.
 
         A capture only reads node outputs (embeddings, per-head results, MLP outputs). The
         per-head forks repeat, normalise and project the residual once per head (n_heads +
         2 * n_kv_heads copies per layer) and cost a few percent of a forward pass, so a capture
         runs the dense q/k/v path instead; its head results equal the forked ones up to float
-        rounding. `use_attn_result` stays on (the capture needs it).
+        rounding. `use_attn_result` stays on (the capture needs it). The IG steps run dense too
+        (their port gradients: `PortWeights`).
         """
         bridge = self.bridge
         forked = bool(getattr(bridge.cfg, "use_split_qkv_input", False))

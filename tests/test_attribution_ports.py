@@ -1,0 +1,185 @@
+"""The IG step's port gradients and its two scorings, against autograd and against each other.
+
+The engine's IG steps run the dense forward and form each head's q/k/v port gradient from its
+projection's gradient (headdb.attribution.probe.PortWeights). The independent side here is the
+TransformerLens bridge's own per-head forks (`use_split_qkv_input`), through which autograd gives
+dL/d(each head's copy of the residual) directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from headdb.attribution import attribute
+from headdb.attribution.eap import eap_scores
+from headdb.attribution.memory import MemoryEstimate, Plan, choose, estimate
+from headdb.attribution.probe import EMBED, Probe, attn_in, k_in, proj_out, q_in, v_in
+from headdb.attribution.tasks import encode_pairs, load_task
+from headdb.errors import UserError
+
+ARCHS = {
+    "qwen2-gqa": dict(arch="qwen2", n_heads=4, n_kv_heads=2, d_model=64),
+    "qwen3-wide-heads": dict(arch="qwen3", n_heads=4, n_kv_heads=2, d_model=64, d_head=32),  # H * dh != D
+    "llama": dict(arch="llama", n_heads=4, n_kv_heads=2, d_model=64),
+}
+
+
+def _value(logits: torch.Tensor) -> torch.Tensor:
+    """A metric that reads every logit of the last position with its own weight."""
+    w = torch.linspace(-1.0, 1.0, logits.shape[-1], dtype=torch.float32)
+    return (logits[:, -1].float().log_softmax(-1) * w).sum()
+
+
+def forked_gradients(probe: Probe, ids: torch.Tensor) -> dict:
+    """dL/d(port input) through the bridge's per-head forks: ("q"|"k"|"v", L) -> [heads, B, S, D]."""
+    taps: dict = {}
+
+    def tap(key):
+        def hook(t, hook):
+            taps[key] = t.view_as(t)
+            return taps[key]
+
+        return hook
+
+    x = probe.bridge.embed(ids).detach().requires_grad_(True)
+    hooks = [(EMBED, lambda t, hook: x)]
+    for L in range(probe.layout.n_layers):
+        hooks += [(name(L), tap((kind, L))) for kind, name in (("q", q_in), ("k", k_in), ("v", v_in))]
+    with torch.enable_grad():
+        value = _value(probe.run(ids, hooks))
+        grads = torch.autograd.grad(value, list(taps.values()))
+    return {key: grad.float().permute(2, 0, 1, 3) for key, grad in zip(taps, grads)}
+
+
+def dense_gradients(probe: Probe, ids: torch.Tensor) -> dict:
+    """The same from the dense forward, as the engine forms them (PortWeights.port_gradients)."""
+    resid: dict = {}
+    proj: dict = {}
+
+    def keep(L):
+        def hook(t, hook):
+            resid[L] = t
+
+        return hook
+
+    def tap(key):
+        def hook(t, hook):
+            proj[key] = t.view_as(t)
+            return proj[key]
+
+        return hook
+
+    x = probe.bridge.embed(ids).detach().requires_grad_(True)
+    hooks = [(EMBED, lambda t, hook: x)]
+    for L in range(probe.layout.n_layers):
+        hooks.append((attn_in(L), keep(L)))
+        hooks += [(proj_out(L, kind), tap((kind, L))) for kind in ("q", "k", "v")]
+    with torch.enable_grad(), probe.without_port_forks():
+        value = _value(probe.run(ids, hooks))
+        grads = dict(zip(proj, torch.autograd.grad(value, list(proj.values()))))
+    g = probe.layout
+    out = {}
+    for L in range(g.n_layers):
+        B, S, D = resid[L].shape
+        rows = torch.empty((g.n_ports, B, S, D))
+        probe.port_weights(L).port_gradients(resid[L], {k: grads[(k, L)] for k in ("q", "k", "v")}, rows)
+        H, KV = g.n_heads, g.n_kv_heads
+        out.update({("q", L): rows[:H], ("k", L): rows[H : H + KV], ("v", L): rows[H + KV :]})
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_port_gradients_equal_autograd_through_the_per_head_forks(tiny_checkpoint, load_tiny, name, dtype):
+    loaded = load_tiny(tiny_checkpoint(n_layers=2, seed=5, init_std=0.05, **ARCHS[name]), dtype=dtype)
+    probe = Probe(loaded)
+    ids = torch.randint(3, loaded.shape.vocab_size, (2, 9), generator=torch.Generator().manual_seed(0))
+    with probe.graph_mode():
+        want = forked_gradients(probe, ids)
+        got = dense_gradients(probe, ids)
+    assert set(got) == set(want)
+    # float32: the same product in another order; bfloat16: both sides round to 8 bits at
+    # different points (the forks' autograd casts every intermediate gradient to bf16)
+    rtol = 1e-5 if dtype == "float32" else 2e-2
+    for key in want:
+        scale = float(want[key].abs().max())
+        assert scale > 0, key
+        err = float((got[key] - want[key]).abs().max())
+        assert err <= rtol * scale, (key, err, scale)
+
+
+@pytest.fixture(scope="module")
+def gqa_pairs(tiny_checkpoint, load_tiny, ragged_task_file):
+    loaded = load_tiny(tiny_checkpoint(n_layers=3, seed=6, init_std=0.05, **ARCHS["qwen2-gqa"]))
+    return loaded, encode_pairs(load_task(ragged_task_file), loaded.tokenizer)
+
+
+@pytest.mark.parametrize("rank,bootstrap", [("abs-mean", 0), ("mean-abs", 20)])
+def test_per_step_scoring_gives_the_summed_scores(gqa_pairs, rank, bootstrap):
+    loaded, pairs = gqa_pairs
+    kw = dict(method="eap-ig", metric="kl", steps=4, batch_size=3, rank=rank, bootstrap=bootstrap, seed=1)
+    summed = eap_scores(loaded, pairs, scoring="summed", **kw)
+    per_step = eap_scores(loaded, pairs, scoring="per-step", **kw)
+    scale = float(np.abs(summed.edge_scores).max())
+    assert scale > 0
+    np.testing.assert_allclose(per_step.edge_scores, summed.edge_scores, rtol=1e-5, atol=1e-6 * scale)
+    if rank == "mean-abs":
+        np.testing.assert_allclose(per_step.mean_abs, summed.mean_abs, rtol=1e-5, atol=1e-6 * scale)
+        for field in ("replicates", "replicates_abs"):
+            np.testing.assert_allclose(getattr(per_step, field), getattr(summed, field), rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_a_budget_between_the_two_scorings_runs_per_step(gqa_pairs, monkeypatch):
+    """--max-memory that holds the per-step run but not the summed one: the engine scores per
+    step, at the asked batch, with the same scores; below per-step's batch 1 it refuses."""
+    import headdb.attribution as attribution
+    from headdb.attribution.memory import for_settings
+    from headdb.settings import AttributionSettings
+
+    loaded, pairs = gqa_pairs
+    weights = sum(p.numel() * p.element_size() for p in loaded.hf_model.parameters())
+    seq = max(len(ids) for ids in pairs.clean)
+    s = AttributionSettings(method="eap-ig", metric="kl", steps=3, batch_size=4)
+    need = {
+        sc: for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, scoring=sc).on("cpu").working(4)
+        for sc in ("summed", "per-step")
+    }
+    assert need["per-step"] < need["summed"]
+    used = []
+    real = attribution.eap_scores
+    monkeypatch.setattr(
+        attribution, "eap_scores", lambda *a, **k: used.append((k["scoring"], k["batch_size"])) or real(*a, **k)
+    )
+    budget = weights + (need["summed"] + need["per-step"]) // 2
+    tight = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=budget)
+    ample = attribute(
+        loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + 2 * need["summed"]
+    )
+    assert used == [("per-step", 4), ("summed", 4)]
+    scale = float(np.abs(ample.edge_scores).max())
+    np.testing.assert_allclose(tight.edge_scores, ample.edge_scores, rtol=1e-5, atol=1e-6 * scale)
+    one_row = for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, scoring="per-step").on("cpu").working(1)
+    with pytest.raises(UserError, match="more than --max-memory"):
+        attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + one_row // 2)
+
+
+def test_the_plan_prefers_summed_then_per_step_then_fewer_rows():
+    summed = MemoryEstimate(weights=1000, per_row=300, fixed=0, seq=8, phase="ig-steps", phases={})
+    per_step = MemoryEstimate(weights=1000, per_row=100, fixed=0, seq=8, phase="ig-steps", phases={})
+    assert choose(summed, per_step, 1000 + 4 * 300, 4, 10, where="x") == Plan(4, "summed")
+    assert choose(summed, per_step, 1000 + 2 * 300, 4, 2, where="x") == Plan(4, "summed")  # 2 pairs in all
+    assert choose(summed, per_step, 1000 + 4 * 300 - 1, 4, 10, where="x") == Plan(4, "per-step")
+    assert choose(summed, per_step, 1000 + 250, 4, 10, where="x") == Plan(2, "per-step")
+    with pytest.raises(UserError):
+        choose(summed, per_step, 1099, 4, 10, where="x")
+
+
+def test_summed_scoring_costs_exactly_the_sums():
+    from headdb.checkpoints.loading import ModelShape
+
+    shape = ModelShape("Qwen2ForCausalLM", 28, 12, 2, 1536, 128, 8960, 151936, {"tie_word_embeddings": True})
+    per_step = estimate(shape, dtype_bytes=4, seq=256, scoring="per-step")
+    summed = estimate(shape, dtype_bytes=4, seq=256, scoring="summed")
+    assert summed.per_row - per_step.per_row == 4 * (28 * (12 + 2 * 2 + 1) + 1) * 1536 * 256
