@@ -32,21 +32,23 @@ def _value(logits: torch.Tensor) -> torch.Tensor:
     return (logits[:, -1].float().log_softmax(-1) * w).sum()
 
 
+def tap_into(store: dict, key):
+    """A hook that puts a fresh view of its tensor (its own gradient) into store[key]."""
+
+    def hook(t, hook):
+        store[key] = t.view_as(t)
+        return store[key]
+
+    return hook
+
+
 def forked_gradients(probe: Probe, ids: torch.Tensor) -> dict:
     """dL/d(port input) through the bridge's per-head forks: ("q"|"k"|"v", L) -> [heads, B, S, D]."""
     taps: dict = {}
-
-    def tap(key):
-        def hook(t, hook):
-            taps[key] = t.view_as(t)
-            return taps[key]
-
-        return hook
-
     x = probe.bridge.embed(ids).detach().requires_grad_(True)
     hooks = [(EMBED, lambda t, hook: x)]
     for L in range(probe.layout.n_layers):
-        hooks += [(name(L), tap((kind, L))) for kind, name in (("q", q_in), ("k", k_in), ("v", v_in))]
+        hooks += [(name(L), tap_into(taps, (kind, L))) for kind, name in (("q", q_in), ("k", k_in), ("v", v_in))]
     with torch.enable_grad():
         value = _value(probe.run(ids, hooks))
         grads = torch.autograd.grad(value, list(taps.values()))
@@ -64,18 +66,11 @@ def dense_gradients(probe: Probe, ids: torch.Tensor) -> dict:
 
         return hook
 
-    def tap(key):
-        def hook(t, hook):
-            proj[key] = t.view_as(t)
-            return proj[key]
-
-        return hook
-
     x = probe.bridge.embed(ids).detach().requires_grad_(True)
     hooks = [(EMBED, lambda t, hook: x)]
     for L in range(probe.layout.n_layers):
         hooks.append((attn_in(L), keep(L)))
-        hooks += [(proj_out(L, kind), tap((kind, L))) for kind in ("q", "k", "v")]
+        hooks += [(proj_out(L, kind), tap_into(proj, (kind, L))) for kind in ("q", "k", "v")]
     with torch.enable_grad(), probe.without_port_forks():
         value = _value(probe.run(ids, hooks))
         grads = dict(zip(proj, torch.autograd.grad(value, list(proj.values()))))

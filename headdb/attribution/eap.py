@@ -89,21 +89,19 @@ def _ig_steps(
     d_emb = emb_clean.float() - emb_corr.float()
     summed: dict = {}  # layer or "l" -> the float32 port gradients summed over the steps
 
-    def sink(L, rows):
-        if scoring == "per-step":
-            add_layer_scores(g, delta, rows, L, out)
-        elif L in summed:
-            summed[L] += rows
+    def score(key, rows):
+        if key == "l":
+            add_logits_scores(g, delta, rows, out)
         else:
-            summed[L] = rows
+            add_layer_scores(g, delta, rows, key, out)
 
-    def sink_logits(grad):
+    def sink(key, rows):
         if scoring == "per-step":
-            add_logits_scores(g, delta, grad, out)
-        elif "l" in summed:
-            summed["l"] += grad
-        else:
-            summed["l"] = grad.to(torch.float32, copy=True)
+            score(key, rows)
+        elif key in summed:
+            summed[key] += rows
+        else:  # a layer's rows are this engine's own tensor; the logits' gradient is autograd's
+            summed[key] = rows.to(torch.float32, copy=key == "l")
 
     for alpha in alphas:
         if alpha == 1.0:
@@ -147,7 +145,7 @@ def _ig_steps(
 
         def logits_tap(t, hook):
             y = t.view_as(t)
-            y.register_hook(sink_logits)
+            y.register_hook(lambda grad: sink("l", grad))
             return y
 
         hooks = [(EMBED, lambda t, hook: x)]
@@ -164,20 +162,13 @@ def _ig_steps(
             logits = probe.run(batch.clean, hooks, batch.last)  # [B, V] at the last tokens
             value = metric_values(metric, logits, clean_logprobs, batch.answer, batch.wrong).sum()
             torch.autograd.grad(value, [x])
-        for L in list(pending):  # a port no gradient reached contributes nothing
-            for kind in ("q", "k", "v"):
-                w = getattr(weights[L], kind)
-                pending[L].setdefault(kind, x.new_zeros((B, S, w.shape[0], w.shape[1])))
-            pending[L].setdefault("m", x.new_zeros(resid[L].shape))
-            score_layer(L)
+        if resid:  # every layer's four ports feed the metric, so each layer must have been scored
+            raise RuntimeError(f"layers {sorted(resid)} got no gradient at some of their ports")
         del logits, value
         x = None  # free this step's graph before the next one is built
         tick()
     for key, rows in summed.items():
-        if key == "l":
-            add_logits_scores(g, delta, rows, out)
-        else:
-            add_layer_scores(g, delta, rows, key, out)
+        score(key, rows)
 
 
 def add_layer_scores(layout: GraphLayout, delta: torch.Tensor, rows: torch.Tensor, layer: int, out: torch.Tensor):

@@ -35,10 +35,11 @@ The run's peak is the larger of its phases (per row):
     IG steps   delta + [summed] + taps + saved over all layers + rows + grad_tmp + misc
 Scoring "summed" scores each layer once per batch from its sums; "per-step" scores each step's
 gradients as they come and never holds the sums (m times the scoring GEMMs: a few percent of a
-step on a CPU). `plan` takes "summed" when it fits the budget at the asked batch, else
+step on a CPU). `choose` takes "summed" when it fits the budget at the asked batch, else
 "per-step" at the largest batch that fits.
-Faithfulness evaluation (a capture, then patched no-grad runs) stays within the captures phase. Per-example statistics add 4 n_edges per row and R bootstrap replicate sums
-4 R n_edges (twice for rank mean-abs), fixed. The weights come on top: their bytes as loaded.
+Faithfulness evaluation (a capture, then patched no-grad runs) stays within the captures phase.
+Per-example statistics add 4 n_edges per row and R bootstrap replicate sums 4 R n_edges (twice
+for rank mean-abs), fixed. The weights come on top: their bytes as loaded.
 
 These are live tensor bytes: what torch.cuda.max_memory_allocated reports on CUDA. On CPU,
 glibc's malloc keeps freed blocks below its (growing) mmap threshold in the heap, so the process's
@@ -264,7 +265,7 @@ def plan_for(loaded, pairs, settings) -> Plan:
     seq = max(len(ids) for ids in pairs.clean)
     device = str(loaded.device)
 
-    def fitted(scoring: str) -> MemoryEstimate:
+    def on_device(scoring: str) -> MemoryEstimate:
         est = for_settings(loaded.shape, settings, dtype_bytes=params[0].element_size(), seq=seq, scoring=scoring)
         return MemoryEstimate(weights, est.per_row, est.fixed, est.seq, est.phase, est.phases).on(device)
 
@@ -272,4 +273,4 @@ def plan_for(loaded, pairs, settings) -> Plan:
         budget, where = int(settings.max_memory), "--max-memory"
     else:
         budget, where = weights + int(available(device) * HEADROOM), f"the memory free on {device}"
-    return choose(fitted("summed"), fitted("per-step"), budget, wanted, len(pairs), where=where)
+    return choose(on_device("summed"), on_device("per-step"), budget, wanted, len(pairs), where=where)
