@@ -191,14 +191,21 @@ def model_shape(model: Path):
     return shape_from_config(read_config(model)[1])
 
 
-def predicted(model: Path, dtype: str, seq: int, batch: int, scoring: str) -> dict:
-    from headdb.attribution.memory import estimate
+def predicted(shape, dtype: str, seq: int, batch: int, scoring: str) -> dict:
+    """The memory model's figures for one point: the engine's, one plain pass's, and the scoring
+    the plan takes with memory to spare (memory.choose)."""
+    from headdb.attribution.memory import choose, estimate, plain_pass
 
-    est = estimate(model_shape(model), dtype_bytes=DTYPES[dtype].itemsize, seq=seq, scoring=scoring)
+    w = DTYPES[dtype].itemsize
+    est = {sc: estimate(shape, dtype_bytes=w, seq=seq, scoring=sc) for sc in ("summed", "per-step")}
+    plain = plain_pass(shape, dtype_bytes=w, seq=seq)
+    ample = choose(est["summed"], est["per-step"], plain, 2**62, batch, batch, device="cpu", where="")
     return {
-        "weights_mib": est.weights / 2**20,
-        "working_mib": est.working(batch) / 2**20,
-        "phase": est.phase,
+        "weights_mib": est[scoring].weights / 2**20,
+        "working_mib": est[scoring].working(batch) / 2**20,
+        "plain_working_mib": plain.working(batch) / 2**20,
+        "planned": ample.scoring,
+        "phase": est[scoring].phase,
     }
 
 
@@ -216,7 +223,8 @@ def measure(args, name: str, shape: dict, dtype: str, model: Path) -> list[dict]
         for i, ((seq, batch), b) in enumerate(zip(group, baseline)):
             for sc in args.scorings:
                 row: dict = {"shape": name, "layers": shape["layers"], "dtype": dtype, "seq": seq, "batch": batch}
-                row.update(scoring=sc, model=predicted(model, dtype, seq, batch, sc), engine=engines[sc][i], baseline=b)
+                row.update(scoring=sc, model=predicted(model_shape(model), dtype, seq, batch, sc))
+                row.update(engine=engines[sc][i], baseline=b)
                 row["wall_s"] = time.perf_counter() - t0
                 row["load"] = load_average()
                 finish(row, args.device)
@@ -242,6 +250,8 @@ def finish(row: dict, device: str) -> None:
     row["model_error_total"] = row["model_total_mib"] / e["mem"][peak] - 1
     row["model_error_working"] = m["working_mib"] / e["mem"][rise] - 1 if e["mem"][rise] > 0 else None
     row["weights_error"] = m["weights_mib"] / (e["weight_bytes"] / 2**20) - 1
+    if "plain_working_mib" in m and b["mem"][rise] > 0:
+        row["plain_error_working"] = m["plain_working_mib"] / b["mem"][rise] - 1
 
 
 def format_row(row: dict) -> str:
@@ -260,29 +270,19 @@ def format_row(row: dict) -> str:
         f"model total {row['model_total_mib']:8.0f} MiB ({row['model_error_total']:+.1%}), working "
         f"{row['model']['working_mib']:7.0f} vs rise {row['engine_rise_mib']:7.0f} MiB "
         f"({'n/a' if err_w is None else f'{err_w:+.1%}'}) [{row['model']['phase']}]"
+        + (f"; plain pass: model vs rise {row['plain_error_working']:+.1%}" if "plain_error_working" in row else "")
+        + (f"; planned: {row['model']['planned']}" if "planned" in row["model"] else "")
     )
 
 
 def rescore(path: str, device: str) -> list[dict]:
     """--rescore FILE: a grid's measured rows (its JSON or .partial) with the memory model's
     current predictions (the model is a function of the shape; nothing is re-measured)."""
-    from headdb.attribution.memory import estimate
-
     data = json.loads(Path(path).read_text())
     rows = data["rows"] if isinstance(data, dict) else data
     for row in rows:
-        shape = dict(SHAPES[row["shape"]], layers=row["layers"])
-        est = estimate(
-            config_shape(shape),
-            dtype_bytes=DTYPES[row["dtype"]].itemsize,
-            seq=row["seq"],
-            scoring=row.get("scoring", "per-step"),
-        )
-        row["model"] = {
-            "weights_mib": est.weights / 2**20,
-            "working_mib": est.working(row["batch"]) / 2**20,
-            "phase": est.phase,
-        }
+        shape = config_shape(dict(SHAPES[row["shape"]], layers=row["layers"]))
+        row["model"] = predicted(shape, row["dtype"], row["seq"], row["batch"], row.get("scoring", "per-step"))
         finish(row, device)
         print(format_row(row))
     return rows

@@ -184,6 +184,26 @@ def test_bf16_on_cpu_runs_and_accumulates_in_float32(qwen2_strong_dir, ragged_ta
     assert ev.faithfulness()[0] == pytest.approx(1.0)
 
 
+def test_half_precision_differences_score_like_float32_ones(qwen2_strong_dir, ragged_task_file, load_tiny, monkeypatch):
+    """A bf16 model's node-output differences are held (and scored) in bf16, as hannamw/EAP-IG
+    holds them: against the same run with float32 differences, the scores agree to bf16's
+    rounding and the top edges are the same ones."""
+    import headdb.attribution.eap as eap
+
+    assert eap.delta_dtype(torch.bfloat16) == torch.bfloat16 and eap.delta_dtype(torch.float32) == torch.float32
+    loaded = load_tiny(qwen2_strong_dir, dtype="bfloat16")
+    pairs = encode_pairs(load_task(ragged_task_file), loaded.tokenizer)
+    kw = dict(method="eap-ig", metric="kl", steps=4, batch_size=3)
+    half = eap.eap_scores(loaded, pairs, **kw).edge_scores
+    monkeypatch.setattr(eap, "delta_dtype", lambda dtype: torch.float32)
+    full = eap.eap_scores(loaded, pairs, **kw).edge_scores
+    scale = float(np.abs(full).max())
+    err = float(np.abs(half - full).max())
+    assert scale > 0 and err <= 5e-3 * scale, err / scale  # measured: 1.1e-3
+    top = 20
+    assert len(set(np.argsort(-np.abs(half))[:top]) & set(np.argsort(-np.abs(full))[:top])) >= top - 2
+
+
 def test_bad_requests_are_user_errors(qwen2_gqa, arith, tmp_path):
     pairs = encode_pairs(arith, qwen2_gqa.tokenizer)
     # the settings' own rules (headdb.settings.AttributionSettings), named by field

@@ -200,3 +200,24 @@ def test_warehouse_holds_every_kind_of_run_over_three_regimes(demo):
     assert kinds["attribution"] == ["base", "grpo", "sft"] and kinds["generation"] == ["base", "grpo", "sft"]
     assert kinds["ablation"] == ["grpo", "sft"]
     assert db.sql("SELECT count(DISTINCT key) AS n FROM training_metrics WHERE key IN ('reward', 'loss')")["n"][0] == 2
+
+
+def test_a_second_demo_into_the_same_warehouse_is_refused_before_it_builds(demo, tmp_path):
+    """The demo's study names its checkpoints base, sft@last and grpo@last: a second demo from
+    another folder would make them ambiguous after minutes of training, so it is refused at once,
+    in one line, with nothing written."""
+    _, db_path, _, _ = demo
+    before = db_path.read_bytes()
+    other = tmp_path / "other"
+    out = subprocess.run(
+        [sys.executable, "-m", "headdb", "--db", str(db_path), "demo", "--quick", "--out", str(other)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "already holds a checkpoint named base" in lines[0] and "--db" in lines[0], lines
+    assert "Traceback" not in out.stderr and not other.exists()
+    assert db_path.read_bytes() == before

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from headdb.attribution.graph import build_layout
-from headdb.attribution.memory import estimate, layer_saved_bytes, size
+from headdb.attribution.memory import estimate, layer_saved_bytes, plain_pass, size
 from headdb.settings import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +83,11 @@ def _memory_row(label: str, name: str, dtype_bytes: int) -> str:
     shapes, config_shape = _shapes()
     shape = config_shape(shapes[name])
     weights = size(estimate(shape, dtype_bytes=dtype_bytes, seq=128).weights)
-    cells = [f"+{size(estimate(shape, dtype_bytes=dtype_bytes, seq=n).working(1))}" for n in (128, 512, 1024)]
+    cells = []
+    for n in (128, 512, 1024):
+        run = estimate(shape, dtype_bytes=dtype_bytes, seq=n)
+        ratio = run.total(1) / plain_pass(shape, dtype_bytes=dtype_bytes, seq=n).total(1)
+        cells.append(f"+{size(run.working(1))} ({ratio:.2f}x)")
     return f"| {label} (weights {weights}) | " + " | ".join(cells) + " |"
 
 
@@ -102,7 +106,7 @@ def _terms_8b_1024() -> tuple[int, int, int]:
     shape = config_shape(shapes["8b"])
     S, L, H, D = 1024, shape.n_layers, shape.n_heads, shape.d_model
     step, summed = (estimate(shape, dtype_bytes=2, seq=S, scoring=sc).per_row for sc in ("per-step", "summed"))
-    return 4 * (1 + L * (H + 1)) * D * S, L * layer_saved_bytes(shape, 2, S) * S, summed - step
+    return 2 * (1 + L * (H + 1)) * D * S, L * layer_saved_bytes(shape, 2, S) * S, summed - step
 
 
 DEMO_EDGES = build_layout((4, 8, 2)).n_edges  # the demo's model: 4 layers, 8 query heads on 2 kv heads
@@ -112,29 +116,29 @@ STUDY_EDGES = build_layout((28, 12, 12)).n_edges  # EAP-IG's (ungrouped) graph o
 COMPUTED = [
     (
         "docs/attribution.md",
-        "| Qwen2.5-Math-1.5B (weights 2.9 GiB) | +593.5 MiB | +2.7 GiB | +6.4 GiB |",
+        "| Qwen2.5-Math-1.5B (weights 2.9 GiB) | +463.0 MiB (1.05x) | +2.2 GiB (1.15x) | +5.3 GiB (1.20x) |",
         lambda: _gib(_memory_row("Qwen2.5-Math-1.5B", "1.5b", 2)),
     ),
     (
         "docs/attribution.md",
-        "| Qwen2.5-Math-1.5B fp32 (weights 5.8 GiB) | +786.4 MiB | +3.3 GiB | +7.3 GiB |",
+        "| Qwen2.5-Math-1.5B fp32 (weights 5.8 GiB) | +786.4 MiB (1.05x) | +3.3 GiB (1.14x) | +7.3 GiB (1.21x) |",
         lambda: _gib(_memory_row("Qwen2.5-Math-1.5B fp32", "1.5b", 4)),
     ),
     (
         "docs/attribution.md",
-        "| Qwen3-8B (weights 15.3 GiB) | +3.2 GiB | +14.2 GiB | +31.8 GiB |",
+        "| Qwen3-8B (weights 15.3 GiB) | +2.1 GiB (1.09x) | +9.8 GiB (1.28x) | +22.9 GiB (1.40x) |",
         lambda: _gib(_memory_row("Qwen3-8B", "8b", 2)),
     ),
     (
         "docs/attribution.md",
-        "Qwen3-8B at 1024 tokens needs about 47 GiB (51 GB) at batch 1 per step",
+        "Qwen3-8B at 1024 tokens needs about 38 GiB (41 GB) at batch 1 per step",
         lambda: "Qwen3-8B at 1024 tokens needs about {:.0f} GiB ({:.0f} GB) at batch 1 per step".format(
             _total_8b_1024() / 2**30, _total_8b_1024() / 1e9
         ),
     ),
     (
         "docs/attribution.md",
-        "node-output differences (19.9 GB) and the forward's saved\ntensors (12.8 GB); the summed scoring would add 29.6 GB",
+        "node-output differences (10.0 GB) and the forward's saved\ntensors (12.8 GB); the summed scoring would add 29.6 GB",
         lambda: (
             "node-output differences ({:.1f} GB) and the forward's saved\ntensors ({:.1f} GB); the summed scoring would add {:.1f} GB".format(
                 *(b / 1e9 for b in _terms_8b_1024())

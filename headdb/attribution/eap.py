@@ -21,8 +21,9 @@ corrupted raises L (to first order). Completeness: the edges leaving `input` sum
 L(corrupted) - L(clean) (every port input contains the embeddings once, so dL/de is the sum of
 the port gradients); `completeness_residual` reports the difference, which shrinks with m.
 
-Efficiency: per batch, node outputs are captured once at clean and at corrupted (float32
-differences, in place). Each IG step is a dense forward (the q/k/v port gradients come from the
+Efficiency: per batch, node outputs are captured once at clean and at corrupted, and their
+differences are written in place (`delta_dtype`: float32, or a half-precision model's own dtype,
+as hannamw/EAP-IG holds them). Each IG step is a dense forward (the q/k/v port gradients come from the
 projections' gradients, see `PortWeights.port_gradients`, not from per-head copies of the
 residual) and one backward, during which each layer's port gradients are formed as the backward
 reaches it. The scores of a whole layer come from one matrix product (its q/k/v ports and its
@@ -48,6 +49,17 @@ from headdb.errors import UserError
 
 
 SCORINGS = ("summed", "per-step")
+
+
+def delta_dtype(model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the node-output differences: the model's own when it is half precision.
+
+    The clean and corrupted outputs are already rounded to the model's dtype, so one more
+    rounding of their difference adds an error no larger than theirs, and halves the largest
+    buffer of a run (benchmarks/RESULTS.md, "Real shapes"). The scoring products then run in
+    that dtype too (the gradients are cast to it; each product is accumulated in float32 by the
+    matmul and added to float32 scores), which is also what keeps them fast on a GPU."""
+    return model_dtype if model_dtype in (torch.bfloat16, torch.float16) else torch.float32
 
 
 def alphas_for(method: str, steps: int, ig_rule: str = "midpoint") -> list[float]:
@@ -174,9 +186,9 @@ def _ig_steps(
 def add_layer_scores(layout: GraphLayout, delta: torch.Tensor, rows: torch.Tensor, layer: int, out: torch.Tensor):
     """out += the scores of layer's attention and MLP edges.
 
-    delta [N_src, B, S, D]: node-output differences; rows [P + 1, B, S, D] float32: the gradients
-    at the layer's q, k, v ports (in edge order) and, last, its MLP port. out: [n_edges] (summed
-    over the batch) or [B, n_edges].
+    delta [N_src, B, S, D]: node-output differences (`delta_dtype`); rows [P + 1, B, S, D]: the
+    gradients at the layer's q, k, v ports (in edge order) and, last, its MLP port, cast to
+    delta's dtype for the product. out: float32 [n_edges] (summed over the batch) or [B, n_edges].
 
     score(u -> port) = sum over b, s, d of delta[u] * grad[port]: with delta flattened to
     [N_src, B*S*D], a destination block is a plain GEMM. (einsum over these shapes was 5-18x
@@ -190,6 +202,7 @@ def add_layer_scores(layout: GraphLayout, delta: torch.Tensor, rows: torch.Tenso
     P = g.n_ports
     n, nm = g.n_src_attn(L), g.n_src_mlp(L)
     attn, mlp = slice(g.attn_offset[L], g.attn_offset[L] + P * n), slice(g.mlp_offset[L], g.mlp_offset[L] + nm)
+    rows = rows.to(delta.dtype)
     if out.dim() == 1:
         blk = rows.reshape(P + 1, -1) @ delta.reshape(delta.shape[0], -1)[:nm].T  # [P + 1, nm]
         # Attention edges are laid out port-major: (port p, source u) at offset + p * n + u.
@@ -209,11 +222,11 @@ def add_logits_scores(layout: GraphLayout, delta: torch.Tensor, grad: torch.Tens
     g = layout
     n = g.n_src_logits
     if out.dim() == 1:
-        out[g.logits_offset :] += delta.reshape(delta.shape[0], -1)[:n] @ grad.float().reshape(-1)
+        out[g.logits_offset :] += delta.reshape(delta.shape[0], -1)[:n] @ grad.to(delta.dtype).reshape(-1)
         return
     B = delta.shape[1]
     d3 = delta.reshape(delta.shape[0], B, -1)
-    out[:, g.logits_offset :] += torch.bmm(grad.float().reshape(B, 1, -1), d3[:n].permute(1, 2, 0))[:, 0]
+    out[:, g.logits_offset :] += torch.bmm(grad.to(delta.dtype).reshape(B, 1, -1), d3[:n].permute(1, 2, 0))[:, 0]
 
 
 def block_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> torch.Tensor:
@@ -275,7 +288,7 @@ def eap_scores(
     with probe.graph_mode():
         for batch in batches:
             # logits_c / logits_k: [B, V] at each example's last real token.
-            out, emb_c, logits_c = probe.capture(batch.clean, last=batch.last)
+            out, emb_c, logits_c = probe.capture(batch.clean, last=batch.last, dtype=delta_dtype(probe.dtype))
             tick()
             # corrupted - clean, written over the clean outputs (one buffer, not two)
             delta, emb_k, logits_k = probe.capture(batch.corrupted, last=batch.last, minus=out)

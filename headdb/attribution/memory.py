@@ -6,11 +6,13 @@ D d_model, dh head dim, F MLP width, S tokens (the longest prompt), w the model 
 x = w for a half-precision model and 0 for float32 (the float32 upcasts a half model keeps beside
 its own copies; in float32 they are the same tensor), P = H + 2 KV (a layer's q/k/v ports).
 
-    delta   node-output differences [N_src, B, S, D] float32: 4 N_src D per token,
-            N_src = 1 + L (H + 1) (every node but logits)
+    delta   node-output differences [N_src, B, S, D]: d N_src D per token, N_src = 1 + L (H + 1)
+            (every node but logits); d = w, in the model's dtype (eap.delta_dtype; exact
+            patching keeps float32, d = 4)
     summed  (scoring "summed" only) the port gradients summed over the IG steps, float32:
             4 n_ports D per token, n_ports = L (P + 1) + 1 (q/k/v ports, MLP port, logits port)
-    rows    one layer's port gradients as the backward forms them, float32: 4 (P + 1) D
+    rows    one layer's port gradients as the backward forms them, float32, and their cast to
+            a half model's dtype for the scoring product: (4 + x) (P + 1) D
     taps    the attention pre-norm inputs of every layer, held for the port gradients: x L D
             (in float32 the norm saves that very tensor, counted in `saved`)
     grad_tmp  the norm backward's temporaries of one layer, 4 D + x (4 D + H D) (a half model's
@@ -35,8 +37,14 @@ The run's peak is the larger of its phases (per row):
     IG steps   delta + [summed] + taps + saved over all layers + rows + grad_tmp + misc
 Scoring "summed" scores each layer once per batch from its sums; "per-step" scores each step's
 gradients as they come and never holds the sums (m times the scoring GEMMs: a few percent of a
-step on a CPU). `choose` takes "summed" when it fits the budget at the asked batch, else
-"per-step" at the largest batch that fits.
+step on a CPU).
+
+A plain forward+backward (frozen weights, gradient to the input embeddings) holds the same
+`saved` over all layers plus the embeddings and their gradient, 2 w D: `plain_pass`. It is 2-8%
+below the measured rise of such passes (benchmarks/RESULTS.md, "Real shapes"), so the test below
+errs towards "per-step".
+`choose` takes "summed" when it fits the budget at the asked batch AND its peak stays within
+PEAK_TARGET of a plain pass at that batch; else "per-step" at the largest batch that fits.
 Faithfulness evaluation (a capture, then patched no-grad runs) stays within the captures phase.
 Per-example statistics add 4 n_edges per row and R bootstrap replicate sums 4 R n_edges (twice
 for rank mean-abs), fixed. The weights come on top: their bytes as loaded.
@@ -55,6 +63,9 @@ from headdb.errors import UserError
 
 HEADROOM = 0.9  # of the memory found free: other processes and allocator slack keep the rest
 CPU_SLACK = 2.0  # peak RSS over live tensor bytes under glibc malloc (measured 1.5-1.9x)
+# The summed scoring is taken only while the run's live bytes stay within this multiple of one
+# plain forward+backward's: the sums buy a few percent of time, not a larger machine.
+PEAK_TARGET = 1.3
 
 
 @dataclass(frozen=True)
@@ -141,9 +152,9 @@ def estimate(
     P = H + 2 * KV
     n_src = 1 + L * (H + 1)
     n_ports = L * (P + 1) + 1
-    delta = 4 * n_src * D * S
+    delta = (4 if method == "exact" else w) * n_src * D * S
     summed = 4 * n_ports * D * S if scoring == "summed" else 0
-    rows = 4 * (P + 1) * D * S
+    rows = (4 + x) * (P + 1) * D * S
     taps = x * L * D * S
     grad_tmp = (4 * D + (4 * D + H * D if x else 0) + w * P * dh) * S
     saved = L * layer_saved_bytes(shape, w, S) * S + (8 * D + 2 * dh * w) * S
@@ -165,6 +176,15 @@ def estimate(
         phase=phase,
         phases=phases,
     )
+
+
+def plain_pass(shape, *, dtype_bytes: int, seq: int) -> MemoryEstimate:
+    """One plain forward+backward of the model on prompts of `seq` tokens: frozen weights, the
+    gradient taken to the input embeddings (the yardstick of PEAK_TARGET)."""
+    L, _, _, D, _, _, _, _, _ = _dims(shape)
+    w, S = dtype_bytes, seq
+    per_row = (L * layer_saved_bytes(shape, w, S) + 2 * w * D) * S
+    return MemoryEstimate(weight_bytes(shape, w), per_row, 0, S, "plain", {"plain": per_row})
 
 
 def available(device: str) -> int:
@@ -243,20 +263,29 @@ class Plan:
 
 
 def choose(
-    summed: MemoryEstimate, per_step: MemoryEstimate, budget: int, wanted: int, rows: int, *, where: str
+    summed: MemoryEstimate,
+    per_step: MemoryEstimate,
+    plain: MemoryEstimate,
+    budget: int,
+    wanted: int,
+    rows: int,
+    *,
+    device: str,
+    where: str,
 ) -> Plan:
-    """Scoring "summed" at `wanted` pairs per batch when its batches (`rows` pairs at most)
-    fit `budget`; else "per-step" at min(wanted, what fits); a UserError when not even one
-    pair fits per step."""
-    if summed.largest_batch(budget) >= min(wanted, rows):
+    """Scoring "summed" at `wanted` pairs per batch when its batches (`rows` pairs at most) fit
+    `budget` on `device` and hold at most PEAK_TARGET x `plain`'s live bytes; else "per-step"
+    at min(wanted, what fits); a UserError when not even one pair fits per step. The estimates
+    are live bytes; the budget is checked as `device`'s allocator holds them (`on`)."""
+    batch = min(wanted, rows)
+    if summed.on(device).largest_batch(budget) >= batch and summed.total(batch) <= PEAK_TARGET * plain.total(batch):
         return Plan(wanted, "summed")
-    return Plan(fit_batch(per_step, budget, wanted, where=where), "per-step")
+    return Plan(fit_batch(per_step.on(device), budget, wanted, where=where), "per-step")
 
 
 def plan_for(loaded, pairs, settings) -> Plan:
-    """Run time, model loaded: settings.batch_size and scoring "summed", or what the model says
-    fits --max-memory (or the device's free memory plus the resident weights): per-step
-    scoring, then fewer rows."""
+    """Run time, model loaded: the `choose`n plan for settings.batch_size pairs per batch within
+    --max-memory (or the device's free memory plus the resident weights)."""
     wanted = int(settings.batch_size)
     if len(pairs) == 0:
         return Plan(wanted, "summed")
@@ -265,12 +294,17 @@ def plan_for(loaded, pairs, settings) -> Plan:
     seq = max(len(ids) for ids in pairs.clean)
     device = str(loaded.device)
 
-    def on_device(scoring: str) -> MemoryEstimate:
-        est = for_settings(loaded.shape, settings, dtype_bytes=params[0].element_size(), seq=seq, scoring=scoring)
-        return MemoryEstimate(weights, est.per_row, est.fixed, est.seq, est.phase, est.phases).on(device)
+    dtype_bytes = params[0].element_size()
 
+    def as_loaded(est: MemoryEstimate) -> MemoryEstimate:
+        return MemoryEstimate(weights, est.per_row, est.fixed, est.seq, est.phase, est.phases)
+
+    def run(scoring: str) -> MemoryEstimate:
+        return as_loaded(for_settings(loaded.shape, settings, dtype_bytes=dtype_bytes, seq=seq, scoring=scoring))
+
+    plain = as_loaded(plain_pass(loaded.shape, dtype_bytes=dtype_bytes, seq=seq))
     if settings.max_memory is not None:
         budget, where = int(settings.max_memory), "--max-memory"
     else:
         budget, where = weights + int(available(device) * HEADROOM), f"the memory free on {device}"
-    return choose(on_device("summed"), on_device("per-step"), budget, wanted, len(pairs), where=where)
+    return choose(run("summed"), run("per-step"), plain, budget, wanted, len(pairs), device=device, where=where)

@@ -114,7 +114,9 @@ class PortWeights:
         r = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         xhat = xf * r  # a new tensor: x itself is still needed by the norm's own backward
         out.mul_(self.norm_weight.float())
-        dot = torch.linalg.vecdot(out, xhat).unsqueeze(-1).div_(D)
+        # einsum runs this as one batched product over the tokens: (out * xhat).sum(-1) held a
+        # [H + 2 KV, B, S, D] product, the largest transient of the IG step at 8B widths
+        dot = torch.einsum("pbsd,bsd->pbs", out, xhat).unsqueeze(-1).div_(D)
         return out.addcmul_(xhat, dot, value=-1.0).mul_(r)
 
 
@@ -178,19 +180,20 @@ class Probe:
         embed: torch.Tensor | None = None,
         last: torch.Tensor | None = None,
         minus: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
     ):
-        """(node outputs [N_src, B, S, D] float32 in node order, embeddings, logits).
+        """(node outputs [N_src, B, S, D] in node order, embeddings, logits).
 
         N_src = every node but logits. `embed`, when given, replaces the token embeddings.
-        The outputs are written straight into one preallocated buffer (no second copy).
-        With `minus` (another capture's outputs) they are written over it as this run's
-        outputs minus its: the differences without a second buffer.
+        The outputs are written straight into one preallocated buffer of `dtype` (no second
+        copy). With `minus` (another capture's outputs) they are written over it as this run's
+        outputs minus its: the differences without a second buffer, in its dtype.
         logits: [B, S, V], or [B, V] at each row's position `last` (see `run`).
         """
         g = self.layout
         B, S = ids.shape
         shape = (g.n_nodes - 1, B, S, self.loaded.shape.d_model)
-        out = minus if minus is not None else torch.empty(shape, dtype=torch.float32, device=ids.device)
+        out = minus if minus is not None else torch.empty(shape, dtype=dtype, device=ids.device)
         store: dict = {}
 
         def put(lo: int, hi: int, x: torch.Tensor) -> None:

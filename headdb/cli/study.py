@@ -88,12 +88,13 @@ def demo(
     """The whole study in miniature, offline on a CPU: pretrain a tiny model, post-train it with
     trl (SFT and GRPO), ingest every checkpoint, print the study's reports and what they found,
     and write them all into one HTML file."""
-    from headdb.demo.run import run_demo
+    from headdb.demo.run import check_warehouse, run_demo
     from headdb.demo.study import FULL, QUICK
 
     settings = QUICK if quick else FULL
     root = out or Path("headdb-demo-quick" if quick else "headdb-demo")
     db = ctx.obj.connect(create=True)
+    check_warehouse(db, root)
     err.print(
         f"headdb demo{' --quick' if quick else ''}: building in {root}/ (library logs: {root}/demo.log)",
         highlight=False,

@@ -24,6 +24,24 @@ HTML = "demo-report.html"
 SHOWN = ("ablations[", "FAILED")
 
 
+def check_warehouse(db, root: Path) -> None:
+    """Refuse, before anything is built, a warehouse that already holds a checkpoint named
+    `base` from another folder (another demo, or a study of its own): the demo's manifest names
+    its checkpoints base, sft@last and grpo@last, and those names would match two checkpoints
+    once the demo had trained and ingested for minutes. Its own folder is a resumed run."""
+    from headdb.errors import UserError
+
+    ours = (root / "models" / "base").resolve()
+    paths = db.sql("select distinct path from checkpoints where name = 'base' order by path")["path"].to_list()
+    theirs = [p for p in paths if Path(p).resolve() != ours]
+    if theirs:
+        raise UserError(
+            f"{db.location} already holds a checkpoint named base ({theirs[0]}), which the demo's study "
+            "would name too; give the demo a warehouse of its own (--db NEW.duckdb), or the --out "
+            "of that demo to resume it"
+        )
+
+
 @dataclass
 class DemoOutcome:
     outcome: object
@@ -54,6 +72,7 @@ def run_demo(
     from headdb.settings import Execution
 
     started = time.monotonic()
+    check_warehouse(db, root)
     root.mkdir(parents=True, exist_ok=True)
     log_path = root / LOG
     result = DemoOutcome(outcome=None, log=log_path)
