@@ -4,7 +4,7 @@ prediction (headdb.attribution.memory) beside the measured peak.
 
     .venv/bin/python benchmarks/bench_shapes.py [--shapes 0.5b,1.5b] [--seqs 128,256,512,1024]
         [--batches 1] [--dtypes float32,bfloat16] [--steps 2] [--layers N] [--device cpu|cuda]
-        [--threads N] [--point-timeout S] [--json FILE] [--workdir DIR] [--quick]
+        [--threads N] [--rounds R] [--point-timeout S] [--json FILE] [--workdir DIR] [--quick]
 
 Shapes (random weights, config built here, nothing downloaded): 0.5b (Qwen2.5-0.5B), 1.5b
 (Qwen2.5-Math-1.5B: 28 layers, 12 heads / 2 kv, d 1536, F 8960, V 151936, tied embeddings;
@@ -21,6 +21,9 @@ holding one copy of the weights:
               last token, here with logits at the last position only, as the engine computes
               them): the engine's 2 captures + m IG steps, as plain passes
 after a short warm-up call (16 tokens) in the same process. Time: wall seconds of the call.
+--rounds R runs every side's process R times, in reverse order every other round (a shared
+machine's speed drifts by tens of percent within minutes), and reports the median of the
+per-round ratios with their range.
 Peak memory of the call: on CPU the peak RSS (VmHWM reset through /proc/self/clear_refs just
 before it; the absolute peak and the rise above the RSS before the call), both sides' processes
 run with MALLOC_MMAP_THRESHOLD_=131072 so that freed tensors leave the RSS at once (with glibc's
@@ -40,6 +43,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -218,13 +222,13 @@ def measure(args, name: str, shape: dict, dtype: str, model: Path) -> list[dict]
     rows = []
     for group in groups:
         t0 = time.perf_counter()
-        engines = {sc: run_point(args, "engine", model, dtype, group, sc) for sc in args.scorings}
-        baseline = run_point(args, "baseline", model, dtype, group)
+        runs = rounds(args, model, dtype, group)
+        baseline = [paired([r[i] for r in runs[BASELINE]]) for i in range(len(group))]
         for i, ((seq, batch), b) in enumerate(zip(group, baseline)):
             for sc in args.scorings:
                 row: dict = {"shape": name, "layers": shape["layers"], "dtype": dtype, "seq": seq, "batch": batch}
                 row.update(scoring=sc, model=predicted(model_shape(model), dtype, seq, batch, sc))
-                row.update(engine=engines[sc][i], baseline=b)
+                row.update(engine=paired([r[i] for r in runs[("engine", sc)]]), baseline=b)
                 row["wall_s"] = time.perf_counter() - t0
                 row["load"] = load_average()
                 finish(row, args.device)
@@ -235,6 +239,31 @@ def measure(args, name: str, shape: dict, dtype: str, model: Path) -> list[dict]
     return rows
 
 
+BASELINE = ("baseline", "per-step")
+
+
+def rounds(args, model: Path, dtype: str, group: list[tuple[int, int]]) -> dict:
+    """--rounds R of every side's process: the engine's scorings, then the baseline, in the
+    reverse order the next round, so that a shared machine's drifting speed falls on both sides
+    (the house rule: ratios in one run, alternating sides). side -> [round -> rows of `group`]."""
+    sides = [("engine", sc) for sc in args.scorings] + [BASELINE]
+    runs: dict = {side: [] for side in sides}
+    for r in range(args.rounds):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            runs[side].append(run_point(args, side[0], model, dtype, group, side[1]))
+    return runs
+
+
+def paired(results: list[dict]) -> dict:
+    """One side's rounds of a point as one result: the first round's (memory is the same in
+    every round), with every round's seconds beside it."""
+    first = dict(results[0])
+    if all(r.get("fits") for r in results):
+        first["seconds_all"] = [r["seconds"] for r in results]
+        first["seconds"] = statistics.median(first["seconds_all"])
+    return first
+
+
 def finish(row: dict, device: str) -> None:
     """Ratios and the model's errors of one point (where both sides ran)."""
     e, b, m = row["engine"], row["baseline"], row["model"]
@@ -242,7 +271,10 @@ def finish(row: dict, device: str) -> None:
         return
     peak, rise = ("cuda_peak_mib", "cuda_rise_mib") if device.startswith("cuda") else ("rss_peak_mib", "rss_rise_mib")
     before = e["cuda_before_mib"] if device.startswith("cuda") else e["rss_before_mib"]
-    row["time_ratio"] = e["seconds"] / b["seconds"]
+    # Per round, engine over baseline of the same round; the median of the rounds.
+    ratios = [x / y for x, y in zip(e.get("seconds_all", [e["seconds"]]), b.get("seconds_all", [b["seconds"]]))]
+    row["time_ratios"] = ratios
+    row["time_ratio"] = statistics.median(ratios)
     row["peak_ratio"] = e["mem"][peak] / b["mem"][peak]
     row["engine_peak_mib"], row["engine_rise_mib"] = e["mem"][peak], e["mem"][rise]
     row["baseline_peak_mib"] = b["mem"][peak]
@@ -264,8 +296,10 @@ def format_row(row: dict) -> str:
         return f"{head} not measured: {why}"
     e, b = row["engine"], row["baseline"]
     err_w = row["model_error_working"]
+    ratios = row.get("time_ratios", [])
+    spread = f" (median of {len(ratios)} rounds: {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
     return (
-        f"{head} engine {e['seconds']:8.2f} s  base {b['seconds']:8.2f} s  time x{row['time_ratio']:.2f}  "
+        f"{head} engine {e['seconds']:8.2f} s  base {b['seconds']:8.2f} s  time x{row['time_ratio']:.2f}{spread}  "
         f"peak {row['engine_peak_mib']:8.0f} / {row['baseline_peak_mib']:8.0f} MiB x{row['peak_ratio']:.2f}  "
         f"model total {row['model_total_mib']:8.0f} MiB ({row['model_error_total']:+.1%}), working "
         f"{row['model']['working_mib']:7.0f} vs rise {row['engine_rise_mib']:7.0f} MiB "
@@ -362,6 +396,9 @@ def parser() -> argparse.ArgumentParser:
         "--scorings",
         default="per-step,summed",
         help="the engine's scorings to measure (eap._ig_steps), each in its own process",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="processes per side and point, in alternating order (time: the median)"
     )
     ap.add_argument("--steps", type=int, default=2, help="IG steps m (few on a CPU; the ratio is what matters)")
     ap.add_argument("--layers", type=int, default=None, help="override every shape's layer count")
