@@ -248,7 +248,7 @@ def rounds(args, model: Path, dtype: str, group: list[tuple[int, int]]) -> dict:
     (the house rule: ratios in one run, alternating sides). side -> [round -> rows of `group`]."""
     sides = [("engine", sc) for sc in args.scorings] + [BASELINE]
     runs: dict = {side: [] for side in sides}
-    for r in range(getattr(args, "rounds", 1)):  # gpu_check passes its own namespace
+    for r in range(args.rounds):
         for side in sides if r % 2 == 0 else sides[::-1]:
             runs[side].append(run_point(args, side[0], model, dtype, group, side[1]))
     return runs

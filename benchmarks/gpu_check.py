@@ -212,7 +212,7 @@ def main() -> None:
     # bench_shapes.measure's settings: one process per side for all of a shape's points
     # the dry run checks the script, not bf16 speed: float32, as a CPU without bf16 matmuls is 10x slower in bf16
     args.dtype = "float32" if args.dry else "bfloat16"
-    args.steps, args.point_timeout, args.group = 5, 300.0, True
+    args.steps, args.point_timeout, args.group, args.rounds = 5, 300.0, True, 1
     args.scorings = ["per-step", "summed"]
     res = run(args)
     print(table(res))
