@@ -183,3 +183,19 @@ def test_no_sql_outside_the_warehouse_package():
             ):
                 found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value[:60]!r}")
     assert found == []
+
+
+def test_scoring_and_interventions_import_no_warehouse():
+    """Importing the scoring and intervention modules loads no DuckDB, polars or transformer_lens
+    (`headdb` loads its warehouse on first use, the bridge loads when a model is): a GPU image
+    without DuckDB ran gpu_check so. A subprocess, so this test's own imports do not count."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, headdb, headdb.attribution, headdb.checkpoints.loading, headdb.evals.interventions; "
+        "print(sorted(m for m in ('duckdb', 'polars', 'transformer_lens') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert headdb.connect is not None and headdb.Warehouse is not None  # loaded on first use

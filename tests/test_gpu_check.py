@@ -42,3 +42,5 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
         assert r["predicted_batch"] >= r["run_batch"] >= 1 and r["fits"] is True
     gen = res["generation"]
     assert gen["plain_tokens_per_s"] > 0 and gen["ablated_tokens_per_s"] > 0 and gen["ablated_heads"] > 0
+    # timed after a warm-up of the same shape, in alternating rounds; the ratio is their median
+    assert len(gen["plain_tokens_per_s_all"]) == len(gen["ablated_tokens_per_s_all"]) == gen["rounds"] == 3

@@ -27,6 +27,7 @@ where the forks held H + 2 KV normed copies.
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -260,13 +261,34 @@ class Probe:
 
 
 def keep_positions(last: torch.Tensor) -> torch.Tensor:
-    """`logits_to_keep` value selecting position last[b] in row b."""
-    return last.reshape(-1, 1).long()
+    """`logits_to_keep` value that keeps position last[b] of row b.
+
+    A transformers that slices with `modeling_utils.slice_logits_to_keep` (5.25) reads a 2-D
+    integer tensor as per-row positions: [B, 1], one logit row each. Older ones (5.17, the GPU
+    image's) index the sequence dimension with it as it stands, so they get a 1-D tensor, the
+    positions every row keeps: the sorted distinct `last`, at most B of them."""
+    if per_row_keep():
+        return last.reshape(-1, 1).long()
+    return torch.unique(last).long()
 
 
 def logits_at(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """[B, V] logits at each row's position `last` from a run given `keep_positions(last)`:
-    [B, 1, V]; a model that ignored it returns all positions [B, S, V], so index those."""
-    if logits.shape[1] == 1:
+    [B, 1, V] per row, or [B, K, V] for the K distinct positions; a model that ignored it returns
+    all positions [B, S, V], indexed by `last` itself."""
+    kept = keep_positions(last)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    if logits.shape[1] != kept.shape[-1]:  # ignored: every position
+        return logits[rows, last]
+    if kept.ndim == 2:
         return logits[:, 0]
-    return logits[torch.arange(logits.shape[0], device=logits.device), last]
+    # The distinct positions, sorted: row b's column is where last[b] sits among them. When the
+    # model ignored them and S == K, kept is arange(S) and this is last itself.
+    return logits[rows, torch.searchsorted(kept, last)]
+
+
+@functools.cache
+def per_row_keep() -> bool:
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")

@@ -49,8 +49,8 @@ def generate(
     """
     pairs = [(i, j) for i in range(len(prompts)) for j in range(sampling.samples)]
     batches = [pairs[k : k + sampling.batch_size] for k in range(0, len(pairs), sampling.batch_size)]
-    eos_ids = _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    stops = eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     device = next(model.parameters()).device
     frames = []
     if resume_dir is not None:
@@ -61,7 +61,7 @@ def generate(
             frames.append(pl.read_parquet(part))
         else:
             frame = _generate_batch(
-                model, tokenizer, prompts, batch, sampling, _batch_seed(sampling.seed, index), eos_ids, pad_id, device
+                model, tokenizer, prompts, batch, sampling, _batch_seed(sampling.seed, index), stops, pad_id, device
             )
             if part is not None:
                 tmp = part.with_suffix(".tmp")
@@ -83,7 +83,8 @@ def generate(
     return pl.concat(frames)
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids(model, tokenizer) -> list[int]:
+    """The token ids that end a sample: the generation config's and the tokenizer's."""
     ids = model.generation_config.eos_token_id if model.generation_config is not None else None
     ids = [ids] if isinstance(ids, int) else list(ids or [])
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
@@ -94,7 +95,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 
 @torch.no_grad()
-def _generate_batch(model, tokenizer, prompts, batch, sampling: Sampling, seed: int, eos_ids, pad_id, device):
+def _generate_batch(model, tokenizer, prompts, batch, sampling: Sampling, seed: int, stops, pad_id, device):
     texts = [prompts[i] for i, _ in batch]
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # all prompts end at the last column: generation starts in step
@@ -103,7 +104,7 @@ def _generate_batch(model, tokenizer, prompts, batch, sampling: Sampling, seed: 
     finally:
         tokenizer.padding_side = old_side
     enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-    kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=eos_ids, use_cache=True)
+    kwargs = dict(max_new_tokens=sampling.max_new_tokens, pad_token_id=pad_id, eos_token_id=stops, use_cache=True)
     if sampling.greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:
@@ -119,7 +120,7 @@ def _generate_batch(model, tokenizer, prompts, batch, sampling: Sampling, seed: 
     out = model.generate(**enc, **kwargs)
     new = out[:, enc["input_ids"].shape[1] :].tolist()
     rows = {"prompt_index": [], "sample_idx": [], "completion": [], "n_tokens": [], "finish_reason": []}
-    eos = set(eos_ids)
+    eos = set(stops)
     for (i, j), tokens in zip(batch, new):
         stop = next((k for k, t in enumerate(tokens) if t in eos), None)
         kept = tokens if stop is None else tokens[:stop]
