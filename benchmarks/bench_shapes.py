@@ -148,11 +148,20 @@ def point(args) -> list[dict]:
     return out
 
 
+def scoring_of(name: str) -> tuple[str, int]:
+    """A --scorings entry: "summed", "per-step", or "per-step:K" (the sources in K chunks)."""
+    scoring, _, chunks = name.partition(":")
+    return scoring, int(chunks or 1)
+
+
 def engine(loaded, pairs, steps: int, batch: int, scoring: str):
     """EAP-IG at exactly `batch` pairs per batch with `scoring` (no memory planning)."""
     from headdb.attribution.eap import eap_scores
 
-    return eap_scores(loaded, pairs, method="eap-ig", steps=steps, metric="kl", batch_size=batch, scoring=scoring)
+    scoring, chunks = scoring_of(scoring)
+    return eap_scores(
+        loaded, pairs, method="eap-ig", steps=steps, metric="kl", batch_size=batch, scoring=scoring, chunks=chunks
+    )
 
 
 def run_point(
@@ -202,14 +211,16 @@ def predicted(shape, dtype: str, seq: int, batch: int, scoring: str) -> dict:
 
     w = DTYPES[dtype].itemsize
     est = {sc: estimate(shape, dtype_bytes=w, seq=seq, scoring=sc) for sc in ("summed", "per-step")}
+    sc, chunks = scoring_of(scoring)
+    this = estimate(shape, dtype_bytes=w, seq=seq, scoring=sc, chunks=chunks)
     plain = plain_pass(shape, dtype_bytes=w, seq=seq)
     ample = choose(est["summed"], est["per-step"], plain, 2**62, batch, batch, device="cpu", where="")
     return {
-        "weights_mib": est[scoring].weights / 2**20,
-        "working_mib": est[scoring].working(batch) / 2**20,
+        "weights_mib": this.weights / 2**20,
+        "working_mib": this.working(batch) / 2**20,
         "plain_working_mib": plain.working(batch) / 2**20,
         "planned": ample.scoring,
-        "phase": est[scoring].phase,
+        "phase": this.phase,
     }
 
 
@@ -395,7 +406,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--scorings",
         default="per-step,summed",
-        help="the engine's scorings to measure (eap._ig_steps), each in its own process",
+        help="the engine's scorings to measure (eap._ig_steps), each in its own process; per-step:K holds the "
+        "sources' differences in K chunks (eap.source_chunks)",
     )
     ap.add_argument(
         "--rounds", type=int, default=1, help="processes per side and point, in alternating order (time: the median)"

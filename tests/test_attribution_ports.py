@@ -134,6 +134,69 @@ def test_per_step_scoring_gives_the_summed_scores(gqa_pairs, rank, bootstrap):
             np.testing.assert_allclose(getattr(per_step, field), getattr(summed, field), rtol=1e-4, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("scoring,rank,bootstrap", [("per-step", "abs-mean", 0), ("summed", "mean-abs", 20)])
+def test_sources_in_chunks_give_the_same_scores(gqa_pairs, scoring, rank, bootstrap):
+    """The sources' differences held a chunk at a time (each chunk captured and stepped again)
+    score every edge once, as one pass over all of them does: chunk edges that cut through a
+    layer's heads, chunks that hold only downstream sources of early layers, and the logits."""
+    from headdb.attribution.eap import passes, source_chunks
+
+    loaded, pairs = gqa_pairs
+    n_src = Probe(loaded).layout.n_nodes - 1
+    assert source_chunks(n_src, 5)[0][0] == 0 and source_chunks(n_src, 5)[-1][1] == n_src
+    assert source_chunks(n_src, 10**6) == [(i, i + 1) for i in range(n_src)]
+    kw = dict(method="eap-ig", metric="kl", steps=3, batch_size=3, rank=rank, bootstrap=bootstrap, seed=1)
+    one = eap_scores(loaded, pairs, scoring=scoring, **kw)
+    ticks = []
+    split = eap_scores(loaded, pairs, scoring=scoring, chunks=5, progress=lambda done, total: ticks.append(total), **kw)
+    scale = float(np.abs(one.edge_scores).max())
+    assert scale > 0 and np.count_nonzero(split.edge_scores) == np.count_nonzero(one.edge_scores)
+    np.testing.assert_allclose(split.edge_scores, one.edge_scores, rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(split.node_scores, one.node_scores, rtol=1e-5, atol=1e-5 * scale)
+    assert split.metric_clean == pytest.approx(one.metric_clean) and split.metric_corrupted == pytest.approx(
+        one.metric_corrupted
+    )
+    assert ticks[-1] == passes("eap-ig", 3, -(-len(pairs) // 3), 5)  # 5 x the passes
+    if rank == "mean-abs":
+        np.testing.assert_allclose(split.mean_abs, one.mean_abs, rtol=1e-5, atol=1e-6 * scale)
+        np.testing.assert_allclose(split.replicates, one.replicates, rtol=1e-4, atol=1e-6 * scale)
+
+
+def test_a_budget_below_one_pair_splits_the_sources(gqa_pairs, monkeypatch, capsys):
+    """--max-memory under one pair per step: the plan holds the sources' differences in the
+    fewest chunks that fit (same scores), and refuses only what would not fit one source at a time."""
+    import headdb.attribution as attribution
+    from headdb.attribution.memory import for_settings, source_count
+    from headdb.settings import AttributionSettings
+
+    loaded, pairs = gqa_pairs
+    weights = sum(p.numel() * p.element_size() for p in loaded.hf_model.parameters())
+    seq = max(len(ids) for ids in pairs.clean)
+    s = AttributionSettings(method="eap-ig", metric="kl", steps=3, batch_size=4)
+
+    def need(chunks):
+        return for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, chunks=chunks).on("cpu").working(1)
+
+    most = source_count(loaded.shape)
+    assert need(1) > need(2) > need(3) > need(most)
+    used = []
+    real = attribution.eap_scores
+    monkeypatch.setattr(
+        attribution, "eap_scores", lambda *a, **k: used.append((k["chunks"], k["batch_size"])) or real(*a, **k)
+    )
+    split = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + need(3))
+    whole = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4)
+    assert used[0] == (3, 1) and used[1][0] == 1
+    said = capsys.readouterr().err
+    assert "does not fit --max-memory" in said and "in 3 chunks (3x the passes)" in said
+    scale = float(np.abs(whole.edge_scores).max())
+    np.testing.assert_allclose(split.edge_scores, whole.edge_scores, rtol=1e-5, atol=1e-6 * scale)
+    with pytest.raises(UserError, match="more than --max-memory"):
+        attribute(
+            loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + need(most) - 1
+        )
+
+
 def test_a_budget_between_the_two_scorings_runs_per_step(gqa_pairs, monkeypatch):
     """--max-memory that holds the per-step run but not the summed one: the engine scores per
     step, at the asked batch, with the same scores; below per-step's batch 1 it refuses. (The
@@ -193,6 +256,28 @@ def test_the_plan_prefers_summed_within_the_peak_target_then_per_step_then_fewer
     assert plan(1000 + 4 * 100, device="cpu") == Plan(2, "per-step")
     with pytest.raises(UserError):
         plan(1099)
+    # Under one pair per step: the fewest chunks of the sources that let one pair fit.
+    chunked = {2: est(45), 3: est(30), 4: est(25)}
+
+    def split(budget):
+        return choose(
+            summed,
+            per_step,
+            plain,
+            budget,
+            4,
+            10,
+            device="cuda:0",
+            where="x",
+            chunked=chunked.__getitem__,
+            most_chunks=4,
+        )
+
+    assert split(1000 + 100) == Plan(1, "per-step")  # one pair fits whole: no chunks
+    assert split(1000 + 99) == Plan(2, "per-step", 2)
+    assert split(1000 + 44) == Plan(1, "per-step", 3)
+    with pytest.raises(UserError):
+        split(1000 + 24)
 
 
 def test_a_plain_pass_holds_what_the_ig_step_saves_and_the_embeddings():

@@ -35,6 +35,7 @@ docs/attribution.md.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 from headdb.attribution.circuit import Circuit, prune, rank, select_greedy, select_threshold, select_topn
@@ -54,6 +55,7 @@ from headdb.attribution.faithfulness import (
     faithfulness_curve,
 )
 from headdb.attribution.graph import GraphLayout, build_layout, layout
+from headdb.attribution.memory import Plan, plan_for
 from headdb.attribution.metrics import HELPS_SIGN, METRICS, check_metric
 from headdb.attribution.result import AttributionResult, Ticker
 from headdb.settings import IG_RULES, METHODS, RANK_RULES, AttributionSettings, build
@@ -90,15 +92,21 @@ __all__ = [
 ]
 
 
-def fitted(loaded, pairs, settings: AttributionSettings) -> tuple[AttributionSettings, str]:
-    """`settings` with batch_size lowered to what fits in memory, and the scoring that fits
-    (headdb.attribution.memory.plan_for); a UserError when not even one pair fits."""
-    from headdb.attribution.memory import plan_for
-
+def fitted(loaded, pairs, settings: AttributionSettings) -> tuple[AttributionSettings, Plan]:
+    """`settings` with batch_size lowered to what fits in memory, and the plan that fits
+    (headdb.attribution.memory.plan_for: scoring, source chunks); a UserError when not even one
+    pair fits."""
     plan = plan_for(loaded, pairs, settings)
+    if plan.chunks > 1:  # k times the passes: worth a line, as a lock wait is
+        print(
+            f"headdb: one prompt pair does not fit {plan.where} whole; scoring its sources in "
+            f"{plan.chunks} chunks ({plan.chunks}x the passes)",
+            file=sys.stderr,
+            flush=True,
+        )
     if plan.batch_size != settings.batch_size:
         settings = settings.model_copy(update={"batch_size": plan.batch_size})
-    return settings, plan.scoring
+    return settings, plan
 
 
 def settings_of(settings: AttributionSettings | None, fields: dict) -> AttributionSettings:
@@ -128,7 +136,7 @@ def attribute(
     """
     s = settings_of(settings, fields)
     check_metric(s.metric, pairs.wrong)  # a rule about the task's items, not the settings
-    s, scoring = fitted(loaded, pairs, s)
+    s, plan = fitted(loaded, pairs, s)
     if s.method == "exact":
         return exact_scores(loaded, pairs, metric=s.metric, batch_size=s.batch_size, progress=progress, ticker=ticker)
     return eap_scores(
@@ -144,7 +152,8 @@ def attribute(
         rank=s.rank,
         bootstrap=s.bootstrap,
         seed=s.seed,
-        scoring=scoring,
+        scoring=plan.scoring,
+        chunks=plan.chunks,
     )
 
 
@@ -177,7 +186,7 @@ def discover(loaded, pairs, settings: AttributionSettings | None = None, *, prog
     replicates (headdb.attribution.confidence: membership, head p, stability).
     progress: optional callable(done, total), counted in forward passes over all phases.
     """
-    s, _ = fitted(loaded, pairs, settings_of(settings, fields))
+    s, plan = fitted(loaded, pairs, settings_of(settings, fields))
     method, metric, steps, batch_size = s.method, s.metric, s.steps, s.batch_size
     topn, threshold, greedy, curve = s.topn, s.threshold, s.greedy, s.curve
     g = build_layout(loaded.shape)
@@ -185,7 +194,9 @@ def discover(loaded, pairs, settings: AttributionSettings | None = None, *, prog
     n_curve = len(RANKINGS) * len(MIB_PERCENTS) if curve else 0
     n_masks = 1 + (threshold is not None) + (greedy is not None) + n_curve
     attrib = (
-        exact_passes(n_batches, g.n_edges, g.n_nodes - 2) if method == "exact" else passes(method, steps, n_batches)
+        exact_passes(n_batches, g.n_edges, g.n_nodes - 2)
+        if method == "exact"
+        else passes(method, steps, n_batches, plan.chunks)
     )
     tick = Ticker(progress, attrib + n_batches * (2 + n_masks))
     result = attribute(loaded, pairs, s, ticker=tick)

@@ -73,13 +73,24 @@ def alphas_for(method: str, steps: int, ig_rule: str = "midpoint") -> list[float
     return [(k + 0.5) / steps for k in range(steps)]
 
 
-def passes(method: str, steps: int, n_batches: int) -> int:
+def passes(method: str, steps: int, n_batches: int, chunks: int = 1) -> int:
     """Forward passes `eap_scores` makes (for progress totals; the same for every ig_rule)."""
-    return n_batches * (2 + len(alphas_for(method, steps)))
+    return n_batches * chunks * (2 + len(alphas_for(method, steps)))
 
 
 def _ig_steps(
-    probe: Probe, batch: Batch, emb_clean, emb_corr, alphas, metric, clean_logprobs, delta, out, tick, scoring
+    probe: Probe,
+    batch: Batch,
+    emb_clean,
+    emb_corr,
+    alphas,
+    metric,
+    clean_logprobs,
+    delta,
+    out,
+    tick,
+    scoring,
+    first: int = 0,
 ) -> None:
     """Add to `out` ([n_edges], or [B, n_edges] per example) the edge scores of every IG step,
     summed over the steps: delta . dL/d(port input) at each alpha.
@@ -92,7 +103,9 @@ def _ig_steps(
                   per layer and batch; holds every layer's summed gradients)
         per-step  scored at once, then dropped (m GEMMs per layer and batch; a step never
                   holds more than one layer's gradients)
-    The scores are the same up to float summation order.
+    The scores are the same up to float summation order. delta holds the differences of
+    sources first, first + 1, ... (all of them, or one chunk: `source_chunks`); only their edges
+    are scored.
     """
     g = probe.layout
     P = g.n_ports
@@ -103,9 +116,9 @@ def _ig_steps(
 
     def score(key, rows):
         if key == "l":
-            add_logits_scores(g, delta, rows, out)
+            add_logits_scores(g, delta, rows, out, first)
         else:
-            add_layer_scores(g, delta, rows, key, out)
+            add_layer_scores(g, delta, rows, key, out, first)
 
     def sink(key, rows):
         if scoring == "per-step":
@@ -183,50 +196,66 @@ def _ig_steps(
         score(key, rows)
 
 
-def add_layer_scores(layout: GraphLayout, delta: torch.Tensor, rows: torch.Tensor, layer: int, out: torch.Tensor):
-    """out += the scores of layer's attention and MLP edges.
+def add_layer_scores(
+    layout: GraphLayout, delta: torch.Tensor, rows: torch.Tensor, layer: int, out: torch.Tensor, first: int = 0
+):
+    """out += the scores of layer's attention and MLP edges from the sources delta holds.
 
-    delta [N_src, B, S, D]: node-output differences (`delta_dtype`); rows [P + 1, B, S, D]: the
-    gradients at the layer's q, k, v ports (in edge order) and, last, its MLP port, cast to
-    delta's dtype for the product. out: float32 [n_edges] (summed over the batch) or [B, n_edges].
+    delta [N, B, S, D]: the node-output differences (`delta_dtype`) of sources first ..
+    first + N - 1 in node order (all N_src of them, or one chunk, see `source_chunks`); rows
+    [P + 1, B, S, D]: the gradients at the layer's q, k, v ports (in edge order) and, last, its
+    MLP port, cast to delta's dtype for the product. out: float32 [n_edges] (summed over the
+    batch) or [B, n_edges].
 
     score(u -> port) = sum over b, s, d of delta[u] * grad[port]: with delta flattened to
-    [N_src, B*S*D], a destination block is a plain GEMM. (einsum over these shapes was 5-18x
+    [N, B*S*D], a destination block is a plain GEMM. (einsum over these shapes was 5-18x
     slower on CPU than reshape + matmul.) The q/k/v ports and the MLP port share one GEMM
-    against the MLP's sources delta[:n_src_mlp] (the attention ports read a prefix of them,
-    delta[:n_src_attn]; the extra columns, the layer's own heads, are dropped), so delta is
-    read once per layer. Per example the same FLOPs run as one batched product over the B rows,
-    on strided views of the same buffers (no copies).
+    against the MLP's sources (the attention ports read a prefix of them; the extra columns, the
+    layer's own heads, are dropped), so delta is read once per layer. Per example the same FLOPs
+    run as one batched product over the B rows, on strided views of the same buffers (no copies).
     """
     g, L = layout, layer
     P = g.n_ports
     n, nm = g.n_src_attn(L), g.n_src_mlp(L)
+    top_m, top_a = min(first + delta.shape[0], nm), min(first + delta.shape[0], n)
+    if top_m <= first:  # every source of this chunk lies downstream of the layer
+        return
     attn, mlp = slice(g.attn_offset[L], g.attn_offset[L] + P * n), slice(g.mlp_offset[L], g.mlp_offset[L] + nm)
+    k, ka = top_m - first, max(0, top_a - first)
     rows = rows.to(delta.dtype)
+    # Attention edges are laid out port-major: (port p, source u) at offset + p * n + u.
     if out.dim() == 1:
-        blk = rows.reshape(P + 1, -1) @ delta.reshape(delta.shape[0], -1)[:nm].T  # [P + 1, nm]
-        # Attention edges are laid out port-major: (port p, source u) at offset + p * n + u.
-        out[attn] += blk[:P, :n].reshape(-1)
-        out[mlp] += blk[P]
+        blk = rows.reshape(P + 1, -1) @ delta.reshape(delta.shape[0], -1)[:k].T  # [P + 1, k]
+        out[attn].view(P, n)[:, first : first + ka] += blk[:P, :ka]
+        out[mlp][first:top_m] += blk[P]
         return
     B = delta.shape[1]
-    d3 = delta.reshape(delta.shape[0], B, -1)  # [N_src, B, S*D], a view
-    blk = torch.bmm(rows.view(P + 1, B, -1).transpose(0, 1), d3[:nm].permute(1, 2, 0))  # [B, P + 1, nm]
-    out[:, attn] += blk[:, :P, :n].reshape(B, -1)
-    out[:, mlp] += blk[:, P]
+    d3 = delta.reshape(delta.shape[0], B, -1)  # [N, B, S*D], a view
+    blk = torch.bmm(rows.view(P + 1, B, -1).transpose(0, 1), d3[:k].permute(1, 2, 0))  # [B, P + 1, k]
+    out[:, attn].view(B, P, n)[:, :, first : first + ka] += blk[:, :P, :ka]
+    out[:, mlp][:, first:top_m] += blk[:, P]
 
 
-def add_logits_scores(layout: GraphLayout, delta: torch.Tensor, grad: torch.Tensor, out: torch.Tensor):
-    """out += the scores of the edges into logits, from the gradient at the final norm's input
-    [B, S, D] (see `add_layer_scores` for delta and out)."""
+def add_logits_scores(layout: GraphLayout, delta: torch.Tensor, grad: torch.Tensor, out: torch.Tensor, first: int = 0):
+    """out += the scores of the edges into logits from the sources delta holds, from the
+    gradient at the final norm's input [B, S, D] (see `add_layer_scores` for delta, first, out)."""
     g = layout
-    n = g.n_src_logits
+    k = min(first + delta.shape[0], g.n_src_logits) - first
+    at = slice(g.logits_offset + first, g.logits_offset + first + k)
     if out.dim() == 1:
-        out[g.logits_offset :] += delta.reshape(delta.shape[0], -1)[:n] @ grad.to(delta.dtype).reshape(-1)
+        out[at] += delta.reshape(delta.shape[0], -1)[:k] @ grad.to(delta.dtype).reshape(-1)
         return
     B = delta.shape[1]
     d3 = delta.reshape(delta.shape[0], B, -1)
-    out[:, g.logits_offset :] += torch.bmm(grad.to(delta.dtype).reshape(B, 1, -1), d3[:n].permute(1, 2, 0))[:, 0]
+    out[:, at] += torch.bmm(grad.to(delta.dtype).reshape(B, 1, -1), d3[:k].permute(1, 2, 0))[:, 0]
+
+
+def source_chunks(n_src: int, chunks: int) -> list[tuple[int, int]]:
+    """`chunks` contiguous ranges [lo, hi) of the n_src source nodes, sizes differing by at most
+    one (memory.estimate counts the largest, ceil(n_src / chunks))."""
+    chunks = max(1, min(int(chunks), n_src))
+    cuts = [n_src * i // chunks for i in range(chunks + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def block_scores(layout: GraphLayout, delta: torch.Tensor, grads: dict) -> torch.Tensor:
@@ -259,6 +288,7 @@ def eap_scores(
     bootstrap: int = 0,
     seed: int = 0,
     scoring: str = "summed",
+    chunks: int = 1,
 ) -> AttributionResult:
     """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`, `steps` points placed by `ig_rule`, one of
     IG_RULES; eap ignores it) scores of every edge.
@@ -270,6 +300,9 @@ def eap_scores(
     `bootstrap` replicate means (headdb.attribution.bootstrap); otherwise per-example scores
     are never formed. The mean is the same either way up to float summation order.
     scoring: "summed" or "per-step" (see `_ig_steps`; headdb.attribution.memory picks it).
+    chunks: score the sources in this many contiguous chunks (`source_chunks`), each with its own
+    captures and IG steps: chunks times the passes for 1 / chunks of the differences' memory
+    (memory.choose takes more than one only when one pair would not fit otherwise).
     """
     if len(pairs) == 0:
         raise UserError("the task has no items")
@@ -277,7 +310,7 @@ def eap_scores(
     probe = Probe(loaded)
     g = probe.layout
     batches = make_batches(pairs, batch_size, pad_id_of(loaded.tokenizer), probe.device)
-    tick = ticker or Ticker(progress, passes(method, steps, len(batches)))
+    tick = ticker or Ticker(progress, passes(method, steps, len(batches), chunks))
     total = np.zeros(g.n_edges, dtype=np.float64)
     m_clean = m_corr = 0.0
     stats = (
@@ -287,24 +320,32 @@ def eap_scores(
     )
     with probe.graph_mode():
         for batch in batches:
-            # logits_c / logits_k: [B, V] at each example's last real token.
-            out, emb_c, logits_c = probe.capture(batch.clean, last=batch.last, dtype=delta_dtype(probe.dtype))
-            tick()
-            # corrupted - clean, written over the clean outputs (one buffer, not two)
-            delta, emb_k, logits_k = probe.capture(batch.corrupted, last=batch.last, minus=out)
-            tick()
-            last_c = logits_c.float()
-            clean_lp = torch.log_softmax(last_c, dim=-1)
-            m_clean += float(metric_values(metric, last_c, clean_lp, batch.answer, batch.wrong).sum())
-            m_corr += float(metric_values(metric, logits_k, clean_lp, batch.answer, batch.wrong).sum())
-            del logits_c, logits_k
-            delta.mul_(batch.mask[None, :, :, None])
-            del out
             shape = (g.n_edges,) if stats is None else (batch.clean.shape[0], g.n_edges)
             scores = torch.zeros(shape, dtype=torch.float32, device=probe.device)
-            _ig_steps(probe, batch, emb_c, emb_k, alphas, metric, clean_lp, delta, scores, tick, scoring)
+            # One pass over the sources, or several over chunks of them when their differences
+            # would not fit at once (memory.choose): each chunk captures and steps again.
+            for i, sources in enumerate(source_chunks(g.n_nodes - 1, chunks)):
+                # logits_c / logits_k: [B, V] at each example's last real token.
+                out, emb_c, logits_c = probe.capture(
+                    batch.clean, last=batch.last, dtype=delta_dtype(probe.dtype), sources=sources
+                )
+                tick()
+                # corrupted - clean, written over the clean outputs (one buffer, not two)
+                delta, emb_k, logits_k = probe.capture(batch.corrupted, last=batch.last, minus=out, sources=sources)
+                tick()
+                last_c = logits_c.float()
+                clean_lp = torch.log_softmax(last_c, dim=-1)
+                if i == 0:
+                    m_clean += float(metric_values(metric, last_c, clean_lp, batch.answer, batch.wrong).sum())
+                    m_corr += float(metric_values(metric, logits_k, clean_lp, batch.answer, batch.wrong).sum())
+                del logits_c, logits_k
+                delta.mul_(batch.mask[None, :, :, None])
+                del out
+                _ig_steps(
+                    probe, batch, emb_c, emb_k, alphas, metric, clean_lp, delta, scores, tick, scoring, sources[0]
+                )
+                del delta
             scores.div_(len(alphas))
-            del delta
             if stats is None:
                 total += scores.double().cpu().numpy()
             else:

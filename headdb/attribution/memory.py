@@ -8,7 +8,8 @@ its own copies; in float32 they are the same tensor), P = H + 2 KV (a layer's q/
 
     delta   node-output differences [N_src, B, S, D]: d N_src D per token, N_src = 1 + L (H + 1)
             (every node but logits); d = w, in the model's dtype (eap.delta_dtype; exact
-            patching keeps float32, d = 4)
+            patching keeps float32, d = 4); ceil(N_src / k) of them when the plan scores the
+            sources in k chunks
     summed  (scoring "summed" only) the port gradients summed over the IG steps, float32:
             4 n_ports D per token, n_ports = L (P + 1) + 1 (q/k/v ports, MLP port, logits port)
     rows    one layer's port gradients as the backward forms them, float32, and their cast to
@@ -44,7 +45,9 @@ A plain forward+backward (frozen weights, gradient to the input embeddings) hold
 below the measured rise of such passes (benchmarks/RESULTS.md, "Real shapes"), so the test below
 errs towards "per-step".
 `choose` takes "summed" when it fits the budget at the asked batch AND its peak stays within
-PEAK_TARGET of a plain pass at that batch; else "per-step" at the largest batch that fits.
+PEAK_TARGET of a plain pass at that batch; else "per-step" at the largest batch that fits; else,
+when not even one pair fits, "per-step" with the sources in the fewest chunks that fit (k chunks:
+k times the passes).
 Faithfulness evaluation (a capture, then patched no-grad runs) stays within the captures phase.
 Per-example statistics add 4 n_edges per row and R bootstrap replicate sums 4 R n_edges (twice
 for rank mean-abs), fixed. The weights come on top: their bytes as loaded.
@@ -57,7 +60,8 @@ working memory CPU_SLACK times.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from headdb.errors import UserError
 
@@ -142,17 +146,20 @@ def estimate(
     bootstrap: int = 0,
     mean_abs: bool = False,
     scoring: str = "per-step",
+    chunks: int = 1,
 ) -> MemoryEstimate:
     """The memory of attributing prompts of `seq` tokens with `scoring` (see the module
-    docstring; "per-step" is the least a run can hold).
+    docstring; "per-step" is the least a run can hold), the sources' differences held `chunks`
+    at a time (eap.source_chunks: the largest chunk, ceil(N_src / chunks)).
 
     n_edges: the graph's edge count (per-example statistics and bootstrap replicates only)."""
     L, H, KV, D, dh, F, _, _, _ = _dims(shape)
     w, x, S = dtype_bytes, (dtype_bytes if dtype_bytes != 4 else 0), seq
     P = H + 2 * KV
-    n_src = 1 + L * (H + 1)
+    n_src = source_count(shape)
     n_ports = L * (P + 1) + 1
-    delta = (4 if method == "exact" else w) * n_src * D * S
+    held = -(-n_src // max(1, min(chunks, n_src))) if method != "exact" else n_src
+    delta = (4 if method == "exact" else w) * held * D * S
     summed = 4 * n_ports * D * S if scoring == "summed" else 0
     rows = (4 + x) * (P + 1) * D * S
     taps = x * L * D * S
@@ -176,6 +183,12 @@ def estimate(
         phase=phase,
         phases=phases,
     )
+
+
+def source_count(shape) -> int:
+    """N_src: the graph's source nodes (input, every head, every MLP)."""
+    L, H = shape.n_layers, shape.n_heads
+    return 1 + L * (H + 1)
 
 
 def plain_pass(shape, *, dtype_bytes: int, seq: int) -> MemoryEstimate:
@@ -220,7 +233,9 @@ def fit_batch(est: MemoryEstimate, budget: int, wanted: int, *, where: str) -> i
     return max(1, min(int(wanted), int(fits)))
 
 
-def for_settings(shape, settings, *, dtype_bytes: int, seq: int, scoring: str = "per-step") -> MemoryEstimate:
+def for_settings(
+    shape, settings, *, dtype_bytes: int, seq: int, scoring: str = "per-step", chunks: int = 1
+) -> MemoryEstimate:
     """`estimate` for a run of `settings` (AttributionSettings) on prompts of `seq` tokens."""
     from headdb.attribution.graph import build_layout
 
@@ -235,14 +250,17 @@ def for_settings(shape, settings, *, dtype_bytes: int, seq: int, scoring: str = 
         bootstrap=settings.bootstrap,
         mean_abs=settings.rank == "mean-abs",
         scoring=scoring,
+        chunks=chunks,
     )
 
 
 def check_plan(shape, settings, *, dtype_bytes: int, seq: int, device: str) -> None:
     """Plan time, nothing loaded: a UserError when batch 1 cannot fit --max-memory or, without
     it, the memory free on `device` here (skipped for a CUDA device this machine lacks: the
-    worker that has it checks again when it loads the model)."""
-    est = for_settings(shape, settings, dtype_bytes=dtype_bytes, seq=seq).on(device)
+    worker that has it checks again when it loads the model). The least a run holds: per step,
+    its sources' differences one at a time (`choose` splits them only as far as it must)."""
+    most = source_count(shape)
+    est = for_settings(shape, settings, dtype_bytes=dtype_bytes, seq=seq, chunks=most).on(device)
     if settings.max_memory is not None:
         fit_batch(est, int(settings.max_memory), 1, where="--max-memory")
         return
@@ -260,6 +278,8 @@ class Plan:
 
     batch_size: int
     scoring: str  # summed | per-step
+    chunks: int = 1  # the sources' differences held this many chunks at a time (eap.source_chunks)
+    where: str = field(default="", compare=False)  # the budget, for messages: "--max-memory (40.0GB)"
 
 
 def choose(
@@ -272,15 +292,26 @@ def choose(
     *,
     device: str,
     where: str,
+    chunked: Callable[[int], MemoryEstimate] | None = None,
+    most_chunks: int = 1,
 ) -> Plan:
     """Scoring "summed" at `wanted` pairs per batch when its batches (`rows` pairs at most) fit
     `budget` on `device` and hold at most PEAK_TARGET x `plain`'s live bytes; else "per-step"
-    at min(wanted, what fits); a UserError when not even one pair fits per step. The estimates
-    are live bytes; the budget is checked as `device`'s allocator holds them (`on`)."""
+    at min(wanted, what fits); when not even one pair fits per step, per-step with the sources'
+    differences in the fewest chunks (`chunked(k)`, k <= most_chunks) that let one pair fit:
+    k times the passes, so only where the run would otherwise not run at all; a UserError when
+    not even that fits. The estimates are live bytes; the budget is checked as `device`'s
+    allocator holds them (`on`)."""
     batch = min(wanted, rows)
     if summed.on(device).largest_batch(budget) >= batch and summed.total(batch) <= PEAK_TARGET * plain.total(batch):
         return Plan(wanted, "summed")
-    return Plan(fit_batch(per_step.on(device), budget, wanted, where=where), "per-step")
+    if per_step.on(device).largest_batch(budget) >= 1 or chunked is None:
+        return Plan(fit_batch(per_step.on(device), budget, wanted, where=where), "per-step")
+    for k in range(2, most_chunks + 1):
+        est = chunked(k).on(device)
+        if est.largest_batch(budget) >= 1:
+            return Plan(fit_batch(est, budget, wanted, where=where), "per-step", k, f"{where} ({size(budget)})")
+    return Plan(fit_batch(chunked(most_chunks).on(device), budget, wanted, where=where), "per-step", most_chunks)
 
 
 def plan_for(loaded, pairs, settings) -> Plan:
@@ -299,12 +330,26 @@ def plan_for(loaded, pairs, settings) -> Plan:
     def as_loaded(est: MemoryEstimate) -> MemoryEstimate:
         return MemoryEstimate(weights, est.per_row, est.fixed, est.seq, est.phase, est.phases)
 
-    def run(scoring: str) -> MemoryEstimate:
-        return as_loaded(for_settings(loaded.shape, settings, dtype_bytes=dtype_bytes, seq=seq, scoring=scoring))
+    def run(scoring: str, chunks: int = 1) -> MemoryEstimate:
+        return as_loaded(
+            for_settings(loaded.shape, settings, dtype_bytes=dtype_bytes, seq=seq, scoring=scoring, chunks=chunks)
+        )
 
     plain = as_loaded(plain_pass(loaded.shape, dtype_bytes=dtype_bytes, seq=seq))
     if settings.max_memory is not None:
         budget, where = int(settings.max_memory), "--max-memory"
     else:
         budget, where = weights + int(available(device) * HEADROOM), f"the memory free on {device}"
-    return choose(run("summed"), run("per-step"), plain, budget, wanted, len(pairs), device=device, where=where)
+    split = settings.method != "exact"  # exact patching holds every source's outputs anyway
+    return choose(
+        run("summed"),
+        run("per-step"),
+        plain,
+        budget,
+        wanted,
+        len(pairs),
+        device=device,
+        where=where,
+        chunked=(lambda k: run("per-step", k)) if split else None,
+        most_chunks=source_count(loaded.shape) if split else 1,
+    )

@@ -182,10 +182,13 @@ class Probe:
         last: torch.Tensor | None = None,
         minus: torch.Tensor | None = None,
         dtype: torch.dtype = torch.float32,
+        sources: tuple[int, int] | None = None,
     ):
         """(node outputs [N_src, B, S, D] in node order, embeddings, logits).
 
-        N_src = every node but logits. `embed`, when given, replaces the token embeddings.
+        N_src = every node but logits; with `sources` (lo, hi), only nodes lo .. hi - 1, as
+        [hi - lo, B, S, D] (the embeddings are returned whatever they hold). `embed`, when given,
+        replaces the token embeddings.
         The outputs are written straight into one preallocated buffer of `dtype` (no second
         copy). With `minus` (another capture's outputs) they are written over it as this run's
         outputs minus its: the differences without a second buffer, in its dtype.
@@ -193,15 +196,20 @@ class Probe:
         """
         g = self.layout
         B, S = ids.shape
-        shape = (g.n_nodes - 1, B, S, self.loaded.shape.d_model)
+        first, end = sources if sources is not None else (0, g.n_nodes - 1)
+        shape = (end - first, B, S, self.loaded.shape.d_model)
         out = minus if minus is not None else torch.empty(shape, dtype=dtype, device=ids.device)
         store: dict = {}
 
-        def put(lo: int, hi: int, x: torch.Tensor) -> None:
+        def put(lo: int, hi: int, x: torch.Tensor) -> None:  # x: the outputs of nodes lo .. hi - 1
+            a, b = max(lo, first), min(hi, end)
+            if a >= b:
+                return
+            part, dst = x[a - lo : b - lo], out[a - first : b - first]
             if minus is None:
-                out[lo:hi] = x
+                dst.copy_(part)
             else:
-                out[lo:hi].sub_(x).neg_()
+                dst.sub_(part).neg_()
 
         def set_embed(x, hook):
             store["embed"] = (embed if embed is not None else x).detach()
