@@ -262,8 +262,9 @@ class Probe:
 # for Qwen2.5-0.5B) is about a quarter of a small model's FLOPs, and the metric reads one
 # position per example, so computing it at every position (and its backward in the IG steps)
 # is wasted work. HF causal LMs take `logits_to_keep` and the bridge passes it through; a 2-D
-# integer tensor [B, 1] keeps each row's OWN position (take_along_dim), which is what ragged,
-# right-padded batches need. Nothing upstream changes: the final norm is per position and its
+# integer tensor [B, 1] keeps each row's OWN position (take_along_dim) in a transformers that
+# has it, which is what ragged, right-padded batches need (an older one keeps the batch's
+# distinct last positions in every row: `keep_positions`). Nothing upstream changes: the final norm is per position and its
 # input (the `logits` port) is hooked before the slice, so node outputs and port gradients are
 # those of the full run (the gradient at unread positions was zero before too).
 
