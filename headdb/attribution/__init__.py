@@ -92,11 +92,11 @@ __all__ = [
 ]
 
 
-def fitted(loaded, pairs, settings: AttributionSettings) -> tuple[AttributionSettings, Plan]:
+def fitted(loaded, pairs, settings: AttributionSettings, *, circuits: bool = False) -> tuple[AttributionSettings, Plan]:
     """`settings` with batch_size lowered to what fits in memory, and the plan that fits
-    (headdb.attribution.memory.plan_for: scoring, source chunks); a UserError when not even one
-    pair fits."""
-    plan = plan_for(loaded, pairs, settings)
+    (headdb.attribution.memory.plan_for: scoring, source chunks; `circuits`: their evaluation
+    too); a UserError when not even one pair fits."""
+    plan = plan_for(loaded, pairs, settings, circuits=circuits)
     if plan.chunks > 1:  # k times the passes: worth a line, as a lock wait is
         print(
             f"headdb: one prompt pair does not fit {plan.where} whole; scoring its sources in "
@@ -137,6 +137,11 @@ def attribute(
     s = settings_of(settings, fields)
     check_metric(s.metric, pairs.wrong)  # a rule about the task's items, not the settings
     s, plan = fitted(loaded, pairs, s)
+    return _scored(loaded, pairs, s, plan, progress=progress, ticker=ticker)
+
+
+def _scored(loaded, pairs, s: AttributionSettings, plan: Plan, *, progress=None, ticker=None) -> AttributionResult:
+    """The scores of `attribute` under a plan already made."""
     if s.method == "exact":
         return exact_scores(loaded, pairs, metric=s.metric, batch_size=s.batch_size, progress=progress, ticker=ticker)
     return eap_scores(
@@ -186,7 +191,9 @@ def discover(loaded, pairs, settings: AttributionSettings | None = None, *, prog
     replicates (headdb.attribution.confidence: membership, head p, stability).
     progress: optional callable(done, total), counted in forward passes over all phases.
     """
-    s, plan = fitted(loaded, pairs, settings_of(settings, fields))
+    s = settings_of(settings, fields)
+    check_metric(s.metric, pairs.wrong)
+    s, plan = fitted(loaded, pairs, s, circuits=True)
     method, metric, steps, batch_size = s.method, s.metric, s.steps, s.batch_size
     topn, threshold, greedy, curve = s.topn, s.threshold, s.greedy, s.curve
     g = build_layout(loaded.shape)
@@ -199,7 +206,7 @@ def discover(loaded, pairs, settings: AttributionSettings | None = None, *, prog
         else passes(method, steps, n_batches, plan.chunks)
     )
     tick = Ticker(progress, attrib + n_batches * (2 + n_masks))
-    result = attribute(loaded, pairs, s, ticker=tick)
+    result = _scored(loaded, pairs, s, plan, ticker=tick)
     by = result.ranking  # what the circuits rank edges by (abs-mean or mean-abs)
     circuits = [select_topn(g, by, topn)]
     if threshold is not None:

@@ -39,6 +39,7 @@ import torch
 
 from headdb.attribution.batches import make_batches, pad_id_of
 from headdb.attribution.circuit import prune, topn_mask
+from headdb.attribution.eap import delta_dtype
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import HELPS_SIGN, check_metric, metric_values
 from headdb.attribution.probe import EMBED, LOGITS_IN, Probe, k_in, mlp_in, mlp_out, q_in, result, v_in
@@ -121,8 +122,8 @@ def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtyp
     P, KV = g.n_ports, g.n_kv_heads
     layer_term: dict = {}
 
-    def weights(lo, hi, rows):
-        return torch.as_tensor(off[lo:hi].reshape(rows, -1), dtype=torch.float32, device=corrupt.device)
+    def weights(lo, hi, rows):  # 0/1: exact in any dtype, so in the differences' own
+        return torch.as_tensor(off[lo:hi].reshape(rows, -1), dtype=diff.dtype, device=corrupt.device)
 
     def rec_embed(t, hook):
         diff[0] = t.float() - corrupt[0]
@@ -149,11 +150,17 @@ def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtyp
         sl = {"q": slice(0, H), "k": slice(H, H + KV), "v": slice(H + KV, P)}[kind]
 
         def hook(t, hook):
-            # The sources are earlier layers, complete by now: one einsum serves q, k and v.
-            # (Each hook list serves exactly one forward pass, so the cache is per pass.)
+            # The sources are earlier layers, complete by now: one einsum serves q, k and v,
+            # and is dropped after the third of them (held for every layer it was 29 GB of
+            # Qwen3-8B's pass at 1024 tokens). Each hook list serves exactly one forward pass.
             if L not in layer_term:
-                layer_term[L] = torch.einsum("nbsd,pn->bspd", diff[:n], w)
-            return t - layer_term[L][:, :, sl].to(t.dtype)
+                layer_term[L] = [torch.einsum("nbsd,pn->bspd", diff[:n], w), 3]
+            term = layer_term[L]
+            term[1] -= 1
+            out = t - term[0][:, :, sl].to(t.dtype)
+            if term[1] == 0:
+                del layer_term[L]
+            return out
 
         return hook
 
@@ -202,9 +209,10 @@ def evaluate_circuits(
     with probe.graph_mode(), torch.no_grad():
         for batch in batches:
             # Every run computes logits only at each example's last real token: [B, V].
-            _, _, logits_c = probe.capture(batch.clean, last=batch.last)
+            _, _, logits_c = probe.capture(batch.clean, last=batch.last, sources=(0, 0))  # logits only
             tick()
-            out_k, _, logits_k = probe.capture(batch.corrupted, last=batch.last)
+            # In a half model's own dtype (lossless: they are its outputs), as EAP-IG holds them.
+            out_k, _, logits_k = probe.capture(batch.corrupted, last=batch.last, dtype=delta_dtype(probe.dtype))
             tick()
             clean_lp = torch.log_softmax(logits_c.float(), dim=-1)
 

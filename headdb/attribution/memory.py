@@ -36,6 +36,9 @@ The run's peak is the larger of its phases (per row):
                3 delta for exact patching, which keeps both and the difference) + one no-grad
                layer in flight
     IG steps   delta + [summed] + taps + saved over all layers + rows + grad_tmp + misc
+    circuits   (discover only) faithfulness: the corrupted outputs and the running differences of
+               all N_src sources, 2 w N_src D, + one layer's patched q/k/v term w P D + the
+               per-head forks (2 w + 8 [half]) P D + one no-grad layer in flight + misc
 Scoring "summed" scores each layer once per batch from its sums; "per-step" scores each step's
 gradients as they come and never holds the sums (m times the scoring GEMMs: a few percent of a
 step on a CPU).
@@ -48,7 +51,6 @@ errs towards "per-step".
 PEAK_TARGET of a plain pass at that batch; else "per-step" at the largest batch that fits; else,
 when not even one pair fits, "per-step" with the sources in the fewest chunks that fit (k chunks:
 k times the passes).
-Faithfulness evaluation (a capture, then patched no-grad runs) stays within the captures phase.
 Per-example statistics add 4 n_edges per row and R bootstrap replicate sums 4 R n_edges (twice
 for rank mean-abs), fixed. The weights come on top: their bytes as loaded.
 
@@ -147,12 +149,15 @@ def estimate(
     mean_abs: bool = False,
     scoring: str = "per-step",
     chunks: int = 1,
+    circuits: bool = False,
 ) -> MemoryEstimate:
     """The memory of attributing prompts of `seq` tokens with `scoring` (see the module
     docstring; "per-step" is the least a run can hold), the sources' differences held `chunks`
     at a time (eap.source_chunks: the largest chunk, ceil(N_src / chunks)).
 
-    n_edges: the graph's edge count (per-example statistics and bootstrap replicates only)."""
+    n_edges: the graph's edge count (per-example statistics and bootstrap replicates only).
+    circuits: the run also evaluates circuits (`discover`: faithfulness), whose phase holds every
+    source's output whatever the chunks."""
     L, H, KV, D, dh, F, _, _, _ = _dims(shape)
     w, x, S = dtype_bytes, (dtype_bytes if dtype_bytes != 4 else 0), seq
     P = H + 2 * KV
@@ -173,6 +178,13 @@ def estimate(
     phases = {"captures": (3 if method == "exact" else 1) * delta + in_flight + misc}
     if method != "exact":
         phases["ig-steps"] = delta + summed + taps + saved + rows + grad_tmp + misc
+    if circuits:
+        # faithfulness.evaluate_circuits: the corrupted outputs and the running differences of
+        # every source (in the model's dtype, eap.delta_dtype), one layer's patched q/k/v term,
+        # and the per-head forks of the patched pass: the residual repeated to P ports and its
+        # norm, which in a half model also takes a float32 upcast and its square.
+        forks = (2 * w + (8 if x else 0)) * P
+        phases["circuits"] = (2 * w * n_src + w * P + forks) * D * S + in_flight + misc
     stats = 4 * n_edges if per_example else 0
     phase = max(phases, key=lambda k: phases[k])
     return MemoryEstimate(
@@ -234,7 +246,14 @@ def fit_batch(est: MemoryEstimate, budget: int, wanted: int, *, where: str) -> i
 
 
 def for_settings(
-    shape, settings, *, dtype_bytes: int, seq: int, scoring: str = "per-step", chunks: int = 1
+    shape,
+    settings,
+    *,
+    dtype_bytes: int,
+    seq: int,
+    scoring: str = "per-step",
+    chunks: int = 1,
+    circuits: bool = False,
 ) -> MemoryEstimate:
     """`estimate` for a run of `settings` (AttributionSettings) on prompts of `seq` tokens."""
     from headdb.attribution.graph import build_layout
@@ -251,6 +270,7 @@ def for_settings(
         mean_abs=settings.rank == "mean-abs",
         scoring=scoring,
         chunks=chunks,
+        circuits=circuits,
     )
 
 
@@ -260,7 +280,7 @@ def check_plan(shape, settings, *, dtype_bytes: int, seq: int, device: str) -> N
     worker that has it checks again when it loads the model). The least a run holds: per step,
     its sources' differences one at a time (`choose` splits them only as far as it must)."""
     most = source_count(shape)
-    est = for_settings(shape, settings, dtype_bytes=dtype_bytes, seq=seq, chunks=most).on(device)
+    est = for_settings(shape, settings, dtype_bytes=dtype_bytes, seq=seq, chunks=most, circuits=True).on(device)
     if settings.max_memory is not None:
         fit_batch(est, int(settings.max_memory), 1, where="--max-memory")
         return
@@ -314,9 +334,10 @@ def choose(
     return Plan(fit_batch(chunked(most_chunks).on(device), budget, wanted, where=where), "per-step", most_chunks)
 
 
-def plan_for(loaded, pairs, settings) -> Plan:
+def plan_for(loaded, pairs, settings, *, circuits: bool = False) -> Plan:
     """Run time, model loaded: the `choose`n plan for settings.batch_size pairs per batch within
-    --max-memory (or the device's free memory plus the resident weights)."""
+    --max-memory (or the device's free memory plus the resident weights); `circuits`: the run
+    evaluates circuits too (discover)."""
     wanted = int(settings.batch_size)
     if len(pairs) == 0:
         return Plan(wanted, "summed")
@@ -332,7 +353,15 @@ def plan_for(loaded, pairs, settings) -> Plan:
 
     def run(scoring: str, chunks: int = 1) -> MemoryEstimate:
         return as_loaded(
-            for_settings(loaded.shape, settings, dtype_bytes=dtype_bytes, seq=seq, scoring=scoring, chunks=chunks)
+            for_settings(
+                loaded.shape,
+                settings,
+                dtype_bytes=dtype_bytes,
+                seq=seq,
+                scoring=scoring,
+                chunks=chunks,
+                circuits=circuits,
+            )
         )
 
     plain = as_loaded(plain_pass(loaded.shape, dtype_bytes=dtype_bytes, seq=seq))
