@@ -148,16 +148,27 @@ def point(args) -> list[dict]:
     return out
 
 
+CIRCUITS = "circuits"  # a --scorings entry: discover's faithfulness evaluation, not a scoring
+
+
 def scoring_of(name: str) -> tuple[str, int]:
-    """A --scorings entry: "summed", "per-step", or "per-step:K" (the sources in K chunks)."""
+    """A --scorings entry: "summed", "per-step", "per-step:K" (the sources in K chunks), or
+    "circuits" (one faithfulness evaluation of a mask patching half the edges)."""
     scoring, _, chunks = name.partition(":")
     return scoring, int(chunks or 1)
 
 
 def engine(loaded, pairs, steps: int, batch: int, scoring: str):
-    """EAP-IG at exactly `batch` pairs per batch with `scoring` (no memory planning)."""
+    """EAP-IG at exactly `batch` pairs per batch with `scoring` (no memory planning), or the
+    circuits phase of `discover`: one evaluate_circuits call."""
+    import numpy as np
+
+    from headdb.attribution import build_layout, evaluate_circuits
     from headdb.attribution.eap import eap_scores
 
+    if scoring == CIRCUITS:
+        mask = np.arange(build_layout(loaded.shape).n_edges) % 2 == 0
+        return evaluate_circuits(loaded, pairs, [mask], metric="kl", batch_size=batch)
     scoring, chunks = scoring_of(scoring)
     return eap_scores(
         loaded, pairs, method="eap-ig", steps=steps, metric="kl", batch_size=batch, scoring=scoring, chunks=chunks
@@ -212,15 +223,16 @@ def predicted(shape, dtype: str, seq: int, batch: int, scoring: str) -> dict:
     w = DTYPES[dtype].itemsize
     est = {sc: estimate(shape, dtype_bytes=w, seq=seq, scoring=sc) for sc in ("summed", "per-step")}
     sc, chunks = scoring_of(scoring)
-    this = estimate(shape, dtype_bytes=w, seq=seq, scoring=sc, chunks=chunks)
+    this = estimate(shape, dtype_bytes=w, seq=seq, scoring=sc, chunks=chunks, circuits=sc == CIRCUITS)
+    phase = CIRCUITS if sc == CIRCUITS else this.phase  # that phase alone: what the call holds
     plain = plain_pass(shape, dtype_bytes=w, seq=seq)
     ample = choose(est["summed"], est["per-step"], plain, 2**62, batch, batch, device="cpu", where="")
     return {
         "weights_mib": this.weights / 2**20,
-        "working_mib": this.working(batch) / 2**20,
+        "working_mib": (this.fixed + batch * this.phases[phase]) / 2**20,
         "plain_working_mib": plain.working(batch) / 2**20,
         "planned": ample.scoring,
-        "phase": this.phase,
+        "phase": phase,
     }
 
 
@@ -407,7 +419,8 @@ def parser() -> argparse.ArgumentParser:
         "--scorings",
         default="per-step,summed",
         help="the engine's scorings to measure (eap._ig_steps), each in its own process; per-step:K holds the "
-        "sources' differences in K chunks (eap.source_chunks)",
+        "sources' differences in K chunks (eap.source_chunks); circuits: one faithfulness evaluation (discover's "
+        "last phase; its time is not comparable with the m + 2 passes)",
     )
     ap.add_argument(
         "--rounds", type=int, default=1, help="processes per side and point, in alternating order (time: the median)"

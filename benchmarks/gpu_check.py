@@ -8,7 +8,8 @@ on one H200. Prints one table and writes a JSON.
 2. shapes   bench_shapes on CUDA in bfloat16: 0.5b, 1.5b and 8b (Qwen3-8B) at 128, 512 and
             1024 tokens, batch 1, both scorings (per-step, summed): EAP-IG time and peak
             allocation beside m + 2 plain forward+backward passes, and the memory model's
-            prediction beside the peak.
+            prediction beside the peak; and discover's circuits phase (one faithfulness
+            evaluation: its peak against the model's `circuits` phase).
 3. largest  per shape at 512 tokens: the largest batch the memory model allows in the GPU's free
             memory (headdb.attribution.memory, scoring per-step), then one engine call at that
             batch: does it fit, and how close was the prediction.
@@ -227,7 +228,7 @@ def main() -> None:
     # the dry run checks the script, not bf16 speed: float32, as a CPU without bf16 matmuls is 10x slower in bf16
     args.dtype = "float32" if args.dry else "bfloat16"
     args.steps, args.point_timeout, args.group, args.rounds = 5, 300.0, True, 1
-    args.scorings = ["per-step", "summed"]
+    args.scorings = ["per-step", "summed", bench_shapes.CIRCUITS]
     res = run(args)
     print(table(res))
     Path(args.json).write_text(json.dumps(res, indent=1, default=str))
