@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from headdb.errors import UserError
@@ -24,6 +25,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'headdb' has no attribute {name!r}")
 
 
+@functools.cache  # one metadata lookup, as when it was a module constant
 def _version() -> str:
     from importlib import metadata
 

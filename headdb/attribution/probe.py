@@ -170,10 +170,13 @@ class Probe:
         """
         # Token ids as a tensor and no attention mask: batches are right-padded, and under
         # causal attention real tokens never see the pads after them (see batches.py).
-        kwargs = {} if last is None else {"logits_to_keep": keep_positions(last)}
+        if last is None:
+            with self.bridge.hooks(fwd_hooks=hooks):
+                return self.bridge(ids)
+        kept = keep_positions(last)
         with self.bridge.hooks(fwd_hooks=hooks):
-            logits = self.bridge(ids, **kwargs)
-        return logits if last is None else logits_at(logits, last)
+            logits = self.bridge(ids, logits_to_keep=kept)
+        return logits_at(logits, last, kept)
 
     def capture(
         self,
@@ -281,11 +284,10 @@ def keep_positions(last: torch.Tensor) -> torch.Tensor:
     return torch.unique(last).long()
 
 
-def logits_at(logits: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """[B, V] logits at each row's position `last` from a run given `keep_positions(last)`:
+def logits_at(logits: torch.Tensor, last: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """[B, V] logits at each row's position `last` from a run given `kept` = keep_positions(last):
     [B, 1, V] per row, or [B, K, V] for the K distinct positions; a model that ignored it returns
     all positions [B, S, V], indexed by `last` itself."""
-    kept = keep_positions(last)
     rows = torch.arange(logits.shape[0], device=logits.device)
     if logits.shape[1] != kept.shape[-1]:  # ignored: every position
         return logits[rows, last]
