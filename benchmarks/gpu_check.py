@@ -2,6 +2,7 @@
 on one H200. Prints one table and writes a JSON.
 
     .venv/bin/python benchmarks/gpu_check.py [--json gpu_check.json] [--budget-s 420] [--dry]
+        [--parts scores,shapes,largest,generate]
 
 1. scores   EAP-IG edge scores on CUDA (float32) against the same call on CPU, tiny Qwen2 and
             Qwen3 models: largest |difference| over the largest |score|, and Pearson r.
@@ -15,8 +16,8 @@ on one H200. Prints one table and writes a JSON.
             batch: does it fit, and how close was the prediction.
 4. generate greedy generation tokens/s at the 1.5b shape, bf16, 16 prompts x 64 new tokens (every
             stop token suppressed), plain and with 4 heads per layer zero-ablated
-            (headdb.evals.interventions.applied): after one untimed call of the same shape, 3
-            rounds in alternating order; the medians.
+            (headdb.evals.interventions.applied): after one untimed call of the same shape on
+            each side, 3 rounds in alternating order; the medians.
 Work that would start after --budget-s is skipped and marked so. --dry: everything on the CPU
 with a tiny Qwen3 shape (32 and 64 tokens; the "CUDA" side of the score check is a second CPU
 run): checks that the script runs and writes its JSON (a minute or two: each side's process
@@ -39,6 +40,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_shapes  # noqa: E402  (the sibling script, by path)
 from bench_attribution import DTYPES, load_average, machine, make_pairs, write_model  # noqa: E402
+
+
+PARTS = ("scores", "shapes", "largest", "generate")
 
 
 def check_scores(device: str) -> list[dict]:
@@ -106,9 +110,12 @@ def generation_rate(model: Path, dtype: str, device: str, prompts: int, new_toke
     s = Sampling(samples=1, temperature=0, max_new_tokens=new_tokens, batch_size=prompts)
     sides = {"plain": None, "ablated": Intervention("zero", heads)}
     out: dict = {"prompts": prompts, "new_tokens": new_tokens, "ablated_heads": len(heads), "rounds": rounds}
-    # The warm-up is a whole timed call's shape: on the H200 a first 16 x 64 call ran at 69 tok/s
-    # and the next ones at 318-331 (a 2 x 4 warm-up had not covered it).
-    generate(hf, tok, texts, s)
+    # The warm-up is a whole timed call's shape, on each side: on the H200 a first 16 x 64 call ran
+    # at 69 tok/s and the next ones at 318-331 (a 2 x 4 warm-up had not covered it), and a first
+    # ablated call at 402 tok/s against 560-569 after it (benchmarks/RESULTS.md).
+    for name in sides:
+        with applied(hf, sides[name]):
+            generate(hf, tok, texts, s)
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(rounds):
         for name in sorted(sides, reverse=r % 2 == 1):  # alternating order
@@ -139,7 +146,9 @@ def run(args) -> dict:
         "steps": args.steps,
         "skipped": [],
     }
-    res["scores"] = check_scores(args.device)
+    res["parts"] = args.parts
+    if "scores" in args.parts:
+        res["scores"] = check_scores(args.device)
     root = Path(tempfile.mkdtemp(prefix="headdb-gpu-check-"))
     res["shapes"], res["largest"] = [], []
     for name in args.shapes:
@@ -149,12 +158,15 @@ def run(args) -> dict:
         shape = dict(bench_shapes.SHAPES[name])
         model = root / name
         write_model(model, shape, DTYPES[args.dtype], gen_device=args.device)
-        res["shapes"] += bench_shapes.measure(args, name, shape, args.dtype, model)
-        if left() > 30:
+        if "shapes" in args.parts:
+            res["shapes"] += bench_shapes.measure(args, name, shape, args.dtype, model)
+        if "largest" not in args.parts:
+            pass
+        elif left() > 30:
             res["largest"].append(largest_batch(args, name, model, args.dtype, args.largest_seq))
         else:
             res["skipped"].append(f"largest batch {name}: out of time")
-        if name == args.generate_shape and left() > 30:
+        if name == args.generate_shape and "generate" in args.parts and left() > 30:
             res["generation"] = generation_rate(model, args.dtype, args.device, args.prompts, args.new_tokens)
         import shutil
 
@@ -168,7 +180,7 @@ def table(res: dict) -> str:
     lines = [
         f"headdb GPU check on {res['machine']} ({'DRY RUN on CPU' if res['dry'] else res['device']}), {res['date']}"
     ]
-    for r in res["scores"]:
+    for r in res.get("scores", []):
         lines.append(
             f"scores {r['arch']:<5} {r['device']} vs cpu: max |diff| / max |score| {r['max_rel_diff']:.2e}, "
             f"pearson {r['pearson']:.8f}  {'ok' if r['ok'] else 'MISMATCH'}"
@@ -211,7 +223,13 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=420.0, help="start no new work after this (default %(default)s)")
     ap.add_argument("--dry", action="store_true", help="CPU, tiny shapes: checks the script itself")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--parts", default=",".join(PARTS), help="comma-separated, of %(default)s (a rerun of some of them)"
+    )
     args = ap.parse_args()
+    args.parts = [p for p in args.parts.split(",") if p]
+    if unknown := sorted(set(args.parts) - set(PARTS)):
+        ap.error(f"unknown --parts {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.dry:

@@ -162,6 +162,39 @@ def test_sources_in_chunks_give_the_same_scores(gqa_pairs, scoring, rank, bootst
         np.testing.assert_allclose(split.replicates, one.replicates, rtol=1e-4, atol=1e-6 * scale)
 
 
+@pytest.mark.parametrize("chunks,align,rank,bootstrap", [(1, 8, "abs-mean", 0), (3, 2, "mean-abs", 20)])
+def test_aligned_product_columns_give_the_same_scores(gqa_pairs, monkeypatch, chunks, align, rank, bootstrap):
+    """On CUDA each layer's scoring product reads its sources rounded up to GEMM_ALIGN rows (the
+    extra columns are later sources, dropped): forced here on the CPU (2 for this tiny model's
+    chunks of 5-6 sources), the scores, per example and in chunks, are those of exact columns."""
+    import functools
+
+    from headdb.attribution import eap
+
+    loaded, pairs = gqa_pairs
+    n_src = Probe(loaded).layout.n_nodes - 1
+    kw = dict(method="eap-ig", metric="kl", steps=3, batch_size=3, rank=rank, bootstrap=bootstrap, seed=1)
+    exact = eap_scores(loaded, pairs, scoring="per-step", chunks=chunks, **kw)
+    read = []
+    unaligned = eap.gemm_columns
+
+    def aligned(delta, k, align_asked=None):
+        got = unaligned(delta, k, align=align)
+        read.append((k, got, delta.shape[0]))
+        return got
+
+    monkeypatch.setattr(eap, "gemm_columns", aligned)
+    padded = eap_scores(loaded, pairs, scoring="per-step", chunks=chunks, **kw)
+    assert any(got > k for k, got, _ in read), "no layer read extra columns"
+    assert all(got % align == 0 or got == k for k, got, _ in read) and all(got <= n for _, got, n in read)
+    assert functools.reduce(max, (n for _, _, n in read)) <= n_src
+    scale = float(np.abs(exact.edge_scores).max())
+    np.testing.assert_allclose(padded.edge_scores, exact.edge_scores, rtol=1e-5, atol=1e-6 * scale)
+    if rank == "mean-abs":
+        np.testing.assert_allclose(padded.mean_abs, exact.mean_abs, rtol=1e-5, atol=1e-6 * scale)
+        np.testing.assert_allclose(padded.replicates, exact.replicates, rtol=1e-4, atol=1e-6 * scale)
+
+
 def test_a_budget_below_one_pair_splits_the_sources(gqa_pairs, monkeypatch, capsys):
     """--max-memory under one pair per step: the plan holds the sources' differences in the
     fewest chunks that fit (same scores), and refuses only what would not fit one source at a time."""

@@ -222,18 +222,38 @@ def add_layer_scores(
         return
     attn, mlp = slice(g.attn_offset[L], g.attn_offset[L] + P * n), slice(g.mlp_offset[L], g.mlp_offset[L] + nm)
     k, ka = top_m - first, max(0, top_a - first)
+    kg = gemm_columns(delta, k)
     rows = rows.to(delta.dtype)
     # Attention edges are laid out port-major: (port p, source u) at offset + p * n + u.
     if out.dim() == 1:
-        blk = rows.reshape(P + 1, -1) @ delta.reshape(delta.shape[0], -1)[:k].T  # [P + 1, k]
+        blk = rows.reshape(P + 1, -1) @ delta.reshape(delta.shape[0], -1)[:kg].T  # [P + 1, kg]
         out[attn].view(P, n)[:, first : first + ka] += blk[:P, :ka]
-        out[mlp][first:top_m] += blk[P]
+        out[mlp][first:top_m] += blk[P, :k]
         return
     B = delta.shape[1]
     d3 = delta.reshape(delta.shape[0], B, -1)  # [N, B, S*D], a view
-    blk = torch.bmm(rows.view(P + 1, B, -1).transpose(0, 1), d3[:k].permute(1, 2, 0))  # [B, P + 1, k]
+    blk = torch.bmm(rows.view(P + 1, B, -1).transpose(0, 1), d3[:kg].permute(1, 2, 0))  # [B, P + 1, kg]
     out[:, attn].view(B, P, n)[:, :, first : first + ka] += blk[:, :P, :ka]
-    out[:, mlp][:, first:top_m] += blk[:, P]
+    out[:, mlp][:, first:top_m] += blk[:, P, :k]
+
+
+GEMM_ALIGN = 8  # output columns: 16 bytes of bf16
+
+
+def gemm_columns(delta: torch.Tensor, k: int, align: int | None = None) -> int:
+    """How many of delta's rows a layer's scoring product reads to score its first k: k rounded
+    up to a multiple of `align` where delta holds that many (the extra columns, later sources,
+    are computed and dropped); `align` is GEMM_ALIGN on CUDA, 1 (k itself, and a CPU's bits)
+    elsewhere.
+
+    On one H200, at Qwen3-8B's shape and 1024 tokens, [49, K] @ [K, k] in bf16 (K = S * D) ran at
+    121 TFLOP/s for k = 594 and at 32-34 for k = 297 and 1189: an odd k leaves the output rows
+    unaligned, and cuBLAS then takes slower kernels (benchmarks/bench_scoring_gemm.py;
+    benchmarks/RESULTS.md, "One command for a GPU"). A multiple of 8 aligns them to 16 bytes."""
+    if align is None:
+        align = GEMM_ALIGN if delta.is_cuda else 1
+    up = -(-k // align) * align
+    return up if up <= delta.shape[0] else k
 
 
 def add_logits_scores(layout: GraphLayout, delta: torch.Tensor, grad: torch.Tensor, out: torch.Tensor, first: int = 0):
