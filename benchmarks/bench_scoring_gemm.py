@@ -11,9 +11,10 @@ P, D and S and for k at a quarter, half and all of its sources, in the model dty
     mm        rows @ delta.T                      (the engine's form before it, and on a CPU)
     mm-t      (delta @ rows.T).T                  (the roles swapped)
     split-S   torch.bmm over position blocks, fp32 partial sums (split-K by hand)
-with CUDA events around `--reps` calls after one warm call, and the fraction of the device's
-dense bf16 peak each reaches is left to the reader (FLOPs 2 (P+1) k S D printed). Writes JSON
-with --json.
+timed with CUDA events around `--reps` calls after one warm call (wall time on a CPU). Each
+row prints the seconds per call, the TFLOP/s (2 (P+1) k S D FLOPs) and, on a GPU, the largest
+error against a float32 product relative to its largest value. Writes JSON with --json.
+Results: benchmarks/RESULTS.md, "One command for a GPU".
 """
 
 from __future__ import annotations
