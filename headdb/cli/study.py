@@ -90,6 +90,7 @@ def demo(
     and write them all into one HTML file."""
     from headdb.demo.run import check_warehouse, run_demo
     from headdb.demo.study import FULL, QUICK
+    from headdb.demo.summary import MARGINS
 
     settings = QUICK if quick else FULL
     root = out or Path("headdb-demo-quick" if quick else "headdb-demo")
@@ -114,6 +115,7 @@ def demo(
     out_console.rule("[bold]what the demo found[/bold] (every number measured above)")
     for line in done.summary:
         out_console.print(f"- {line}", highlight=False, markup=False)
+    out_console.print(MARGINS, highlight=False, markup=False)
     err.print(
         f"demo: models {t['models']:.0f} s, ingest {t['ingest']:.0f} s, reports {t['reports']:.0f} s, "
         f"total {t['total']:.0f} s; {len(outcome.done)} run(s) added, {len(outcome.skipped)} already there, "

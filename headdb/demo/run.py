@@ -67,7 +67,7 @@ def run_demo(
     import torch
 
     from headdb.demo.quiet import IngestBars, progress_columns, quiet_libraries
-    from headdb.demo.summary import summarize
+    from headdb.demo.summary import MARGINS, summarize
     from headdb.jobs.study import run_study
     from headdb.settings import Execution
 
@@ -119,7 +119,7 @@ def run_demo(
                 root / HTML,
                 title=title,
                 subtitle=f"seed {seed}; warehouse {db.location}",
-                summary=result.summary,
+                summary=[*result.summary, MARGINS],
                 extra_dirs=db.query_dirs,
             )
         result.seconds["reports"] = time.monotonic() - t0

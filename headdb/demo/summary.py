@@ -14,6 +14,15 @@ from headdb.reports.ablation import control_contrasts
 # Below this, a change of a mean over windows of sampled rewards is read as no change.
 FLAT = 0.05
 
+# Said after every summary, so that one run's findings are not read as the miniature's: what
+# benchmarks/bench_demo.py measured over seeds and kernel paths (docs/demo.md, "Margins").
+MARGINS = (
+    "These are this run's findings. Over seeds 0-2 and three floating-point kernel paths, on two "
+    'CPUs (benchmarks/RESULTS.md, "Demo"), SFT gained heads on subtraction in every run, but '
+    "GRPO's circuit changes and the emergent heads' ablation contrast held in some runs only: "
+    "another seed or another CPU can reverse them."
+)
+
 
 def _fmt(values) -> str:
     return " ".join("–" if v is None else f"{v:.2f}" for v in values)
