@@ -132,9 +132,9 @@ def point(args) -> list[dict]:
         pairs = make_pairs(batch, seq, vocab, seed=0)
         try:
             if device.startswith("cuda"):
-                # One untimed call at this very shape first: on the H200 a process's first call at
-                # a shape paid one-time costs (allocator segments, GEMM heuristics) that made
-                # 0.5B's ratio 1.8x where warm calls give 1.1x (benchmarks/RESULTS.md).
+                # One untimed call at this very shape first: a process's first call at a shape
+                # pays one-time costs (allocator segments, GEMM heuristics) that its side's later
+                # calls, the work a study repeats, do not.
                 warm_up(args, loaded if args.point == "engine" else model, pairs, batch, device)
             if args.point == "engine":
                 dt, pk = timed(lambda: engine(loaded, pairs, args.steps, batch, args.scoring), device)

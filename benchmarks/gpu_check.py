@@ -160,12 +160,11 @@ def run(args) -> dict:
         write_model(model, shape, DTYPES[args.dtype], gen_device=args.device)
         if "shapes" in args.parts:
             res["shapes"] += bench_shapes.measure(args, name, shape, args.dtype, model)
-        if "largest" not in args.parts:
-            pass
-        elif left() > 30:
-            res["largest"].append(largest_batch(args, name, model, args.dtype, args.largest_seq))
-        else:
-            res["skipped"].append(f"largest batch {name}: out of time")
+        if "largest" in args.parts:
+            if left() > 30:
+                res["largest"].append(largest_batch(args, name, model, args.dtype, args.largest_seq))
+            else:
+                res["skipped"].append(f"largest batch {name}: out of time")
         if name == args.generate_shape and "generate" in args.parts and left() > 30:
             res["generation"] = generation_rate(model, args.dtype, args.device, args.prompts, args.new_tokens)
         import shutil

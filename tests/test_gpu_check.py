@@ -45,3 +45,22 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     assert gen["plain_tokens_per_s"] > 0 and gen["ablated_tokens_per_s"] > 0 and gen["ablated_heads"] > 0
     # timed after a warm-up of the same shape, in alternating rounds; the ratio is their median
     assert len(gen["plain_tokens_per_s_all"]) == len(gen["ablated_tokens_per_s_all"]) == gen["rounds"] == 3
+
+
+def test_gpu_check_runs_only_the_parts_asked_and_refuses_an_unknown_one(tmp_path):
+    out = tmp_path / "check.json"
+    env = {**os.environ, "HEADDB_PYTHON": sys.executable, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    script = str(ROOT / "benchmarks" / "gpu_check.sh")
+    bad = subprocess.run([script, "--dry", "--parts", "scores,shape"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "unknown --parts shape; choose from scores, shapes" in bad.stderr, bad.stderr
+    proc = subprocess.run(
+        [script, "--dry", "--json", str(out), "--threads", "1", "--parts", "generate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["parts"] == ["generate"] and "scores" not in res and res["shapes"] == res["largest"] == []
+    assert res["generation"]["plain_tokens_per_s"] > 0
