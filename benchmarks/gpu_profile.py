@@ -12,81 +12,87 @@ the CPU (a check of the script).
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, "benchmarks")
-import bench_shapes  # noqa: E402
-from bench_attribution import DTYPES, load_plain, make_pairs, write_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_shapes  # noqa: E402  (the sibling scripts, by path)
+from bench_attribution import DTYPES, load_plain, make_pairs, sync, write_model  # noqa: E402
 
-from headdb.checkpoints.loading import load_model  # noqa: E402
+STEPS = 5
+SCORINGS = ("per-step", "summed", bench_shapes.CIRCUITS)
 
-out = Path(os.environ.get("OUT", "/tmp/prof"))
-out.mkdir(parents=True, exist_ok=True)
-dev = os.environ.get("DEV", "cuda")
-sync = (lambda: torch.cuda.synchronize()) if dev == "cuda" else (lambda: None)
-res = {}
-ACT = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev == "cuda" else [])
-for name, seq in [(a.split(":")[0], int(a.split(":")[1])) for a in sys.argv[1:]]:
-    shape = dict(bench_shapes.SHAPES[name])
-    model = Path(f"/tmp/prof-{name}")
-    t0 = time.perf_counter()
-    write_model(model, shape, DTYPES["bfloat16"], gen_device=dev)
-    print(name, "written", time.perf_counter() - t0, flush=True)
-    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
-    pairs = make_pairs(1, seq, vocab, seed=0)
-    warm = make_pairs(1, 16, vocab, seed=1)
-    loaded = load_model(str(model), dtype="bfloat16", device=dev)
-    for sc in ["per-step", "summed", "circuits"]:
-        bench_shapes.engine(loaded, warm, 1, 1, sc)
-        bench_shapes.engine(loaded, pairs, 5, 1, sc)  # warm at the shape
-        sync()
-        ts = []
-        for _ in range(3):
-            t = time.perf_counter()
-            bench_shapes.engine(loaded, pairs, 5, 1, sc)
-            sync()
-            ts.append(time.perf_counter() - t)
-        with torch.profiler.profile(activities=ACT) as p:
-            bench_shapes.engine(loaded, pairs, 5, 1, sc)
-            sync()
-        ka = p.key_averages()
-        dev_total = sum(e.self_device_time_total for e in ka) / 1e6
-        n_kernels = sum(e.count for e in ka if e.self_device_time_total > 0)
-        tab = ka.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=60)
-        tabc = ka.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60)
-        (out / f"{name}-{seq}-{sc}.txt").write_text(tab + "\n\n" + tabc)
-        res[f"{name}-{seq}-{sc}"] = dict(wall=ts, device_s=dev_total, kernels=n_kernels)
-        print(name, seq, sc, res[f"{name}-{seq}-{sc}"], flush=True)
-    del loaded
-    dev == "cuda" and torch.cuda.empty_cache()
-    plain = load_plain(model, DTYPES["bfloat16"], dev)
-    base = bench_shapes.LastTokenBaseline(plain, pairs, dev)
-    base(7)
-    sync()
-    ts = []
+
+def profiled(fn, key: str, out: Path, device: str) -> dict:
+    """fn() once to warm up, 3 timed calls, then one under torch.profiler: its kernels by device
+    time and its ops by CPU time go to out/<key>.txt; wall seconds, summed device seconds and
+    the kernel count are returned."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    fn()
+    sync(device)
+    wall = []
     for _ in range(3):
-        t = time.perf_counter()
-        base(7)
-        sync()
-        ts.append(time.perf_counter() - t)
-    with torch.profiler.profile(activities=ACT) as p:
-        base(7)
-        sync()
-    ka = p.key_averages()
-    dev_total = sum(e.self_device_time_total for e in ka) / 1e6
-    n_kernels = sum(e.count for e in ka if e.self_device_time_total > 0)
-    (out / f"{name}-{seq}-baseline.txt").write_text(
-        ka.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=60)
-    )
-    res[f"{name}-{seq}-baseline"] = dict(wall=ts, device_s=dev_total, kernels=n_kernels)
-    print(name, seq, "baseline", res[f"{name}-{seq}-baseline"], flush=True)
-    del plain, base
-    dev == "cuda" and torch.cuda.empty_cache()
-    import shutil
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        wall.append(time.perf_counter() - t0)
+    with torch.profiler.profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    ka = prof.key_averages()
+    by_device = ka.table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=60)
+    by_cpu = ka.table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60)
+    (out / f"{key}.txt").write_text(by_device + "\n\n" + by_cpu)
+    got = {
+        "wall": wall,
+        "device_s": sum(e.self_device_time_total for e in ka) / 1e6,
+        "kernels": sum(e.count for e in ka if e.self_device_time_total > 0),
+    }
+    print(key, got, flush=True)
+    return got
 
+
+def profile_shape(name: str, seq: int, out: Path, device: str) -> dict:
+    """Every scoring of the engine, then the baseline, at one shape and length (batch 1)."""
+    from headdb.checkpoints.loading import load_model
+
+    model = Path(f"/tmp/prof-{name}")
+    write_model(model, dict(bench_shapes.SHAPES[name]), DTYPES["bfloat16"], gen_device=device)
+    vocab = json.loads((model / "config.json").read_text())["vocab_size"]
+    pairs, warm = make_pairs(1, seq, vocab, seed=0), make_pairs(1, bench_shapes.WARMUP_SEQ, vocab, seed=1)
+    res = {}
+    loaded = load_model(str(model), dtype="bfloat16", device=device)
+    for scoring in SCORINGS:
+        bench_shapes.engine(loaded, warm, 1, 1, scoring)
+        res[f"{name}-{seq}-{scoring}"] = profiled(
+            lambda: bench_shapes.engine(loaded, pairs, STEPS, 1, scoring), f"{name}-{seq}-{scoring}", out, device
+        )
+    loaded = None  # the weights go before the baseline loads its own copy
+    plain = bench_shapes.LastTokenBaseline(load_plain(model, DTYPES["bfloat16"], device), pairs, device)
+    res[f"{name}-{seq}-baseline"] = profiled(lambda: plain(STEPS + 2), f"{name}-{seq}-baseline", out, device)
+    plain = None
+    if device == "cuda":
+        torch.cuda.empty_cache()
     shutil.rmtree(model, ignore_errors=True)
-    (out / "prof.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def main() -> None:
+    out = Path(os.environ.get("OUT", "/tmp/prof"))
+    out.mkdir(parents=True, exist_ok=True)
+    device = os.environ.get("DEV", "cuda")
+    res: dict = {}
+    for arg in sys.argv[1:]:
+        name, seq = arg.split(":")
+        res.update(profile_shape(name, int(seq), out, device))
+        (out / "prof.json").write_text(json.dumps(res, indent=1))  # as it goes
+
+
+if __name__ == "__main__":
+    main()

@@ -327,11 +327,11 @@ def choose(
         return Plan(wanted, "summed")
     if per_step.on(device).largest_batch(budget) >= 1 or chunked is None:
         return Plan(fit_batch(per_step.on(device), budget, wanted, where=where), "per-step")
-    for k in range(2, most_chunks + 1):
+    for k in range(2, most_chunks + 1):  # the last one says what a pair needs when even it does not fit
         est = chunked(k).on(device)
-        if est.largest_batch(budget) >= 1:
+        if est.largest_batch(budget) >= 1 or k == most_chunks:
             return Plan(fit_batch(est, budget, wanted, where=where), "per-step", k, f"{where} ({size(budget)})")
-    return Plan(fit_batch(chunked(most_chunks).on(device), budget, wanted, where=where), "per-step", most_chunks)
+    return Plan(fit_batch(per_step.on(device), budget, wanted, where=where), "per-step")  # one source: no chunks
 
 
 def plan_for(loaded, pairs, settings, *, circuits: bool = False) -> Plan:

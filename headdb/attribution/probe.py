@@ -170,13 +170,10 @@ class Probe:
         """
         # Token ids as a tensor and no attention mask: batches are right-padded, and under
         # causal attention real tokens never see the pads after them (see batches.py).
-        if last is None:
-            with self.bridge.hooks(fwd_hooks=hooks):
-                return self.bridge(ids)
-        kept = keep_positions(last)
+        kept = None if last is None else keep_positions(last)
         with self.bridge.hooks(fwd_hooks=hooks):
-            logits = self.bridge(ids, logits_to_keep=kept)
-        return logits_at(logits, last, kept)
+            logits = self.bridge(ids) if kept is None else self.bridge(ids, logits_to_keep=kept)
+        return logits if kept is None else logits_at(logits, last, kept)
 
     def capture(
         self,
@@ -267,9 +264,10 @@ class Probe:
 # is wasted work. HF causal LMs take `logits_to_keep` and the bridge passes it through; a 2-D
 # integer tensor [B, 1] keeps each row's OWN position (take_along_dim) in a transformers that
 # has it, which is what ragged, right-padded batches need (an older one keeps the batch's
-# distinct last positions in every row: `keep_positions`). Nothing upstream changes: the final norm is per position and its
-# input (the `logits` port) is hooked before the slice, so node outputs and port gradients are
-# those of the full run (the gradient at unread positions was zero before too).
+# distinct last positions in every row: `keep_positions`). Nothing upstream changes: the final
+# norm is per position and its input (the `logits` port) is hooked before the slice, so node
+# outputs and port gradients are those of the full run (the gradient at unread positions was
+# zero before too).
 
 
 def keep_positions(last: torch.Tensor) -> torch.Tensor:
