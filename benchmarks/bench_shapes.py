@@ -167,16 +167,36 @@ def warm_up(args, model, pairs, batch: int, device: str) -> None:
 CIRCUITS = "circuits"  # a --scorings entry: discover's faithfulness evaluation, not a scoring
 
 
-def scoring_of(name: str) -> tuple[str, int]:
-    """A --scorings entry: "summed", "per-step", "per-step:K" (the sources in K chunks), or
-    "circuits" (one faithfulness evaluation of a mask patching half the edges)."""
-    scoring, _, chunks = name.partition(":")
-    return scoring, int(chunks or 1)
+PLANNED = "planned"  # a --scorings entry: what memory.choose takes at the point with memory to spare
+
+
+def scoring_of(name: str) -> tuple[str, int, int]:
+    """A --scorings entry as (scoring, chunks, factored layers): "summed", "per-step",
+    "per-step:K" (the sources in K chunks), "factored:F" (per step, the last F layers' heads
+    factored: factored.FactoredHeads), or "circuits" (one faithfulness evaluation of a mask
+    patching half the edges). "planned" is resolved per point (`planned`)."""
+    scoring, _, n = name.partition(":")
+    if scoring == "factored":
+        return "per-step", 1, int(n)
+    return scoring, int(n or 1), 0
+
+
+def planned(shape, dtype_bytes: int, seq: int, batch: int) -> str:
+    """The --scorings entry the plan takes at this point with memory to spare (memory.plan_of)."""
+    from headdb.attribution.memory import estimate, plain_pass, plan_of
+
+    def run(scoring: str, chunks: int = 1, factored: int = 0):
+        return estimate(shape, dtype_bytes=dtype_bytes, seq=seq, scoring=scoring, chunks=chunks, factored=factored)
+
+    plan = plan_of(
+        shape, run, plain_pass(shape, dtype_bytes=dtype_bytes, seq=seq), 2**62, batch, batch, device="cuda", where=""
+    )
+    return f"factored:{plan.factored}" if plan.factored else plan.scoring
 
 
 def engine(loaded, pairs, steps: int, batch: int, scoring: str):
-    """EAP-IG at exactly `batch` pairs per batch with `scoring` (no memory planning), or the
-    circuits phase of `discover`: one evaluate_circuits call."""
+    """EAP-IG at exactly `batch` pairs per batch with `scoring` (no memory planning but
+    "planned"'s), or the circuits phase of `discover`: one evaluate_circuits call."""
     import numpy as np
 
     from headdb.attribution import build_layout, evaluate_circuits
@@ -185,9 +205,20 @@ def engine(loaded, pairs, steps: int, batch: int, scoring: str):
     if scoring == CIRCUITS:
         mask = np.arange(build_layout(loaded.shape).n_edges) % 2 == 0
         return evaluate_circuits(loaded, pairs, [mask], metric="kl", batch_size=batch)
-    scoring, chunks = scoring_of(scoring)
+    if scoring == PLANNED:
+        seq = max(len(ids) for ids in pairs.clean)
+        scoring = planned(loaded.shape, loaded.dtype.itemsize, seq, batch)
+    scoring, chunks, factored = scoring_of(scoring)
     return eap_scores(
-        loaded, pairs, method="eap-ig", steps=steps, metric="kl", batch_size=batch, scoring=scoring, chunks=chunks
+        loaded,
+        pairs,
+        method="eap-ig",
+        steps=steps,
+        metric="kl",
+        batch_size=batch,
+        scoring=scoring,
+        chunks=chunks,
+        factored=factored,
     )
 
 
@@ -232,22 +263,23 @@ def model_shape(model: Path):
 
 
 def predicted(shape, dtype: str, seq: int, batch: int, scoring: str) -> dict:
-    """The memory model's figures for one point: the engine's, one plain pass's, and the scoring
-    the plan takes with memory to spare (memory.choose)."""
-    from headdb.attribution.memory import choose, estimate, plain_pass
+    """The memory model's figures for one point: the engine's, one plain pass's, and the entry
+    the plan takes with memory to spare (`planned`)."""
+    from headdb.attribution.memory import estimate, plain_pass
 
     w = DTYPES[dtype].itemsize
-    est = {sc: estimate(shape, dtype_bytes=w, seq=seq, scoring=sc) for sc in ("summed", "per-step")}
-    sc, chunks = scoring_of(scoring)
-    this = estimate(shape, dtype_bytes=w, seq=seq, scoring=sc, chunks=chunks, circuits=sc == CIRCUITS)
+    plan = planned(shape, w, seq, batch)
+    sc, chunks, factored = scoring_of(plan if scoring == PLANNED else scoring)
+    this = estimate(
+        shape, dtype_bytes=w, seq=seq, scoring=sc, chunks=chunks, factored=factored, circuits=sc == CIRCUITS
+    )
     phase = CIRCUITS if sc == CIRCUITS else this.phase  # that phase alone: what the call holds
     plain = plain_pass(shape, dtype_bytes=w, seq=seq)
-    ample = choose(est["summed"], est["per-step"], plain, 2**62, batch, batch, device="cpu", where="")
     return {
         "weights_mib": this.weights / 2**20,
         "working_mib": (this.fixed + batch * this.phases[phase]) / 2**20,
         "plain_working_mib": plain.working(batch) / 2**20,
-        "planned": ample.scoring,
+        "planned": plan,
         "phase": phase,
     }
 
@@ -325,10 +357,16 @@ def finish(row: dict, device: str) -> None:
         row["plain_error_working"] = m["plain_working_mib"] / b["mem"][rise] - 1
 
 
+def scoring_label(row: dict) -> str:
+    """The row's --scorings entry; "planned" with what it resolved to."""
+    sc = row.get("scoring", "per-step")
+    return f"{sc}={row['model']['planned']}" if sc == PLANNED and "planned" in row.get("model", {}) else sc
+
+
 def format_row(row: dict) -> str:
     head = (
         f"{row['shape']:>5} L{row['layers']:<2} {row['dtype']:>8} S={row['seq']:<5} B={row['batch']:<3}"
-        f" {row.get('scoring', 'per-step'):>8}"
+        f" {scoring_label(row):>8}"
     )
     if "time_ratio" not in row:
         why = row["engine"].get("error") or row["baseline"].get("error")
@@ -435,8 +473,10 @@ def parser() -> argparse.ArgumentParser:
         "--scorings",
         default="per-step,summed",
         help="the engine's scorings to measure (eap._ig_steps), each in its own process; per-step:K holds the "
-        "sources' differences in K chunks (eap.source_chunks); circuits: one faithfulness evaluation (discover's "
-        "last phase; its time is not comparable with the m + 2 passes)",
+        "sources' differences in K chunks (eap.source_chunks); factored:F the last F layers' heads factored "
+        "(factored.FactoredHeads); planned: what the memory plan takes at each point with memory to spare; "
+        "circuits: one faithfulness evaluation (discover's last phase; its time is not comparable with the "
+        "m + 2 passes)",
     )
     ap.add_argument(
         "--rounds", type=int, default=1, help="processes per side and point, in alternating order (time: the median)"

@@ -7,13 +7,16 @@ on one H200. Prints one table and writes a JSON.
 1. scores   EAP-IG edge scores on CUDA (float32) against the same call on CPU, tiny Qwen2 and
             Qwen3 models: largest |difference| over the largest |score|, and Pearson r.
 2. shapes   bench_shapes on CUDA in bfloat16: 0.5b, 1.5b and 8b (Qwen3-8B) at 128, 512 and
-            1024 tokens, batch 1, both scorings (per-step, summed): EAP-IG time and peak
-            allocation beside m + 2 plain forward+backward passes, and the memory model's
-            prediction beside the peak; and discover's circuits phase (one faithfulness
-            evaluation: its peak against the model's `circuits` phase).
-3. largest  per shape at 512 tokens: the largest batch the memory model allows in the GPU's free
-            memory (headdb.attribution.memory, scoring per-step), then one engine call at that
-            batch: does it fit, and how close was the prediction.
+            1024 tokens, batch 1, both scorings (per-step, summed) and the plan's choice at the
+            point ("planned": e.g. per step with the last layers' heads factored where that
+            is what keeps the peak within 1.3x): EAP-IG time and peak allocation beside m + 2
+            plain forward+backward passes, and the memory model's prediction beside the peak;
+            and discover's circuits phase (one faithfulness evaluation: its peak against the
+            model's `circuits` phase).
+3. largest  per shape at 512 tokens: the largest batch the plan takes in the GPU's free memory
+            (headdb.attribution.memory.plan_of: per step, the last layers' heads factored where
+            it asks), then one engine call of that plan at that batch: does it fit, and how
+            close was the prediction.
 4. generate greedy generation tokens/s at the 1.5b shape, bf16, 16 prompts x 64 new tokens (every
             stop token suppressed), plain and with 4 heads per layer zero-ablated
             (headdb.evals.interventions.applied): after one untimed call of the same shape on
@@ -72,17 +75,30 @@ def check_scores(device: str) -> list[dict]:
 
 
 def largest_batch(args, name: str, model: Path, dtype: str, seq: int) -> dict:
-    from headdb.attribution.memory import HEADROOM, available, estimate
+    """The largest batch the plan takes in the free memory (memory.plan_of, as a run plans it:
+    per step, with the last layers' heads factored where its peak target or the budget asks),
+    then one engine call of that plan at that batch."""
+    from headdb.attribution.memory import HEADROOM, available, estimate, plain_pass, plan_of
 
     shape = bench_shapes.model_shape(model)
-    est = estimate(shape, dtype_bytes=DTYPES[dtype].itemsize, seq=seq, scoring="per-step")
+    w = DTYPES[dtype].itemsize
+
+    def run(scoring: str, chunks: int = 1, factored: int = 0):
+        return estimate(shape, dtype_bytes=w, seq=seq, scoring=scoring, chunks=chunks, factored=factored)
+
     free = available(args.device)
-    batch = est.largest_batch(int(free * HEADROOM))
-    row: dict = {"shape": name, "seq": seq, "free_mib": free / 2**20, "predicted_batch": batch}
+    budget = int(free * HEADROOM)
+    most = 1 << 20
+    plan = plan_of(
+        shape, run, plain_pass(shape, dtype_bytes=w, seq=seq), budget, most, most, device=args.device, where=""
+    )
+    batch, scoring = plan.batch_size, f"factored:{plan.factored}" if plan.factored else "per-step"
+    est = run("per-step", factored=plan.factored)
+    row: dict = {"shape": name, "seq": seq, "free_mib": free / 2**20, "predicted_batch": batch, "plan": scoring}
     batch = min(batch, args.verify_cap)  # the dry run's tiny model "fits" thousands of rows
     row["run_batch"] = batch
     if batch >= 1:
-        got = bench_shapes.run_point(args, "engine", model, dtype, [(seq, batch)], "per-step")[0]
+        got = bench_shapes.run_point(args, "engine", model, dtype, [(seq, batch)], scoring)[0]
         row["engine"] = got
         row["fits"] = got.get("fits")
         if got.get("fits"):
@@ -185,24 +201,26 @@ def table(res: dict) -> str:
             f"pearson {r['pearson']:.8f}  {'ok' if r['ok'] else 'MISMATCH'}"
         )
     lines.append(
-        "shape  dtype     seq  batch  scoring   engine s  base s  time x  peak MiB  base MiB  peak x  model err"
+        "shape  dtype     seq  batch  scoring              engine s  base s  time x  peak MiB  base MiB  peak x  model err"
     )
     for r in res["shapes"]:
         if "time_ratio" not in r:
             lines.append(
-                f"{r['shape']:<6} {r['dtype']:<9} {r['seq']:<4} {r['batch']:<5}  {r['scoring']:<8}  "
+                f"{r['shape']:<6} {r['dtype']:<9} {r['seq']:<4} {r['batch']:<5}  {bench_shapes.scoring_label(r):<19}  "
                 f"not measured: {r['engine'].get('error')}"
             )
             continue
         lines.append(
-            f"{r['shape']:<6} {r['dtype']:<9} {r['seq']:<4} {r['batch']:<5}  {r['scoring']:<8}  {r['engine']['seconds']:8.3f}  "
+            f"{r['shape']:<6} {r['dtype']:<9} {r['seq']:<4} {r['batch']:<5}  {bench_shapes.scoring_label(r):<19}  "
+            f"{r['engine']['seconds']:8.3f}  "
             f"{r['baseline']['seconds']:6.3f}  {r['time_ratio']:6.2f}  {r['engine_peak_mib']:8.0f}  "
             f"{r['baseline_peak_mib']:8.0f}  {r['peak_ratio']:6.2f}  {r['model_error_total']:+.1%}"
         )
     for r in res["largest"]:
         extra = f", peak {r['peak_mib']:.0f} MiB (model {r['predicted_peak_mib']:.0f})" if "peak_mib" in r else ""
         lines.append(
-            f"largest batch {r['shape']} at {r['seq']} tokens: model says {r['predicted_batch']} in "
+            f"largest batch {r['shape']} at {r['seq']} tokens: the plan takes {r['predicted_batch']} "
+            f"({r.get('plan', 'per-step')}) in "
             f"{r['free_mib']:.0f} MiB free; ran {r['run_batch']}: fits {r.get('fits')}{extra}"
         )
     g = res.get("generation")
@@ -245,7 +263,7 @@ def main() -> None:
     # the dry run checks the script, not bf16 speed: float32, as a CPU without bf16 matmuls is 10x slower in bf16
     args.dtype = "float32" if args.dry else "bfloat16"
     args.steps, args.point_timeout, args.group, args.rounds = 5, 300.0, True, 1
-    args.scorings = ["per-step", "summed", bench_shapes.CIRCUITS]
+    args.scorings = ["per-step", "summed", bench_shapes.PLANNED, bench_shapes.CIRCUITS]
     res = run(args)
     print(table(res))
     Path(args.json).write_text(json.dumps(res, indent=1, default=str))

@@ -20,6 +20,7 @@ from headdb.attribution.memory import (
     Plan,
     choose,
     estimate,
+    factor_limit,
     layer_saved_bytes,
     plain_pass,
 )
@@ -196,8 +197,9 @@ def test_aligned_product_columns_give_the_same_scores(gqa_pairs, monkeypatch, ch
 
 
 def test_a_budget_below_one_pair_splits_the_sources(gqa_pairs, monkeypatch, capsys):
-    """--max-memory under one pair per step: the plan holds the sources' differences in the
-    fewest chunks that fit (same scores), and refuses only what would not fit one source at a time."""
+    """--max-memory under one pair per step, even with every layer's heads factored: the plan
+    holds the sources' differences in the fewest chunks that fit (same scores), and refuses only
+    what would not fit one source at a time."""
     import headdb.attribution as attribution
     from headdb.attribution.memory import for_settings, source_count
     from headdb.settings import AttributionSettings
@@ -212,6 +214,9 @@ def test_a_budget_below_one_pair_splits_the_sources(gqa_pairs, monkeypatch, caps
 
     most = source_count(loaded.shape)
     assert need(1) > need(2) > need(3) > need(most)
+    # not even every head factored fits that budget: chunks are the plan's last resort
+    factored = for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, factored=3).on("cpu").working(1)
+    assert factored > need(3)
     used = []
     real = attribution.eap_scores
     monkeypatch.setattr(
@@ -335,3 +340,154 @@ def test_summed_scoring_costs_exactly_the_sums():
     per_step = estimate(shape, dtype_bytes=4, seq=256, scoring="per-step")
     summed = estimate(shape, dtype_bytes=4, seq=256, scoring="summed")
     assert summed.per_row - per_step.per_row == 4 * (28 * (12 + 2 * 2 + 1) + 1) * 1536 * 256
+
+
+@pytest.mark.parametrize("name", ["qwen2-gqa", "qwen3-wide-heads"])
+@pytest.mark.parametrize("scoring,rank,bootstrap", [("per-step", "abs-mean", 0), ("summed", "mean-abs", 20)])
+def test_factored_head_differences_give_the_same_scores(
+    tiny_checkpoint, load_tiny, ragged_task_file, name, scoring, rank, bootstrap, monkeypatch
+):
+    """The last F layers' head differences held as differences of their attention outputs before
+    o_proj and expanded through W_O as each destination reads them (factored.FactoredHeads) score
+    every edge as the differences held whole do, pooled, per example and in bootstrap replicates;
+    each IG step expands F + F (F + 1) / 2 layers (each factored layer once per destination layer
+    from it on and once for the logits), what the memory docs count."""
+    from headdb.attribution import factored as factored_mod
+
+    loaded = load_tiny(tiny_checkpoint(n_layers=3, seed=6, init_std=0.05, **ARCHS[name]))
+    pairs = encode_pairs(load_task(ragged_task_file), loaded.tokenizer)
+    kw = dict(method="eap-ig", metric="kl", steps=3, batch_size=3, rank=rank, bootstrap=bootstrap, seed=1)
+    whole = eap_scores(loaded, pairs, scoring=scoring, **kw)
+    scale = float(np.abs(whole.edge_scores).max())
+    expanded = []
+    heads = factored_mod.FactoredHeads.heads
+    monkeypatch.setattr(factored_mod.FactoredHeads, "heads", lambda self, L: expanded.append(L) or heads(self, L))
+    n_batches = -(-len(pairs) // 3)
+    for f in (1, 3):
+        expanded.clear()
+        got = eap_scores(loaded, pairs, scoring=scoring, factored=f, **kw)
+        per_scoring = f + f * (f + 1) // 2
+        assert len(expanded) == n_batches * per_scoring * (3 if scoring == "per-step" else 1)
+        assert set(expanded) == set(range(3 - f, 3))
+        np.testing.assert_allclose(got.edge_scores, whole.edge_scores, rtol=1e-5, atol=1e-6 * scale)
+        if rank == "mean-abs":
+            np.testing.assert_allclose(got.mean_abs, whole.mean_abs, rtol=1e-5, atol=1e-6 * scale)
+            np.testing.assert_allclose(got.replicates, whole.replicates, rtol=1e-4, atol=1e-6 * scale)
+    with pytest.raises(ValueError, match="chunks must be 1"):
+        eap_scores(loaded, pairs, scoring=scoring, factored=1, chunks=2, **kw)
+
+
+def test_the_plan_factors_the_fewest_last_layers_that_reach_the_peak_target():
+    """Per step over PEAK_TARGET: the fewest factored layers within it (or the least that factoring
+    reaches), at the largest batch that fits; chunks only where no factoring lets one pair fit.
+    At Qwen3-8B's shape in bf16 the model factors nothing up to 512 tokens and 13 layers at 1024
+    (1.40x of a plain pass whole, 1.30x factored; benchmarks/RESULTS.md, "Real shapes")."""
+    from headdb.checkpoints.loading import ModelShape
+
+    def est(per_row):
+        return MemoryEstimate(weights=1000, per_row=per_row, fixed=0, seq=8, phase="ig-steps", phases={})
+
+    plain = est(200)  # at 4 rows 1800: the target is 2340, per_row 335
+    by_f = {1: est(410), 2: est(360), 3: est(330), 4: est(300)}  # one layer costs its expansion
+
+    def plan(budget, per_step=est(400), chunked=None, cheap=None):
+        return choose(
+            est(10**6),
+            per_step,
+            plain,
+            budget,
+            4,
+            10,
+            device="cuda:0",
+            where="x",
+            factored=by_f.__getitem__,
+            layers=4,
+            chunked=chunked,
+            most_chunks=4,
+            cheap=cheap,
+        )
+
+    assert PEAK_TARGET == 1.3
+    assert plan(10**6, per_step=est(260)) == Plan(4, "per-step")  # within the target whole
+    assert plan(10**6) == Plan(4, "per-step", factored=3)  # the fewest layers that reach it
+    assert plan(1000 + 2 * 330) == Plan(2, "per-step", factored=3)  # fewer rows, same layers
+    assert plan(1000 + 310) == Plan(1, "per-step", factored=4)  # only all of them let a pair fit
+    # At most `cheap` layers for the target alone (their expansions' cost), more only to fit a pair.
+    assert plan(10**6, cheap=2) == Plan(4, "per-step", factored=2)
+    assert plan(1000 + 310, cheap=2) == Plan(1, "per-step", factored=4)
+    by_f.update({3: est(350), 4: est(345)})  # the target out of reach: as low as factoring gets
+    assert plan(10**6) == Plan(4, "per-step", factored=4)
+    assert plan(1000 + 344, chunked={2: est(200)}.__getitem__) == Plan(1, "per-step", 2)  # no F fits a pair
+
+    shape = ModelShape("Qwen3ForCausalLM", 36, 32, 8, 4096, 128, 12288, 151936, {"tie_word_embeddings": False})
+    for seq, want in ((128, 0), (512, 0), (1024, 13)):
+        kw = dict(dtype_bytes=2, seq=seq)
+        p = choose(
+            estimate(shape, scoring="summed", **kw),
+            estimate(shape, **kw),
+            plain_pass(shape, **kw),
+            2**62,
+            1,
+            1,
+            device="cuda:0",
+            where="x",
+            factored=lambda f: estimate(shape, factored=f, **kw),
+            layers=36,
+        )
+        assert p.factored == want, (seq, p)
+    # The cost cap: 18 layers' expansions (189 per IG step) are at most a quarter of a step's FLOPs.
+    assert factor_limit(shape) == 18
+    kw = dict(dtype_bytes=2, seq=512)
+    wide = choose(
+        estimate(shape, scoring="summed", **kw),
+        estimate(shape, **kw),
+        plain_pass(shape, **kw),
+        2**62,
+        16,
+        16,
+        device="cuda:0",
+        where="x",
+        factored=lambda f: estimate(shape, factored=f, **kw),
+        layers=36,
+        cheap=factor_limit(shape),
+    )
+    assert wide == Plan(16, "per-step", factored=18)  # the target would take 34 layers at 16 rows
+    kw = dict(dtype_bytes=2, seq=1024)
+    whole, factored = estimate(shape, **kw), estimate(shape, factored=13, **kw)
+    plain_total = plain_pass(shape, **kw).total(1)
+    assert whole.total(1) / plain_total == pytest.approx(1.40, abs=0.005)
+    assert factored.total(1) <= PEAK_TARGET * plain_total < estimate(shape, factored=12, **kw).total(1)
+    # Each factored layer's heads take H dh, not H D, per token; one layer is expanded at a time.
+    saved = 13 * 32 * (4096 - 128) * 2 * 1024 - 32 * 4096 * 2 * 1024
+    assert whole.phases["ig-steps"] - factored.phases["ig-steps"] == saved
+
+
+def test_a_budget_that_fits_only_factored_heads_factors_them(gqa_pairs, monkeypatch):
+    """--max-memory between per-step with every head factored and per-step whole: the plan (from
+    the loaded model, as `attribute` makes it) factors the last layers' heads, takes no chunks,
+    and the scores are those of the whole run."""
+    import headdb.attribution as attribution
+    from headdb.attribution.memory import for_settings
+    from headdb.settings import AttributionSettings
+
+    loaded, pairs = gqa_pairs
+    weights = sum(p.numel() * p.element_size() for p in loaded.hf_model.parameters())
+    seq = max(len(ids) for ids in pairs.clean)
+    s = AttributionSettings(method="eap-ig", metric="kl", steps=3, batch_size=4)
+
+    def need(factored):
+        return for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, factored=factored).on("cpu").working(1)
+
+    assert need(3) < need(2) < need(0) < need(1)  # one factored layer costs its expansion
+    used = []
+    real = attribution.eap_scores
+    monkeypatch.setattr(
+        attribution,
+        "eap_scores",
+        lambda *a, **k: used.append((k["factored"], k["chunks"], k["batch_size"])) or real(*a, **k),
+    )
+    tight = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + need(3))
+    whole = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4)
+    assert used[0] == (3, 1, 1) and used[1][:2] == (0, 1)
+    scale = float(np.abs(whole.edge_scores).max())
+    np.testing.assert_allclose(tight.edge_scores, whole.edge_scores, rtol=1e-5, atol=1e-6 * scale)

@@ -79,16 +79,68 @@ def _shapes():
     return SHAPES, config_shape
 
 
+def _planned(shape, dtype_bytes: int, seq: int, budget: int = 2**62, circuits: bool = True):
+    """(estimate, plan) of a run as the plan takes it on a GPU at batch 1 within `budget`
+    (memory.plan_of; circuits: a study's run, discover)."""
+    from headdb.attribution.memory import plan_of
+
+    def run(scoring: str, chunks: int = 1, factored: int = 0):
+        return estimate(
+            shape,
+            dtype_bytes=dtype_bytes,
+            seq=seq,
+            scoring=scoring,
+            chunks=chunks,
+            factored=factored,
+            circuits=circuits,
+        )
+
+    plan = plan_of(
+        shape, run, plain_pass(shape, dtype_bytes=dtype_bytes, seq=seq), budget, 1, 1, device="cuda", where="x"
+    )
+    return run(plan.scoring, plan.chunks, plan.factored), plan
+
+
 def _memory_row(label: str, name: str, dtype_bytes: int) -> str:
     shapes, config_shape = _shapes()
     shape = config_shape(shapes[name])
     weights = size(estimate(shape, dtype_bytes=dtype_bytes, seq=128).weights)
     cells = []
     for n in (128, 512, 1024):
-        run = estimate(shape, dtype_bytes=dtype_bytes, seq=n, circuits=True)  # a study's run: discover
+        run, _ = _planned(shape, dtype_bytes, n)  # a study's run: discover
         ratio = run.total(1) / plain_pass(shape, dtype_bytes=dtype_bytes, seq=n).total(1)
         cells.append(f"+{size(run.working(1))} ({ratio:.2f}x)")
     return f"| {label} (weights {weights}) | " + " | ".join(cells) + " |"
+
+
+def _study_least_8b_1024() -> int:
+    """The least a study's run (discover) of Qwen3-8B at 1024 tokens holds: every layer factored."""
+    shapes, config_shape = _shapes()
+    shape = config_shape(shapes["8b"])
+    return estimate(shape, dtype_bytes=2, seq=1024, factored=shape.n_layers, circuits=True).total(1)
+
+
+def _factored_8b_1024() -> str:
+    """What the plan does with Qwen3-8B at 1024 tokens (bf16, batch 1) with memory to spare and
+    within 35 GB: the factored layers, the total, the ratio, and the expansions' cost."""
+    shapes, config_shape = _shapes()
+    shape = config_shape(shapes["8b"])
+    S, L, H, D, dh, F = 1024, shape.n_layers, shape.n_heads, shape.d_model, shape.d_head, shape.d_mlp
+    plain = plain_pass(shape, dtype_bytes=2, seq=S).total(1)
+    ample, plan = _planned(shape, 2, S)
+    tight, tight_plan = _planned(shape, 2, S, budget=35 * 10**9)
+    f = plan.factored
+    expansions = f + f * (f + 1) // 2
+    per_layer = H * dh * D + 2 * shape.n_kv_heads * dh * D + dh * H * D + 3 * D * F
+    return (
+        f"factors the heads of its last {f} layers: {ample.total(1) / 2**30:.0f} GiB "
+        f"({ample.total(1) / 1e9:.0f} GB), {ample.total(1) / plain:.2f}x of a plain pass,\n"
+        f"for {expansions} expansions per IG step ({expansions * 2 * S * H * dh * D / 1e12:.1f} TFLOP per row, "
+        f"against about {4 * L * per_layer * S / 1e12:.0f} TFLOP for the step's forward\n"
+        f"and backward at 4 FLOPs per weight and token). With `--max-memory 35GB` (a 40 GB card) it\n"
+        f"factors {tight_plan.factored} layers: {tight.total(1) / 2**30:.0f} GiB ({tight.total(1) / 1e9:.0f} GB), "
+        f"{tight.total(1) / plain:.2f}x"
+    )
 
 
 def _gib(text: str) -> str:
@@ -109,22 +161,6 @@ def _terms_8b_1024() -> tuple[int, int, int]:
     return 2 * (1 + L * (H + 1)) * D * S, L * layer_saved_bytes(shape, 2, S) * S, summed - step
 
 
-def _chunked_8b_1024(budget: int) -> str:
-    """The fewest chunks of Qwen3-8B's sources at 1024 tokens (bf16, batch 1, CUDA) within budget,
-    and what a study's run (circuits too) needs however many chunks."""
-    shapes, config_shape = _shapes()
-    shape = config_shape(shapes["8b"])
-    plain = plain_pass(shape, dtype_bytes=2, seq=1024).total(1)
-    k = next(k for k in range(1, 100) if estimate(shape, dtype_bytes=2, seq=1024, chunks=k).total(1) <= budget)
-    total = estimate(shape, dtype_bytes=2, seq=1024, chunks=k).total(1)
-    study = estimate(shape, dtype_bytes=2, seq=1024, chunks=1189, circuits=True).total(1)
-    return (
-        f"in {k} chunks: {total / 2**30:.0f} GiB ({total / 1e9:.0f} GB),\n{total / plain:.2f}x of a plain pass, "
-        f"at {k} times the passes. A study's run cannot go below its circuits'\nevaluation there, "
-        f"{study / 2**30:.0f} GiB ({study / 1e9:.0f} GB)"
-    )
-
-
 DEMO_EDGES = build_layout((4, 8, 2)).n_edges  # the demo's model: 4 layers, 8 query heads on 2 kv heads
 STUDY_EDGES = build_layout((28, 12, 12)).n_edges  # EAP-IG's (ungrouped) graph of Qwen2.5-Math-1.5B
 
@@ -132,17 +168,17 @@ STUDY_EDGES = build_layout((28, 12, 12)).n_edges  # EAP-IG's (ungrouped) graph o
 COMPUTED = [
     (
         "docs/attribution.md",
-        "| Qwen2.5-Math-1.5B (weights 2.9 GiB) | +463.0 MiB (1.05x) | +2.2 GiB (1.15x) | +5.3 GiB (1.20x) |",
+        "| Qwen2.5-Math-1.5B (weights 2.9 GiB) | +820.7 MiB (1.16x) | +2.2 GiB (1.15x) | +5.3 GiB (1.20x) |",
         lambda: _gib(_memory_row("Qwen2.5-Math-1.5B", "1.5b", 2)),
     ),
     (
         "docs/attribution.md",
-        "| Qwen2.5-Math-1.5B fp32 (weights 5.8 GiB) | +786.4 MiB (1.05x) | +3.3 GiB (1.14x) | +7.3 GiB (1.21x) |",
+        "| Qwen2.5-Math-1.5B fp32 (weights 5.8 GiB) | +1.1 GiB (1.10x) | +3.3 GiB (1.14x) | +7.3 GiB (1.21x) |",
         lambda: _gib(_memory_row("Qwen2.5-Math-1.5B fp32", "1.5b", 4)),
     ),
     (
         "docs/attribution.md",
-        "| Qwen3-8B (weights 15.3 GiB) | +2.7 GiB (1.12x) | +10.7 GiB (1.33x) | +22.9 GiB (1.40x) |",
+        "| Qwen3-8B (weights 15.3 GiB) | +2.1 GiB (1.09x) | +9.8 GiB (1.28x) | +20.0 GiB (1.30x) |",
         lambda: _gib(_memory_row("Qwen3-8B", "8b", 2)),
     ),
     (
@@ -163,8 +199,15 @@ COMPUTED = [
     ),
     (
         "docs/attribution.md",
-        "in 3 chunks: 32 GiB (34 GB),\n1.17x of a plain pass, at 3 times the passes. A study's run cannot go below its circuits'\nevaluation there, 37 GiB (39 GB)",
-        lambda: _chunked_8b_1024(35 * 10**9),
+        "factors the heads of its last 13 layers: 35 GiB (38 GB), 1.30x of a plain pass,\nfor 104 expansions per IG step (3.6 TFLOP per row, against about 28 TFLOP for the step's forward\nand backward at 4 FLOPs per weight and token). With `--max-memory 35GB` (a 40 GB card) it\nfactors 25 layers: 32 GiB (35 GB), 1.19x",
+        _factored_8b_1024,
+    ),
+    (
+        "docs/attribution.md",
+        "With every layer factored a study's run at this length needs 30 GiB",
+        lambda: "With every layer factored a study's run at this length needs {:.0f} GiB".format(
+            _study_least_8b_1024() / 2**30
+        ),
     ),
     (
         "docs/attribution.md",

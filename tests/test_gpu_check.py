@@ -31,7 +31,10 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     assert {r["arch"] for r in res["scores"]} == {"qwen2", "qwen3"}
     assert all(r["ok"] and r["max_rel_diff"] <= 1e-6 and r["pearson"] > 0.999999 for r in res["scores"])
     points = {(r["shape"], r["seq"], r["scoring"]) for r in res["shapes"]}
-    assert points == {("tiny3", n, scoring) for n in (32, 64) for scoring in ("per-step", "summed", "circuits")}
+    scorings = ("per-step", "summed", "planned", "circuits")
+    assert points == {("tiny3", n, scoring) for n in (32, 64) for scoring in scorings}
+    # "planned" ran what the plan takes at the point with memory to spare
+    assert all(r["model"]["planned"] for r in res["shapes"] if r["scoring"] == "planned")
     for r in res["shapes"]:
         assert r["engine"]["fits"] and r["baseline"]["fits"], r
         for key in ("time_ratio", "peak_ratio", "model_error_total"):
@@ -41,6 +44,7 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
         assert abs(r["weights_error"]) < 1e-9  # the model counts the loaded parameters exactly
     for r in res["largest"]:
         assert r["predicted_batch"] >= r["run_batch"] >= 1 and r["fits"] is True
+        assert r["plan"] == "per-step" or r["plan"].startswith("factored:")
     gen = res["generation"]
     assert gen["plain_tokens_per_s"] > 0 and gen["ablated_tokens_per_s"] > 0 and gen["ablated_heads"] > 0
     # timed after a warm-up of the same shape, in alternating rounds; the ratio is their median

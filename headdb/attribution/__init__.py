@@ -159,6 +159,7 @@ def _scored(loaded, pairs, s: AttributionSettings, plan: Plan, *, progress=None,
         seed=s.seed,
         scoring=plan.scoring,
         chunks=plan.chunks,
+        factored=plan.factored,
     )
 
 

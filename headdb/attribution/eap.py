@@ -41,6 +41,7 @@ import torch
 
 from headdb.attribution.batches import Batch, make_batches, pad_id_of
 from headdb.attribution.bootstrap import ExampleStats
+from headdb.attribution.factored import FactoredHeads
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import metric_values
 from headdb.attribution.result import AttributionResult, Ticker
@@ -91,6 +92,7 @@ def _ig_steps(
     tick,
     scoring,
     first: int = 0,
+    factored: FactoredHeads | None = None,
 ) -> None:
     """Add to `out` ([n_edges], or [B, n_edges] per example) the edge scores of every IG step,
     summed over the steps: delta . dL/d(port input) at each alpha.
@@ -105,7 +107,7 @@ def _ig_steps(
                   holds more than one layer's gradients)
     The scores are the same up to float summation order. delta holds the differences of
     sources first, first + 1, ... (all of them, or one chunk: `source_chunks`); only their edges
-    are scored.
+    are scored; `factored` (when given) the last layers' (factored.FactoredHeads).
     """
     g = probe.layout
     P = g.n_ports
@@ -117,8 +119,12 @@ def _ig_steps(
     def score(key, rows):
         if key == "l":
             add_logits_scores(g, delta, rows, out, first)
+            if factored is not None:
+                factored.add_logits_scores(g, rows, out)
         else:
             add_layer_scores(g, delta, rows, key, out, first)
+            if factored is not None:
+                factored.add_layer_scores(g, rows, key, out)
 
     def sink(key, rows):
         if scoring == "per-step":
@@ -309,6 +315,7 @@ def eap_scores(
     seed: int = 0,
     scoring: str = "summed",
     chunks: int = 1,
+    factored: int = 0,
 ) -> AttributionResult:
     """EAP (`method="eap"`) or EAP-IG (`"eap-ig"`, `steps` points placed by `ig_rule`, one of
     IG_RULES; eap ignores it) scores of every edge.
@@ -323,9 +330,14 @@ def eap_scores(
     chunks: score the sources in this many contiguous chunks (`source_chunks`), each with its own
     captures and IG steps: chunks times the passes for 1 / chunks of the differences' memory
     (memory.choose takes more than one only when one pair would not fit otherwise).
+    factored: hold the head differences of the last `factored` layers factored (FactoredHeads:
+    dh / D of the memory, expanded again as each destination reads them; the whole graph's
+    sources at once, so chunks must be 1). The scores are the same up to float rounding.
     """
     if len(pairs) == 0:
         raise UserError("the task has no items")
+    if factored and chunks > 1:
+        raise ValueError("factored head differences hold the whole graph's sources: chunks must be 1")
     alphas = alphas_for(method, steps, ig_rule)
     probe = Probe(loaded)
     g = probe.layout
@@ -345,13 +357,17 @@ def eap_scores(
             # One pass over the sources, or several over chunks of them when their differences
             # would not fit at once (memory.choose): each chunk captures and steps again.
             for i, sources in enumerate(source_chunks(g.n_nodes - 1, chunks)):
+                B, S = batch.clean.shape
+                fact = FactoredHeads.empty(probe, factored, B, S, delta_dtype(probe.dtype)) if factored else None
                 # logits_c / logits_k: [B, V] at each example's last real token.
                 out, emb_c, logits_c = probe.capture(
-                    batch.clean, last=batch.last, dtype=delta_dtype(probe.dtype), sources=sources
+                    batch.clean, last=batch.last, dtype=delta_dtype(probe.dtype), sources=sources, factored=fact
                 )
                 tick()
                 # corrupted - clean, written over the clean outputs (one buffer, not two)
-                delta, emb_k, logits_k = probe.capture(batch.corrupted, last=batch.last, minus=out, sources=sources)
+                delta, emb_k, logits_k = probe.capture(
+                    batch.corrupted, last=batch.last, minus=out, sources=sources, factored=fact
+                )
                 tick()
                 last_c = logits_c.float()
                 clean_lp = torch.log_softmax(last_c, dim=-1)
@@ -360,11 +376,13 @@ def eap_scores(
                     m_corr += float(metric_values(metric, logits_k, clean_lp, batch.answer, batch.wrong).sum())
                 del logits_c, logits_k
                 delta.mul_(batch.mask[None, :, :, None])
+                if fact is not None:
+                    fact.mask_(batch.mask)
                 del out
                 _ig_steps(
-                    probe, batch, emb_c, emb_k, alphas, metric, clean_lp, delta, scores, tick, scoring, sources[0]
+                    probe, batch, emb_c, emb_k, alphas, metric, clean_lp, delta, scores, tick, scoring, sources[0], fact
                 )
-                del delta
+                del delta, fact
             scores.div_(len(alphas))
             if stats is None:
                 total += scores.double().cpu().numpy()

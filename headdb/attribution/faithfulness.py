@@ -40,6 +40,7 @@ import torch
 from headdb.attribution.batches import make_batches, pad_id_of
 from headdb.attribution.circuit import prune, topn_mask
 from headdb.attribution.eap import delta_dtype
+from headdb.attribution.factored import FactoredHeads
 from headdb.attribution.graph import GraphLayout
 from headdb.attribution.metrics import HELPS_SIGN, check_metric, metric_values
 from headdb.attribution.probe import EMBED, LOGITS_IN, Probe, k_in, mlp_in, mlp_out, q_in, result, v_in
@@ -113,32 +114,34 @@ class MIBCurves:
         return pa.concat_tables([self.signed.table(), self.absolute.table()])
 
 
-def _patched_hooks(g: GraphLayout, mask: np.ndarray, corrupt: torch.Tensor, dtype) -> list:
-    """Hooks that run the clean prompt with every edge outside `mask` patched to corrupted."""
+def _patched_hooks(g: GraphLayout, mask: np.ndarray, embed: torch.Tensor, corrupt: FactoredHeads) -> list:
+    """Hooks that run the clean prompt with every edge outside `mask` patched to corrupted:
+    `embed` [B, S, D] and `corrupt` (every layer, FactoredHeads) hold the corrupted run's outputs,
+    its heads as their attention outputs before o_proj, expanded one layer at a time here."""
     off = ~np.asarray(mask, dtype=bool)
+    B, S, D = embed.shape
     # diff[n] = z_n(current) - z_n(corrupted), filled as the forward pass produces node n.
-    diff = torch.zeros_like(corrupt)
+    diff = torch.zeros((g.n_nodes - 1, B, S, D), dtype=embed.dtype, device=embed.device)
     H = g.n_heads
     P, KV = g.n_ports, g.n_kv_heads
     layer_term: dict = {}
 
     def weights(lo, hi, rows):  # 0/1: exact in any dtype, so in the differences' own
-        return torch.as_tensor(off[lo:hi].reshape(rows, -1), dtype=diff.dtype, device=corrupt.device)
+        return torch.as_tensor(off[lo:hi].reshape(rows, -1), dtype=diff.dtype, device=embed.device)
 
     def rec_embed(t, hook):
-        diff[0] = t.float() - corrupt[0]
+        diff[0] = t.float() - embed
 
     def rec_heads(L):
         def hook(t, hook):
             a = g.head_node(L, 0)
-            diff[a : a + H] = t.float().permute(2, 0, 1, 3) - corrupt[a : a + H]
+            diff[a : a + H] = t.float().permute(2, 0, 1, 3) - corrupt.heads(L).view(H, B, S, D)
 
         return hook
 
     def rec_mlp(L):
         def hook(t, hook):
-            m = g.mlp_node(L)
-            diff[m] = t.float() - corrupt[m]
+            diff[g.mlp_node(L)] = t.float() - corrupt.mlp[L]
 
         return hook
 
@@ -211,8 +214,13 @@ def evaluate_circuits(
             # Every run computes logits only at each example's last real token: [B, V].
             _, _, logits_c = probe.capture(batch.clean, last=batch.last, sources=(0, 0))  # logits only
             tick()
-            # In a half model's own dtype (lossless: they are its outputs), as EAP-IG holds them.
-            out_k, _, logits_k = probe.capture(batch.corrupted, last=batch.last, dtype=delta_dtype(probe.dtype))
+            # In a half model's own dtype (lossless: they are its outputs), as EAP-IG holds them;
+            # the heads factored (dh numbers per head and token, not D: FactoredHeads).
+            B, S = batch.corrupted.shape
+            corrupt = FactoredHeads.empty(probe, g.n_layers, B, S, delta_dtype(probe.dtype))
+            embed_k, _, logits_k = probe.capture(
+                batch.corrupted, last=batch.last, dtype=delta_dtype(probe.dtype), factored=corrupt
+            )
             tick()
             clean_lp = torch.log_softmax(logits_c.float(), dim=-1)
 
@@ -222,10 +230,10 @@ def evaluate_circuits(
             m_clean += value(logits_c)
             m_corr += value(logits_k)
             for i, mask in enumerate(masks):
-                hooks = _patched_hooks(g, mask, out_k, probe.dtype)
+                hooks = _patched_hooks(g, mask, embed_k[0], corrupt)
                 m_circ[i] += value(probe.run(batch.clean, hooks, batch.last)) if hooks else value(logits_c)
                 tick()
-            del out_k
+            del embed_k, corrupt
     n = len(pairs)
     return CircuitEval(m_clean / n, m_corr / n, [m / n for m in m_circ])
 

@@ -9,7 +9,9 @@ its own copies; in float32 they are the same tensor), P = H + 2 KV (a layer's q/
     delta   node-output differences [N_src, B, S, D]: d N_src D per token, N_src = 1 + L (H + 1)
             (every node but logits); d = w, in the model's dtype (eap.delta_dtype; exact
             patching keeps float32, d = 4); ceil(N_src / k) of them when the plan scores the
-            sources in k chunks
+            sources in k chunks; with the last F layers' heads factored (factored.FactoredHeads)
+            d (N_src - F (H + 1)) D + d F (H dh + D)
+    expand  (F > 0 only) one factored layer's heads expanded for a product: w H D
     summed  (scoring "summed" only) the port gradients summed over the IG steps, float32:
             4 n_ports D per token, n_ports = L (P + 1) + 1 (q/k/v ports, MLP port, logits port)
     rows    one layer's port gradients as the backward forms them, float32, and their cast to
@@ -35,10 +37,11 @@ The run's peak is the larger of its phases (per row):
     captures   delta (the corrupted capture is written over the clean one as their difference;
                3 delta for exact patching, which keeps both and the difference) + one no-grad
                layer in flight
-    IG steps   delta + [summed] + taps + saved over all layers + rows + grad_tmp + misc
-    circuits   (discover only) faithfulness: the corrupted outputs and the running differences of
-               all N_src sources, 2 w N_src D, + one layer's patched q/k/v term w P D + the
-               per-head forks (2 w + 8 [half]) P D + one no-grad layer in flight + misc
+    IG steps   delta + [summed] + taps + saved over all layers + rows + [expand] + grad_tmp + misc
+    circuits   (discover only) faithfulness: the running differences of all N_src sources,
+               w N_src D, + the corrupted outputs with every head factored, w (D + L (H dh + D)),
+               + one layer's heads expanded from them, w H D, + one layer's patched q/k/v term
+               w P D + the per-head forks (2 w + 8 [half]) P D + one no-grad layer in flight + misc
 Scoring "summed" scores each layer once per batch from its sums; "per-step" scores each step's
 gradients as they come and never holds the sums (m times the scoring GEMMs: a few percent of a
 step on a CPU).
@@ -48,9 +51,16 @@ A plain forward+backward (frozen weights, gradient to the input embeddings) hold
 below the measured rise of such passes (benchmarks/RESULTS.md, "Real shapes"), so the test below
 errs towards "per-step".
 `choose` takes "summed" when it fits the budget at the asked batch AND its peak stays within
-PEAK_TARGET of a plain pass at that batch; else "per-step" at the largest batch that fits; else,
-when not even one pair fits, "per-step" with the sources in the fewest chunks that fit (k chunks:
-k times the passes).
+PEAK_TARGET of a plain pass at that batch; else "per-step" with the heads of the fewest last
+layers F factored (0 where none need be) that bring its peak within PEAK_TARGET, or as low as
+factoring can, but no more than `factor_limit` (FACTOR_COST of a step's FLOPs) for the target
+alone, at the largest batch that fits (more layers only where fewer fit no pair); else, when
+not even one pair fits that way,
+"per-step" with the sources in the fewest chunks that fit (k chunks: k times the passes).
+Factoring F layers costs F + F (F + 1) / 2 expansions of B S H dh D multiply-adds per IG step
+(docs/attribution.md, "Memory"): at Qwen3-8B's shape and 1024 tokens the 13 layers that bring it
+within 1.3x make 104, about an eighth of the step's forward and backward FLOPs, where 2 chunks
+would double its passes.
 Per-example statistics add 4 n_edges per row and R bootstrap replicate sums 4 R n_edges (twice
 for rank mean-abs), fixed. The weights come on top: their bytes as loaded.
 
@@ -72,6 +82,9 @@ CPU_SLACK = 2.0  # peak RSS over live tensor bytes under glibc malloc (measured 
 # The summed scoring is taken only while the run's live bytes stay within this multiple of one
 # plain forward+backward's: the sums buy a few percent of time, not a larger machine.
 PEAK_TARGET = 1.3
+# The plan factors heads for PEAK_TARGET only while their expansions cost at most this fraction
+# of a step's forward and backward FLOPs (`factor_limit`); to fit the budget, as many as it takes.
+FACTOR_COST = 0.25
 
 
 @dataclass(frozen=True)
@@ -149,11 +162,13 @@ def estimate(
     mean_abs: bool = False,
     scoring: str = "per-step",
     chunks: int = 1,
+    factored: int = 0,
     circuits: bool = False,
 ) -> MemoryEstimate:
     """The memory of attributing prompts of `seq` tokens with `scoring` (see the module
     docstring; "per-step" is the least a run can hold), the sources' differences held `chunks`
-    at a time (eap.source_chunks: the largest chunk, ceil(N_src / chunks)).
+    at a time (eap.source_chunks: the largest chunk, ceil(N_src / chunks)), the heads of the
+    last `factored` layers factored (factored.FactoredHeads; with chunks 1).
 
     n_edges: the graph's edge count (per-example statistics and bootstrap replicates only).
     circuits: the run also evaluates circuits (`discover`: faithfulness), whose phase holds every
@@ -164,7 +179,9 @@ def estimate(
     n_src = source_count(shape)
     n_ports = L * (P + 1) + 1
     held = -(-n_src // max(1, min(chunks, n_src))) if method != "exact" else n_src
-    delta = (4 if method == "exact" else w) * held * D * S
+    F = min(factored, L) if method != "exact" else 0
+    delta = (4 if method == "exact" else w) * (held - F * (H + 1)) * D * S + w * F * (H * dh + D) * S
+    expand = w * H * D * S if F else 0
     summed = 4 * n_ports * D * S if scoring == "summed" else 0
     rows = (4 + x) * (P + 1) * D * S
     taps = x * L * D * S
@@ -177,14 +194,16 @@ def estimate(
     # holds the clean and corrupted outputs and their difference.
     phases = {"captures": (3 if method == "exact" else 1) * delta + in_flight + misc}
     if method != "exact":
-        phases["ig-steps"] = delta + summed + taps + saved + rows + grad_tmp + misc
+        phases["ig-steps"] = delta + summed + taps + saved + rows + expand + grad_tmp + misc
     if circuits:
-        # faithfulness.evaluate_circuits: the corrupted outputs and the running differences of
-        # every source (in the model's dtype, eap.delta_dtype), one layer's patched q/k/v term,
-        # and the per-head forks of the patched pass: the residual repeated to P ports and its
-        # norm, which in a half model also takes a float32 upcast and its square.
+        # faithfulness.evaluate_circuits: the running differences of every source (in the
+        # model's dtype, eap.delta_dtype), the corrupted outputs with the heads factored and
+        # one layer's expanded, one layer's patched q/k/v term, and the per-head forks of the
+        # patched pass: the residual repeated to P ports and its norm, which in a half model
+        # also takes a float32 upcast and its square.
         forks = (2 * w + (8 if x else 0)) * P
-        phases["circuits"] = (2 * w * n_src + w * P + forks) * D * S + in_flight + misc
+        corrupt = w * (D + L * (H * dh + D)) + w * H * D
+        phases["circuits"] = (w * n_src + w * P + forks) * D * S + corrupt * S + in_flight + misc
     stats = 4 * n_edges if per_example else 0
     phase = max(phases, key=lambda k: phases[k])
     return MemoryEstimate(
@@ -253,6 +272,7 @@ def for_settings(
     seq: int,
     scoring: str = "per-step",
     chunks: int = 1,
+    factored: int = 0,
     circuits: bool = False,
 ) -> MemoryEstimate:
     """`estimate` for a run of `settings` (AttributionSettings) on prompts of `seq` tokens."""
@@ -270,6 +290,7 @@ def for_settings(
         mean_abs=settings.rank == "mean-abs",
         scoring=scoring,
         chunks=chunks,
+        factored=factored,
         circuits=circuits,
     )
 
@@ -299,6 +320,7 @@ class Plan:
     batch_size: int
     scoring: str  # summed | per-step
     chunks: int = 1  # the sources' differences held this many chunks at a time (eap.source_chunks)
+    factored: int = 0  # the last layers whose head differences are held factored (FactoredHeads)
     where: str = field(default="", compare=False)  # the budget, for messages: "--max-memory (40.0GB)"
 
 
@@ -314,24 +336,55 @@ def choose(
     where: str,
     chunked: Callable[[int], MemoryEstimate] | None = None,
     most_chunks: int = 1,
+    factored: Callable[[int], MemoryEstimate] | None = None,
+    layers: int = 0,
+    cheap: int | None = None,
 ) -> Plan:
     """Scoring "summed" at `wanted` pairs per batch when its batches (`rows` pairs at most) fit
     `budget` on `device` and hold at most PEAK_TARGET x `plain`'s live bytes; else "per-step"
-    at min(wanted, what fits); when not even one pair fits per step, per-step with the sources'
-    differences in the fewest chunks (`chunked(k)`, k <= most_chunks) that let one pair fit:
-    k times the passes, so only where the run would otherwise not run at all; a UserError when
-    not even that fits. The estimates are live bytes; the budget is checked as `device`'s
-    allocator holds them (`on`)."""
+    with the heads of the fewest last layers factored (`factored(F)`, F <= layers; F = 0 is
+    `per_step`) whose peak is within PEAK_TARGET, or as low as factoring all `layers` gets it,
+    but no more than `cheap` layers for the target alone (`factor_limit`: what costs at most
+    FACTOR_COST of a step), at min(wanted, what fits); more of them only where no fewer let one
+    pair fit; when not even one pair fits that
+    way, per-step with the sources' differences in the fewest chunks (`chunked(k)`, k <=
+    most_chunks) that let one pair fit: k times the passes, so only where the run would
+    otherwise not run at all; a UserError when not even that fits. The estimates are live bytes;
+    the budget is checked as `device`'s allocator holds them (`on`)."""
     batch = min(wanted, rows)
     if summed.on(device).largest_batch(budget) >= batch and summed.total(batch) <= PEAK_TARGET * plain.total(batch):
         return Plan(wanted, "summed")
+    if factored is not None and layers > 0:
+        ests = [per_step] + [factored(f) for f in range(1, layers + 1)]
+        cap = layers if cheap is None else min(cheap, layers)
+        allowed = max(PEAK_TARGET * plain.total(batch), min(e.total(batch) for e in ests[: cap + 1]))
+        target = next(f for f, est in enumerate(ests) if est.total(batch) <= allowed or f == cap)
+        for f in range(target, layers + 1):  # the target's layers, or the fewest more that fit a pair
+            if ests[f].on(device).largest_batch(budget) >= 1:
+                return Plan(fit_batch(ests[f].on(device), budget, wanted, where=where), "per-step", factored=f)
     if per_step.on(device).largest_batch(budget) >= 1 or chunked is None:
         return Plan(fit_batch(per_step.on(device), budget, wanted, where=where), "per-step")
     for k in range(2, most_chunks + 1):  # the last one says what a pair needs when even it does not fit
         est = chunked(k).on(device)
         if est.largest_batch(budget) >= 1 or k == most_chunks:
-            return Plan(fit_batch(est, budget, wanted, where=where), "per-step", k, f"{where} ({size(budget)})")
+            return Plan(fit_batch(est, budget, wanted, where=where), "per-step", k, where=f"{where} ({size(budget)})")
     return Plan(fit_batch(per_step.on(device), budget, wanted, where=where), "per-step")  # one source: no chunks
+
+
+def factor_limit(shape) -> int:
+    """The most last layers whose heads the plan factors for its peak target alone: their
+    expansions (F + F (F + 1) / 2 per IG step, each 2 S H dh D FLOPs per row) cost at most
+    FACTOR_COST of the step's forward and backward (4 FLOPs per layer weight and token).
+    Factoring pays for the memory it saves in compute: at a large batch the target can ask for
+    nearly every layer (Qwen3-8B at 512 tokens and 16 pairs: 34 of 36, 70% more FLOPs per
+    step), which buys no batch the budget did not already allow."""
+    L, H, KV, D, dh, F, _, _, _ = _dims(shape)
+    expansion = 2 * H * dh * D
+    step = 4 * L * (D * H * dh + 2 * D * KV * dh + H * dh * D + 3 * D * F)
+    f = 0
+    while f < L and ((f + 1) + (f + 1) * (f + 2) // 2) * expansion <= FACTOR_COST * step:
+        f += 1
+    return f
 
 
 def plan_for(loaded, pairs, settings, *, circuits: bool = False) -> Plan:
@@ -351,7 +404,7 @@ def plan_for(loaded, pairs, settings, *, circuits: bool = False) -> Plan:
     def as_loaded(est: MemoryEstimate) -> MemoryEstimate:
         return MemoryEstimate(weights, est.per_row, est.fixed, est.seq, est.phase, est.phases)
 
-    def run(scoring: str, chunks: int = 1) -> MemoryEstimate:
+    def run(scoring: str, chunks: int = 1, factored: int = 0) -> MemoryEstimate:
         return as_loaded(
             for_settings(
                 loaded.shape,
@@ -360,6 +413,7 @@ def plan_for(loaded, pairs, settings, *, circuits: bool = False) -> Plan:
                 seq=seq,
                 scoring=scoring,
                 chunks=chunks,
+                factored=factored,
                 circuits=circuits,
             )
         )
@@ -370,15 +424,36 @@ def plan_for(loaded, pairs, settings, *, circuits: bool = False) -> Plan:
     else:
         budget, where = weights + int(available(device) * HEADROOM), f"the memory free on {device}"
     split = settings.method != "exact"  # exact patching holds every source's outputs anyway
+    return plan_of(loaded.shape, run, plain, budget, wanted, len(pairs), device=device, where=where, split=split)
+
+
+def plan_of(
+    shape,
+    run: Callable[..., MemoryEstimate],
+    plain: MemoryEstimate,
+    budget: int,
+    wanted: int,
+    rows: int,
+    *,
+    device: str,
+    where: str,
+    split: bool = True,
+) -> Plan:
+    """`choose` over every way to run `shape`: run(scoring, chunks=1, factored=0) is the
+    estimate of each; `split` (eap and eap-ig, not exact patching): chunks and factored heads
+    may be taken. (plan_for's plan, and what the benchmarks and docs say a plan takes.)"""
     return choose(
         run("summed"),
         run("per-step"),
         plain,
         budget,
         wanted,
-        len(pairs),
+        rows,
         device=device,
         where=where,
         chunked=(lambda k: run("per-step", k)) if split else None,
-        most_chunks=source_count(loaded.shape) if split else 1,
+        most_chunks=source_count(shape) if split else 1,
+        factored=(lambda f: run("per-step", factored=f)) if split else None,
+        layers=shape.n_layers if split else 0,
+        cheap=factor_limit(shape),
     )

@@ -30,10 +30,14 @@ from __future__ import annotations
 import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from headdb.attribution.graph import GraphLayout, build_layout
+
+if TYPE_CHECKING:
+    from headdb.attribution.factored import FactoredHeads
 
 EMBED = "hook_embed"
 LOGITS_IN = "ln_final.hook_in"
@@ -53,6 +57,11 @@ def v_in(layer: int) -> str:
 
 def result(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_result"
+
+
+def z_out(layer: int) -> str:
+    """Every head's attention output before o_proj, [B, S, H, dh] (factored.FactoredHeads)."""
+    return f"blocks.{layer}.attn.hook_z"
 
 
 def mlp_in(layer: int) -> str:
@@ -144,6 +153,11 @@ class Probe:
             v=attn.v_proj.weight.view(KV, -1, attn.v_proj.weight.shape[-1]),
         )
 
+    def out_weights(self, layer: int) -> torch.Tensor:
+        """A layer's o_proj weight as each head's rows, [H, dh, D] (a view, no copy)."""
+        w = self.loaded.hf_model.model.layers[layer].self_attn.o_proj.weight  # [D, H * dh]
+        return w.T.unflatten(0, (self.layout.n_heads, -1))
+
     @contextmanager
     def graph_mode(self):
         cfg = self.bridge.cfg
@@ -183,6 +197,7 @@ class Probe:
         minus: torch.Tensor | None = None,
         dtype: torch.dtype = torch.float32,
         sources: tuple[int, int] | None = None,
+        factored: FactoredHeads | None = None,
     ):
         """(node outputs [N_src, B, S, D] in node order, embeddings, logits).
 
@@ -193,23 +208,29 @@ class Probe:
         copy). With `minus` (another capture's outputs) they are written over it as this run's
         outputs minus its: the differences without a second buffer, in its dtype.
         logits: [B, S, V], or [B, V] at each row's position `last` (see `run`).
+        With `factored` (buffers for the last layers, the whole graph's sources only), those
+        layers' heads and MLPs go there instead (the heads as their attention outputs before
+        o_proj), written or subtracted as `minus` says, and the buffer holds the nodes before them.
         """
         g = self.layout
         B, S = ids.shape
         first, end = sources if sources is not None else (0, g.n_nodes - 1)
+        if factored is not None:
+            end = min(end, factored.first_node(g))
         shape = (end - first, B, S, self.loaded.shape.d_model)
         out = minus if minus is not None else torch.empty(shape, dtype=dtype, device=ids.device)
         store: dict = {}
 
-        def put(lo: int, hi: int, x: torch.Tensor) -> None:  # x: the outputs of nodes lo .. hi - 1
-            a, b = max(lo, first), min(hi, end)
-            if a >= b:
-                return
-            part, dst = x[a - lo : b - lo], out[a - first : b - first]
+        def write(dst: torch.Tensor, part: torch.Tensor) -> None:
             if minus is None:
                 dst.copy_(part)
             else:
                 dst.sub_(part).neg_()
+
+        def put(lo: int, hi: int, x: torch.Tensor) -> None:  # x: the outputs of nodes lo .. hi - 1
+            a, b = max(lo, first), min(hi, end)
+            if a < b:
+                write(out[a - first : b - first], x[a - lo : b - lo])
 
         def set_embed(x, hook):
             store["embed"] = (embed if embed is not None else x).detach()
@@ -229,9 +250,24 @@ class Probe:
 
             return hook
 
+        def factored_heads(L):
+            def hook(x, hook):
+                write(factored.z[L - factored.first_layer], x.detach().permute(2, 0, 1, 3))
+
+            return hook
+
+        def factored_mlp(L):
+            def hook(x, hook):
+                write(factored.mlp[L - factored.first_layer], x.detach())
+
+            return hook
+
         hooks = [(EMBED, set_embed)]
         for L in range(g.n_layers):
-            hooks += [(result(L), heads(L)), (mlp_out(L), mlp(L))]
+            if factored is not None and L >= factored.first_layer:
+                hooks += [(z_out(L), factored_heads(L)), (mlp_out(L), factored_mlp(L))]
+            else:
+                hooks += [(result(L), heads(L)), (mlp_out(L), mlp(L))]
         with torch.no_grad(), self.without_port_forks():
             logits = self.run(ids, hooks, last)
         return out, store["embed"], logits
