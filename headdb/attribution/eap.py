@@ -31,7 +31,8 @@ MLP port together, see `add_layer_scores`), never a loop over edges: once per ba
 gradients summed over the steps (scoring "summed"), or once per step without holding the sums
 ("per-step", when the sums would not fit; headdb.attribution.memory plans which). Every pass
 computes logits only at each example's evaluated position (`Probe.run(..., last)`), not the
-unembedding at all positions.
+unembedding at all positions. Where the plan asks, the last layers' head differences are held
+factored, dh wide instead of D, and expanded as they are read (headdb.attribution.factored).
 """
 
 from __future__ import annotations
