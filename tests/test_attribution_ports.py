@@ -196,81 +196,97 @@ def test_aligned_product_columns_give_the_same_scores(gqa_pairs, monkeypatch, ch
         np.testing.assert_allclose(padded.replicates, exact.replicates, rtol=1e-4, atol=1e-6 * scale)
 
 
+class Budgeted:
+    """`attribute` of the tiny GQA model under --max-memory budgets: what a plan needs, and the
+    plan each call ran (eap_scores' scoring, chunks, factored layers and batch, in call order)."""
+
+    def __init__(self, gqa_pairs, monkeypatch):
+        import headdb.attribution as attribution
+        from headdb.settings import AttributionSettings
+
+        self.loaded, self.pairs = gqa_pairs
+        self.weights = sum(p.numel() * p.element_size() for p in self.loaded.hf_model.parameters())
+        self.seq = max(len(ids) for ids in self.pairs.clean)
+        self.settings = AttributionSettings(method="eap-ig", metric="kl", steps=3, batch_size=4)
+        self.used: list[tuple] = []
+        real = attribution.eap_scores
+
+        def spy(*a, **k):
+            self.used.append((k["scoring"], k["chunks"], k["factored"], k["batch_size"]))
+            return real(*a, **k)
+
+        monkeypatch.setattr(attribution, "eap_scores", spy)
+
+    def need(self, rows: int = 1, **plan) -> int:
+        """Working bytes on this CPU of `rows` pairs run as `plan` (scoring, chunks, factored)."""
+        from headdb.attribution.memory import for_settings
+
+        est = for_settings(self.loaded.shape, self.settings, dtype_bytes=4, seq=self.seq, **plan)
+        return est.on("cpu").working(rows)
+
+    def attribute(self, extra: int | None = None):
+        """Scores within weights + `extra` bytes (None: no --max-memory)."""
+        budget = None if extra is None else self.weights + extra
+        return attribute(
+            self.loaded, self.pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=budget
+        )
+
+
+def _same_scores(got, want) -> None:
+    scale = float(np.abs(want.edge_scores).max())
+    np.testing.assert_allclose(got.edge_scores, want.edge_scores, rtol=1e-5, atol=1e-6 * scale)
+
+
 def test_a_budget_below_one_pair_splits_the_sources(gqa_pairs, monkeypatch, capsys):
     """--max-memory under one pair per step, even with every layer's heads factored: the plan
     holds the sources' differences in the fewest chunks that fit (same scores), and refuses only
     what would not fit one source at a time."""
-    import headdb.attribution as attribution
-    from headdb.attribution.memory import for_settings, source_count
-    from headdb.settings import AttributionSettings
+    from headdb.attribution.memory import source_count
 
-    loaded, pairs = gqa_pairs
-    weights = sum(p.numel() * p.element_size() for p in loaded.hf_model.parameters())
-    seq = max(len(ids) for ids in pairs.clean)
-    s = AttributionSettings(method="eap-ig", metric="kl", steps=3, batch_size=4)
-
-    def need(chunks):
-        return for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, chunks=chunks).on("cpu").working(1)
-
-    most = source_count(loaded.shape)
-    assert need(1) > need(2) > need(3) > need(most)
+    b = Budgeted(gqa_pairs, monkeypatch)
+    most = source_count(b.loaded.shape)
+    assert b.need(chunks=1) > b.need(chunks=2) > b.need(chunks=3) > b.need(chunks=most)
     # not even every head factored fits that budget: chunks are the plan's last resort
-    factored = for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, factored=3).on("cpu").working(1)
-    assert factored > need(3)
-    used = []
-    real = attribution.eap_scores
-    monkeypatch.setattr(
-        attribution, "eap_scores", lambda *a, **k: used.append((k["chunks"], k["batch_size"])) or real(*a, **k)
-    )
-    split = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + need(3))
-    whole = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4)
-    assert used[0] == (3, 1) and used[1][0] == 1
+    assert b.need(factored=3) > b.need(chunks=3)
+    split = b.attribute(b.need(chunks=3))
+    whole = b.attribute()
+    assert b.used[0] == ("per-step", 3, 0, 1) and b.used[1][1:3] == (1, 0)
     said = capsys.readouterr().err
     assert "does not fit --max-memory" in said and "in 3 chunks (3x the passes)" in said
-    scale = float(np.abs(whole.edge_scores).max())
-    np.testing.assert_allclose(split.edge_scores, whole.edge_scores, rtol=1e-5, atol=1e-6 * scale)
+    _same_scores(split, whole)
     with pytest.raises(UserError, match="more than --max-memory"):
-        attribute(
-            loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + need(most) - 1
-        )
+        b.attribute(b.need(chunks=most) - 1)
 
 
 def test_a_budget_between_the_two_scorings_runs_per_step(gqa_pairs, monkeypatch):
     """--max-memory that holds the per-step run but not the summed one: the engine scores per
     step, at the asked batch, with the same scores; below per-step's batch 1 it refuses. (The
     peak target is lifted here: at a tiny model's shape the sums are always over it.)"""
-    import headdb.attribution as attribution
     import headdb.attribution.memory as memory
-    from headdb.attribution.memory import for_settings
-    from headdb.settings import AttributionSettings
 
     monkeypatch.setattr(memory, "PEAK_TARGET", 100.0)
-
-    loaded, pairs = gqa_pairs
-    weights = sum(p.numel() * p.element_size() for p in loaded.hf_model.parameters())
-    seq = max(len(ids) for ids in pairs.clean)
-    s = AttributionSettings(method="eap-ig", metric="kl", steps=3, batch_size=4)
-    need = {
-        sc: for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, scoring=sc).on("cpu").working(4)
-        for sc in ("summed", "per-step")
-    }
+    b = Budgeted(gqa_pairs, monkeypatch)
+    need = {sc: b.need(4, scoring=sc) for sc in ("summed", "per-step")}
     assert need["per-step"] < need["summed"]
-    used = []
-    real = attribution.eap_scores
-    monkeypatch.setattr(
-        attribution, "eap_scores", lambda *a, **k: used.append((k["scoring"], k["batch_size"])) or real(*a, **k)
-    )
-    budget = weights + (need["summed"] + need["per-step"]) // 2
-    tight = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=budget)
-    ample = attribute(
-        loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + 2 * need["summed"]
-    )
-    assert used == [("per-step", 4), ("summed", 4)]
-    scale = float(np.abs(ample.edge_scores).max())
-    np.testing.assert_allclose(tight.edge_scores, ample.edge_scores, rtol=1e-5, atol=1e-6 * scale)
-    one_row = for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, scoring="per-step").on("cpu").working(1)
+    tight = b.attribute((need["summed"] + need["per-step"]) // 2)
+    ample = b.attribute(2 * need["summed"])
+    assert b.used == [("per-step", 1, 0, 4), ("summed", 1, 0, 4)]
+    _same_scores(tight, ample)
     with pytest.raises(UserError, match="more than --max-memory"):
-        attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + one_row // 2)
+        b.attribute(b.need(scoring="per-step") // 2)
+
+
+def test_a_budget_that_fits_only_factored_heads_factors_them(gqa_pairs, monkeypatch):
+    """--max-memory between per-step with every head factored and per-step whole: the plan (from
+    the loaded model, as `attribute` makes it) factors the last layers' heads, takes no chunks,
+    and the scores are those of the whole run."""
+    b = Budgeted(gqa_pairs, monkeypatch)
+    need = [b.need(factored=f) for f in range(4)]
+    assert need[3] < need[2] < need[0] < need[1]  # one factored layer costs its expansion
+    tight = b.attribute(need[3])
+    whole = b.attribute()
+    assert b.used[0] == ("per-step", 1, 3, 1) and b.used[1][1:3] == (1, 0)
+    _same_scores(tight, whole)
 
 
 def test_the_plan_prefers_summed_within_the_peak_target_then_per_step_then_fewer_rows():
@@ -460,34 +476,3 @@ def test_the_plan_factors_the_fewest_last_layers_that_reach_the_peak_target():
     # Each factored layer's heads take H dh, not H D, per token; one layer is expanded at a time.
     saved = 13 * 32 * (4096 - 128) * 2 * 1024 - 32 * 4096 * 2 * 1024
     assert whole.phases["ig-steps"] - factored.phases["ig-steps"] == saved
-
-
-def test_a_budget_that_fits_only_factored_heads_factors_them(gqa_pairs, monkeypatch):
-    """--max-memory between per-step with every head factored and per-step whole: the plan (from
-    the loaded model, as `attribute` makes it) factors the last layers' heads, takes no chunks,
-    and the scores are those of the whole run."""
-    import headdb.attribution as attribution
-    from headdb.attribution.memory import for_settings
-    from headdb.settings import AttributionSettings
-
-    loaded, pairs = gqa_pairs
-    weights = sum(p.numel() * p.element_size() for p in loaded.hf_model.parameters())
-    seq = max(len(ids) for ids in pairs.clean)
-    s = AttributionSettings(method="eap-ig", metric="kl", steps=3, batch_size=4)
-
-    def need(factored):
-        return for_settings(loaded.shape, s, dtype_bytes=4, seq=seq, factored=factored).on("cpu").working(1)
-
-    assert need(3) < need(2) < need(0) < need(1)  # one factored layer costs its expansion
-    used = []
-    real = attribution.eap_scores
-    monkeypatch.setattr(
-        attribution,
-        "eap_scores",
-        lambda *a, **k: used.append((k["factored"], k["chunks"], k["batch_size"])) or real(*a, **k),
-    )
-    tight = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4, max_memory=weights + need(3))
-    whole = attribute(loaded, pairs, method="eap-ig", metric="kl", steps=3, batch_size=4)
-    assert used[0] == (3, 1, 1) and used[1][:2] == (0, 1)
-    scale = float(np.abs(whole.edge_scores).max())
-    np.testing.assert_allclose(tight.edge_scores, whole.edge_scores, rtol=1e-5, atol=1e-6 * scale)
