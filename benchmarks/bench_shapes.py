@@ -182,16 +182,17 @@ def scoring_of(name: str) -> tuple[str, int, int]:
 
 
 def planned(shape, dtype_bytes: int, seq: int, batch: int) -> str:
-    """The --scorings entry the plan takes at this point with memory to spare (memory.plan_of)."""
-    from headdb.attribution.memory import estimate, plain_pass, plan_of
+    """The --scorings entry the plan takes at this point with memory to spare."""
+    from headdb.attribution.memory import plan_shape
 
-    def run(scoring: str, chunks: int = 1, factored: int = 0):
-        return estimate(shape, dtype_bytes=dtype_bytes, seq=seq, scoring=scoring, chunks=chunks, factored=factored)
+    return entry_of(plan_shape(shape, dtype_bytes=dtype_bytes, seq=seq, budget=2**62, wanted=batch, device="cuda"))
 
-    plan = plan_of(
-        shape, run, plain_pass(shape, dtype_bytes=dtype_bytes, seq=seq), 2**62, batch, batch, device="cuda", where=""
-    )
-    return f"factored:{plan.factored}" if plan.factored else plan.scoring
+
+def entry_of(plan) -> str:
+    """A per-step or summed memory.Plan as a --scorings entry (`scoring_of` reads it back)."""
+    if plan.factored:
+        return f"factored:{plan.factored}"
+    return f"per-step:{plan.chunks}" if plan.chunks > 1 else plan.scoring
 
 
 def engine(loaded, pairs, steps: int, batch: int, scoring: str):

@@ -14,7 +14,7 @@ on one H200. Prints one table and writes a JSON.
             and discover's circuits phase (one faithfulness evaluation: its peak against the
             model's `circuits` phase).
 3. largest  per shape at 512 tokens: the largest batch the plan takes in the GPU's free memory
-            (headdb.attribution.memory.plan_of: per step, the last layers' heads factored where
+            (headdb.attribution.memory.plan_shape: per step, the last layers' heads factored where
             it asks), then one engine call of that plan at that batch: does it fit, and how
             close was the prediction.
 4. generate greedy generation tokens/s at the 1.5b shape, bf16, 16 prompts x 64 new tokens (every
@@ -75,25 +75,17 @@ def check_scores(device: str) -> list[dict]:
 
 
 def largest_batch(args, name: str, model: Path, dtype: str, seq: int) -> dict:
-    """The largest batch the plan takes in the free memory (memory.plan_of, as a run plans it:
+    """The largest batch the plan takes in the free memory (memory.plan_shape, as a run plans it:
     per step, with the last layers' heads factored where its peak target or the budget asks),
     then one engine call of that plan at that batch."""
-    from headdb.attribution.memory import HEADROOM, available, estimate, plain_pass, plan_of
+    from headdb.attribution.memory import HEADROOM, available, estimate, plan_shape
 
     shape = bench_shapes.model_shape(model)
     w = DTYPES[dtype].itemsize
-
-    def run(scoring: str, chunks: int = 1, factored: int = 0):
-        return estimate(shape, dtype_bytes=w, seq=seq, scoring=scoring, chunks=chunks, factored=factored)
-
     free = available(args.device)
-    budget = int(free * HEADROOM)
-    most = 1 << 20
-    plan = plan_of(
-        shape, run, plain_pass(shape, dtype_bytes=w, seq=seq), budget, most, most, device=args.device, where=""
-    )
-    batch, scoring = plan.batch_size, f"factored:{plan.factored}" if plan.factored else "per-step"
-    est = run("per-step", factored=plan.factored)
+    plan = plan_shape(shape, dtype_bytes=w, seq=seq, budget=int(free * HEADROOM), wanted=1 << 20, device=args.device)
+    batch, scoring = plan.batch_size, bench_shapes.entry_of(plan)
+    est = estimate(shape, dtype_bytes=w, seq=seq, chunks=plan.chunks, factored=plan.factored)
     row: dict = {"shape": name, "seq": seq, "free_mib": free / 2**20, "predicted_batch": batch, "plan": scoring}
     batch = min(batch, args.verify_cap)  # the dry run's tiny model "fits" thousands of rows
     row["run_batch"] = batch

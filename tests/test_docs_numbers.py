@@ -81,24 +81,14 @@ def _shapes():
 
 def _planned(shape, dtype_bytes: int, seq: int, budget: int = 2**62, circuits: bool = True):
     """(estimate, plan) of a run as the plan takes it on a GPU at batch 1 within `budget`
-    (memory.plan_of; circuits: a study's run, discover)."""
-    from headdb.attribution.memory import plan_of
+    (memory.plan_shape; circuits: a study's run, discover)."""
+    from headdb.attribution.memory import plan_shape
 
-    def run(scoring: str, chunks: int = 1, factored: int = 0):
-        return estimate(
-            shape,
-            dtype_bytes=dtype_bytes,
-            seq=seq,
-            scoring=scoring,
-            chunks=chunks,
-            factored=factored,
-            circuits=circuits,
-        )
-
-    plan = plan_of(
-        shape, run, plain_pass(shape, dtype_bytes=dtype_bytes, seq=seq), budget, 1, 1, device="cuda", where="x"
+    plan = plan_shape(
+        shape, dtype_bytes=dtype_bytes, seq=seq, budget=budget, wanted=1, device="cuda", circuits=circuits
     )
-    return run(plan.scoring, plan.chunks, plan.factored), plan
+    kw = dict(scoring=plan.scoring, chunks=plan.chunks, factored=plan.factored, circuits=circuits)
+    return estimate(shape, dtype_bytes=dtype_bytes, seq=seq, **kw), plan
 
 
 def _memory_row(label: str, name: str, dtype_bytes: int) -> str:

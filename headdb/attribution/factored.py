@@ -1,7 +1,8 @@
 """The head differences of the last layers held factored: dh numbers per head and token, not D.
 
 A head's node output is its attention output z_h (dh wide, TransformerLens's `hook_z`) through
-its own rows of o_proj, W_O^h [dh, D] (Qwen2/Qwen3/Llama have no o_proj bias). Its difference
+its own rows of o_proj, W_O^h [dh, D] (the bridge's `hook_result` leaves out an o_proj bias,
+where a model has one, and so does this). Its difference
 between two runs is therefore (z_h(corrupted) - z_h(clean)) W_O^h: holding the difference of z
 costs dh / D of holding the difference itself (1/32 at Qwen3-8B), and the full difference is
 made again, one layer's heads at a time, only while a destination's product reads it.
@@ -67,9 +68,8 @@ class FactoredHeads:
 
     def add_layer_scores(self, layout: GraphLayout, rows: torch.Tensor, layer: int, out: torch.Tensor) -> None:
         """out += the scores of layer's attention and MLP edges from the sources held here (see
-        eap.add_layer_scores for rows and out): the heads of each factored layer before it (all
-        its ports) and its own heads (its MLP port), one expanded layer at a time, then the
-        factored MLPs before it in one product."""
+        eap.add_layer_scores for rows and out): every factored node before the layer (all its
+        ports), then the layer's own heads (its MLP port only)."""
         g, c = layout, self.first_layer
         if layer < c:
             return
@@ -78,32 +78,33 @@ class FactoredHeads:
         attn = out[..., g.attn_offset[layer] : g.attn_offset[layer] + P * n].unflatten(-1, (P, n))
         mlp = out[..., g.mlp_offset[layer] : g.mlp_offset[layer] + g.n_src_mlp(layer)]
         rows = rows.to(self.z.dtype)
-        for source in range(c, layer + 1):
-            a = g.head_node(source, 0)
-            ports = rows if source < layer else rows[P:]  # a layer's own heads feed its MLP only
-            blk = _products(ports, self.heads(source), out.dim())  # [..., ports, H]
-            mlp[..., a : a + H] += blk[..., -1, :]
-            if source < layer:
-                attn[..., a : a + H] += blk[..., :P, :]
-        k = layer - c
-        if k:
-            blk = _products(rows, self.mlp[:k].reshape(k, -1, self.mlp.shape[-1]), out.dim())  # [..., P + 1, k]
-            at = slice(g.mlp_node(c), g.mlp_node(layer - 1) + 1, H + 1)
-            attn[..., at] += blk[..., :P, :]
-            mlp[..., at] += blk[..., P, :]
+        for nodes, blk in self._blocks(g, rows, layer, out.dim()):  # blk [..., P + 1, nodes]
+            attn[..., nodes] += blk[..., :P, :]
+            mlp[..., nodes] += blk[..., P, :]
+        a = g.head_node(layer, 0)
+        mlp[..., a : a + H] += _products(rows[P:], self.heads(layer), out.dim())[..., 0, :]
 
     def add_logits_scores(self, layout: GraphLayout, grad: torch.Tensor, out: torch.Tensor) -> None:
         """out += the scores of the edges into logits from the sources held here, from the
         gradient at the final norm's input [B, S, D] (see eap.add_logits_scores)."""
-        g, c, H = layout, self.first_layer, layout.n_heads
+        g = layout
         logits = out[..., g.logits_offset : g.logits_offset + g.n_src_logits]
         grad = grad.to(self.z.dtype)[None]  # one "port"
-        for source in range(c, g.n_layers):
+        for nodes, blk in self._blocks(g, grad, g.n_layers, out.dim()):
+            logits[..., nodes] += blk[..., 0, :]
+
+    def _blocks(self, g: GraphLayout, rows: torch.Tensor, before: int, dims: int):
+        """(node slice, scores [..., R, nodes]) of rows [R, B, S, D] against the factored nodes of
+        layers before `before`: each layer's heads (expanded one layer at a time), then all of
+        their MLPs in one product (`_products` for dims)."""
+        c, H = self.first_layer, g.n_heads
+        for source in range(c, before):
             a = g.head_node(source, 0)
-            logits[..., a : a + H] += _products(grad, self.heads(source), out.dim())[..., 0, :]
-        F = g.n_layers - c
-        at = slice(g.mlp_node(c), g.mlp_node(g.n_layers - 1) + 1, H + 1)
-        logits[..., at] += _products(grad, self.mlp.reshape(F, -1, self.mlp.shape[-1]), out.dim())[..., 0, :]
+            yield slice(a, a + H), _products(rows, self.heads(source), dims)
+        k = before - c
+        if k > 0:
+            mlps = self.mlp[:k].reshape(k, -1, self.mlp.shape[-1])
+            yield slice(g.mlp_node(c), g.mlp_node(before - 1) + 1, H + 1), _products(rows, mlps, dims)
 
 
 def _products(rows: torch.Tensor, sources: torch.Tensor, dims: int) -> torch.Tensor:

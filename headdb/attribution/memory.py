@@ -457,3 +457,18 @@ def plan_of(
         layers=shape.n_layers if split else 0,
         cheap=factor_limit(shape),
     )
+
+
+def plan_shape(
+    shape, *, dtype_bytes: int, seq: int, budget: int, wanted: int, device: str, circuits: bool = False
+) -> Plan:
+    """`plan_of` for a bare shape, nothing loaded: an EAP-IG run of `wanted` pairs of `seq`
+    tokens within `budget` bytes (weights included) on `device`; `circuits`: a study's run
+    (discover). What the benchmarks and the docs say a plan takes."""
+
+    def run(scoring: str, chunks: int = 1, factored: int = 0) -> MemoryEstimate:
+        kw = dict(scoring=scoring, chunks=chunks, factored=factored, circuits=circuits)
+        return estimate(shape, dtype_bytes=dtype_bytes, seq=seq, **kw)
+
+    plain = plain_pass(shape, dtype_bytes=dtype_bytes, seq=seq)
+    return plan_of(shape, run, plain, budget, wanted, wanted, device=device, where="")
