@@ -93,6 +93,20 @@ def test_rank_topn_and_greedy_are_deterministic():
     assert full.n_edges == g.n_edges and full.n_nodes == g.n_nodes
 
 
+def test_edges_that_score_zero_are_in_no_topn_circuit():
+    """A model that reads both prompts alike scores every edge exactly 0: its circuit is empty,
+    not the first n edges by id; with a few nonzero edges, only those (and their paths) count."""
+    g = build_layout((2, 4, 2))
+    assert select_topn(g, np.zeros(g.n_edges, np.float32), 10).n_edges == 0
+    scores = np.zeros(g.n_edges, np.float32)
+    into_logits = [e for e in range(g.n_edges) if g.edge_dst[e] == g.logits_node][:3]
+    scores[into_logits] = [0.5, -0.2, 0.1]
+    top = select_topn(g, scores, 10)
+    assert set(top.edge_ids) <= set(into_logits) and top.n_edges > 0
+    # ties above zero still fill the n-th place by id, as before
+    assert select_topn(g, np.ones(g.n_edges, np.float32), 10).edge_mask.sum() <= 10
+
+
 def test_cpr_cmd_use_the_trapezoid_rule():
     c = curve_from([0.1, 1.0, 100.0], [1, 2, 3], [0.0, 0.5, 1.0])
     x = np.array([0.001, 0.01, 1.0])

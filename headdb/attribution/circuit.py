@@ -203,7 +203,9 @@ def topn_mask(scores: np.ndarray, n: int, absolute: bool = True) -> np.ndarray:
 
 
 def select_topn(g: GraphLayout, scores: np.ndarray, n: int = 5000) -> Circuit:
-    return _make(g, "topn", n, topn_mask(scores, n))
+    # An edge that scores exactly 0 carries no difference between the prompts: it is in no
+    # circuit, however few edges score (a model that cannot tell them apart has an empty one).
+    return _make(g, "topn", n, topn_mask(scores, n) & (np.nan_to_num(scores) != 0))
 
 
 def select_threshold(g: GraphLayout, scores: np.ndarray, tau: float = 0.1, n: int = 5000) -> Circuit:
