@@ -1,0 +1,176 @@
+"""Which heads a demo's SFT model needs for subtraction, set beside its circuits.
+
+    python benchmarks/bench_head_necessity.py DIR/seed0-native [DIR/seed1-native ...] [--markdown FILE]
+
+Each argument is a demo folder that `bench_demo.py` (or `headdb demo --out`) left, with its
+warehouse `<folder>.duckdb` beside it. For the last SFT checkpoint it zeroes every head alone and
+answers the demo's subtraction and addition benchmarks greedily (one torch thread), then reads
+the `sub` circuits of the base and `sft@last` from the warehouse and prints, per run:
+
+- how many heads of each layer halve subtraction accuracy when zeroed alone;
+- the three heads whose zeroing costs subtraction most beyond what it costs addition, and where
+  they are: gained (in SFT's `sub` circuit, not the base's), kept (both), lost (the base's only)
+  or neither;
+- the two most important heads of SFT's `sub` circuit zeroed together, against every set of as
+  many heads per layer drawn outside that circuit (the demo's control, all its possible draws):
+  their mean and worst accuracy.
+
+This is why the demo's ablation criterion flips between seeds (benchmarks/RESULTS.md, "why the
+ablation contrast flips"): a diagnosis of trained models, not a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_CONTROLS = 64  # draws evaluated per run (all of them in the demo's model)
+
+
+def _benchmarks(folder: Path) -> dict[str, object]:
+    """The demo manifest's subtraction and addition benchmarks, as the study loads them."""
+    from headdb.demo.study import FULL, demo_study
+    from headdb.evals.benchmarks import load_benchmark
+
+    m = demo_study(folder, FULL)
+    return {b.name: load_benchmark(b.source, limit=b.limit) for b in m.benchmarks}
+
+
+class Answers:
+    """Greedy accuracy of one model on one benchmark, with a head set zeroed."""
+
+    def __init__(self, model_dir: Path, bench):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from headdb.evals.generation import chat_prompts, eos_ids
+
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.tok.padding_side = "left"
+        prompts = chat_prompts(self.tok, bench["prompt"].to_list())
+        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        self.enc = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        self.stops = eos_ids(self.model, self.tok)
+        self.golds = bench["answer"].to_list()
+
+    def accuracy(self, heads: list[tuple[int, int]]) -> float:
+        import torch
+
+        from headdb.evals.grading import grade
+        from headdb.evals.interventions import Intervention, applied
+
+        with torch.no_grad(), applied(self.model, Intervention("zero", heads) if heads else None):
+            out = self.model.generate(
+                **self.enc,
+                max_new_tokens=24,
+                do_sample=False,
+                pad_token_id=self.tok.pad_token_id,
+                eos_token_id=self.stops,
+            )
+        texts = self.tok.batch_decode(out[:, self.enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        return sum(grade(g, t).correct for g, t in zip(self.golds, texts)) / len(texts)
+
+
+def _circuit(db, checkpoint: str, n_heads: int) -> dict[tuple[int, int], float]:
+    """(layer, head) -> importance of the heads in `checkpoint`'s `sub` circuit."""
+    from headdb.demo.study import SELECTION
+
+    t = db.query("top_heads", checkpoint=checkpoint, task="sub", n=n_heads, selection=SELECTION)
+    t = t.filter(t["in_circuit"])
+    return {(int(r["layer"]), int(r["head"])): float(r["importance"]) for r in t.iter_rows(named=True)}
+
+
+def diagnose(folder: Path) -> dict:
+    import headdb
+
+    db = headdb.connect(Path(f"{folder}.duckdb"), create=False)
+    benches = _benchmarks(folder)
+    sub = Answers(folder / "runs" / "sft", benches["subtraction"])
+    add = Answers(folder / "runs" / "sft", benches["addition"])
+    cfg = sub.model.config
+    layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
+    heads = [(layer, h) for layer in range(layers) for h in range(n_heads)]
+    base_sub, base_add = sub.accuracy([]), add.accuracy([])
+    alone = {x: (sub.accuracy([x]), add.accuracy([x])) for x in heads}
+    before, after = _circuit(db, "base", len(heads)), _circuit(db, "sft@last", len(heads))
+
+    def where(x):
+        return {(True, True): "kept", (False, True): "gained", (True, False): "lost"}.get(
+            (x in before, x in after), "neither"
+        )
+
+    specific = sorted(heads, key=lambda x: (alone[x][0] - base_sub) - (alone[x][1] - base_add))[:3]
+    strongest = sorted(after, key=after.get, reverse=True)[:2]
+    per_layer: dict[int, int] = {}
+    for layer, _ in strongest:
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    pools = [[(layer, h) for h in range(n_heads) if (layer, h) not in after] for layer in sorted(per_layer)]
+    draws = list(
+        itertools.islice(
+            itertools.product(
+                *[itertools.combinations(p, per_layer[layer]) for p, layer in zip(pools, sorted(per_layer))]
+            ),
+            MAX_CONTROLS,
+        )
+    )
+    controls = [sub.accuracy([x for group in draw for x in group]) for draw in draws]
+    return {
+        "run": folder.name,
+        "subtraction": base_sub,
+        "halving": [sum(alone[(layer, h)][0] < base_sub / 2 for h in range(n_heads)) for layer in range(layers)],
+        "specific": [(f"L{x[0]}H{x[1]}", where(x), alone[x][0] - base_sub, alone[x][1] - base_add) for x in specific],
+        "strongest": ",".join(f"L{layer}H{h}" for layer, h in sorted(strongest)),
+        "strongest_accuracy": sub.accuracy(strongest),
+        "controls": (sum(controls) / len(controls), min(controls), len(controls)) if controls else None,
+    }
+
+
+def report(rows: list[dict]) -> list[str]:
+    lines = [
+        "| run | subtraction (greedy) | heads per layer that alone halve it | most subtraction-specific heads: "
+        "class (subtraction, addition change) | SFT circuit's two strongest, zeroed | layer-matched pairs "
+        "outside the circuit: mean, worst (draws) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        specific = "; ".join(f"{h} {c} ({s:+.2f}, {a:+.2f})" for h, c, s, a in r["specific"])
+        controls = "no draw" if r["controls"] is None else "{:.2f}, {:.2f} ({})".format(*r["controls"])
+        lines.append(
+            f"| {r['run']} | {r['subtraction']:.2f} | {', '.join(map(str, r['halving']))} | {specific} | "
+            f"{r['strongest']}: {r['strongest_accuracy']:.2f} | {controls} |"
+        )
+    classes = [c for r in rows for _, c, _, _ in r["specific"]]
+    lines += [
+        "",
+        "Most subtraction-specific heads, by class: "
+        + ", ".join(f"{c} {classes.count(c)}" for c in ("gained", "kept", "lost", "neither")),
+    ]
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="+", type=Path, help="demo folders, each with <folder>.duckdb beside it")
+    ap.add_argument("--markdown", type=Path, default=None)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    rows = []
+    for folder in args.folders:
+        print(f"{folder.name} ...", file=sys.stderr, flush=True)
+        rows.append(diagnose(folder))
+    text = "\n".join(report(rows)) + "\n"
+    if args.markdown:
+        args.markdown.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main())
