@@ -40,39 +40,27 @@ def _benchmarks(folder: Path) -> dict[str, object]:
 
 
 class Answers:
-    """Greedy accuracy of one model on one benchmark, with a head set zeroed."""
+    """Greedy accuracy of a model on one benchmark, with a head set zeroed (headdb's own
+    generation loop and grader)."""
 
-    def __init__(self, model_dir: Path, bench):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, model, tok, bench):
+        from headdb.evals.generation import chat_prompts
+        from headdb.settings import Sampling
 
-        from headdb.evals.generation import chat_prompts, eos_ids
-
-        self.tok = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.tok.padding_side = "left"
-        prompts = chat_prompts(self.tok, bench["prompt"].to_list())
-        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        self.enc = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-        self.stops = eos_ids(self.model, self.tok)
+        self.model, self.tok = model, tok
+        self.prompts = chat_prompts(tok, bench["prompt"].to_list())
         self.golds = bench["answer"].to_list()
+        self.sampling = Sampling(samples=1, temperature=0, max_new_tokens=24, batch_size=len(self.prompts))
 
     def accuracy(self, heads: list[tuple[int, int]]) -> float:
-        import torch
-
+        from headdb.evals.generation import generate
         from headdb.evals.grading import grade
         from headdb.evals.interventions import Intervention, applied
 
-        with torch.no_grad(), applied(self.model, Intervention("zero", heads) if heads else None):
-            out = self.model.generate(
-                **self.enc,
-                max_new_tokens=24,
-                do_sample=False,
-                pad_token_id=self.tok.pad_token_id,
-                eos_token_id=self.stops,
-            )
-        texts = self.tok.batch_decode(out[:, self.enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        return sum(grade(g, t).correct for g, t in zip(self.golds, texts)) / len(texts)
+        with applied(self.model, Intervention("zero", heads) if heads else None):
+            out = generate(self.model, self.tok, self.prompts, self.sampling)
+        right = [grade(self.golds[i], text).correct for i, text in zip(out["prompt_index"], out["completion"])]
+        return sum(right) / len(right)
 
 
 def _circuit(db, checkpoint: str, n_heads: int) -> dict[tuple[int, int], float]:
@@ -88,10 +76,14 @@ def diagnose(folder: Path) -> dict:
     import headdb
 
     db = headdb.connect(Path(f"{folder}.duckdb"), create=False)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     benches = _benchmarks(folder)
-    sub = Answers(folder / "runs" / "sft", benches["subtraction"])
-    add = Answers(folder / "runs" / "sft", benches["addition"])
-    cfg = sub.model.config
+    tok = AutoTokenizer.from_pretrained(folder / "runs" / "sft")
+    model = AutoModelForCausalLM.from_pretrained(folder / "runs" / "sft", dtype=torch.float32).eval()
+    sub, add = Answers(model, tok, benches["subtraction"]), Answers(model, tok, benches["addition"])
+    cfg = model.config
     layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
     heads = [(layer, h) for layer in range(layers) for h in range(n_heads)]
     base_sub, base_add = sub.accuracy([]), add.accuracy([])

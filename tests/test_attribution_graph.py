@@ -93,11 +93,12 @@ def test_rank_topn_and_greedy_are_deterministic():
     assert full.n_edges == g.n_edges and full.n_nodes == g.n_nodes
 
 
-def test_edges_that_score_zero_are_in_no_topn_circuit():
+def test_edges_that_score_zero_are_in_no_circuit():
     """A model that reads both prompts alike scores every edge exactly 0: its circuit is empty,
     not the first n edges by id; with a few nonzero edges, only those (and their paths) count."""
     g = build_layout((2, 4, 2))
     assert select_topn(g, np.zeros(g.n_edges, np.float32), 10).n_edges == 0
+    assert select_greedy(g, np.zeros(g.n_edges, np.float32), 10).n_edges == 0
     scores = np.zeros(g.n_edges, np.float32)
     into_logits = [e for e in range(g.n_edges) if g.edge_dst[e] == g.logits_node][:3]
     scores[into_logits] = [0.5, -0.2, 0.1]

@@ -180,8 +180,10 @@ def prune(g: GraphLayout, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return live, nodes
 
 
-def _make(g, selection, param, mask) -> Circuit:
-    edges, nodes = prune(g, mask)
+def _make(g, selection, param, mask, scores) -> Circuit:
+    # An edge that scores exactly 0 carries no difference between the prompts: it is in no
+    # circuit, however few edges score (a model that cannot tell them apart has an empty one).
+    edges, nodes = prune(g, mask & (np.nan_to_num(scores) != 0))
     return Circuit(selection=selection, param=float(param), edge_mask=edges, node_mask=nodes, layout=g)
 
 
@@ -203,17 +205,14 @@ def topn_mask(scores: np.ndarray, n: int, absolute: bool = True) -> np.ndarray:
 
 
 def select_topn(g: GraphLayout, scores: np.ndarray, n: int = 5000) -> Circuit:
-    # An edge that scores exactly 0 carries no difference between the prompts: it is in no
-    # circuit, however few edges score (a model that cannot tell them apart has an empty one).
-    return _make(g, "topn", n, topn_mask(scores, n) & (np.nan_to_num(scores) != 0))
+    return _make(g, "topn", n, topn_mask(scores, n), scores)
 
 
 def select_threshold(g: GraphLayout, scores: np.ndarray, tau: float = 0.1, n: int = 5000) -> Circuit:
     mag = np.abs(np.nan_to_num(scores.astype(np.float64), nan=0.0))
     base, _ = prune(g, topn_mask(scores, n))
     peak = mag.max() if len(mag) else 0.0
-    keep = base & (mag >= tau * peak) & (mag > 0)
-    return _make(g, "threshold", tau, keep)
+    return _make(g, "threshold", tau, base & (mag >= tau * peak), scores)
 
 
 def _in_edges(g: GraphLayout, node: int) -> list[np.ndarray]:
@@ -256,7 +255,7 @@ def select_greedy(g: GraphLayout, scores: np.ndarray, n: int = 5000) -> Circuit:
         s = int(g.edge_src[e])
         if not have[s]:
             add_node(s)
-    return _make(g, "greedy", n, chosen)
+    return _make(g, "greedy", n, chosen, scores)
 
 
 def reselect(g: GraphLayout, ranking: np.ndarray, circuit: Circuit, topn: int = 5000) -> Circuit:
