@@ -1,6 +1,6 @@
 """Which heads a demo's SFT model needs for subtraction, set beside its circuits.
 
-    python benchmarks/bench_head_necessity.py DIR/seed0-native [DIR/seed1-native ...] [--markdown FILE]
+    python benchmarks/bench_head_necessity.py DIR/seed0-native [DIR/seed1-native ...] [--kind mean] [--markdown FILE]
 
 Each argument is a demo folder that `bench_demo.py` (or `headdb demo --out`) left, with its
 warehouse `<folder>.duckdb` beside it. For the last SFT checkpoint it zeroes every head alone and
@@ -13,7 +13,14 @@ the `sub` circuits of the base and `sft@last` from the warehouse and prints, per
   or neither;
 - the two most important heads of SFT's `sub` circuit zeroed together, against every set of as
   many heads per layer drawn outside that circuit (the demo's control, all its possible draws):
-  their mean and worst accuracy.
+  their mean and worst accuracy;
+- the demo's own SFT ablation (its manifest's `heads_query`: the two strongest gained heads)
+  against the mean of every such draw, problem by problem: the difference and its 95% paired
+  bootstrap interval (headdb's own), i.e. the demo's criterion with the control's expectation in
+  place of its one random draw.
+
+`--kind mean` mean-ablates instead of zeroing (means over the benchmark's prompts, as the study's
+mean ablation).
 
 This is why the demo's ablation criterion flips between seeds (benchmarks/RESULTS.md, "why the
 ablation contrast flips"): a diagnosis of trained models, not a timing.
@@ -25,6 +32,8 @@ import argparse
 import itertools
 import sys
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_CONTROLS = 64  # draws evaluated per run (all of them in the demo's model)
@@ -40,27 +49,39 @@ def _benchmarks(folder: Path) -> dict[str, object]:
 
 
 class Answers:
-    """Greedy accuracy of a model on one benchmark, with a head set zeroed (headdb's own
-    generation loop and grader)."""
+    """Greedy answers of a model to one benchmark, with a head set zero- or mean-ablated
+    (headdb's own generation loop, interventions and grader)."""
 
-    def __init__(self, model, tok, bench):
+    def __init__(self, model, tok, bench, kind: str = "zero"):
         from headdb.evals.generation import chat_prompts
+        from headdb.evals.interventions import head_means
         from headdb.settings import Sampling
 
-        self.model, self.tok = model, tok
+        self.model, self.tok, self.kind = model, tok, kind
         self.prompts = chat_prompts(tok, bench["prompt"].to_list())
         self.golds = bench["answer"].to_list()
         self.sampling = Sampling(samples=1, temperature=0, max_new_tokens=24, batch_size=len(self.prompts))
+        self.means = {}
+        if kind == "mean":  # over the benchmark's prompts, as the study's mean ablation
+            enc = tok(self.prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            self.means = head_means(model, [{n: enc[n] for n in ("input_ids", "attention_mask")}])
 
-    def accuracy(self, heads: list[tuple[int, int]]) -> float:
+    def correct(self, heads: list[tuple[int, int]]) -> np.ndarray:
+        """1.0 or 0.0 per problem, in the benchmark's order."""
         from headdb.evals.generation import generate
         from headdb.evals.grading import grade
         from headdb.evals.interventions import Intervention, applied
 
-        with applied(self.model, Intervention("zero", heads) if heads else None):
+        intervention = Intervention(self.kind, heads, means=self.means) if heads else None
+        with applied(self.model, intervention):
             out = generate(self.model, self.tok, self.prompts, self.sampling)
-        right = [grade(self.golds[i], text).correct for i, text in zip(out["prompt_index"], out["completion"])]
-        return sum(right) / len(right)
+        right = np.zeros(len(self.prompts))
+        for i, text in zip(out["prompt_index"], out["completion"]):
+            right[i] = grade(self.golds[i], text).correct
+        return right
+
+    def accuracy(self, heads: list[tuple[int, int]]) -> float:
+        return float(self.correct(heads).mean())
 
 
 def _circuit(db, checkpoint: str, n_heads: int) -> dict[tuple[int, int], float]:
@@ -72,8 +93,41 @@ def _circuit(db, checkpoint: str, n_heads: int) -> dict[tuple[int, int], float]:
     return {(int(r["layer"]), int(r["head"])): float(r["importance"]) for r in t.iter_rows(named=True)}
 
 
-def diagnose(folder: Path) -> dict:
+def layer_matched_draws(
+    heads: list[tuple[int, int]], outside: set[tuple[int, int]], n_heads: int
+) -> list[list[tuple[int, int]]]:
+    """Every set of as many heads per layer as `heads` has, none in `outside` (the demo's control
+    rule, all its possible draws; at most MAX_CONTROLS)."""
+    per_layer: dict[int, int] = {}
+    for layer, _ in heads:
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    layers = sorted(per_layer)
+    pools = [[(layer, h) for h in range(n_heads) if (layer, h) not in outside] for layer in layers]
+    draws = itertools.islice(
+        itertools.product(*[itertools.combinations(p, per_layer[layer]) for p, layer in zip(pools, layers)]),
+        MAX_CONTROLS,
+    )
+    return [[x for group in draw for x in group] for draw in draws]
+
+
+def _demo_ablation_heads(db, folder: Path) -> list[tuple[int, int]]:
+    """The heads the demo's SFT ablation zeroes: its manifest's heads_query (and fallback), run as
+    the study runs it."""
+    from headdb.demo.study import FULL, demo_study
+    from headdb.jobs.study import _query_heads
+
+    m = demo_study(folder, FULL)
+    a = next(a for a in m.ablations if a.checkpoint == "sft@last")
+    heads = _query_heads(db, m, a, a.heads_query)
+    if not heads and a.heads_query.fallback is not None:  # SFT gained no head
+        heads = _query_heads(db, m, a, a.heads_query.fallback)
+    return heads
+
+
+def diagnose(folder: Path, kind: str = "zero") -> dict:
     import headdb
+
+    from headdb.evals.bootstrap import paired_difference
 
     db = headdb.connect(Path(f"{folder}.duckdb"), create=False)
     import torch
@@ -82,7 +136,7 @@ def diagnose(folder: Path) -> dict:
     benches = _benchmarks(folder)
     tok = AutoTokenizer.from_pretrained(folder / "runs" / "sft")
     model = AutoModelForCausalLM.from_pretrained(folder / "runs" / "sft", dtype=torch.float32).eval()
-    sub, add = Answers(model, tok, benches["subtraction"]), Answers(model, tok, benches["addition"])
+    sub, add = Answers(model, tok, benches["subtraction"], kind), Answers(model, tok, benches["addition"], kind)
     cfg = model.config
     layers, n_heads = cfg.num_hidden_layers, cfg.num_attention_heads
     heads = [(layer, h) for layer in range(layers) for h in range(n_heads)]
@@ -97,19 +151,13 @@ def diagnose(folder: Path) -> dict:
 
     specific = sorted(heads, key=lambda x: (alone[x][0] - base_sub) - (alone[x][1] - base_add))[:3]
     strongest = sorted(after, key=after.get, reverse=True)[:2]
-    per_layer: dict[int, int] = {}
-    for layer, _ in strongest:
-        per_layer[layer] = per_layer.get(layer, 0) + 1
-    pools = [[(layer, h) for h in range(n_heads) if (layer, h) not in after] for layer in sorted(per_layer)]
-    draws = list(
-        itertools.islice(
-            itertools.product(
-                *[itertools.combinations(p, per_layer[layer]) for p, layer in zip(pools, sorted(per_layer))]
-            ),
-            MAX_CONTROLS,
-        )
-    )
-    controls = [sub.accuracy([x for group in draw for x in group]) for draw in draws]
+    controls = [sub.accuracy(draw) for draw in layer_matched_draws(strongest, set(after), n_heads)]
+    ablated = _demo_ablation_heads(db, folder)
+    draws = layer_matched_draws(ablated, set(after), n_heads)
+    contrast = None
+    if draws:
+        expected = np.mean([sub.correct(draw) for draw in draws], axis=0)  # per problem, over every draw
+        contrast = (paired_difference(sub.correct(ablated), expected), len(draws))
     return {
         "run": folder.name,
         "subtraction": base_sub,
@@ -118,6 +166,8 @@ def diagnose(folder: Path) -> dict:
         "strongest": ",".join(f"L{layer}H{h}" for layer, h in sorted(strongest)),
         "strongest_accuracy": sub.accuracy(strongest),
         "controls": (sum(controls) / len(controls), min(controls), len(controls)) if controls else None,
+        "ablated": ",".join(f"L{layer}H{h}" for layer, h in ablated),
+        "contrast": contrast,
     }
 
 
@@ -125,21 +175,28 @@ def report(rows: list[dict]) -> list[str]:
     lines = [
         "| run | subtraction (greedy) | heads per layer that alone halve it | most subtraction-specific heads: "
         "class (subtraction, addition change) | SFT circuit's two strongest, zeroed | layer-matched pairs "
-        "outside the circuit: mean, worst (draws) |",
-        "|---|---|---|---|---|---|",
+        "outside the circuit: mean, worst (draws) | the demo's ablation heads minus every draw: difference "
+        "[95% interval] (draws) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         specific = "; ".join(f"{h} {c} ({s:+.2f}, {a:+.2f})" for h, c, s, a in r["specific"])
         controls = "no draw" if r["controls"] is None else "{:.2f}, {:.2f} ({})".format(*r["controls"])
+        contrast = "no draw"
+        if r["contrast"] is not None:
+            interval, n = r["contrast"]
+            contrast = f"{interval.estimate:+.2f} {interval.text(2)} ({n})"
         lines.append(
             f"| {r['run']} | {r['subtraction']:.2f} | {', '.join(map(str, r['halving']))} | {specific} | "
-            f"{r['strongest']}: {r['strongest_accuracy']:.2f} | {controls} |"
+            f"{r['strongest']}: {r['strongest_accuracy']:.2f} | {controls} | {r['ablated']}: {contrast} |"
         )
     classes = [c for r in rows for _, c, _, _ in r["specific"]]
     lines += [
         "",
         "Most subtraction-specific heads, by class: "
         + ", ".join(f"{c} {classes.count(c)}" for c in ("gained", "kept", "lost", "neither")),
+        "The demo's ablation heads below every draw (interval below 0): "
+        f"{sum(r['contrast'] is not None and r['contrast'][0].high < 0 for r in rows)} of {len(rows)} runs",
     ]
     return lines
 
@@ -147,6 +204,7 @@ def report(rows: list[dict]) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path, help="demo folders, each with <folder>.duckdb beside it")
+    ap.add_argument("--kind", choices=("zero", "mean"), default="zero", help="how heads are ablated")
     ap.add_argument("--markdown", type=Path, default=None)
     args = ap.parse_args()
     import torch
@@ -155,7 +213,7 @@ def main() -> int:
     rows = []
     for folder in args.folders:
         print(f"{folder.name} ...", file=sys.stderr, flush=True)
-        rows.append(diagnose(folder))
+        rows.append(diagnose(folder, args.kind))
     text = "\n".join(report(rows)) + "\n"
     if args.markdown:
         args.markdown.write_text(text)
