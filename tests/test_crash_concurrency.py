@@ -20,14 +20,23 @@ def _spawn(*args: str) -> subprocess.Popen:
 
 
 def _check_consistent(path: Path) -> dict[int, int]:
+    """The warehouse opens, every `ok` run holds all its facts, and a killed run never reads `ok`.
+
+    Facts of a run that is not `ok` are tolerated, and only those: DuckDB 1.5.5 can bring back the
+    optimistically written rows of a large commit cut by kill -9 without the status update that
+    closed it (fixed in DuckDB 2.0.1; benchmarks/RESULTS.md, "kill -9 in the middle of a large
+    commit, under load"). They belong to no `ok` run, so no named query reads them
+    (queries/_macros.sql)."""
     db = headdb.connect(path, create=False)
     facts = dict(db.sql("SELECT run_id, count(*) AS n FROM edge_scores GROUP BY run_id").rows())
     status = dict(db.sql("SELECT run_id, status FROM runs").rows())
-    for run_id, n in facts.items():
-        assert status.get(run_id) == "ok", f"facts of run {run_id} with status {status.get(run_id)}"
-        assert n == BIG, f"run {run_id} has {n} of {BIG} rows"
-    assert all(run_id in facts for run_id, s in status.items() if s == "ok")
-    return facts
+    whole = {run_id: n for run_id, n in facts.items() if status.get(run_id) == "ok"}
+    for run_id, n in whole.items():
+        assert n == BIG, f"ok run {run_id} has {n} of {BIG} rows"
+    assert all(run_id in whole for run_id, s in status.items() if s == "ok"), "an ok run without its facts"
+    for run_id in set(facts) - set(whole):
+        assert status.get(run_id) in ("running", "abandoned"), f"facts of run {run_id} ({status.get(run_id)})"
+    return whole
 
 
 def test_kill_9_mid_write_never_leaves_a_partial_run(tmp_path):
