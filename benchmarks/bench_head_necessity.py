@@ -39,12 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_CONTROLS = 64  # draws evaluated per run (all of them in the demo's model)
 
 
-def _benchmarks(folder: Path) -> dict[str, object]:
+def _benchmarks(m) -> dict[str, object]:
     """The demo manifest's subtraction and addition benchmarks, as the study loads them."""
-    from headdb.demo.study import FULL, demo_study
     from headdb.evals.benchmarks import load_benchmark
 
-    m = demo_study(folder, FULL)
     return {b.name: load_benchmark(b.source, limit=b.limit) for b in m.benchmarks}
 
 
@@ -62,12 +60,19 @@ class Answers:
         self.golds = bench["answer"].to_list()
         self.sampling = Sampling(samples=1, temperature=0, max_new_tokens=24, batch_size=len(self.prompts))
         self.means = {}
+        self._done: dict[frozenset[tuple[int, int]], np.ndarray] = {}  # greedy: a head set's answers never change
         if kind == "mean":  # over the benchmark's prompts, as the study's mean ablation
             enc = tok(self.prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             self.means = head_means(model, [{n: enc[n] for n in ("input_ids", "attention_mask")}])
 
     def correct(self, heads: list[tuple[int, int]]) -> np.ndarray:
         """1.0 or 0.0 per problem, in the benchmark's order."""
+        key = frozenset(heads)
+        if key not in self._done:
+            self._done[key] = self._generate(heads)
+        return self._done[key]
+
+    def _generate(self, heads: list[tuple[int, int]]) -> np.ndarray:
         from headdb.evals.generation import generate
         from headdb.evals.grading import grade
         from headdb.evals.interventions import Intervention, applied
@@ -110,13 +115,11 @@ def layer_matched_draws(
     return [[x for group in draw for x in group] for draw in draws]
 
 
-def _demo_ablation_heads(db, folder: Path) -> list[tuple[int, int]]:
+def _demo_ablation_heads(db, m) -> list[tuple[int, int]]:
     """The heads the demo's SFT ablation zeroes: its manifest's heads_query (and fallback), run as
     the study runs it."""
-    from headdb.demo.study import FULL, demo_study
     from headdb.jobs.study import _query_heads
 
-    m = demo_study(folder, FULL)
     a = next(a for a in m.ablations if a.checkpoint == "sft@last")
     heads = _query_heads(db, m, a, a.heads_query)
     if not heads and a.heads_query.fallback is not None:  # SFT gained no head
@@ -127,13 +130,15 @@ def _demo_ablation_heads(db, folder: Path) -> list[tuple[int, int]]:
 def diagnose(folder: Path, kind: str = "zero") -> dict:
     import headdb
 
+    from headdb.demo.study import FULL, demo_study
     from headdb.evals.bootstrap import paired_difference
 
     db = headdb.connect(Path(f"{folder}.duckdb"), create=False)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    benches = _benchmarks(folder)
+    m = demo_study(folder, FULL)  # the manifest the demo's study ran
+    benches = _benchmarks(m)
     tok = AutoTokenizer.from_pretrained(folder / "runs" / "sft")
     model = AutoModelForCausalLM.from_pretrained(folder / "runs" / "sft", dtype=torch.float32).eval()
     sub, add = Answers(model, tok, benches["subtraction"], kind), Answers(model, tok, benches["addition"], kind)
@@ -152,7 +157,7 @@ def diagnose(folder: Path, kind: str = "zero") -> dict:
     specific = sorted(heads, key=lambda x: (alone[x][0] - base_sub) - (alone[x][1] - base_add))[:3]
     strongest = sorted(after, key=after.get, reverse=True)[:2]
     controls = [sub.accuracy(draw) for draw in layer_matched_draws(strongest, set(after), n_heads)]
-    ablated = _demo_ablation_heads(db, folder)
+    ablated = _demo_ablation_heads(db, m)
     draws = layer_matched_draws(ablated, set(after), n_heads)
     contrast = None
     if draws:
