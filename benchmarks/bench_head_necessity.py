@@ -17,7 +17,10 @@ the `sub` circuits of the base and `sft@last` from the warehouse and prints, per
 - the demo's own SFT ablation (its manifest's `heads_query`: the two strongest gained heads)
   against the mean of every such draw, problem by problem: the difference and its 95% paired
   bootstrap interval (headdb's own), i.e. the demo's criterion with the control's expectation in
-  place of its one random draw.
+  place of its one random draw;
+- the same for every pair of SFT's gained heads: how many pairs have their interval below 0, and
+  the best pair. Where none has, no rule that ablates two gained heads (whatever it ranks them
+  by) can meet the demo's criterion on that model; only its training can.
 
 `--kind mean` mean-ablates instead of zeroing (means over the benchmark's prompts, as the study's
 mean ablation).
@@ -103,9 +106,9 @@ def layer_matched_draws(
 ) -> list[list[tuple[int, int]]]:
     """Every set of as many heads per layer as `heads` has, none in `outside` (the demo's control
     rule, all its possible draws; at most MAX_CONTROLS)."""
-    per_layer: dict[int, int] = {}
-    for layer, _ in heads:
-        per_layer[layer] = per_layer.get(layer, 0) + 1
+    from headdb.evals.interventions import heads_per_layer
+
+    per_layer = heads_per_layer(heads)
     layers = sorted(per_layer)
     pools = [[(layer, h) for h in range(n_heads) if (layer, h) not in outside] for layer in layers]
     draws = itertools.islice(
@@ -115,23 +118,35 @@ def layer_matched_draws(
     return [[x for group in draw for x in group] for draw in draws]
 
 
-def _demo_ablation_heads(db, m) -> list[tuple[int, int]]:
-    """The heads the demo's SFT ablation zeroes: its manifest's heads_query (and fallback), run as
-    the study runs it."""
-    from headdb.jobs.study import _query_heads
+def _sft_ablation(m):
+    """The demo manifest's SFT ablation entry."""
+    return next(a for a in m.ablations if a.checkpoint == "sft@last")
 
-    a = next(a for a in m.ablations if a.checkpoint == "sft@last")
-    heads = _query_heads(db, m, a, a.heads_query)
-    if not heads and a.heads_query.fallback is not None:  # SFT gained no head
-        heads = _query_heads(db, m, a, a.heads_query.fallback)
-    return heads
+
+def _gained(db, a) -> list[tuple[int, int]]:
+    """Every head SFT gained on `sub` (the demo's heads_query without its order and limit)."""
+    t = db.query(a.heads_query.name, **a.heads_query.params)
+    t = t.filter(t["change"] == "gained")
+    return sorted((int(r["layer"]), int(r["head"])) for r in t.iter_rows(named=True))
+
+
+def _against_every_draw(sub: Answers, heads, outside, n_heads):
+    """`heads` against the mean of every layer-matched draw outside `outside`, problem by problem:
+    headdb's paired bootstrap interval of the difference and the number of draws, or None."""
+    from headdb.evals.bootstrap import paired_difference
+
+    draws = layer_matched_draws(heads, outside, n_heads)
+    if not draws:
+        return None
+    expected = np.mean([sub.correct(draw) for draw in draws], axis=0)  # per problem, over every draw
+    return paired_difference(sub.correct(heads), expected), len(draws)
 
 
 def diagnose(folder: Path, kind: str = "zero") -> dict:
     import headdb
 
     from headdb.demo.study import FULL, demo_study
-    from headdb.evals.bootstrap import paired_difference
+    from headdb.jobs.study import queried_heads
 
     db = headdb.connect(Path(f"{folder}.duckdb"), create=False)
     import torch
@@ -157,12 +172,11 @@ def diagnose(folder: Path, kind: str = "zero") -> dict:
     specific = sorted(heads, key=lambda x: (alone[x][0] - base_sub) - (alone[x][1] - base_add))[:3]
     strongest = sorted(after, key=after.get, reverse=True)[:2]
     controls = [sub.accuracy(draw) for draw in layer_matched_draws(strongest, set(after), n_heads)]
-    ablated = _demo_ablation_heads(db, m)
-    draws = layer_matched_draws(ablated, set(after), n_heads)
-    contrast = None
-    if draws:
-        expected = np.mean([sub.correct(draw) for draw in draws], axis=0)  # per problem, over every draw
-        contrast = (paired_difference(sub.correct(ablated), expected), len(draws))
+    a = _sft_ablation(m)
+    ablated, _ = queried_heads(db, m, a, say=lambda _: None)  # as the study ran it
+    contrast = _against_every_draw(sub, ablated, set(after), n_heads)
+    # every pair of gained heads: could any rule that picks two of them meet the criterion?
+    pairs = [_against_every_draw(sub, list(p), set(after), n_heads) for p in itertools.combinations(_gained(db, a), 2)]
     return {
         "run": folder.name,
         "subtraction": base_sub,
@@ -173,6 +187,7 @@ def diagnose(folder: Path, kind: str = "zero") -> dict:
         "controls": (sum(controls) / len(controls), min(controls), len(controls)) if controls else None,
         "ablated": ",".join(f"L{layer}H{h}" for layer, h in ablated),
         "contrast": contrast,
+        "pairs": [p[0] for p in pairs if p is not None],
     }
 
 
@@ -181,8 +196,8 @@ def report(rows: list[dict]) -> list[str]:
         "| run | subtraction (greedy) | heads per layer that alone halve it | most subtraction-specific heads: "
         "class (subtraction, addition change) | SFT circuit's two strongest, zeroed | layer-matched pairs "
         "outside the circuit: mean, worst (draws) | the demo's ablation heads minus every draw: difference "
-        "[95% interval] (draws) |",
-        "|---|---|---|---|---|---|---|",
+        "[95% interval] (draws) | pairs of gained heads below every draw (interval below 0): count, best |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         specific = "; ".join(f"{h} {c} ({s:+.2f}, {a:+.2f})" for h, c, s, a in r["specific"])
@@ -191,9 +206,13 @@ def report(rows: list[dict]) -> list[str]:
         if r["contrast"] is not None:
             interval, n = r["contrast"]
             contrast = f"{interval.estimate:+.2f} {interval.text(2)} ({n})"
+        pairs = f"{sum(p.high < 0 for p in r['pairs'])} of {len(r['pairs'])}"
+        if r["pairs"]:
+            best = min(r["pairs"], key=lambda p: p.estimate)
+            pairs += f", {best.estimate:+.2f} {best.text(2)}"
         lines.append(
             f"| {r['run']} | {r['subtraction']:.2f} | {', '.join(map(str, r['halving']))} | {specific} | "
-            f"{r['strongest']}: {r['strongest_accuracy']:.2f} | {controls} | {r['ablated']}: {contrast} |"
+            f"{r['strongest']}: {r['strongest_accuracy']:.2f} | {controls} | {r['ablated']}: {contrast} | {pairs} |"
         )
     classes = [c for r in rows for _, c, _, _ in r["specific"]]
     lines += [
@@ -202,6 +221,8 @@ def report(rows: list[dict]) -> list[str]:
         + ", ".join(f"{c} {classes.count(c)}" for c in ("gained", "kept", "lost", "neither")),
         "The demo's ablation heads below every draw (interval below 0): "
         f"{sum(r['contrast'] is not None and r['contrast'][0].high < 0 for r in rows)} of {len(rows)} runs",
+        "Runs where no pair of gained heads is below every draw: "
+        f"{sum(not any(p.high < 0 for p in r['pairs']) for r in rows)} of {len(rows)}",
     ]
     return lines
 

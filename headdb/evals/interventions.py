@@ -56,6 +56,14 @@ def format_heads(heads: Iterable[tuple[int, int]]) -> str:
     return ",".join(f"L{l}H{h}" for l, h in sorted(heads))
 
 
+def heads_per_layer(heads: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """layer -> how many of the (distinct) heads are in it: what a layer-matched control matches."""
+    counts: dict[int, int] = {}
+    for layer, _ in set(heads):
+        counts[layer] = counts.get(layer, 0) + 1
+    return counts
+
+
 def random_control(
     heads: Iterable[tuple[int, int]], n_heads: int, seed: int, avoid: Iterable[tuple[int, int]] = ()
 ) -> list[tuple[int, int]]:
@@ -64,11 +72,8 @@ def random_control(
     deterministically under `seed`."""
     rng = random.Random(seed)
     outside = set(avoid)
-    chosen = sorted(set(heads))
-    by_layer: dict[int, int] = {}
-    for layer, _ in chosen:
-        by_layer[layer] = by_layer.get(layer, 0) + 1
-    taken = set(chosen)
+    taken = set(heads)
+    by_layer = heads_per_layer(taken)
     control = []
     for layer in sorted(by_layer):
         others = [h for h in range(n_heads) if (layer, h) not in taken]

@@ -134,6 +134,20 @@ def _query_heads(db: Warehouse, m: Manifest, a: AblationSpec, q: HeadsQuery) -> 
         raise UserError(f"{m.file}: {a.key}.heads_query: {exc}") from None
 
 
+def queried_heads(
+    db: Warehouse, m: Manifest, a: AblationSpec, say: Say = print
+) -> tuple[list[tuple[int, int]], str | None]:
+    """The heads an ablation's heads_query selects over the warehouse now, or its fallback's when
+    it selects none; the label marks a fallback (ablation_table shows it, so no one mistakes it)."""
+    assert a.heads_query is not None  # load_manifest: exactly one of heads and heads_query
+    found = _query_heads(db, m, a, a.heads_query)
+    fallback = a.heads_query.fallback
+    if found or fallback is None:
+        return found, None
+    say(f"{a.key}: the query {a.heads_query.name} found no heads; using the fallback query {fallback.name} instead")
+    return _query_heads(db, m, a, fallback), f"fallback: {fallback.name}"
+
+
 def check_ablations(db: Warehouse | None, m: Manifest, stage1: Plan, query_dirs: Iterable[str | Path] = ()) -> None:
     """What stage 2 will need, checked before stage 1 writes: head lists, queries and their params,
     and that each ablation's checkpoint reference names exactly one checkpoint."""
@@ -188,16 +202,7 @@ def plan_ablations(db: Warehouse, m: Manifest, sj: StudyJobs, execution: Executi
         if a.heads is not None:
             heads = a.heads
         else:
-            assert a.heads_query is not None  # load_manifest: exactly one of heads and heads_query
-            found = _query_heads(db, m, a, a.heads_query)
-            fallback = a.heads_query.fallback
-            if not found and fallback is not None:
-                say(
-                    f"{a.key}: the query {a.heads_query.name} found no heads; using the fallback query "
-                    f"{fallback.name} instead"
-                )
-                found = _query_heads(db, m, a, fallback)
-                label = f"fallback: {fallback.name}"  # shown by ablation_table, so no one mistakes it
+            found, label = queried_heads(db, m, a, say)
             if not found:
                 say(f"{a.key}: the query found no heads; nothing to ablate")
                 continue
