@@ -154,13 +154,19 @@ class GenerationSettings(Settings):
         }
 
 
+# The labels headdb gives the head sets it makes itself (a manifest's own labels may not take them):
+# the random layer-matched control of an ablation, and the heads of a heads_query's fallback.
+CONTROL_LABEL = "control"
+FALLBACK_LABEL = "fallback: "
+
+
 class InterventionSettings(Settings):
     """A head set to intervene on: `heads` is the text form (L5H1,L7H3), resolved per model."""
 
     kind: InterventionKind = "zero"
     heads: str
     factor: float | None = None
-    label: str | None = None  # "control" for a random layer-matched set, a query name, "fallback: ..."
+    label: str | None = None  # CONTROL_LABEL, FALLBACK_LABEL + a query name, or a manifest's label
 
     @field_validator("factor")
     @classmethod

@@ -45,9 +45,10 @@ def test_unequal_inputs_are_refused():
         paired_difference([1.0, 2.0], [1.0])
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    db = headdb.connect(tmp_path_factory.mktemp("abl") / "a.duckdb")
+def _study(folder, sets):
+    """A warehouse with a plain run and, in this order, one zero-ablation run per (name, correct
+    counts, heads, label) of `sets` on the same checkpoint and benchmark: name -> run_id."""
+    db = headdb.connect(folder / "a.duckdb")
     register_tiny_model(db)
     ck = db.register_checkpoint(
         model_key=MODEL_KEY,
@@ -70,12 +71,7 @@ def study(tmp_path_factory):
         return [("accuracy", None, sum(counts) / (4 * N), N)]
 
     runs = {"plain": generation_run(db, ck, task, sampling=SAMPLING, gens=gens(PLAIN), metrics=acc(PLAIN))}
-    for name, counts, kind_heads, label in [
-        ("A", SET_A, [(1, 0), (2, 1)], None),
-        ("control A", CONTROL_A, [(1, 2), (2, 0)], "control"),
-        ("B", SET_B, [(0, 0), (0, 1)], None),
-        ("control B", CONTROL_B, [(0, 2), (0, 1)], "control"),
-    ]:
+    for name, counts, kind_heads, label in sets:
         runs[name] = generation_run(
             db,
             ck,
@@ -87,6 +83,19 @@ def study(tmp_path_factory):
             label=label,
         )
     return db, runs
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return _study(
+        tmp_path_factory.mktemp("abl"),
+        [
+            ("A", SET_A, [(1, 0), (2, 1)], None),
+            ("control A", CONTROL_A, [(1, 2), (2, 0)], "control"),
+            ("B", SET_B, [(0, 0), (0, 1)], None),
+            ("control B", CONTROL_B, [(0, 2), (0, 1)], "control"),
+        ],
+    )
 
 
 def test_item_rates_are_the_share_of_correct_samples(study):
@@ -123,3 +132,22 @@ def test_ablation_report_shows_intervals_and_the_contrast(study):
     assert "delta_ci95" in flat and "n = 40 problems" in flat
     assert "heads L1H0 L2H1 vs control L1H2 L2H0: -0.688 accuracy" in flat
     assert "hurts more than the control" in flat and "hurts less than the control" in flat
+
+
+def test_a_set_whose_control_had_already_run_meets_that_control(tmp_path):
+    """Two sets of the same layers drew the same control heads: the control's job ran once, after
+    the first set, so the second set (started later) is set against that run."""
+    db, runs = _study(
+        tmp_path,
+        [
+            ("A", SET_A, [(1, 0), (2, 1)], None),
+            ("control A", CONTROL_A, [(1, 2), (2, 0)], "control"),
+            ("C", SET_B, [(1, 1), (2, 2)], "strongest heads"),
+        ],
+    )
+    table = run_query(db, "ablation_table", {"metric": "accuracy"})
+    contrasts = control_contrasts(lambda name, p: run_query(db, name, p), table).sort("heads")
+    assert contrasts["head_set"].to_list() == ["zero L1H0,L2H1", "strongest heads"]
+    assert contrasts["control_heads"].to_list() == ["L1H2,L2H0", "L1H2,L2H0"]
+    c = contrasts.row(1, named=True)
+    assert c["difference"] == pytest.approx((sum(SET_B) - sum(CONTROL_A)) / (4 * N))

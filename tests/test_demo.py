@@ -55,6 +55,9 @@ def test_demo_quick_succeeds_quietly(demo):
     assert "'loss'" in log and "'reward'" in log
     for stage in ("pretraining", "SFT (trl)", "GRPO (trl)", "ingest base"):
         assert stage in out.stderr
+    # every progress bar the terminal shows ends finished (none left behind at, say, 0/2)
+    counts = re.findall(r"(\d+)/(\d+)\s", out.stderr)
+    assert counts and all(done == total for done, total in counts), out.stderr[-3000:]
     assert f"log: {work / 'demo.log'}" in out.stderr and str(work / "demo-report.html") in out.stderr
     assert not list(work.parent.glob("*.dot")) and not list(work.glob("*.dot"))  # no .dot anywhere
     assert list(work.glob("circuit-run*.png"))  # the circuit's figure goes to the demo folder
@@ -177,8 +180,12 @@ def test_the_summary_agrees_with_the_warehouse(demo):
         SELECT a.heads, a.value - p.value AS delta
         FROM acc a JOIN acc p ON p.checkpoint_id = a.checkpoint_id AND p.task_id = a.task_id AND NOT p.intervened
         WHERE a.intervened""").rows()
-    ablations = re.findall(r"Ablating the (?:emergent heads|top heads) (\S+) .*?: ([+-]\d\.\d{3}) accuracy", summary)
+    ablations = re.findall(
+        r"Ablating the (?:emergent heads|top heads|strongest circuit heads) (\S+) .*?: ([+-]\d\.\d{3}) accuracy",
+        summary,
+    )
     assert ablations, summary
+    assert "Ablating the strongest circuit heads " in summary, summary  # demo.toml's label is summary.STRONGEST
     measured = {frozenset(heads.split(",")): delta for heads, delta in deltas}
     for heads, delta in ablations:
         key = frozenset(heads.split(","))

@@ -96,6 +96,10 @@ def test_the_demo_manifest_parses():
         ("[[ablations]]\ncheckpoint='a@last'\nkind='scale'\nheads='L0H1'\n", "ablations[0].factor: is required"),
         ("[[ablations]]\ncheckpoint='a@last'\n", "ablations[0]: give exactly one of heads"),
         (
+            "[[ablations]]\ncheckpoint='a@last'\nheads='L0H1'\nlabel='control'\n",
+            "ablations[0].label: 'control' is how headdb marks its own head sets",
+        ),
+        (
             "[[ablations]]\ncheckpoint='a@last'\nheads='L0H1'\ncontrol=true\ncontrol_avoid={name='top_heads', fallback={}}\n",
             "ablations[0].control_avoid.fallback: unknown key",
         ),
@@ -160,6 +164,11 @@ base = "base"
 checkpoint = "distilled"
 heads = "L0H1"
 benchmarks = ["arith"]
+[[ablations]]
+checkpoint = "distilled"
+heads = "L0H0"
+label = "second set"
+benchmarks = ["arith"]
 [[reports]]
 name = "heads_gained"
 params = { base = "base", target = "distilled" }
@@ -167,10 +176,14 @@ params = { base = "base", target = "distilled" }
     db = tmp_path / "w.duckdb"
     out = cli("study", str(tmp_path / "study.toml"), db=db)
     assert out.returncode == 0, out.stderr
+    # the two ablations of one checkpoint load it once (stage 1 loaded both checkpoints)
+    assert "3 checkpoint(s) loaded" in out.stderr, out.stderr
     assert "heads gained and lost" in out.stdout or "heads_gained: no rows" in out.stdout
     w = headdb.connect(db, create=False)
     kinds = w.sql("SELECT kind, count(*) AS n FROM runs WHERE status = 'ok' GROUP BY 1 ORDER BY 1").rows()
-    assert kinds == [("attribution", 2), ("generation", 3)]  # 2 plain + 1 ablated (its baseline reused)
+    assert kinds == [("attribution", 2), ("generation", 4)]  # 2 plain + 2 ablated (their baseline reused)
+    sets = w.query("ablation_table", checkpoint="distilled")["head_set"].unique().sort().to_list()
+    assert sets == ["second set", "zero L0H1"]  # a manifest's label names its head set in the reports
     parent = w.sql(
         "SELECT p.name FROM checkpoints c JOIN checkpoints p ON p.checkpoint_id = c.parent_id "
         "WHERE c.name = 'distilled'"

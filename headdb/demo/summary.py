@@ -10,17 +10,21 @@ import polars as pl
 
 from headdb.demo.study import SELECTION
 from headdb.reports.ablation import control_contrasts
+from headdb.settings import FALLBACK_LABEL
 
+# The label of demo.toml's ablation of SFT's strongest circuit heads, gained or not.
+STRONGEST = "strongest circuit heads"
 # Below this, a change of a mean over windows of sampled rewards is read as no change.
 FLAT = 0.05
 
 # Said after every summary, so that one run's findings are not read as the miniature's: what
 # benchmarks/bench_demo.py measured over seeds and kernel paths (docs/demo.md, "Margins").
 MARGINS = (
-    "These are this run's findings. Over seeds 0-2 and three floating-point kernel paths, on two "
-    'CPUs (benchmarks/RESULTS.md, "Demo"), SFT gained heads on subtraction in every run, but '
-    "GRPO's circuit changes and the emergent heads' ablation contrast held in some runs only: "
-    "another seed or another CPU can reverse them."
+    "These are this run's findings. Over seeds 0-2 and three floating-point kernel paths "
+    '(benchmarks/RESULTS.md, "Demo"), SFT gained heads on subtraction in every run and its '
+    "circuit's two strongest heads hurt more than the control in every run measured, but GRPO's "
+    "circuit changes and the emergent heads' ablation contrast held in some runs only: another seed "
+    "or another CPU can reverse them."
 )
 
 
@@ -130,8 +134,13 @@ def ablation_lines(q) -> list[str]:
         return ["No ablation ran (no head set was found)."]
     lines = []
     for c in control_contrasts(q.run, table).iter_rows(named=True):
-        fallback = c["head_set"].startswith("fallback")
-        what = f"top heads {c['heads']} (fallback: no emergent head)" if fallback else f"emergent heads {c['heads']}"
+        what = (
+            f"top heads {c['heads']} (fallback: no emergent head)"
+            if c["head_set"].startswith(FALLBACK_LABEL)
+            else f"strongest circuit heads {c['heads']} (gained or not)"
+            if c["head_set"] == STRONGEST
+            else f"emergent heads {c['heads']}"
+        )
         sure = c["high"] < 0 or c["low"] > 0
         verdict = (
             "hurts MORE than the layer-matched control"

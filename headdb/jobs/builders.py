@@ -12,7 +12,13 @@ from headdb.jobs.attribution import AttributionJob
 from headdb.jobs.generations import Benchmark, GenerationJob
 from headdb.jobs.job import Job, Placement
 from headdb.jobs.plan import CheckpointWork, Plan, target
-from headdb.settings import AttributionSettings, Execution, GenerationSettings, InterventionSettings
+from headdb.settings import (
+    CONTROL_LABEL,
+    AttributionSettings,
+    Execution,
+    GenerationSettings,
+    InterventionSettings,
+)
 
 if TYPE_CHECKING:
     from headdb.attribution.tasks import Task
@@ -33,7 +39,7 @@ def with_control(
     `avoid` (e.g. the circuit's heads) where the layer has enough other heads."""
     heads = parse_heads(spec.heads, shape.n_layers, shape.n_heads)
     control = random_control(heads, shape.n_heads, seed, avoid)
-    return [spec, spec.model_copy(update={"heads": format_heads(control), "label": "control"})]
+    return [spec, spec.model_copy(update={"heads": format_heads(control), "label": CONTROL_LABEL})]
 
 
 def single(

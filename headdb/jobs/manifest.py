@@ -12,7 +12,8 @@
                                  tasks, benchmarks (names; default: all of them)
     [[runs]]                     name, dir, regime, lineage, base, tasks, benchmarks
                                  (training output directories)
-    [[ablations]]                checkpoint, heads | heads_query, kind, factor, control, benchmarks, ...
+    [[ablations]]                checkpoint, heads | heads_query, kind, factor, control, benchmarks,
+                                 control_seed, control_avoid (a heads_query), label
                                  heads_query = {name, params, where = {col = value}, order_by = col
                                  (descending), limit, fallback = {another such query, used (and
                                  said) when the first finds no heads}}: the query's layer/head columns
@@ -40,6 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from headdb.errors import UserError
 from headdb.settings import (
+    CONTROL_LABEL,
+    FALLBACK_LABEL,
     AttributionSettings,
     GenerationSettings,
     InterventionKind,
@@ -165,6 +168,7 @@ class AblationSpec(Spec):
     control_seed: int = 0
     benchmarks: tuple[str, ...] | None = None  # None: every [[benchmarks]] entry
     control_avoid: HeadsQuery | None = None  # heads the random control is not drawn from
+    label: str | None = None  # the head set's name in ablation reports (default: kind and heads)
 
 
 class ReportSpec(Spec):
@@ -318,6 +322,8 @@ def _cross_checked(m: Manifest, where: Where) -> Manifest:
             )
         if a.kind == "scale" and a.factor is None:
             raise where.fail(f"{key}.factor", 'is required when kind = "scale"')
+        if a.label is not None and (a.label == CONTROL_LABEL or a.label.startswith(FALLBACK_LABEL)):
+            raise where.fail(f"{key}.label", f"{a.label!r} is how headdb marks its own head sets; choose another name")
         for b in a.benchmarks or ():
             if b not in names["benchmarks"]:
                 raise where.fail(f"{key}.benchmarks", f"{b!r} is not the name of a [[benchmarks]] entry")

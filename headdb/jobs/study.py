@@ -29,7 +29,7 @@ from headdb.jobs.manifest import (
 )
 from headdb.jobs.plan import CheckpointWork, Plan, existing_target, target
 from headdb.jobs.training_run import plan_training_run
-from headdb.settings import Execution, InterventionSettings
+from headdb.settings import FALLBACK_LABEL, Execution, InterventionSettings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -145,7 +145,7 @@ def queried_heads(
     if found or fallback is None:
         return found, None
     say(f"{a.key}: the query {a.heads_query.name} found no heads; using the fallback query {fallback.name} instead")
-    return _query_heads(db, m, a, fallback), f"fallback: {fallback.name}"
+    return _query_heads(db, m, a, fallback), FALLBACK_LABEL + fallback.name
 
 
 def check_ablations(db: Warehouse | None, m: Manifest, stage1: Plan, query_dirs: Iterable[str | Path] = ()) -> None:
@@ -198,11 +198,12 @@ def plan_ablations(db: Warehouse, m: Manifest, sj: StudyJobs, execution: Executi
     plan = Plan(execution=execution)
     for a in m.ablations:
         t = existing_target(db, resolve_checkpoint(db, a.checkpoint))
-        label = None
+        label = a.label
         if a.heads is not None:
             heads = a.heads
         else:
-            found, label = queried_heads(db, m, a, say)
+            found, fallback = queried_heads(db, m, a, say)
+            label = fallback or label  # a fallback's heads are never shown under the entry's own name
             if not found:
                 say(f"{a.key}: the query found no heads; nothing to ablate")
                 continue
@@ -217,7 +218,11 @@ def plan_ablations(db: Warehouse, m: Manifest, sj: StudyJobs, execution: Executi
         )
         assert a.benchmarks is not None  # load_manifest defaults it to every benchmark
         jobs = [job for name in a.benchmarks for job in generation_jobs(sj.benches[name], sj.generation, specs, shape)]
-        plan.work.append(CheckpointWork(t, jobs))
+        same = next((w for w in plan.work if w.target.path == t.path), None)
+        if same is not None:  # one model load and one progress line per checkpoint, however many entries
+            same.jobs.extend(jobs)
+        else:
+            plan.work.append(CheckpointWork(t, jobs))
     return plan.validate()
 
 

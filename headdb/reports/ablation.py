@@ -14,8 +14,8 @@ from typing import Callable
 import polars as pl
 
 from headdb.evals.bootstrap import paired_difference
+from headdb.settings import CONTROL_LABEL
 
-CONTROL = "control"
 Run = Callable[[str, dict], pl.DataFrame]
 
 
@@ -67,7 +67,7 @@ def control_contrasts(run: Run, df: pl.DataFrame) -> pl.DataFrame:
     """Per checkpoint and benchmark with a control set: each other head set's accuracy minus the
     control's over the same problems (negative: the head set hurts more), with its interval."""
     acc = accuracy_rows(df).with_columns(_layer_profile(pl.col("heads")).alias("layers"))
-    controls = acc.filter(pl.col("head_set") == CONTROL).select(
+    controls = acc.filter(pl.col("head_set") == CONTROL_LABEL).select(
         "checkpoint_id",
         "task",
         "kind",
@@ -77,16 +77,19 @@ def control_contrasts(run: Run, df: pl.DataFrame) -> pl.DataFrame:
         pl.col("delta").alias("control_delta"),
     )
     # A control is drawn for one head set: as many heads per layer and the same kind. When several
-    # sets share a profile, the control run started right after the set's run is its own.
-    pairs = (
-        acc.filter(pl.col("head_set") != CONTROL)
-        .join(controls, on=["checkpoint_id", "task", "kind", "layers"])
-        .filter(pl.col("control_run") > pl.col("run_id"))
-        .sort("control_run")
-        .group_by("run_id", maintain_order=True)
-        .first()
-        .sort("run_id")
+    # sets share a profile, the control run started right after the set's run is its own; with none
+    # after it, its control's job had already run (two sets of the same layers drew the same heads,
+    # and a job runs once), so the latest one before it is.
+    joined = acc.filter(pl.col("head_set") != CONTROL_LABEL).join(
+        controls, on=["checkpoint_id", "task", "kind", "layers"]
     )
+    after = joined.filter(pl.col("control_run") > pl.col("run_id")).sort("control_run")
+    before = joined.filter(pl.col("control_run") < pl.col("run_id")).sort("control_run", descending=True)
+    after = after.group_by("run_id", maintain_order=True).first()
+    before = (
+        before.group_by("run_id", maintain_order=True).first().join(after.select("run_id"), on="run_id", how="anti")
+    )
+    pairs = pl.concat([after, before]).sort("run_id")
     rates = _rates(run, pairs["run_id"].to_list() + pairs["control_run"].to_list())
     rows = []
     for r in pairs.iter_rows(named=True):

@@ -625,8 +625,8 @@ def report_ablation_table(q, df, params, console, png=None):
     if png:
         have = df.filter(pl.col("delta").is_not_null())
         if have.height:
-            labels = [
-                f"{r['checkpoint']} {r['task']} {_set_label(r)}"
+            labels = [  # the heads too: two sets of one checkpoint each have a control
+                f"{r['checkpoint']} {r['task']} {_set_label(r)} {r['heads']}"
                 + (f" ({r['metric']})" if r["metric"] != "accuracy" else "")
                 for r in have.iter_rows(named=True)
             ]
