@@ -16,8 +16,9 @@ every seed x kernel path, each in a fresh folder and warehouse (`--jobs` at a ti
 thread each; terminal output in DIR/<run>.out / .err), and reads each warehouse through the
 named queries: SFT's heads gained on `sub`, the ablation of SFT's emergent heads against the
 layer-matched control (paired bootstrap over problems), the same for SFT's circuit's two
-strongest heads (gained or not), GRPO's circuit changes per checkpoint and its reward. It writes a markdown section (to --markdown, else stdout) with one row per run
-and the verdict per criterion of docs/demo.md. Nothing is tuned here: it only reads what each
+strongest heads (gained or not), GRPO's circuit changes per checkpoint and its reward. It writes
+a markdown section (to --markdown, else stdout) with one row per run and the verdict per
+criterion of docs/demo.md. Nothing is tuned here: it only reads what each
 demo measured. Times with --jobs > 1 include the other job's contention: measure times with
 --jobs 1 on a quiet machine. --models-from DIR reuses the models and runs an earlier call trained
 in DIR (same seeds and kernel paths; training is deterministic, so they are the same bits) and

@@ -119,15 +119,16 @@ def layer_matched_draws(
 
 
 def _sft_ablation(m):
-    """The demo manifest's SFT ablation entry."""
-    return next(a for a in m.ablations if a.checkpoint == "sft@last")
+    """The demo manifest's ablation of SFT's emergent heads (not the one of its strongest heads)."""
+    return next(a for a in m.ablations if a.checkpoint == "sft@last" and a.heads_query.name == "heads_gained")
 
 
 def _gained(db, a) -> list[tuple[int, int]]:
-    """Every head SFT gained on `sub` (the demo's heads_query without its order and limit)."""
-    t = db.query(a.heads_query.name, **a.heads_query.params)
-    t = t.filter(t["change"] == "gained")
-    return sorted((int(r["layer"]), int(r["head"])) for r in t.iter_rows(named=True))
+    """Every head SFT gained on `sub`: the entry's heads_query without its order and limit."""
+    from headdb.jobs.headsets import heads_from_query
+
+    q = a.heads_query
+    return heads_from_query(db, q.name, q.params, where=q.where, extra_dirs=db.query_dirs)
 
 
 def _against_every_draw(sub: Answers, heads, outside, n_heads):
